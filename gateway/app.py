@@ -1,0 +1,102 @@
+"""The litestar application: ``create_app(settings)``. Resources open in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Request, Response
+from litestar.exceptions import HTTPException
+
+from gateway import routes
+from gateway.errors import (
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnderstudyError,
+    error_body,
+)
+from gateway.metrics import Metrics
+from gateway.responses import new_request_id
+from gateway.service import GatewayService
+from gateway.settings import Settings
+from gateway.teacher import TeacherClient
+from storage.request_log import RequestLogWriter
+
+log = logging.getLogger("understudy.gateway")
+
+
+def create_app(settings: Settings) -> Litestar:
+    """Build the gateway app. Nothing is opened until the app starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        writer = RequestLogWriter(
+            settings.db_path,
+            queue_size=settings.storage.queue_size,
+            commit_interval_ms=settings.storage.commit_interval_ms,
+            batch_size=settings.storage.batch_size,
+            busy_timeout_ms=settings.storage.busy_timeout_ms,
+        )
+        await asyncio.to_thread(writer.start)
+        teacher = TeacherClient(settings.teacher)
+        metrics = Metrics(writer)
+        app.state.settings = settings
+        app.state.writer = writer
+        app.state.teacher = teacher
+        app.state.metrics = metrics
+        app.state.service = GatewayService(settings, teacher, writer, metrics)
+        log.info(
+            "understudy gateway ready; teacher %s; log %s", settings.teacher.url, settings.db_path
+        )
+        try:
+            yield
+        finally:
+            await teacher.close()
+            await asyncio.to_thread(writer.close)
+            stats = writer.stats()
+            log.info(
+                "request log flushed: %d rows written, %d dropped", stats.written, stats.dropped
+            )
+
+    return Litestar(
+        route_handlers=routes.HANDLERS,
+        lifespan=[lifespan],
+        exception_handlers={Exception: _handle_exception},
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=None,
+        debug=False,
+    )
+
+
+def _handle_exception(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, UnderstudyError):
+        err = exc
+    elif isinstance(exc, HTTPException):
+        err = _from_litestar(request, exc)
+    else:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        err = UnderstudyError("The server had an error while processing your request.")
+    return Response(
+        content=error_body(err),
+        status_code=err.status_code,
+        media_type="application/json",
+        headers={"x-request-id": getattr(request.state, "request_id", None) or new_request_id()},
+    )
+
+
+def _from_litestar(request: Request, exc: HTTPException) -> UnderstudyError:
+    path = request.url.path
+    if exc.status_code == 404:
+        return NotFoundError(f"Unknown request URL: {request.method} {path}.")
+    if exc.status_code == 405:
+        return MethodNotAllowedError(f"Method {request.method} is not allowed for {path}.")
+    if exc.status_code == 413:
+        return PayloadTooLargeError("The request body is larger than the gateway accepts.")
+    err = UnderstudyError(str(exc.detail))
+    err.status_code = exc.status_code
+    err.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    return err

@@ -1,0 +1,109 @@
+"""One exception hierarchy for the gateway, each error knowing its HTTP status and OpenAI type.
+
+Everything a client can see goes through :func:`error_body`, which produces the OpenAI error
+shape ``{"error": {"message", "type", "param", "code"}}``. Foreign exceptions (httpx, sqlite,
+litestar) are translated at the edge into one of these; a stack trace never reaches a client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class UnderstudyError(Exception):
+    """Base class: ``status_code`` and ``type`` are what the client receives."""
+
+    status_code: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, Any]:
+        return error_dict(self.message, self.type, self.param, self.code)
+
+
+class InvalidRequestError(UnderstudyError):
+    status_code = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationError(UnderstudyError):
+    status_code = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(UnderstudyError):
+    status_code = 403
+    type = "invalid_request_error"
+    code = "permission_denied"
+
+
+class NotFoundError(UnderstudyError):
+    status_code = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowedError(UnderstudyError):
+    status_code = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLargeError(UnderstudyError):
+    status_code = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimitError(UnderstudyError):
+    status_code = 429
+    type = "rate_limit_exceeded"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamError(UnderstudyError):
+    """The teacher failed (5xx or connection error) and the retry budget is spent."""
+
+    status_code = 502
+    type = "upstream_error"
+    code = "teacher_unavailable"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status_code = 504
+    code = "teacher_timeout"
+
+
+class ServiceUnavailableError(UnderstudyError):
+    status_code = 503
+    type = "server_error"
+    code = "unavailable"
+
+
+class ConfigError(Exception):
+    """Invalid settings; raised at start-up, never while serving."""
+
+
+def error_dict(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_body(exc: UnderstudyError) -> bytes:
+    return msgspec.json.encode(exc.to_dict())
+
+
+def sse_error_event(exc: UnderstudyError) -> bytes:
+    """A final streaming event carrying an error, as OpenAI-compatible servers send it."""
+    return b"data: " + error_body(exc) + b"\n\n"

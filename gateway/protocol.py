@@ -1,0 +1,119 @@
+"""Wire models for the OpenAI endpoints the gateway serves.
+
+The request body is kept as the client sent it (unknown fields go to the teacher untouched);
+these structs only check the types of the fields the gateway understands, so a malformed
+request is refused with a precise ``param`` before anything is sent or logged.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from gateway.errors import InvalidRequestError
+
+
+class ChatMessage(msgspec.Struct):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
+
+
+class _Common(msgspec.Struct):
+    model: str
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    n: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    user: str | None = None
+    logprobs: Any = None
+    top_logprobs: int | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class ChatCompletionRequest(_Common):
+    messages: list[ChatMessage] = msgspec.field(default_factory=list)
+    max_completion_tokens: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+
+
+class CompletionRequest(_Common):
+    prompt: str | list[str] | list[int] | list[list[int]] | None = None
+    echo: bool | None = None
+    suffix: str | None = None
+
+
+_PATH_RE = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def decode_body(raw: bytes) -> dict[str, Any]:
+    """Parse a JSON object body or raise an OpenAI-shaped 400."""
+    if not raw.strip():
+        raise InvalidRequestError("the request body is empty; expected a JSON object")
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the request body must be a JSON object")
+    return body
+
+
+def validate_chat(body: dict[str, Any]) -> ChatCompletionRequest:
+    req = _convert(body, ChatCompletionRequest)
+    if "messages" not in body:
+        raise InvalidRequestError("missing required parameter: 'messages'", param="messages")
+    if not req.messages:
+        raise InvalidRequestError("'messages' must contain at least one message", param="messages")
+    _check_common(req)
+    return req
+
+
+def validate_completion(body: dict[str, Any]) -> CompletionRequest:
+    req = _convert(body, CompletionRequest)
+    if req.prompt is None:
+        raise InvalidRequestError("missing required parameter: 'prompt'", param="prompt")
+    _check_common(req)
+    return req
+
+
+def _convert(body: dict[str, Any], model: type[msgspec.Struct]) -> Any:
+    if "model" not in body:
+        raise InvalidRequestError("missing required parameter: 'model'", param="model")
+    try:
+        return msgspec.convert(body, model)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        match = _PATH_RE.search(text)
+        param = match.group(1) if match else None
+        if param is not None:
+            param = re.sub(r"\[(\d+)\]", r".\1", param).lstrip(".") or None
+        raise InvalidRequestError(f"invalid request: {text}", param=param) from None
+
+
+def _check_common(req: _Common) -> None:
+    if req.n is not None and req.n < 1:
+        raise InvalidRequestError("'n' must be at least 1", param="n")
+    if req.temperature is not None and not 0 <= req.temperature <= 2:
+        raise InvalidRequestError("'temperature' must be between 0 and 2", param="temperature")
+    if req.top_p is not None and not 0 <= req.top_p <= 1:
+        raise InvalidRequestError("'top_p' must be between 0 and 1", param="top_p")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = getattr(req, name, None)
+        if value is not None and value < 1:
+            raise InvalidRequestError(f"'{name}' must be at least 1", param=name)

@@ -1,0 +1,309 @@
+"""The request pipeline, written once for chat and completions, streaming and not.
+
+parse -> validate -> resolve task -> teacher (retries) -> reply -> log (write-behind).
+A streamed answer is relayed event by event as it arrives and logged when it ends; a client
+that leaves early leaves a row marked ``incomplete``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgspec
+
+from gateway.errors import (
+    UnderstudyError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    error_body,
+    sse_error_event,
+)
+from gateway.metrics import Metrics
+from gateway.protocol import decode_body, validate_chat, validate_completion
+from gateway.settings import Settings
+from gateway.sse import EventSplitter, StreamAssembler, event_data
+from gateway.tasks import resolve_task
+from gateway.teacher import TeacherClient, TeacherResponse, TeacherStream
+from storage.records import (
+    STATUS_CUT,
+    STATUS_ERROR,
+    STATUS_INCOMPLETE,
+    STATUS_OK,
+    RequestRecord,
+)
+from storage.request_log import RequestLogWriter
+
+log = logging.getLogger("understudy.gateway")
+
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # "chat.completions" or "completions": also the log's endpoint column
+    path: str  # the teacher path
+    validate: Callable[[dict[str, Any]], Any]
+
+
+CHAT = Endpoint("chat.completions", "/chat/completions", validate_chat)
+COMPLETIONS = Endpoint("completions", "/completions", validate_completion)
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    authorization: str | None
+    api_key_id: str | None
+    task_header: str | None
+    forward_headers: dict[str, str]
+    started: float = field(default_factory=time.perf_counter)
+    created_at: float = field(default_factory=time.time)
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+@dataclass
+class BodyReply:
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+
+
+@dataclass
+class StreamReply:
+    headers: dict[str, str]
+    events: AsyncIterator[bytes]
+
+
+Reply = BodyReply | StreamReply
+
+
+class GatewayService:
+    def __init__(
+        self,
+        settings: Settings,
+        teacher: TeacherClient,
+        writer: RequestLogWriter,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.teacher = teacher
+        self.writer = writer
+        self.metrics = metrics
+
+    async def handle(self, endpoint: Endpoint, ctx: RequestContext, raw: bytes) -> Reply:
+        """Serve one request; every failure becomes an OpenAI-shaped reply, never an exception."""
+        headers = {"x-request-id": ctx.request_id}
+        try:
+            body = decode_body(raw)
+            req = endpoint.validate(body)
+            task, source = resolve_task(
+                ctx.task_header, req.model, self.settings.routes, body, endpoint.name
+            )
+        except UnderstudyError as exc:
+            return error_reply(exc, headers)
+        headers["x-understudy-task"] = task
+        headers["x-understudy-served-by"] = "teacher"
+        record = RequestRecord(
+            id=ctx.request_id,
+            created_at=ctx.created_at,
+            endpoint=endpoint.name,
+            task=task,
+            task_source=source,
+            requested_model=req.model,
+            served_by="teacher",
+            status=STATUS_INCOMPLETE,
+            request_json=raw.decode(),
+            stream=bool(req.stream),
+            api_key_id=ctx.api_key_id,
+        )
+        try:
+            if req.stream:
+                return await self._stream(endpoint, ctx, body, record, headers)
+            return await self._unary(endpoint, ctx, raw, record, headers)
+        except UnderstudyError as exc:
+            self._finish(record, ctx, STATUS_ERROR, exc.status_code, error=exc.message)
+            return error_reply(exc, headers)
+
+    # -- non-streaming ------------------------------------------------------------------
+
+    async def _unary(
+        self,
+        endpoint: Endpoint,
+        ctx: RequestContext,
+        raw: bytes,
+        record: RequestRecord,
+        headers: dict[str, str],
+    ) -> BodyReply:
+        answer = await self.teacher.post(
+            endpoint.path, raw, authorization=ctx.authorization, extra=ctx.forward_headers
+        )
+        self._count_retries(answer.attempts)
+        self.metrics.teacher_latency.observe(ctx.elapsed_ms() / 1000)
+        headers.update(answer.headers)
+        parsed = _parse_json(answer.content)
+        if answer.status_code == 200 and isinstance(parsed, dict):
+            _fill_from_response(record, parsed)
+            record.response_json = answer.content.decode("utf-8", "replace")
+            self._finish(record, ctx, STATUS_OK, 200)
+        else:
+            record.response_json = answer.content.decode("utf-8", "replace") if parsed else None
+            self._finish(
+                record, ctx, STATUS_ERROR, answer.status_code, error=_teacher_error_text(answer)
+            )
+        return BodyReply(answer.status_code, headers, answer.content)
+
+    # -- streaming ----------------------------------------------------------------------
+
+    async def _stream(
+        self,
+        endpoint: Endpoint,
+        ctx: RequestContext,
+        body: dict[str, Any],
+        record: RequestRecord,
+        headers: dict[str, str],
+    ) -> Reply:
+        options = body.get("stream_options") or {}
+        client_wants_usage = bool(options.get("include_usage"))
+        upstream_body = body
+        if not client_wants_usage:
+            # Ask for usage so the log has token counts; the client does not see that chunk.
+            upstream_body = {**body, "stream_options": {**options, "include_usage": True}}
+        opened = await self.teacher.open_stream(
+            endpoint.path,
+            msgspec.json.encode(upstream_body),
+            authorization=ctx.authorization,
+            extra=ctx.forward_headers,
+        )
+        self._count_retries(opened.attempts)
+        if isinstance(opened, TeacherResponse):
+            headers.update(opened.headers)
+            parsed = _parse_json(opened.content)
+            record.response_json = opened.content.decode("utf-8", "replace") if parsed else None
+            self._finish(
+                record, ctx, STATUS_ERROR, opened.status_code, error=_teacher_error_text(opened)
+            )
+            return BodyReply(opened.status_code, headers, opened.content)
+        headers.update(opened.headers)
+        return StreamReply(
+            headers, self._relay(endpoint, ctx, opened, record, hide_usage=not client_wants_usage)
+        )
+
+    async def _relay(
+        self,
+        endpoint: Endpoint,
+        ctx: RequestContext,
+        stream: TeacherStream,
+        record: RequestRecord,
+        *,
+        hide_usage: bool,
+    ) -> AsyncIterator[bytes]:
+        splitter = EventSplitter()
+        assembler = StreamAssembler(endpoint.name)
+        status, error = STATUS_INCOMPLETE, None
+        try:
+            try:
+                async for data in stream:
+                    for event in splitter.feed(data):
+                        if self._keep_event(event, assembler, hide_usage):
+                            if record.ttfb_ms is None:
+                                record.ttfb_ms = ctx.elapsed_ms()
+                            yield event
+                for event in (splitter.pending,) if splitter.pending.strip() else ():
+                    if self._keep_event(event + b"\n\n", assembler, hide_usage):
+                        yield event + b"\n\n"
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                error = f"the teacher's stream broke off: {type(exc).__name__}"
+            if assembler.done:
+                status = STATUS_ERROR if assembler.error else STATUS_OK
+                error = _message(assembler.error) if assembler.error else None
+            else:
+                status, error = STATUS_CUT, error or "the teacher's stream ended without [DONE]"
+                exc_out = (UpstreamTimeoutError if "Timeout" in error else UpstreamError)(error)
+                yield sse_error_event(exc_out)
+                yield DONE_EVENT
+        finally:
+            await stream.aclose()
+            _fill_from_response(record, assembler.result(), usage=assembler.usage)
+            record.response_json = msgspec.json.encode(assembler.result()).decode()
+            self._finish(record, ctx, status, 200, error=error)
+
+    @staticmethod
+    def _keep_event(event: bytes, assembler: StreamAssembler, hide_usage: bool) -> bool:
+        payload = event_data(event)
+        if payload is None:
+            return True
+        chunk = assembler.add(payload)
+        return not (
+            hide_usage and chunk is not None and not chunk.get("choices") and chunk.get("usage")
+        )
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def _finish(
+        self,
+        record: RequestRecord,
+        ctx: RequestContext,
+        status: str,
+        http_status: int,
+        *,
+        error: str | None = None,
+    ) -> None:
+        record.status = status
+        record.http_status = http_status
+        record.error = error
+        record.latency_ms = ctx.elapsed_ms()
+        self.writer.submit(RequestRecord.TABLE, record.as_row())
+        self.metrics.requests.labels(record.task, record.served_by, status).inc()
+        self.metrics.latency.labels(record.served_by).observe(record.latency_ms / 1000)
+        if record.prompt_tokens:
+            self.metrics.tokens.labels(record.task, record.served_by, "prompt").inc(
+                record.prompt_tokens
+            )
+        if record.completion_tokens:
+            self.metrics.tokens.labels(record.task, record.served_by, "completion").inc(
+                record.completion_tokens
+            )
+
+    def _count_retries(self, attempts: int) -> None:
+        if attempts > 1:
+            self.metrics.teacher_retries.inc(attempts - 1)
+
+
+def error_reply(exc: UnderstudyError, headers: Mapping[str, str]) -> BodyReply:
+    return BodyReply(exc.status_code, dict(headers), error_body(exc))
+
+
+def _parse_json(content: bytes) -> Any:
+    try:
+        return msgspec.json.decode(content)
+    except msgspec.DecodeError:
+        return None
+
+
+def _fill_from_response(
+    record: RequestRecord, response: Mapping[str, Any], usage: Mapping[str, Any] | None = None
+) -> None:
+    record.teacher_model = response.get("model") or record.teacher_model
+    usage = usage if usage is not None else response.get("usage")
+    if isinstance(usage, Mapping):
+        record.prompt_tokens = usage.get("prompt_tokens")
+        record.completion_tokens = usage.get("completion_tokens")
+        record.total_tokens = usage.get("total_tokens")
+
+
+def _message(error: Mapping[str, Any] | None) -> str | None:
+    return None if error is None else str(error.get("message") or error)[:1000]
+
+
+def _teacher_error_text(answer: TeacherResponse) -> str:
+    parsed = _parse_json(answer.content)
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        return f"teacher HTTP {answer.status_code}: {_message(parsed['error'])}"
+    return f"teacher HTTP {answer.status_code}"

@@ -1,0 +1,147 @@
+"""Server-sent events: split a byte stream into events as they arrive, and rebuild the full
+response object from the chunks so a streamed answer is logged like a non-streamed one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+DONE = b"[DONE]"
+
+
+class EventSplitter:
+    """Feed raw bytes; get back complete events (each ending in a blank line)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        if b"\n\n" not in self._buffer and b"\r\n\r\n" not in self._buffer:
+            return []
+        normal = self._buffer.replace(b"\r\n", b"\n")
+        *events, self._buffer = normal.split(b"\n\n")
+        return [e + b"\n\n" for e in events if e.strip()]
+
+    @property
+    def pending(self) -> bytes:
+        return self._buffer
+
+
+def event_data(event: bytes) -> bytes | None:
+    """The ``data:`` payload of one event (joined if multi-line), or None."""
+    lines = [ln[5:].lstrip(b" ") for ln in event.split(b"\n") if ln.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
+
+
+class StreamAssembler:
+    """Merge ``chat.completion.chunk`` / ``text_completion`` chunks into one response object."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.meta: dict[str, Any] = {}
+        self.choices: dict[int, dict[str, Any]] = {}
+        self.usage: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+        self.done = False
+        self.chunks = 0
+
+    def add(self, payload: bytes) -> dict[str, Any] | None:
+        """Take one event's data; return the parsed chunk (None for ``[DONE]`` or garbage)."""
+        if payload.strip() == DONE:
+            self.done = True
+            return None
+        try:
+            chunk = msgspec.json.decode(payload)
+        except msgspec.DecodeError:
+            return None
+        if not isinstance(chunk, dict):
+            return None
+        self.chunks += 1
+        if "error" in chunk:
+            self.error = (
+                chunk["error"]
+                if isinstance(chunk["error"], dict)
+                else {"message": str(chunk["error"])}
+            )
+            return chunk
+        for key in ("id", "created", "model", "system_fingerprint", "service_tier"):
+            if chunk.get(key) is not None:
+                self.meta[key] = chunk[key]
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            self._merge_choice(choice)
+        return chunk
+
+    def _merge_choice(self, choice: dict[str, Any]) -> None:
+        index = choice.get("index", 0)
+        slot = self.choices.setdefault(index, {"index": index, "finish_reason": None})
+        if choice.get("finish_reason") is not None:
+            slot["finish_reason"] = choice["finish_reason"]
+        if self.endpoint == "completions":
+            slot["text"] = slot.get("text", "") + (choice.get("text") or "")
+            _merge_logprobs_completion(slot, choice.get("logprobs"))
+            return
+        message = slot.setdefault("message", {"role": "assistant", "content": None})
+        delta = choice.get("delta") or {}
+        if delta.get("role"):
+            message["role"] = delta["role"]
+        for key in ("content", "refusal", "reasoning_content"):
+            if delta.get(key):
+                message[key] = (message.get(key) or "") + delta[key]
+        for call in delta.get("tool_calls") or []:
+            _merge_tool_call(message, call)
+        if delta.get("function_call"):
+            fc = message.setdefault("function_call", {"name": "", "arguments": ""})
+            fc["name"] += delta["function_call"].get("name") or ""
+            fc["arguments"] += delta["function_call"].get("arguments") or ""
+        logprobs = choice.get("logprobs")
+        if logprobs:
+            slot_lp = slot.setdefault("logprobs", {"content": []})
+            for key in ("content", "refusal"):
+                if logprobs.get(key):
+                    slot_lp.setdefault(key, [])
+                    slot_lp[key].extend(logprobs[key])
+
+    def result(self) -> dict[str, Any]:
+        obj = "text_completion" if self.endpoint == "completions" else "chat.completion"
+        out: dict[str, Any] = {
+            "id": self.meta.get("id"),
+            "object": obj,
+            "created": self.meta.get("created"),
+            "model": self.meta.get("model"),
+            "choices": [self.choices[i] for i in sorted(self.choices)],
+        }
+        if "system_fingerprint" in self.meta:
+            out["system_fingerprint"] = self.meta["system_fingerprint"]
+        if self.usage is not None:
+            out["usage"] = self.usage
+        return out
+
+
+def _merge_tool_call(message: dict[str, Any], call: dict[str, Any]) -> None:
+    calls = message.setdefault("tool_calls", [])
+    index = call.get("index", len(calls))
+    while len(calls) <= index:
+        calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+    slot = calls[index]
+    if call.get("id"):
+        slot["id"] = call["id"]
+    if call.get("type"):
+        slot["type"] = call["type"]
+    fn = call.get("function") or {}
+    slot["function"]["name"] += fn.get("name") or ""
+    slot["function"]["arguments"] += fn.get("arguments") or ""
+
+
+def _merge_logprobs_completion(slot: dict[str, Any], logprobs: dict[str, Any] | None) -> None:
+    if not logprobs:
+        return
+    merged = slot.setdefault(
+        "logprobs", {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    )
+    for key in merged:
+        if logprobs.get(key):
+            merged[key].extend(logprobs[key])

@@ -1,0 +1,172 @@
+"""Explicit, ordered schema migrations. Each runs once, inside a transaction, and is recorded
+in ``_migrations``. Never edit a released migration: add a new one."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(name: str) -> Callable[[Migration], Migration]:
+    def register(fn: Migration) -> Migration:
+        MIGRATIONS.append((name, fn))
+        return fn
+
+    return register
+
+
+def applied(db: sqlite_utils.Database) -> list[str]:
+    if "_migrations" not in db.table_names():
+        return []
+    return [r["name"] for r in db.query("select name from _migrations order by id")]
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply every pending migration; return the names applied now."""
+    db.execute(
+        "create table if not exists _migrations "
+        "(id integer primary key, name text unique not null, applied_at real not null)"
+    )
+    done = set(applied(db))
+    ran: list[str] = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        with db.conn:
+            fn(db)
+            db.execute(
+                "insert into _migrations (name, applied_at) values (?, ?)", [name, time.time()]
+            )
+        ran.append(name)
+    return ran
+
+
+@migration("0001_initial")
+def _initial(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        create table requests (
+            id text primary key,
+            created_at real not null,
+            endpoint text not null,
+            task text not null,
+            task_source text not null,
+            requested_model text,
+            teacher_model text,
+            served_by text not null,
+            status text not null,
+            http_status integer,
+            error text,
+            stream integer not null default 0,
+            latency_ms real,
+            ttfb_ms real,
+            prompt_tokens integer,
+            completion_tokens integer,
+            total_tokens integer,
+            api_key_id text,
+            route_reason text,
+            confidence real,
+            student_version text,
+            request_json text not null,
+            response_json text
+        );
+        create index requests_task_time on requests (task, created_at);
+        create index requests_time on requests (created_at);
+
+        create table student_attempts (
+            id integer primary key,
+            request_id text not null,
+            created_at real not null,
+            task text not null,
+            student_version text not null,
+            kind text not null,
+            text text,
+            response_json text,
+            confidence real,
+            features_json text,
+            decision text,
+            agreed integer,
+            latency_ms real,
+            prompt_tokens integer,
+            completion_tokens integer
+        );
+        create index student_attempts_task on student_attempts (task, created_at);
+        create index student_attempts_request on student_attempts (request_id);
+
+        create table feedback (
+            id integer primary key,
+            request_id text not null,
+            created_at real not null,
+            score real,
+            correction text,
+            comment text
+        );
+        create index feedback_request on feedback (request_id);
+
+        create table models (
+            id text primary key,
+            task text not null,
+            version integer not null,
+            created_at real not null,
+            base text not null,
+            adapter_path text,
+            model_path text,
+            status text not null,
+            metrics_json text,
+            router_json text,
+            data_window_json text,
+            run_id text,
+            promoted_at real,
+            unique (task, version)
+        );
+
+        create table task_state (
+            task text primary key,
+            mode text not null default 'routed',
+            champion_id text,
+            previous_id text,
+            updated_at real not null,
+            reason text
+        );
+
+        create table distill_runs (
+            id text primary key,
+            task text not null,
+            started_at real not null,
+            finished_at real,
+            status text not null,
+            trigger text,
+            reason text,
+            dataset_json text,
+            gates_json text,
+            metrics_json text,
+            candidate_id text,
+            promoted integer not null default 0
+        );
+        create index distill_runs_task on distill_runs (task, started_at);
+
+        create table eval_results (
+            id integer primary key,
+            run_id text not null,
+            model_id text not null,
+            split text not null,
+            metrics_json text not null
+        );
+
+        create table events (
+            id integer primary key,
+            created_at real not null,
+            task text,
+            kind text not null,
+            detail_json text
+        );
+        create index events_task on events (task, created_at);
+
+        create table heartbeat (id integer primary key check (id = 1), at real not null);
+        """
+    )

@@ -1,0 +1,55 @@
+"""Read queries other packages need. Thin over sqlite-utils; no business logic."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import sqlite_utils
+
+
+def list_tasks(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """Every task with its request counts, most recent activity first."""
+    return list(
+        db.query(
+            """
+            select task,
+                   count(*) as requests,
+                   sum(served_by = 'teacher') as teacher,
+                   sum(served_by = 'student') as student,
+                   sum(status = 'ok') as ok,
+                   sum(status != 'ok') as failed,
+                   min(created_at) as first_at,
+                   max(created_at) as last_at
+            from requests group by task order by last_at desc
+            """
+        )
+    )
+
+
+def get_request(db: sqlite_utils.Database, request_id: str) -> dict[str, Any] | None:
+    rows = list(db.query("select * from requests where id = ?", [request_id]))
+    return rows[0] if rows else None
+
+
+def iter_teacher_pairs(
+    db: sqlite_utils.Database, task: str, *, since: float | None = None
+) -> Iterator[dict[str, Any]]:
+    """Complete teacher answers of ``task`` in time order, bodies parsed."""
+    sql = (
+        "select id, created_at, endpoint, request_json, response_json from requests "
+        "where task = ? and served_by = 'teacher' and status = 'ok' and response_json is not null"
+    )
+    params: list[Any] = [task]
+    if since is not None:
+        sql += " and created_at >= ?"
+        params.append(since)
+    for row in db.query(sql + " order by created_at", params):
+        yield {
+            "id": row["id"],
+            "created_at": row["created_at"],
+            "endpoint": row["endpoint"],
+            "request": json.loads(row["request_json"]),
+            "response": json.loads(row["response_json"]),
+        }

@@ -1,0 +1,50 @@
+"""Row shapes written to the log. Plain dataclasses: the writer stores ``as_row()``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class RequestRecord:
+    """One request as the gateway saw it. Bodies are JSON text; no secret is ever stored."""
+
+    id: str
+    created_at: float
+    endpoint: str
+    task: str
+    task_source: str
+    requested_model: str | None
+    served_by: str
+    status: str
+    request_json: str
+    response_json: str | None = None
+    teacher_model: str | None = None
+    http_status: int | None = None
+    error: str | None = None
+    stream: bool = False
+    latency_ms: float | None = None
+    ttfb_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    api_key_id: str | None = None
+    route_reason: str | None = None
+    confidence: float | None = None
+    student_version: str | None = None
+
+    TABLE = "requests"
+
+    def as_row(self) -> dict[str, Any]:
+        row = dataclasses.asdict(self)
+        row["stream"] = int(self.stream)
+        return row
+
+
+# Request statuses.
+STATUS_OK = "ok"  # answered in full
+STATUS_ERROR = "error"  # the client received an error (teacher 4xx/5xx, timeout)
+STATUS_INCOMPLETE = "incomplete"  # the client went away before the answer ended
+STATUS_CUT = "cut"  # the teacher's stream broke off; the client got an error event
