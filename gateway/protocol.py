@@ -53,7 +53,7 @@ class ChatCompletionRequest(_Common):
 
 
 class CompletionRequest(_Common):
-    prompt: str | list[str] | list[int] | list[list[int]] | None = None
+    prompt: str | list[Any] | None = None
     echo: bool | None = None
     suffix: str | None = None
 

@@ -1,0 +1,136 @@
+import json
+
+from gateway.sse import EventSplitter, StreamAssembler, event_data
+
+
+def _event(obj) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+def test_splitter_handles_events_split_across_reads():
+    splitter = EventSplitter()
+    stream = _event({"a": 1}) + _event({"b": 2}) + b"data: [DONE]\n\n"
+    out = []
+    for i in range(0, len(stream), 7):
+        out += splitter.feed(stream[i : i + 7])
+    assert [event_data(e) for e in out] == [b'{"a": 1}', b'{"b": 2}', b"[DONE]"]
+    assert splitter.pending == b""
+
+
+def test_splitter_accepts_crlf():
+    splitter = EventSplitter()
+    assert splitter.feed(b"data: x\r\n\r\ndata: y") == [b"data: x\n\n"]
+    assert splitter.pending == b"data: y"
+
+
+def test_chat_chunks_assemble_into_a_completion_with_tool_calls_and_logprobs():
+    asm = StreamAssembler("chat.completions")
+    base = {"id": "c1", "object": "chat.completion.chunk", "created": 5, "model": "m-2024"}
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"content": "Hel"},
+                    "logprobs": {"content": [{"token": "Hel", "logprob": -0.1}]},
+                }
+            ],
+        },
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"content": "lo"},
+                    "logprobs": {"content": [{"token": "lo", "logprob": -0.2}]},
+                }
+            ],
+        },
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 1,
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": ""},
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 1,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]},
+                }
+            ],
+        },
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 1,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ' "Paris"}'}}]},
+                }
+            ],
+        },
+        {
+            **base,
+            "choices": [
+                {"index": 0, "delta": {}, "finish_reason": "stop"},
+                {"index": 1, "delta": {}, "finish_reason": "tool_calls"},
+            ],
+        },
+        {
+            **base,
+            "choices": [],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+        },
+    ]
+    for c in chunks:
+        asm.add(json.dumps(c).encode())
+    asm.add(b"[DONE]")
+    out = asm.result()
+    assert asm.done and out["object"] == "chat.completion" and out["model"] == "m-2024"
+    first, second = out["choices"]
+    assert first["message"]["content"] == "Hello" and first["finish_reason"] == "stop"
+    assert [t["token"] for t in first["logprobs"]["content"]] == ["Hel", "lo"]
+    call = second["message"]["tool_calls"][0]
+    assert call["id"] == "call_1" and call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+    assert second["finish_reason"] == "tool_calls"
+    assert out["usage"]["total_tokens"] == 7
+
+
+def test_completions_chunks_assemble():
+    asm = StreamAssembler("completions")
+    for text in ("a", "b", "c"):
+        asm.add(
+            json.dumps(
+                {
+                    "id": "x",
+                    "object": "text_completion",
+                    "model": "m",
+                    "choices": [{"index": 0, "text": text}],
+                }
+            ).encode()
+        )
+    asm.add(b"[DONE]")
+    assert asm.result()["choices"][0]["text"] == "abc"
+
+
+def test_error_chunk_and_garbage():
+    asm = StreamAssembler("chat.completions")
+    assert asm.add(b"not json") is None
+    asm.add(b'{"error": {"message": "boom"}}')
+    assert asm.error == {"message": "boom"} and not asm.done
