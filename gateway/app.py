@@ -11,6 +11,7 @@ from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 
 from gateway import routes
+from gateway.admin import ADMIN_HANDLERS
 from gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,
@@ -18,10 +19,13 @@ from gateway.errors import (
     UnderstudyError,
     error_body,
 )
+from gateway.feedback import feedback
 from gateway.metrics import Metrics
 from gateway.responses import new_request_id
 from gateway.service import GatewayService
 from gateway.settings import Settings
+from gateway.student_flow import StudentFlow
+from gateway.student_pool import StudentPool, backend_factory
 from gateway.teacher import TeacherClient
 from storage.request_log import RequestLogWriter
 
@@ -48,13 +52,21 @@ def create_app(settings: Settings) -> Litestar:
         app.state.writer = writer
         app.state.teacher = teacher
         app.state.metrics = metrics
-        app.state.service = GatewayService(settings, teacher, writer, metrics)
+        service = GatewayService(settings, teacher, writer, metrics)
+        pool = StudentPool(settings, backend_factory(settings))
+        flow = StudentFlow(service, pool)
+        service.students = flow
+        app.state.service = service
+        app.state.pool = pool
+        await pool.start()
         log.info(
             "understudy gateway ready; teacher %s; log %s", settings.teacher.url, settings.db_path
         )
         try:
             yield
         finally:
+            await flow.drain()
+            await pool.close()
             await teacher.close()
             await asyncio.to_thread(writer.close)
             stats = writer.stats()
@@ -63,7 +75,7 @@ def create_app(settings: Settings) -> Litestar:
             )
 
     return Litestar(
-        route_handlers=routes.HANDLERS,
+        route_handlers=[*routes.HANDLERS, *ADMIN_HANDLERS, feedback],
         lifespan=[lifespan],
         exception_handlers={Exception: _handle_exception},
         request_max_body_size=settings.max_body_bytes,

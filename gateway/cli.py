@@ -37,6 +37,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return export(_settings(args), task=args.task, fmt=args.format, output=args.output)
 
 
+def cmd_mode(args: argparse.Namespace) -> int:
+    from gateway.commands import set_task_mode
+
+    return set_task_mode(_settings(args), task=args.task, mode=args.mode)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="understudy",
@@ -66,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="jsonl", choices=["jsonl"], help="output format")
     p.add_argument("--output", "-o", help="output file (default: stdout)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("mode", help="set a task's serving mode (picked up by a running gateway)")
+    common(p)
+    p.add_argument("--task", required=True, help="task name")
+    p.add_argument("mode", choices=["teacher-only", "shadow", "routed"], help="the new mode")
+    p.set_defaults(func=cmd_mode)
+
     return parser
 
 

@@ -43,6 +43,19 @@ def print_tasks(settings: Settings, *, as_json: bool = False, out: IO[str] | Non
     return 0
 
 
+def set_task_mode(settings: Settings, *, task: str, mode: str) -> int:
+    from storage.registry import set_mode
+
+    db = open_database(settings.db_path)
+    state = set_mode(db, task, mode, reason="command line")
+    champion = state.champion_id or "no student yet"
+    print(
+        f"task {task}: mode {state.mode} ({champion}); a running gateway applies it within "
+        f"{settings.student.reload_interval_s:g} s"
+    )
+    return 0
+
+
 def export(settings: Settings, *, task: str, fmt: str = "jsonl", output: str | None = None) -> int:
     db = open_database(settings.db_path)
     count = 0

@@ -66,6 +66,24 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.student_latency = Histogram(
+            "understudy_student_latency_seconds",
+            "Student generation latency",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.shadow_agreement = Counter(
+            "understudy_shadow_agreements",
+            "Shadow comparisons where the student agreed with the teacher",
+            ["task"],
+            registry=self.registry,
+        )
+        self.shadow_total = Counter(
+            "understudy_shadow_comparisons",
+            "Shadow comparisons made",
+            ["task"],
+            registry=self.registry,
+        )
         self.tokens = Counter(
             "understudy_tokens",
             "Tokens by task, who served them and kind",

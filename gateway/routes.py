@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import msgspec
 from litestar import Request, Response, get, post
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -77,8 +78,8 @@ async def models(request: Request) -> Response:
         )
         if upstream.status_code == 200:
             data = list(msgspec.json.decode(upstream.content).get("data") or [])
-    except Exception:
-        data = []
+    except (httpx.HTTPError, msgspec.DecodeError, AttributeError):
+        data = []  # the list degrades to the configured routes
     known = {m.get("id") for m in data if isinstance(m, dict)}
     for name in state.settings.routes:
         if name not in known:
@@ -128,7 +129,7 @@ async def metrics(request: Request) -> Response:
 async def _teacher_reachable(teacher: Any) -> tuple[bool, str]:
     try:
         response = await teacher.get("/models", timeout_s=3.0)
-    except Exception as exc:
+    except httpx.HTTPError as exc:
         return False, f"unreachable: {type(exc).__name__}"
     if response.status_code >= 500:
         return False, f"HTTP {response.status_code}"

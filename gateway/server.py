@@ -12,7 +12,9 @@ from gateway.settings import Settings
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
     )
     # One line per teacher call would drown the gateway's own log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -30,6 +32,7 @@ def serve(settings: Settings) -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
+        log_config=None,  # one logging set-up for the gateway and uvicorn: ours
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
         backlog=4096,

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import msgspec
@@ -28,6 +28,9 @@ from gateway.protocol import decode_body, validate_chat, validate_completion
 from gateway.settings import Settings
 from gateway.sse import EventSplitter, StreamAssembler, event_data
 from gateway.tasks import resolve_task
+
+if TYPE_CHECKING:
+    from gateway.student_flow import StudentFlow
 from gateway.teacher import TeacherClient, TeacherResponse, TeacherStream
 from storage.records import (
     STATUS_CUT,
@@ -82,6 +85,27 @@ class StreamReply:
 
 
 Reply = BodyReply | StreamReply
+TeacherHook = Callable[[dict[str, Any] | None, "UnderstudyError | None"], None]
+
+
+@dataclass
+class Call:
+    """One request on its way through the pipeline."""
+
+    endpoint: Endpoint
+    ctx: RequestContext
+    raw: bytes
+    body: dict[str, Any]
+    req: Any
+    record: RequestRecord
+    headers: dict[str, str]
+    # Called once with the teacher's full answer (or the error) when the teacher call ends.
+    on_teacher: TeacherHook | None = None
+
+    def teacher_done(self, response: dict[str, Any] | None, error: UnderstudyError | None) -> None:
+        if self.on_teacher is not None:
+            hook, self.on_teacher = self.on_teacher, None
+            hook(response, error)
 
 
 class GatewayService:
@@ -91,11 +115,13 @@ class GatewayService:
         teacher: TeacherClient,
         writer: RequestLogWriter,
         metrics: Metrics,
+        students: StudentFlow | None = None,
     ) -> None:
         self.settings = settings
         self.teacher = teacher
         self.writer = writer
         self.metrics = metrics
+        self.students = students
 
     async def handle(self, endpoint: Endpoint, ctx: RequestContext, raw: bytes) -> Reply:
         """Serve one request; every failure becomes an OpenAI-shaped reply, never an exception."""
@@ -123,26 +149,40 @@ class GatewayService:
             stream=bool(req.stream),
             api_key_id=ctx.api_key_id,
         )
+        call = Call(endpoint, ctx, raw, body, req, record, headers)
+        if self.students is not None:
+            reply = await self.students.try_student(call)
+            if reply is not None:
+                return reply
+        return await self.via_teacher(call)
+
+    async def via_teacher(self, call: Call) -> Reply:
+        """The teacher answers; a teacher failure becomes an OpenAI-shaped error reply."""
         try:
-            if req.stream:
-                return await self._stream(endpoint, ctx, body, record, headers)
-            return await self._unary(endpoint, ctx, raw, record, headers)
+            return await self.teacher_reply(call)
         except UnderstudyError as exc:
-            self._finish(record, ctx, STATUS_ERROR, exc.status_code, error=exc.message)
-            return error_reply(exc, headers)
+            self.fail(call, exc)
+            return error_reply(exc, call.headers)
+
+    def fail(self, call: Call, exc: UnderstudyError) -> None:
+        call.teacher_done(None, exc)
+        self.finish(call.record, call.ctx, STATUS_ERROR, exc.status_code, error=exc.message)
+
+    async def teacher_reply(self, call: Call) -> Reply:
+        """Call the teacher; raises :class:`UpstreamError` once the retry budget is spent."""
+        if call.req.stream:
+            return await self._stream(call)
+        return await self._unary(call)
 
     # -- non-streaming ------------------------------------------------------------------
 
-    async def _unary(
-        self,
-        endpoint: Endpoint,
-        ctx: RequestContext,
-        raw: bytes,
-        record: RequestRecord,
-        headers: dict[str, str],
-    ) -> BodyReply:
+    async def _unary(self, call: Call) -> BodyReply:
+        ctx, record, headers = call.ctx, call.record, call.headers
         answer = await self.teacher.post(
-            endpoint.path, raw, authorization=ctx.authorization, extra=ctx.forward_headers
+            call.endpoint.path,
+            call.raw,
+            authorization=ctx.authorization,
+            extra=ctx.forward_headers,
         )
         self._count_retries(answer.attempts)
         self.metrics.teacher_latency.observe(ctx.elapsed_ms() / 1000)
@@ -151,24 +191,29 @@ class GatewayService:
         if answer.status_code == 200 and isinstance(parsed, dict):
             _fill_from_response(record, parsed)
             record.response_json = answer.content.decode("utf-8", "replace")
-            self._finish(record, ctx, STATUS_OK, 200)
+            call.teacher_done(parsed, None)
+            self.finish(record, ctx, STATUS_OK, 200)
         else:
-            record.response_json = answer.content.decode("utf-8", "replace") if parsed else None
-            self._finish(
-                record, ctx, STATUS_ERROR, answer.status_code, error=_teacher_error_text(answer)
-            )
+            self._teacher_refused(call, answer)
         return BodyReply(answer.status_code, headers, answer.content)
+
+    def _teacher_refused(self, call: Call, answer: TeacherResponse) -> None:
+        """A teacher 4xx (passed through as it is)."""
+        parsed = _parse_json(answer.content)
+        call.record.response_json = answer.content.decode("utf-8", "replace") if parsed else None
+        call.teacher_done(None, None)
+        self.finish(
+            call.record,
+            call.ctx,
+            STATUS_ERROR,
+            answer.status_code,
+            error=_teacher_error_text(answer),
+        )
 
     # -- streaming ----------------------------------------------------------------------
 
-    async def _stream(
-        self,
-        endpoint: Endpoint,
-        ctx: RequestContext,
-        body: dict[str, Any],
-        record: RequestRecord,
-        headers: dict[str, str],
-    ) -> Reply:
+    async def _stream(self, call: Call) -> Reply:
+        ctx, body, headers = call.ctx, call.body, call.headers
         options = body.get("stream_options") or {}
         client_wants_usage = bool(options.get("include_usage"))
         upstream_body = body
@@ -176,36 +221,24 @@ class GatewayService:
             # Ask for usage so the log has token counts; the client does not see that chunk.
             upstream_body = {**body, "stream_options": {**options, "include_usage": True}}
         opened = await self.teacher.open_stream(
-            endpoint.path,
+            call.endpoint.path,
             msgspec.json.encode(upstream_body),
             authorization=ctx.authorization,
             extra=ctx.forward_headers,
         )
         self._count_retries(opened.attempts)
-        if isinstance(opened, TeacherResponse):
-            headers.update(opened.headers)
-            parsed = _parse_json(opened.content)
-            record.response_json = opened.content.decode("utf-8", "replace") if parsed else None
-            self._finish(
-                record, ctx, STATUS_ERROR, opened.status_code, error=_teacher_error_text(opened)
-            )
-            return BodyReply(opened.status_code, headers, opened.content)
         headers.update(opened.headers)
-        return StreamReply(
-            headers, self._relay(endpoint, ctx, opened, record, hide_usage=not client_wants_usage)
-        )
+        if isinstance(opened, TeacherResponse):
+            self._teacher_refused(call, opened)
+            return BodyReply(opened.status_code, headers, opened.content)
+        return StreamReply(headers, self._relay(call, opened, hide_usage=not client_wants_usage))
 
     async def _relay(
-        self,
-        endpoint: Endpoint,
-        ctx: RequestContext,
-        stream: TeacherStream,
-        record: RequestRecord,
-        *,
-        hide_usage: bool,
+        self, call: Call, stream: TeacherStream, *, hide_usage: bool
     ) -> AsyncIterator[bytes]:
+        ctx, record = call.ctx, call.record
         splitter = EventSplitter()
-        assembler = StreamAssembler(endpoint.name)
+        assembler = StreamAssembler(call.endpoint.name)
         status, error = STATUS_INCOMPLETE, None
         try:
             try:
@@ -230,9 +263,11 @@ class GatewayService:
                 yield DONE_EVENT
         finally:
             await stream.aclose()
-            _fill_from_response(record, assembler.result(), usage=assembler.usage)
-            record.response_json = msgspec.json.encode(assembler.result()).decode()
-            self._finish(record, ctx, status, 200, error=error)
+            result = assembler.result()
+            _fill_from_response(record, result, usage=assembler.usage)
+            record.response_json = msgspec.json.encode(result).decode()
+            call.teacher_done(result if status == STATUS_OK else None, None)
+            self.finish(record, ctx, status, 200, error=error)
 
     @staticmethod
     def _keep_event(event: bytes, assembler: StreamAssembler, hide_usage: bool) -> bool:
@@ -246,7 +281,7 @@ class GatewayService:
 
     # -- bookkeeping --------------------------------------------------------------------
 
-    def _finish(
+    def finish(
         self,
         record: RequestRecord,
         ctx: RequestContext,

@@ -64,6 +64,56 @@ class StorageSettings:
 
 
 @dataclass
+class StudentSettings:
+    """The student engine that answers confident requests."""
+
+    backend: str = "local"
+    """``local`` (transformers in this process), ``vllm`` (a vLLM server over HTTP) or ``none``."""
+    vllm_url: str = "http://127.0.0.1:8001/v1"
+    """Base URL of the vLLM OpenAI server (``vllm serve BASE --enable-lora``)."""
+    vllm_api_key: str | None = None
+    """Key for the vLLM server, if it was started with ``--api-key``."""
+    device: str = "auto"
+    """Local backend device: ``auto`` (a GPU when present), ``cpu`` or ``cuda``."""
+    max_batch_size: int = 16
+    """Local backend: most requests generated together in one batch."""
+    batch_window_ms: float = 5.0
+    """Local backend: how long the first request of a batch waits for others."""
+    max_tokens: int = 256
+    """Longest student answer, whatever the request asks."""
+    timeout_s: float = 30.0
+    """Longest a student generation may take before the request goes to the teacher."""
+    tools: bool = False
+    """Whether students answer requests carrying ``tools`` (off: those go to the teacher)."""
+    degraded_mode: str = "serve"
+    """Teacher failed, student answered: ``serve`` it (marked degraded) or ``fail``."""
+    reload_interval_s: float = 2.0
+    """How often serving checks the registry for a new champion, a rollback or a mode change."""
+
+
+@dataclass
+class RouterSettings:
+    """How the router decides between the student and the teacher."""
+
+    quality_target: float = 0.97
+    """Required agreement with the teacher on student-served traffic (used when fitting)."""
+    confidence: float = 0.95
+    """Confidence of the lower bound used to check the quality target."""
+    threshold_mode: str = "calibrated"
+    """``calibrated`` (the threshold stored with the student) or ``fixed`` (``fixed_threshold``)."""
+    fixed_threshold: float = 0.9
+    """Threshold on P(agree) in fixed mode."""
+    shadow_rate: float = 0.05
+    """Share of student-served requests also sent to the teacher, off the response path."""
+    drift_margin: float = 0.03
+    """Live agreement this far below the target sends the task back to the teacher."""
+    drift_window: int = 200
+    """Shadow comparisons the live agreement is computed over."""
+    drift_min_samples: int = 30
+    """Shadow comparisons needed before drift can trip."""
+
+
+@dataclass
 class Settings:
     """Everything the gateway needs; ``understudy serve`` validates it before starting."""
 
@@ -85,6 +135,8 @@ class Settings:
     """Requested ``model`` name to task name, e.g. ``{"support-bot" = "support-intent"}``."""
     teacher: TeacherSettings = field(default_factory=TeacherSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    student: StudentSettings = field(default_factory=StudentSettings)
+    router: RouterSettings = field(default_factory=RouterSettings)
 
     @property
     def db_path(self) -> Path:
@@ -288,6 +340,20 @@ def _validate(s: Settings) -> None:
         (s.storage.queue_size > 0, "storage.queue_size must be positive"),
         (0 < s.storage.commit_interval_ms <= 100, "storage.commit_interval_ms must be in (0, 100]"),
         (s.storage.batch_size > 0, "storage.batch_size must be positive"),
+        (
+            s.student.backend in ("local", "vllm", "none"),
+            "student.backend must be one of local, vllm, none",
+        ),
+        (
+            s.student.degraded_mode in ("serve", "fail"),
+            "student.degraded_mode must be serve or fail",
+        ),
+        (0 < s.router.quality_target <= 1, "router.quality_target must be in (0, 1]"),
+        (0 <= s.router.shadow_rate <= 1, "router.shadow_rate must be in [0, 1]"),
+        (
+            s.router.threshold_mode in ("calibrated", "fixed"),
+            "router.threshold_mode must be calibrated or fixed",
+        ),
         (
             s.log_level in ("debug", "info", "warning", "error"),
             "log_level must be one of debug, info, warning, error",

@@ -22,8 +22,9 @@ def settings_table() -> str:
         "|---|---|---|---|",
     ]
     for key, env, default, doc in iter_setting_docs():
-        default = default.replace("PosixPath(", "").replace(")", "") if "Path" in default else (
-            default)
+        default = (
+            default.replace("PosixPath(", "").replace(")", "") if "Path" in default else (default)
+        )
         lines.append(f"| `{key}` | `{env}` | `{default}` | {doc.replace('|', '/')} |")
     return "\n".join(lines)
 

@@ -96,6 +96,8 @@ class GatewayProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.proc is None:
             return 0
+        if self._log.closed:
+            return self.proc.returncode
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
@@ -110,7 +112,8 @@ class GatewayProcess:
         self.stop(signal.SIGKILL)
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def rows(self, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
@@ -127,6 +130,21 @@ class GatewayProcess:
             ]
         finally:
             conn.close()
+
+    def wait_rows(
+        self,
+        where: str = "1",
+        params: tuple[Any, ...] = (),
+        count: int = 1,
+        timeout: float = 5.0,
+    ) -> list[dict[str, Any]]:
+        """Rows matching ``where`` once at least ``count`` of them are committed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.rows(where, params)
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)
 
     def row(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
         """The log row of one request, waiting for the write-behind queue to commit it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -31,7 +32,8 @@ def test_sigterm_flushes_every_acknowledged_request(stub, teacher, tmp_path):
 
     with ThreadPoolExecutor(8) as pool:
         ids = list(pool.map(one, range(300)))
-    assert gw.stop() == 0  # SIGTERM right after the last answer
+    # SIGTERM right after the last answer: uvicorn exits through the signal after a clean stop.
+    assert gw.stop() in (0, -signal.SIGTERM)
     logged = {r["id"] for r in gw.rows()}
     assert set(ids) <= logged and len(logged) == 300
     assert "request log flushed: 300 rows written, 0 dropped" in gw.output()

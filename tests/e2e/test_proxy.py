@@ -153,7 +153,7 @@ def test_tool_call_streaming(gateway, teacher):
             finish = choice.finish_reason or finish
     assert name == "get_weather" and json.loads(args) == {"city": "Paris"}
     assert finish == "tool_calls"
-    row = gateway.rows("stream = 1")[-1]
+    row = gateway.wait_rows("stream = 1 and response_json like ?", ("%get_weather%",))[-1]
     logged = json.loads(row["response_json"])["choices"][0]["message"]["tool_calls"][0]
     assert logged["function"]["name"] == "get_weather"
     assert json.loads(logged["function"]["arguments"]) == {"city": "Paris"}
