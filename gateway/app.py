@@ -80,6 +80,7 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers={Exception: _handle_exception},
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
+        logging_config=None,  # the process's logging is set up once, in gateway.server
         debug=False,
     )
 
