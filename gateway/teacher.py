@@ -8,6 +8,7 @@ A stream is retried only until its status line arrives: once bytes flow, never.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import httpx
 from gateway.errors import UpstreamError, UpstreamTimeoutError
 from gateway.settings import TeacherSettings
 
+POOL_SHARDS = 16
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504, 520, 521, 522, 524, 529})
 # Teacher response headers worth passing back to the client.
 PASSED_HEADERS = ("openai-processing-ms", "openai-version", "retry-after", "x-ratelimit-")
@@ -55,15 +57,26 @@ class TeacherClient:
     ):
         self.settings = settings
         self.base_url = settings.url.rstrip("/")
-        limits = httpx.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_connections,
-        )
+        # httpcore scans its whole pool on every request, so one large pool costs time in
+        # proportion to the requests in flight; several small pools, used in turn, keep each
+        # scan short.
+        shards = 1 if transport is not None else POOL_SHARDS
+        per_shard = max(1, -(-settings.max_connections // shards))
+        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
         timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
-        self._client = httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport)
+        self._clients = [
+            httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport)
+            for _ in range(shards)
+        ]
+        self._next = itertools.cycle(self._clients)
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        return next(self._next)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
     def _headers(self, authorization: str | None, extra: Mapping[str, str]) -> dict[str, str]:
         headers = {"content-type": "application/json", **extra}
@@ -94,12 +107,11 @@ class TeacherClient:
         """Open a stream. A 200 gives a :class:`TeacherStream`; any other status is read whole
         and returned as a :class:`TeacherResponse` (5xx retried first)."""
         headers = self._headers(authorization, extra)
-        request = self._client.build_request(
-            "POST", self.base_url + path, content=body, headers=headers
-        )
+        client = self._client
+        request = client.build_request("POST", self.base_url + path, content=body, headers=headers)
 
         async def once() -> httpx.Response:
-            response = await self._client.send(request, stream=True)
+            response = await client.send(request, stream=True)
             if response.status_code != 200:
                 await response.aread()
                 await response.aclose()

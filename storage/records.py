@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +37,7 @@ class RequestRecord:
     TABLE = "requests"
 
     def as_row(self) -> dict[str, Any]:
-        row = dataclasses.asdict(self)
+        row = dict(self.__dict__)  # every field is a scalar: no deep copy needed
         row["stream"] = int(self.stream)
         return row
 

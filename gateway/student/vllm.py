@@ -89,18 +89,25 @@ class VLLMBackend(StudentBackend):
                 )
             if model.name in self._loaded and not again:
                 return
-            self._loaded.pop(model.name, None)
-            body = {"lora_name": model.name, "lora_path": path}
-            response = await self._send("POST", "/v1/load_lora_adapter", body)
-            if response.status_code != 200:
-                if _already_loaded(response):
-                    await self._check_server_binding(model.name, path)
-                elif _route_missing(response):
-                    raise StudentError(f"vLLM at {self.root}: {RUNTIME_LORA_HINT}")
-                else:
-                    raise _error(response, f"loading adapter {model.name!r} from {path!r}")
+            try:
+                await self._post_load(model.name, path)
+            except StudentError:
+                self._loaded.pop(model.name, None)
+                raise
             self._loaded[model.name] = path
             self._bound[model.name] = path
+
+    async def _post_load(self, name: str, path: str) -> None:
+        body = {"lora_name": name, "lora_path": path}
+        response = await self._send("POST", "/v1/load_lora_adapter", body)
+        if response.status_code == 200:
+            return
+        if _already_loaded(response):
+            await self._check_server_binding(name, path)
+        elif _route_missing(response):
+            raise StudentError(f"vLLM at {self.root}: {RUNTIME_LORA_HINT}")
+        else:
+            raise _error(response, f"loading adapter {name!r} from {path!r}")
 
     async def unload(self, model: StudentModel) -> None:
         """Remove ``model``'s adapter from the server; one it does not hold is no error."""
@@ -126,7 +133,7 @@ class VLLMBackend(StudentBackend):
     ) -> None:
         """Promote ``new`` over ``old``: load ``new``, call ``switch``, then unload ``old``.
 
-        Requests are never sent to an adapter that is not loaded. If ``switch`` raises,
+        Requests switched by ``switch`` always find their adapter loaded. If it raises,
         ``new`` is unloaded again and ``old`` keeps serving. An error while unloading ``old``
         is raised after ``new`` already serves: it only means ``old`` is still on the server.
         """

@@ -90,7 +90,8 @@ class FakeVLLM:
         self.requests: list[dict[str, Any]] = []
         self.sent: list[dict[str, Any]] = []  # generation bodies answered with 200
         self.healthy = True
-        self.delay_s = 0.0
+        self.delay_s = 0.0  # before each generation
+        self.load_delay_s = 0.0  # before each adapter load
         self.fail_next: list[int | str] = []
         self.sample_outside_top_k = False
         self.port = 0
@@ -216,6 +217,8 @@ class FakeVLLM:
         return {"object": "list", "data": cards}
 
     async def _load(self, body: dict[str, Any]) -> str:
+        if self.load_delay_s:
+            await asyncio.sleep(self.load_delay_s)
         name, path = body.get("lora_name"), body.get("lora_path")
         if not isinstance(name, str) or not isinstance(path, str):
             missing = "lora_name" if not isinstance(name, str) else "lora_path"

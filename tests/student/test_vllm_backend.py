@@ -303,6 +303,7 @@ async def test_an_adapter_lost_in_a_server_restart_is_loaded_again(fake, backend
     assert len(fake.paths(LOAD)) == 2
     assert fake.adapters == {v3.name: v3.adapter_path}
     fake.restart_engine()
+    fake.load_delay_s = 0.2  # the other requests find the adapter missing while it reloads
     answers = await asyncio.gather(
         *(backend.generate(chat(v3, "Where is my card?")) for _ in range(4))
     )
