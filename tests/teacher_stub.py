@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+
+from tests.asgi_server import ThreadedServer
 
 DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
 ERRORS = {
@@ -60,8 +61,7 @@ class StubTeacher:
         self.served = 0
         self._state: dict[str, Any] = {}
         self.control(reset=True)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._runner: ThreadedServer | None = None
         self.port = 0
 
     # -- control ------------------------------------------------------------------------
@@ -84,36 +84,13 @@ class StubTeacher:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self, port: int = 0) -> str:
-        import socket
-
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            lifespan="off",
-            interface="asgi3",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
+        self._runner = ThreadedServer(self.app)
+        self.port = self._runner.start(port)
         return self.base_url
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._server.force_exit = True
-        if self._thread is not None:
-            self._thread.join(5)
+        if self._runner is not None:
+            self._runner.stop()
 
     def __enter__(self) -> StubTeacher:
         self.start()

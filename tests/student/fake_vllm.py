@@ -26,15 +26,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
-import threading
 import time
 import uuid
 import zlib
 from pathlib import Path
 from typing import Any
 
-import uvicorn
+from tests.asgi_server import ThreadedServer
 
 BASE_MODEL = "Qwen/Qwen3-0.6B"
 VOCAB = 32000
@@ -95,8 +93,7 @@ class FakeVLLM:
         self.fail_next: list[int | str] = []
         self.sample_outside_top_k = False
         self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._runner: ThreadedServer | None = None
 
     # -- running ------------------------------------------------------------------------
 
@@ -108,35 +105,14 @@ class FakeVLLM:
     def base_url(self) -> str:
         return f"{self.url}/v1"
 
-    def start(self) -> str:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            lifespan="off",
-            interface="asgi3",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
+    def start(self, port: int = 0) -> str:
+        self._runner = ThreadedServer(self.app)
+        self.port = self._runner.start(port)
         return self.base_url
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._server.force_exit = True
-        if self._thread is not None:
-            self._thread.join(5)
+        if self._runner is not None:
+            self._runner.stop()
 
     def restart_engine(self) -> None:
         """What a vLLM restart does to runtime-loaded adapters: they are gone."""
