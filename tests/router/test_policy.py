@@ -1,0 +1,194 @@
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+
+from router import (
+    FEATURE_NAMES,
+    POLICIES,
+    CalibratedPolicy,
+    Features,
+    MeanProbabilityPolicy,
+    extract_features,
+    load_policy,
+)
+from router.bench import synthetic_answers
+
+
+def confident_correct_unsure_wrong(n, seed=0):
+    """Agreeing answers have high token probabilities, disagreeing ones low (some overlap)."""
+    rng = random.Random(seed)
+    features, labels = [], []
+    for i in range(n):
+        agreed = i % 3 != 0
+        centre = -0.05 if agreed else -1.2
+        logprobs = [min(0.0, rng.gauss(centre, 0.4)) for _ in range(rng.randint(2, 8))]
+        second = logprobs[0] - (3.0 if agreed else 0.3) * rng.random()
+        features.append(extract_features(logprobs, [logprobs[0], second], text="x"))
+        labels.append(agreed)
+    return features, labels
+
+
+def auroc(scores, labels):
+    pos = [s for s, y in zip(scores, labels, strict=True) if y]
+    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
+    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_confident_correct_and_unsure_wrong_separate():
+    features, labels = confident_correct_unsure_wrong(300)
+    policy = CalibratedPolicy.fit(features, labels)
+    assert policy.method == "logistic_isotonic"
+    test_f, test_y = confident_correct_unsure_wrong(300, seed=1)
+    scores = policy.scores(test_f)
+    assert auroc(scores, test_y) > 0.95
+    agreed = [s for s, y in zip(scores, test_y, strict=True) if y]
+    disagreed = [s for s, y in zip(scores, test_y, strict=True) if not y]
+    assert np.mean(agreed) > 0.85 and np.mean(disagreed) < 0.25
+    assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_scores_are_calibrated_on_fresh_data():
+    features, labels = synthetic_answers(2000, seed=1)
+    policy = CalibratedPolicy.fit(features, labels)
+    test_f, test_y = synthetic_answers(3000, seed=2)
+    scores = np.array(policy.scores(test_f))
+    agreed = np.array(test_y)
+    assert abs(scores.mean() - agreed.mean()) < 0.03
+    for lo, hi in [(0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.01)]:
+        band = (scores >= lo) & (scores < hi)
+        assert band.sum() > 100
+        assert abs(scores[band].mean() - agreed[band].mean()) < 0.06, (lo, hi)
+
+
+def test_hand_evaluated_logistic_matches_scikit_learn():
+    from sklearn.linear_model import LogisticRegression
+
+    features, labels = synthetic_answers(60, seed=3)
+    policy = CalibratedPolicy.fit(features, labels)
+    assert policy.method == "logistic"
+    x = np.array([f.as_vector() for f in features])
+    z = (x - x.mean(axis=0)) / x.std(axis=0)
+    expected = LogisticRegression(C=1.0, max_iter=1000).fit(z, labels).predict_proba(z)[:, 1]
+    assert policy.scores(features) == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_isotonic_map_is_applied_as_stored():
+    features, labels = synthetic_answers(500, seed=4)
+    policy = CalibratedPolicy.fit(features, labels)
+    assert policy.method == "logistic_isotonic"
+    assert list(policy.isotonic_x) == sorted(policy.isotonic_x)
+    assert list(policy.isotonic_y) == sorted(policy.isotonic_y)
+    for f in features[:50]:
+        p = 1 / (1 + math.exp(-policy.logit(f)))
+        assert policy.score(f) == pytest.approx(
+            float(np.interp(p, policy.isotonic_x, policy.isotonic_y))
+        )
+
+
+@pytest.mark.parametrize(
+    ("labels", "prior"),
+    [
+        ([True] * 50, 51 / 52),
+        ([False] * 50, 1 / 52),
+        ([True, False, True], 3 / 5),
+        ([True] * 49 + [False], 50 / 52),  # a single disagreement is too few to fit
+        ([], 1 / 2),
+    ],
+)
+def test_degenerate_data_falls_back_to_the_prior(labels, prior):
+    features, _ = synthetic_answers(len(labels), seed=5)
+    policy = CalibratedPolicy.fit(features, labels)
+    assert policy.method == "prior"
+    assert policy.prior == pytest.approx(prior)
+    sure = extract_features([-0.001] * 3, text="x")
+    unsure = extract_features([-2.0] * 3, text="x")
+    assert policy.score(sure) == pytest.approx(prior * math.exp(-0.001))
+    assert policy.score(unsure) < policy.score(sure) <= prior
+    assert policy.score(extract_features([], text="")) == 0.0
+
+
+def test_constant_feature_columns_do_not_break_fitting():
+    features = [extract_features([-0.1 * (i % 7)] * 4, text="x") for i in range(40)]
+    labels = [i % 7 < 4 for i in range(40)]
+    policy = CalibratedPolicy.fit(features, labels)
+    assert policy.method == "logistic"
+    assert all(math.isfinite(s) for s in policy.scores(features))
+    assert policy.score(features[0]) > policy.score(features[6])
+
+
+def test_fit_accepts_feature_dicts_as_stored():
+    features, labels = synthetic_answers(80, seed=6)
+    dicts = [json.loads(json.dumps(f.to_dict())) for f in features]
+    assert CalibratedPolicy.fit(dicts, labels) == CalibratedPolicy.fit(features, labels)
+    policy = CalibratedPolicy.fit(dicts, labels)
+    assert policy.scores(dicts) == policy.scores(features)
+
+
+def test_fit_rejects_mismatched_lengths():
+    features, _ = synthetic_answers(20)
+    with pytest.raises(ValueError, match="labels"):
+        CalibratedPolicy.fit(features, [True] * 19)
+
+
+@pytest.mark.parametrize("n", [0, 3, 60, 400])
+def test_round_trip_through_plain_json(n):
+    features, labels = synthetic_answers(n, seed=7)
+    policy = CalibratedPolicy.fit(features, labels) if n else CalibratedPolicy.fit([], [])
+    text = json.dumps(policy.to_dict(), allow_nan=False)
+    again = CalibratedPolicy.from_dict(json.loads(text))
+    assert again == policy
+    probe, _ = synthetic_answers(20, seed=8)
+    assert again.scores(probe) == policy.scores(probe)
+    assert load_policy(json.loads(text)) == policy
+
+
+def test_from_dict_refuses_a_policy_fitted_on_other_features():
+    data = CalibratedPolicy.fit(*synthetic_answers(60)).to_dict()
+    data["features"] = list(reversed(FEATURE_NAMES))
+    with pytest.raises(ValueError, match="features"):
+        CalibratedPolicy.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"method": "forest"}, "unknown method"),
+        ({"method": "logistic", "mean": (0.0,), "scale": (1.0,), "coef": (1.0,)}, "6 values"),
+        (
+            {"method": "logistic", "mean": (0.0,) * 6, "scale": (0.0,) * 6, "coef": (1.0,) * 6},
+            "positive",
+        ),
+        ({"method": "prior", "isotonic_x": (0.1,)}, "length"),
+        (
+            {
+                "method": "logistic_isotonic",
+                "mean": (0.0,) * 6,
+                "scale": (1.0,) * 6,
+                "coef": (1.0,) * 6,
+            },
+            "breakpoints",
+        ),
+    ],
+)
+def test_invalid_policies_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CalibratedPolicy(**kwargs)
+
+
+def test_mean_probability_policy():
+    policy = MeanProbabilityPolicy()
+    f = extract_features([math.log(0.9), math.log(0.4)], text="x")
+    assert policy.score(f) == pytest.approx(math.sqrt(0.9 * 0.4))
+    assert policy.score(Features(0.0, 0.0, 0.0, 0.0, 0.0, 0)) == 0.0
+    assert isinstance(load_policy(policy.to_dict()), MeanProbabilityPolicy)
+
+
+def test_registry_knows_both_policies_and_rejects_unknown_names():
+    assert POLICIES["calibrated"] is CalibratedPolicy
+    assert POLICIES["mean_probability"] is MeanProbabilityPolicy
+    with pytest.raises(ValueError, match="unknown policy"):
+        load_policy({"name": "oracle"})

@@ -1,0 +1,145 @@
+import json
+import math
+
+import pytest
+
+from router import ThresholdChoice, choose_threshold, lower_bound, threshold_stats
+
+Z2 = 1.6448536269514722**2  # one-sided 95% normal quantile, squared
+
+
+def test_wilson_lower_bound_by_hand():
+    # k == n: the Wilson bound simplifies to n / (n + z^2).
+    assert lower_bound(3, 3) == pytest.approx(3 / (3 + Z2))
+    assert lower_bound(200, 200) == pytest.approx(200 / (200 + Z2))
+    # 3 of 4: (p + z2/2n - z sqrt(p(1-p)/n + z2/4n^2)) / (1 + z2/n), worked out on paper.
+    assert lower_bound(3, 4) == pytest.approx(0.356168, abs=1e-6)
+    assert lower_bound(0, 5) == 0.0
+    assert lower_bound(0, 0) == 0.0
+
+
+def test_clopper_pearson_lower_bound_by_hand():
+    # k == n: P(X = n) = p^n = alpha, so the bound is alpha^(1/n).
+    assert lower_bound(10, 10, 0.95, "clopper_pearson") == pytest.approx(0.05**0.1)
+    assert lower_bound(5, 5, 0.9, "clopper_pearson") == pytest.approx(0.1**0.2)
+    assert lower_bound(0, 10, 0.95, "clopper_pearson") == 0.0
+
+
+def test_higher_confidence_gives_a_lower_bound():
+    assert lower_bound(90, 100, 0.99) < lower_bound(90, 100, 0.95) < lower_bound(90, 100, 0.8) < 0.9
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((5, 4), "agreed"),
+        ((-1, 4), "agreed"),
+        ((1, 2, 1.0), "confidence"),
+        ((1, 2, 0.9, "t"), "bound"),
+    ],
+)
+def test_lower_bound_rejects_bad_input(args, message):
+    with pytest.raises(ValueError, match=message):
+        lower_bound(*args)
+
+
+def test_small_case_by_hand():
+    # Served sets: {0.9}: 1/1, lb .270; {0.9,0.8}: 2/2, lb .425; {..0.7}: 3/3, lb .526;
+    # {..0.6}: 3/4, lb .356. Target 0.5: the widest set meeting it is the top three.
+    choice = choose_threshold([0.6, 0.9, 0.7, 0.8], [False, True, True, True], 0.5)
+    assert choice.threshold == 0.7
+    assert choice.expected_coverage == 0.75
+    assert choice.expected_agreement == 1.0
+    assert choice.agreement_lower_bound == pytest.approx(3 / (3 + Z2))
+    assert choice.n_calibration == 4
+    assert (choice.quality_target, choice.confidence, choice.bound) == (0.5, 0.95, "wilson")
+    assert not choice.serves_nothing
+
+
+def test_bound_not_point_estimate_decides():
+    # 200 answers scored 0.9 all agree; 100 scored 0.5 hold 6 disagreements. Serving all 300
+    # gives a point estimate of 0.98 >= 0.97, but its lower bound (0.962) misses the target;
+    # the 0.9 group alone has a bound of 0.987, so the stricter threshold is chosen.
+    scores = [0.9] * 200 + [0.5] * 100
+    labels = [True] * 200 + [False] * 6 + [True] * 94
+    everything = threshold_stats(scores, labels, 0.5, 0.97)
+    assert everything.expected_coverage == 1.0
+    assert everything.expected_agreement == pytest.approx(0.98)
+    assert everything.agreement_lower_bound == pytest.approx(0.9618, abs=1e-4)
+    choice = choose_threshold(scores, labels, 0.97)
+    assert choice.threshold == 0.9
+    assert choice.expected_coverage == pytest.approx(200 / 300)
+    assert choice.expected_agreement == 1.0
+    assert choice.agreement_lower_bound == pytest.approx(200 / (200 + Z2))
+
+
+def test_larger_samples_allow_more_coverage_at_the_same_rate():
+    small = choose_threshold([0.9] * 50, [True] * 50, 0.95)
+    large = choose_threshold([0.9] * 500, [True] * 500, 0.95)
+    assert small.serves_nothing  # 50/50 has a 95% lower bound of 0.949
+    assert large.expected_coverage == 1.0 and large.threshold == 0.9
+
+
+def test_ties_are_served_or_deferred_together():
+    choice = choose_threshold([0.9] * 100 + [0.5] * 100, [True] * 100 + [True, False] * 50, 0.9)
+    assert choice.threshold == 0.9 and choice.expected_coverage == 0.5
+
+
+def test_clopper_pearson_choice():
+    scores = [0.9] * 10 + [0.5]
+    assert choose_threshold(scores, [True] * 11, 0.74, bound="clopper_pearson").threshold == 0.5
+    choice = choose_threshold(scores, [True] * 10 + [False], 0.74, bound="clopper_pearson")
+    assert choice.threshold == 0.9 and choice.bound == "clopper_pearson"
+    assert choose_threshold(
+        scores, [True] * 10 + [False], 0.75, bound="clopper_pearson"
+    ).serves_nothing
+
+
+@pytest.mark.parametrize(
+    ("scores", "labels"),
+    [([0.9, 0.8, 0.1], [False, False, False]), ([], []), ([0.99] * 5, [True] * 5)],
+)
+def test_unreachable_target_serves_nothing(scores, labels):
+    choice = choose_threshold(scores, labels, 0.9)
+    assert choice.serves_nothing and math.isinf(choice.threshold)
+    assert choice.expected_coverage == 0.0
+    assert choice.expected_agreement is None and choice.agreement_lower_bound is None
+    assert choice.n_calibration == len(scores)
+
+
+def test_target_of_one_is_never_met_under_a_bound():
+    assert choose_threshold([0.9] * 10_000, [True] * 10_000, 1.0).serves_nothing
+
+
+def test_threshold_stats_for_a_fixed_threshold():
+    stats = threshold_stats([0.95, 0.9, 0.85, 0.3], [True, True, False, False], 0.85, 0.97)
+    assert stats.threshold == 0.85
+    assert stats.expected_coverage == 0.75
+    assert stats.expected_agreement == pytest.approx(2 / 3)
+    assert stats.agreement_lower_bound == pytest.approx(lower_bound(2, 3))
+    none = threshold_stats([0.5], [True], 0.9, 0.97)
+    assert none.expected_coverage == 0.0 and none.expected_agreement is None
+    assert threshold_stats([], [], 0.9, 0.97).expected_coverage == 0.0
+
+
+@pytest.mark.parametrize(
+    ("scores", "labels", "target", "confidence", "bound", "message"),
+    [
+        ([0.5], [], 0.9, 0.95, "wilson", "labels"),
+        ([math.nan], [True], 0.9, 0.95, "wilson", "NaN"),
+        ([0.5], [True], 0.0, 0.95, "wilson", "quality_target"),
+        ([0.5], [True], 1.2, 0.95, "wilson", "quality_target"),
+        ([0.5], [True], 0.9, 1.0, "wilson", "confidence"),
+        ([0.5], [True], 0.9, 0.95, "hoeffding", "bound"),
+    ],
+)
+def test_bad_inputs_are_rejected(scores, labels, target, confidence, bound, message):
+    with pytest.raises(ValueError, match=message):
+        choose_threshold(scores, labels, target, confidence, bound)
+
+
+@pytest.mark.parametrize("labels", [[True, True, True, False], [False] * 4])
+def test_choice_round_trips_through_strict_json(labels):
+    choice = choose_threshold([0.6, 0.9, 0.7, 0.8], labels, 0.5)
+    text = json.dumps(choice.to_dict(), allow_nan=False)
+    assert ThresholdChoice.from_dict(json.loads(text)) == choice
