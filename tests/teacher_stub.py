@@ -1,20 +1,33 @@
-"""A stand-in teacher: a small OpenAI-compatible server that answers from a table.
+"""A stand-in teacher: a small, fast OpenAI-compatible server that answers from a table and
+misbehaves on demand.
 
-It can be told to misbehave, per request through ``POST /_control`` (or :meth:`control`):
-``fail_next`` (a list of statuses such as 500/429/400/401, or ``"drop"`` to close the
-connection), ``delay_ms`` (before answering), ``chunk_delay_ms`` (between stream events) and
-``cut_stream_after`` (send that many events, then close without ``[DONE]``).
+Endpoints: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (streamed or not),
+``GET /v1/models[/{id}]``; ``POST /_control`` (change the fault script, JSON as for
+:meth:`StubTeacher.control`), ``GET /_control``, ``GET /_requests`` (recent requests and
+counters), ``DELETE /_requests``.
 
-Run on its own: ``python -m tests.teacher_stub --port 9000 [--table table.json]``.
+The answer is the table entry for the last user message (chat) or the prompt (completions),
+matched exactly; otherwise ``"ok: "`` and the prompt's first three words. An entry is a string,
+``{"tool_call": {"name": ..., "arguments": {...}}}`` (used when the request offers tools) or any
+JSON value (sent as JSON text). See ``tests/stub_faults.py`` for the faults.
+
+Per request, headers ``x-stub-fail: 500|429|...|drop|timeout|cut:N|stall:N`` and
+``x-stub-delay-ms: N`` apply to any path; the control script (``fail_next``, ``fail_always``,
+``delay_ms``, ``chunk_delay_ms``, ``cut_stream_after``, ``random``, ``timeout_s``) applies to the
+two generation endpoints only.
+
+In tests: ``with running_stub(table={...}) as stub: OpenAI(base_url=stub.base_url, ...)``.
+On its own: ``python -m tests.teacher_stub --port 9000 [--table t.json] [--latency-ms 50]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import time
-from collections.abc import Iterator
+import socket
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,75 +35,66 @@ from typing import Any
 import uvicorn
 
 from tests.asgi_server import ThreadedServer
+from tests.stub_server import CHAT, DEFAULT_MODEL, TEXT, StubApp
 
-DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
-ERRORS = {
-    400: ("invalid_request_error", "Invalid value for 'messages'."),
-    401: ("invalid_request_error", "Incorrect API key provided."),
-    404: ("invalid_request_error", "The model does not exist."),
-    429: ("rate_limit_exceeded", "Rate limit reached."),
-    500: ("server_error", "The server had an error while processing your request."),
-    502: ("server_error", "Bad gateway."),
-    503: ("server_error", "The engine is currently overloaded."),
-}
+__all__ = ["CHAT", "DEFAULT_MODEL", "TEXT", "StubTeacher", "main", "running_stub"]
 
 
-class _Drop(Exception):
-    """Close the connection without a response."""
+class StubTeacher(StubApp):
+    """The stand-in teacher as a server: ``start()`` in a background thread (tests) or
+    ``serve()`` in this one (the command line). Constructor arguments: see :class:`StubApp`."""
 
+    port: int = 0
+    _runner: ThreadedServer | None = None
 
-def _tokens(text: str) -> list[str]:
-    """Split into word pieces that add back up to the text."""
-    out: list[str] = []
-    for i, word in enumerate(text.split(" ")):
-        out.append(word if i == 0 else " " + word)
-    return [t for t in out if t]
+    # -- running -------------------------------------------------------------------------------
 
-
-class StubTeacher:
-    def __init__(
-        self,
-        table: dict[str, Any] | None = None,
-        model: str = DEFAULT_MODEL,
-        latency_ms: float = 0.0,
-    ) -> None:
-        self.table = dict(table or {})
-        self.model = model
-        self.latency_ms = latency_ms
-        self.requests: list[dict[str, Any]] = []
-        self.served = 0
-        self._state: dict[str, Any] = {}
-        self.control(reset=True)
-        self._runner: ThreadedServer | None = None
-        self.port = 0
-
-    # -- control ------------------------------------------------------------------------
-
-    def control(self, reset: bool = False, **changes: Any) -> None:
-        if reset:
-            self._state = {
-                "fail_next": [],
-                "delay_ms": 0,
-                "chunk_delay_ms": 0,
-                "cut_stream_after": None,
-            }
-        for key, value in changes.items():
-            if key not in self._state:
-                raise ValueError(f"unknown control {key}")
-            self._state[key] = list(value) if key == "fail_next" else value
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{self.url}/v1"
 
     def start(self, port: int = 0) -> str:
+        """Serve from a background thread; returns the base URL once it accepts connections."""
+        self._loop, self._stopping = None, asyncio.Event()
         self._runner = ThreadedServer(self.app)
         self.port = self._runner.start(port)
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+        except OSError as exc:
+            self._runner.stop()
+            raise RuntimeError(f"the stand-in teacher did not start on port {self.port}") from exc
         return self.base_url
 
     def stop(self) -> None:
+        """Stop serving; requests still sleeping (delays, ``timeout``) are cut off at once."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._stopping.set)
         if self._runner is not None:
             self._runner.stop()
+            self._runner = None
+
+    def serve(self, port: int = 0, host: str = "127.0.0.1") -> None:
+        """Serve in this thread until SIGINT/SIGTERM (the command-line mode)."""
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        self.port = sock.getsockname()[1]
+        print(f"stand-in teacher serving {self.base_url} as {self.model}", flush=True)
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            lifespan="off",
+            interface="asgi3",
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
+        uvicorn.Server(config).run(sockets=[sock])
 
     def __enter__(self) -> StubTeacher:
         self.start()
@@ -99,309 +103,10 @@ class StubTeacher:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- ASGI ---------------------------------------------------------------------------
-
-    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        try:
-            await self._handle(scope, receive, send)
-        except _Status as exc:
-            headers = [(b"retry-after", b"1")] if exc.status == 429 else []
-            await _send_json(send, exc.status, _error(exc.status), headers)
-        except _Drop:
-            return  # no (more) response: the server closes the connection
-
-    async def _handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        path, method = scope["path"], scope["method"]
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        if path == "/_control":
-            self.control(**json.loads(raw or b"{}"))
-            return await _send_json(send, 200, {"ok": True})
-        body = json.loads(raw) if raw else None
-        self.requests.append({"method": method, "path": path, "headers": headers, "json": body})
-        await self._misbehave()
-        if path == "/v1/models":
-            data = [{"id": self.model, "object": "model", "created": 0, "owned_by": "stub"}]
-            return await _send_json(send, 200, {"object": "list", "data": data})
-        if path not in ("/v1/chat/completions", "/v1/completions") or method != "POST":
-            return await _send_json(send, 404, _error(404))
-        self.served += 1
-        chat = path == "/v1/chat/completions"
-        if body.get("stream"):
-            return await self._stream(send, body, chat)
-        return await _send_json(send, 200, self._completion(body, chat))
-
-    async def _misbehave(self) -> None:
-        state = self._state
-        delay = state["delay_ms"] or self.latency_ms
-        if delay:
-            await asyncio.sleep(delay / 1000)
-        if state["fail_next"]:
-            failure = state["fail_next"].pop(0)
-            if failure == "drop":
-                raise _Drop
-            raise _Status(int(failure))
-
-    # -- answers ------------------------------------------------------------------------
-
-    def _lookup(self, body: dict[str, Any], chat: bool) -> Any:
-        if chat:
-            users = [m for m in body.get("messages", []) if m.get("role") == "user"]
-            key = users[-1].get("content") if users else ""
-        else:
-            key = body.get("prompt")
-        if isinstance(key, str) and key in self.table:
-            return self.table[key]
-        words = key.split()[:3] if isinstance(key, str) else []
-        return "ok: " + " ".join(words)
-
-    def _answers(self, body: dict[str, Any], chat: bool) -> list[tuple[Any, str]]:
-        """(content or tool call, finish_reason) per choice."""
-        answer = self._lookup(body, chat)
-        if isinstance(answer, dict) and "tool_call" in answer and body.get("tools"):
-            return [(answer, "tool_calls")] * int(body.get("n") or 1)
-        text = answer if isinstance(answer, str) else json.dumps(answer)
-        finish = "stop"
-        stops = body.get("stop") or []
-        for stop in [stops] if isinstance(stops, str) else stops:
-            if stop in text:
-                text = text[: text.index(stop)]
-        limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        pieces = _tokens(text)
-        if limit and len(pieces) > limit:
-            text, finish = "".join(pieces[:limit]), "length"
-        return [(text, finish)] * int(body.get("n") or 1)
-
-    def _completion(self, body: dict[str, Any], chat: bool) -> dict[str, Any]:
-        choices = []
-        completion_tokens = 0
-        for index, (answer, finish) in enumerate(self._answers(body, chat)):
-            if chat:
-                message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
-                if isinstance(answer, dict):
-                    message["tool_calls"] = [_tool_call(answer["tool_call"])]
-                else:
-                    message["content"] = answer
-                    completion_tokens += len(_tokens(answer))
-                choice = {
-                    "index": index,
-                    "message": message,
-                    "finish_reason": finish,
-                    "logprobs": _logprobs(answer, body) if body.get("logprobs") else None,
-                }
-            else:
-                choice = {"index": index, "text": answer, "finish_reason": finish, "logprobs": None}
-                completion_tokens += len(_tokens(answer))
-            choices.append(choice)
-        return {
-            "id": "chatcmpl-stub" if chat else "cmpl-stub",
-            "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()),
-            "model": self.model,
-            "choices": choices,
-            "system_fingerprint": "fp_stub",
-            "usage": _usage(body, completion_tokens),
-        }
-
-    async def _stream(self, send: Any, body: dict[str, Any], chat: bool) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/event-stream")],
-            }
-        )
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        events = list(self._events(body, chat, include_usage))
-        cut = self._state["cut_stream_after"]
-        for i, event in enumerate(events):
-            if cut is not None and i >= cut:
-                raise _Drop  # uvicorn closes the connection mid-response
-            if self._state["chunk_delay_ms"] and i:
-                await asyncio.sleep(self._state["chunk_delay_ms"] / 1000)
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
-
-    def _events(self, body: dict[str, Any], chat: bool, include_usage: bool) -> Iterator[bytes]:
-        base = {
-            "id": "chatcmpl-stub",
-            "object": "chat.completion.chunk" if chat else "text_completion",
-            "created": int(time.time()),
-            "model": self.model,
-            "system_fingerprint": "fp_stub",
-        }
-        extra = {"usage": None} if include_usage else {}
-
-        def event(choices: list[dict[str, Any]]) -> bytes:
-            return (
-                b"data: " + json.dumps({**base, "choices": choices, **extra}).encode() + (b"\n\n")
-            )
-
-        completion_tokens = 0
-        answers = self._answers(body, chat)
-        for index, (answer, finish) in enumerate(answers):
-            if chat:
-                yield event(
-                    [
-                        {
-                            "index": index,
-                            "delta": {"role": "assistant", "content": ""},
-                            "logprobs": None,
-                            "finish_reason": None,
-                        }
-                    ]
-                )
-            if isinstance(answer, dict):
-                call = _tool_call(answer["tool_call"])
-                args = call["function"]["arguments"]
-                yield event(
-                    [
-                        {
-                            "index": index,
-                            "delta": {
-                                "tool_calls": [
-                                    {
-                                        "index": 0,
-                                        "id": call["id"],
-                                        "type": "function",
-                                        "function": {
-                                            "name": call["function"]["name"],
-                                            "arguments": "",
-                                        },
-                                    }
-                                ]
-                            },
-                            "logprobs": None,
-                            "finish_reason": None,
-                        }
-                    ]
-                )
-                for i in range(0, len(args), 8):
-                    yield event(
-                        [
-                            {
-                                "index": index,
-                                "delta": {
-                                    "tool_calls": [
-                                        {"index": 0, "function": {"arguments": args[i : i + 8]}}
-                                    ]
-                                },
-                                "logprobs": None,
-                                "finish_reason": None,
-                            }
-                        ]
-                    )
-            else:
-                for piece in _tokens(answer):
-                    completion_tokens += 1
-                    if chat:
-                        lp = _logprobs(piece, body) if body.get("logprobs") else None
-                        yield event(
-                            [
-                                {
-                                    "index": index,
-                                    "delta": {"content": piece},
-                                    "logprobs": lp,
-                                    "finish_reason": None,
-                                }
-                            ]
-                        )
-                    else:
-                        yield event(
-                            [
-                                {
-                                    "index": index,
-                                    "text": piece,
-                                    "finish_reason": None,
-                                    "logprobs": None,
-                                }
-                            ]
-                        )
-            if chat:
-                yield event(
-                    [{"index": index, "delta": {}, "logprobs": None, "finish_reason": finish}]
-                )
-            else:
-                yield event(
-                    [{"index": index, "text": "", "finish_reason": finish, "logprobs": None}]
-                )
-        if include_usage:
-            yield (
-                b"data: "
-                + json.dumps(
-                    {**base, "choices": [], "usage": _usage(body, completion_tokens)}
-                ).encode()
-                + b"\n\n"
-            )
-        yield b"data: [DONE]\n\n"
-
-
-class _Status(Exception):
-    def __init__(self, status: int) -> None:
-        self.status = status
-
-
-def _error(status: int) -> dict[str, Any]:
-    type_, message = ERRORS.get(status, ("server_error", "Error."))
-    return {"error": {"message": message, "type": type_, "param": None, "code": None}}
-
-
-async def _send_json(send: Any, status: int, obj: Any, headers: list | None = None) -> None:
-    body = json.dumps(obj).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), *(headers or [])],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def _tool_call(spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": "call_stub1",
-        "type": "function",
-        "function": {"name": spec["name"], "arguments": json.dumps(spec["arguments"])},
-    }
-
-
-def _logprobs(text: str, body: dict[str, Any]) -> dict[str, Any]:
-    k = int(body.get("top_logprobs") or 0)
-    content = []
-    for piece in _tokens(text):
-        top = [{"token": piece, "logprob": -0.01, "bytes": list(piece.encode())}]
-        top += [{"token": f"alt{j}", "logprob": -3.0 - j, "bytes": None} for j in range(k - 1)]
-        content.append(
-            {
-                "token": piece,
-                "logprob": -0.01,
-                "bytes": list(piece.encode()),
-                "top_logprobs": top[:k],
-            }
-        )
-    return {"content": content, "refusal": None}
-
-
-def _usage(body: dict[str, Any], completion_tokens: int) -> dict[str, int]:
-    prompt = json.dumps(body.get("messages") or body.get("prompt") or "")
-    prompt_tokens = max(1, len(prompt) // 4)
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
 
 @contextmanager
 def running_stub(**kw: Any) -> Iterator[StubTeacher]:
+    """A started :class:`StubTeacher` (keyword arguments as its constructor), stopped after."""
     stub = StubTeacher(**kw)
     stub.start()
     try:
@@ -410,23 +115,35 @@ def running_stub(**kw: Any) -> Iterator[StubTeacher]:
         stub.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="A stand-in OpenAI-compatible teacher.")
-    parser.add_argument("--port", type=int, default=9000)
-    parser.add_argument("--table", help="JSON file mapping prompts to answers")
-    parser.add_argument("--latency-ms", type=float, default=0.0)
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    args = parser.parse_args()
-    table = json.loads(Path(args.table).read_text()) if args.table else {}
-    stub = StubTeacher(table, model=args.model, latency_ms=args.latency_ms)
-    uvicorn.run(
-        stub.app,
-        host="127.0.0.1",
-        port=args.port,
-        log_level="warning",
-        interface="asgi3",
-        access_log=False,
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.teacher_stub", description="A stand-in OpenAI-compatible teacher."
     )
+    parser.add_argument("--port", type=int, default=9000, help="0 picks a free port")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--table", type=Path, help="JSON object mapping prompts to answers")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="the model name answers carry")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="before each answer")
+    parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="between stream events")
+    parser.add_argument("--timeout-s", type=float, default=30.0, help="how long faults hang")
+    parser.add_argument(
+        "--control",
+        type=json.loads,
+        help='startup fault script, e.g. \'{"random": {"p500": 0.05}}\'',
+    )
+    args = parser.parse_args(argv)
+    table = json.loads(args.table.read_text()) if args.table else {}
+    if not isinstance(table, dict):
+        parser.error("--table must hold a JSON object")
+    stub = StubTeacher(
+        table,
+        model=args.model,
+        latency_ms=args.latency_ms,
+        chunk_delay_ms=args.chunk_delay_ms,
+        timeout_s=args.timeout_s,
+        controls=args.control,
+    )
+    stub.serve(args.port, args.host)
 
 
 if __name__ == "__main__":
