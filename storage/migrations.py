@@ -170,3 +170,36 @@ def _initial(db: sqlite_utils.Database) -> None:
         create table heartbeat (id integer primary key check (id = 1), at real not null);
         """
     )
+
+
+@migration("0002_distiller")
+def _distiller(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        create table golden_examples (
+            id integer primary key,
+            task text not null,
+            created_at real not null,
+            input_json text not null,
+            expected text not null,
+            note text
+        );
+        create index golden_examples_task on golden_examples (task);
+
+        create table distill_locks (
+            task text primary key,
+            owner text not null,
+            run_id text,
+            host text not null,
+            pid integer not null,
+            acquired_at real not null,
+            heartbeat_at real not null,
+            expires_at real not null
+        );
+
+        alter table distill_runs add column host text;
+        alter table distill_runs add column pid integer;
+        alter table distill_runs add column heartbeat_at real;
+        alter table distill_runs add column run_dir text;
+        """
+    )

@@ -1,0 +1,57 @@
+"""Fitting the router for a candidate: calibration of P(agree) and the serving threshold.
+
+The threshold and the coverage it gives are chosen on out-of-fold scores (each held-out
+example scored by a policy fitted without it), so the coverage a gate sees is not flattered by
+scoring the examples the policy was fitted on. The policy stored for serving is then fitted
+on all held-out examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from distiller.config import GateConfig
+from distiller.evaluate import ModelEval
+
+FOLDS = 5
+
+
+def calibrate_router(
+    candidate: ModelEval, kind: str, config: GateConfig
+) -> tuple[dict[str, Any], float]:
+    """The router dict to store with the model version, and the coverage it is expected to
+    give at ``config.quality_target`` (0 when no threshold reaches the target)."""
+    from router import choose_threshold
+
+    features, labels = candidate.features, [bool(x) for x in candidate.agreed]
+    router: dict[str, Any] = {"kind": kind, "quality_target": config.quality_target}
+    if not labels:
+        return router, 0.0
+    scores = out_of_fold_scores(features, labels)
+    choice = choose_threshold(scores, labels, config.quality_target, config.confidence)
+    router["policy"] = _fit(features, labels).to_dict()
+    router["threshold"] = choice.to_dict()
+    return router, float(choice.expected_coverage)
+
+
+def out_of_fold_scores(
+    features: Sequence[dict[str, Any]], labels: Sequence[bool], folds: int = FOLDS
+) -> list[float]:
+    """P(agree) of each example from a policy fitted on the other folds."""
+    n = len(labels)
+    folds = max(2, min(folds, n))
+    scores = [0.0] * n
+    for k in range(folds):
+        held = [i for i in range(n) if i % folds == k]
+        rest = [i for i in range(n) if i % folds != k]
+        policy = _fit([features[i] for i in rest], [labels[i] for i in rest])
+        for i, score in zip(held, policy.scores([features[i] for i in held]), strict=True):
+            scores[i] = float(score)
+    return scores
+
+
+def _fit(features: Sequence[dict[str, Any]], labels: Sequence[bool]) -> Any:
+    from router import CalibratedPolicy
+
+    return CalibratedPolicy.fit(list(features), list(labels))

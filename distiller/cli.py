@@ -1,0 +1,236 @@
+"""Commands: ``distill run|schedule|history``, ``golden add|list|remove``, ``rollback``.
+
+:func:`register` adds them to the ``understudy`` parser. ``settings_loader(args)`` returns the
+settings object: its ``data_dir`` is used, and its ``distiller`` attribute (a
+:class:`~distiller.config.DistillConfig`) when it has one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from distiller.config import DistillConfig
+
+SettingsLoader = Callable[[argparse.Namespace], Any]
+TeacherFactory = Callable[[Any], Any]
+
+EXIT_FAILED = 1
+EXIT_BUSY = 75  # EX_TEMPFAIL: another run of the task is going
+
+
+def register(
+    subparsers: argparse._SubParsersAction,
+    settings_loader: SettingsLoader,
+    teacher_factory: TeacherFactory | None = None,
+) -> None:
+    """Add the distiller's commands. ``teacher_factory(settings)`` gives the teacher callable
+    used by synthetic augmentation (none: augmentation is skipped)."""
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="TOML config file (default: ./understudy.toml if present)")
+        p.add_argument("--data-dir", help="data directory (default: ./understudy-data)")
+
+    def bind(p: argparse.ArgumentParser, fn: Callable[..., int]) -> None:
+        p.set_defaults(func=lambda args: fn(args, settings_loader(args), teacher_factory))
+
+    distill = subparsers.add_parser("distill", help="train, evaluate and promote students")
+    steps = distill.add_subparsers(dest="distill_command", required=True)
+    p = steps.add_parser("run", help="one distillation run of a task, now")
+    common(p)
+    p.add_argument("--task", required=True, help="task name (see `understudy tasks`)")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    bind(p, cmd_run)
+    p = steps.add_parser("schedule", help="run the schedule: nightly and on new data")
+    common(p)
+    bind(p, cmd_schedule)
+    p = steps.add_parser("history", help="every run of a task: data, gates, promoted or why not")
+    common(p)
+    p.add_argument("--task", required=True, help="task name")
+    p.add_argument("--limit", type=int, default=50, help="most recent runs shown (default 50)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bind(p, cmd_history)
+
+    golden = subparsers.add_parser("golden", help="must-pass examples of a task")
+    gsteps = golden.add_subparsers(dest="golden_command", required=True)
+    p = gsteps.add_parser("add", help="add a golden example")
+    common(p)
+    p.add_argument("--task", required=True, help="task name")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="the user message (the task's system prompt is put first), or a JSON list of "
+        "chat messages",
+    )
+    p.add_argument("--expected", required=True, help="the answer the student must give")
+    p.add_argument("--note", help="why this example matters")
+    bind(p, cmd_golden_add)
+    p = gsteps.add_parser("list", help="list golden examples")
+    common(p)
+    p.add_argument("--task", help="only this task")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bind(p, cmd_golden_list)
+    p = gsteps.add_parser("remove", help="remove a golden example by id")
+    common(p)
+    p.add_argument("id", type=int, help="the example's id (see `understudy golden list`)")
+    bind(p, cmd_golden_remove)
+
+    p = subparsers.add_parser("rollback", help="serve a task's previous champion again")
+    common(p)
+    p.add_argument("--task", required=True, help="task name")
+    bind(p, cmd_rollback)
+
+
+def distill_settings(settings: Any) -> tuple[Path, DistillConfig]:
+    """The data directory and the distiller config of a settings object."""
+    config = getattr(settings, "distiller", None)
+    if isinstance(config, dict):
+        config = DistillConfig.from_mapping(config)
+    return Path(settings.data_dir), config or DistillConfig()
+
+
+def _db(settings: Any) -> Any:
+    from storage.database import open_database
+
+    return open_database(Path(settings.data_dir) / "understudy.db")
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def cmd_run(args: argparse.Namespace, settings: Any, teacher_factory: TeacherFactory | None) -> int:
+    from distiller.lock import RunInProgress
+    from distiller.pipeline import run_distillation
+
+    _logging()
+    data_dir, config = distill_settings(settings)
+    teacher = teacher_factory(settings) if teacher_factory else None
+    try:
+        with _exit_on_sigterm():
+            outcome = run_distillation(
+                data_dir, args.task, config, trigger="manual", teacher=teacher
+            )
+    except RunInProgress as exc:
+        print(f"understudy: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+    if args.json:
+        print(json.dumps(outcome.to_dict(), indent=2))
+    else:
+        promoted = f"promoted {outcome.candidate_id}" if outcome.promoted else "not promoted"
+        print(f"run {outcome.run_id}: {outcome.status}, {promoted} ({outcome.reason})")
+        for gate in outcome.gates:
+            verdict = "pass" if gate["passed"] else "FAIL"
+            print(f"  {gate['name']:<16} {gate['value']!s:>8}  {verdict}")
+    return EXIT_FAILED if outcome.status == "failed" else 0
+
+
+@contextlib.contextmanager
+def _exit_on_sigterm() -> Iterator[None]:
+    """SIGTERM ends a run like Ctrl-C: the run is marked failed and its training stopped."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def cmd_schedule(
+    args: argparse.Namespace, settings: Any, teacher_factory: TeacherFactory | None
+) -> int:
+    from distiller.schedule import DistillScheduler
+
+    _logging()
+    data_dir, config = distill_settings(settings)
+    teacher = teacher_factory(settings) if teacher_factory else None
+    DistillScheduler(data_dir, config, teacher=teacher).serve_forever()
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
+    from distiller.history import render_history
+    from storage.distill_queries import list_runs
+
+    render_history(
+        list_runs(_db(settings), args.task, limit=args.limit), sys.stdout, as_json=args.json
+    )
+    return 0
+
+
+def cmd_golden_add(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
+    from storage.distill_queries import add_golden
+
+    value: Any = args.input
+    if args.input.lstrip().startswith("["):
+        try:
+            value = json.loads(args.input)
+        except ValueError:
+            value = args.input
+        if isinstance(value, list) and not all(
+            isinstance(m, dict) and "role" in m and "content" in m for m in value
+        ):
+            print("understudy: --input list must hold {role, content} messages", file=sys.stderr)
+            return 2
+    golden_id = add_golden(
+        _db(settings), args.task, input_value=value, expected=args.expected, note=args.note
+    )
+    print(f"golden example {golden_id} added to task {args.task}")
+    return 0
+
+
+def cmd_golden_list(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
+    from storage.distill_queries import list_golden
+
+    rows = list_golden(_db(settings), args.task)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no golden examples")
+    for row in rows:
+        shown = row["input"] if isinstance(row["input"], str) else json.dumps(row["input"])
+        print(f"{row['id']:>4}  {row['task']}  {shown!r} -> {row['expected']!r}")
+    return 0
+
+
+def cmd_golden_remove(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
+    from storage.distill_queries import remove_golden
+
+    if not remove_golden(_db(settings), args.id):
+        print(f"understudy: no golden example with id {args.id}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"golden example {args.id} removed")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
+    from storage.registry import RegistryError, rollback
+
+    try:
+        state = rollback(_db(settings), args.task, reason="command line")
+    except RegistryError as exc:
+        print(f"understudy: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"task {args.task}: {state.champion_id} serves again (was {state.previous_id}); "
+        "a running gateway switches at its next registry check"
+    )
+    return 0

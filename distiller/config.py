@@ -1,0 +1,304 @@
+"""Settings of the distiller: one dataclass per step, nested in :class:`DistillConfig`.
+
+Every field has a default and a docstring. ``DistillConfig.from_mapping`` builds one from a
+``[distiller]`` table (unknown keys are an error naming the key); ``tasks`` holds per-task
+overrides in the same shape, applied by :meth:`DistillConfig.for_task`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("label", "json", "text")
+
+
+@dataclass
+class DatasetConfig:
+    """Building the training and held-out sets from the log."""
+
+    eval_fraction: float = 0.1
+    """Share of the most recent examples held out for evaluation (never trained on)."""
+    eval_min: int = 20
+    """Fewest held-out examples (taken even when ``eval_fraction`` gives fewer)."""
+    eval_max: int = 1000
+    """Most held-out examples."""
+    min_examples: int = 50
+    """Fewest usable examples for a run to train; with fewer it is recorded as skipped."""
+    max_examples: int = 50000
+    """Most recent examples read from the log per run (older ones are left out)."""
+    failure_weight: int = 3
+    """Times each failure case (deferred, or disagreeing with the teacher) appears in training."""
+    near_duplicate_threshold: float = 0.9
+    """Word-shingle Jaccard similarity above which two prompts count as duplicates (1 = off)."""
+    scrub_secrets: bool = True
+    """Replace API keys, tokens and private keys in prompts and answers by ``[SECRET]``."""
+    scrub_pii: list[str] = field(default_factory=list)
+    """Built-in PII patterns to replace: any of ``email``, ``phone``, ``card``, ``iban``, ``ip``."""
+    pii_patterns: dict[str, str] = field(default_factory=dict)
+    """Extra patterns to replace, name to regular expression (replaced by ``[NAME]``)."""
+    max_answer_chars: int = 20000
+    """Answers longer than this are dropped."""
+
+
+@dataclass
+class AugmentConfig:
+    """Synthetic examples from the teacher when a task has too few (off by default)."""
+
+    enabled: bool = False
+    """Ask the teacher for new inputs and their answers when a task has too few examples."""
+    below: int = 200
+    """Augment only when the task has fewer training examples than this."""
+    target: int = 200
+    """Stop when the training set reaches this many examples."""
+    max_teacher_calls: int = 50
+    """Most teacher calls (input generation and labelling together) per run."""
+    inputs_per_call: int = 10
+    """New inputs asked for in one generation call."""
+    seed_examples: int = 5
+    """Logged examples shown to the teacher as seeds in each generation call."""
+    description: str = ""
+    """What the task is, shown to the teacher (the logged prompts are used when empty)."""
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning the student with trl's ``SFTTrainer``.
+
+    The defaults suit a pretrained base with LoRA. For a tiny student trained from scratch set
+    ``base_model = "tiny"``, ``method = "full"``, ``learning_rate = 2e-3``, ``epochs = 6``.
+    """
+
+    base_model: str = "Qwen/Qwen3-0.6B"
+    """Base model: a hub id or a local path; ``tiny`` builds a small Llama from scratch."""
+    method: str = "lora"
+    """``lora`` (peft adapter; QLoRA when ``quantize_4bit`` and a GPU), or ``full``."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA path."""
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Modules that get adapters (``all-linear`` or names such as ``q_proj``)."""
+    quantize_4bit: bool = False
+    """Load the base in 4 bit (QLoRA); needs bitsandbytes and a CUDA GPU, ignored otherwise."""
+    epochs: float = 3.0
+    """Passes over the training set."""
+    batch_size: int = 16
+    """Examples per device per step (16 is the fastest per example on 2 CPU cores)."""
+    gradient_accumulation_steps: int = 1
+    """Steps whose gradients are summed before an update."""
+    learning_rate: float = 2e-4
+    """Peak learning rate (2e-3 to 3e-3 for tiny from-scratch students)."""
+    lr_scheduler: str = "cosine"
+    """Learning-rate schedule (any ``transformers`` scheduler name)."""
+    warmup_ratio: float = 0.03
+    """Share of steps spent warming the learning rate up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_length: int = 128
+    """Longest tokenised example; longer ones are truncated."""
+    completion_only_loss: bool = True
+    """Loss on the answer only; off puts loss on the whole sequence (helps scarce data)."""
+    seed: int = 0
+    """Seed for data order, initialisation and dropout."""
+    device: str = "auto"
+    """``auto`` (a GPU when present), ``cpu`` or ``cuda``."""
+    logging_steps: int = 20
+    """Steps between progress lines in the log."""
+    tiny_hidden: int = 128
+    """Tiny students: hidden size."""
+    tiny_layers: int = 2
+    """Tiny students: transformer layers."""
+    tiny_vocab_size: int = 2048
+    """Tiny students: tokenizer vocabulary size (trained on the task's texts)."""
+    isolation: str = "process"
+    """``process`` (train and evaluate in a spawned process) or ``inline`` (this process)."""
+    timeout_s: float = 6 * 3600.0
+    """Longest a training process may run before it is killed and the run fails."""
+    launcher: list[str] = field(default_factory=list)
+    """Command that starts the training process instead of this Python, e.g.
+    ``["accelerate", "launch", "--num_processes", "4"]`` for several GPUs."""
+
+
+@dataclass
+class GateConfig:
+    """Evaluation and the gates a candidate must pass to be promoted."""
+
+    kind: str = "auto"
+    """How answers are compared: ``label``, ``json``, ``text`` or ``auto`` (from the data)."""
+    min_agreement: float = 0.7
+    """Least agreement with the teacher on the held-out set."""
+    quality_target: float = 0.97
+    """Agreement the router must keep on the requests the student serves."""
+    confidence: float = 0.95
+    """Confidence of the lower bound used for the quality target and non-inferiority."""
+    min_coverage: float = 0.1
+    """Least share of held-out requests the student would serve at the quality target."""
+    non_inferiority_margin: float = 0.02
+    """The candidate may be at most this much less accurate than the champion."""
+    non_inferiority_test: str = "mcnemar"
+    """Paired test against the champion: ``mcnemar`` (normal bound) or ``bootstrap``."""
+    require_golden: bool = True
+    """Every golden example of the task must pass."""
+    min_validity: float = 0.95
+    """Least share of answers that are complete and well formed (valid JSON for ``json``)."""
+    max_new_tokens: int = 64
+    """Longest answer generated during evaluation."""
+    eval_batch_size: int = 32
+    """Prompts generated together during evaluation."""
+
+
+@dataclass
+class ScheduleConfig:
+    """When ``understudy distill schedule`` starts runs."""
+
+    cron: str = "0 3 * * *"
+    """Crontab expression of the regular run (default: nightly at 03:00)."""
+    timezone: str = "UTC"
+    """Timezone of ``cron`` (an IANA name)."""
+    tasks: list[str] = field(default_factory=list)
+    """Tasks to distil (empty: every task with logged teacher answers)."""
+    new_examples_trigger: int = 1000
+    """Start a run once this many new teacher answers arrived since the last one (0: off)."""
+    cooldown_s: float = 3600.0
+    """Least time between the end of a run and a count-triggered one."""
+    check_interval_s: float = 60.0
+    """How often the count trigger is checked."""
+    catch_up: bool = True
+    """On start, run once any task whose last scheduled run was missed."""
+    lock_ttl_s: float = 300.0
+    """A run's lock expires this long after its last heartbeat (a crashed worker's lock)."""
+    heartbeat_s: float = 30.0
+    """How often a running run renews its lock."""
+
+
+@dataclass
+class DistillConfig:
+    """The ``[distiller]`` section: every step's settings, plus per-task overrides."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    gates: GateConfig = field(default_factory=GateConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    keep_rejected_weights: bool = False
+    """Keep a rejected candidate's weights in its run directory (deleted by default)."""
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-task overrides, e.g. ``{"intent" = {gates = {min_agreement = 0.9}}}``."""
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> DistillConfig:
+        """Build from a parsed ``[distiller]`` table; unknown keys raise ``ValueError``."""
+        config = _build(cls, data, "distiller.")
+        config.validate()
+        for task in config.tasks:
+            config.for_task(task).validate()  # an override with a bad key or value fails now
+        return config
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting with an impossible value."""
+        checks = [
+            (self.train.method in ("lora", "full"), "train.method must be lora or full"),
+            (
+                self.train.base_model != "tiny" or self.train.method == "full",
+                "train.base_model = 'tiny' needs train.method = 'full'",
+            ),
+            (
+                self.train.isolation in ("process", "inline"),
+                "train.isolation must be process or inline",
+            ),
+            (self.gates.kind in ("auto", *KINDS), "gates.kind must be auto, label, json or text"),
+            (
+                self.gates.non_inferiority_test in ("mcnemar", "bootstrap"),
+                "gates.non_inferiority_test must be mcnemar or bootstrap",
+            ),
+            (0 < self.dataset.eval_fraction < 1, "dataset.eval_fraction must be in (0, 1)"),
+            (self.dataset.failure_weight >= 1, "dataset.failure_weight must be >= 1"),
+            (0 < self.gates.quality_target <= 1, "gates.quality_target must be in (0, 1]"),
+            (self.train.epochs > 0, "train.epochs must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def for_task(self, task: str) -> DistillConfig:
+        """This configuration with ``tasks[task]`` applied."""
+        overrides = self.tasks.get(task)
+        if not overrides:
+            return self
+        base = dataclasses.asdict(self)
+        base.pop("tasks")
+        _merge(base, overrides, f"distiller.tasks.{task}.")
+        return _build(DistillConfig, {**base, "tasks": self.tasks}, "distiller.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any], prefix: str) -> None:
+    for key, value in extra.items():
+        if key not in base:
+            raise ValueError(f"unknown setting {prefix}{key}")
+        if isinstance(base[key], dict) and isinstance(value, Mapping) and key != "pii_patterns":
+            _merge(base[key], value, f"{prefix}{key}.")
+        else:
+            base[key] = value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"setting {prefix.rstrip('.')} must be a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ValueError(f"unknown setting {prefix}{unknown[0]}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check(value, tp, prefix + name)
+    return cls(**kwargs)
+
+
+def _check(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp) or tp
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    ok = isinstance(value, origin) and not (origin in (int, float) and isinstance(value, bool))
+    if not ok:
+        raise ValueError(f"setting {key} has an invalid value {value!r}")
+    return value
+
+
+def field_docs() -> dict[str, str]:
+    """Dotted setting name (``train.epochs``) to its docstring, read from this module."""
+    import ast
+    import inspect
+    import sys
+
+    sections = {"DistillConfig": ""} | {
+        f.type if isinstance(f.type, str) else f.type.__name__: f.name + "."
+        for f in dataclasses.fields(DistillConfig)
+        if f.name != "tasks"
+    }
+    docs: dict[str, str] = {}
+    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef) or node.name not in sections:
+            continue
+        last: str | None = None
+        for stmt in node.body:
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                last = stmt.target.id
+            elif last and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+                docs[sections[node.name] + last] = str(stmt.value.value).strip()
+                last = None
+    return docs

@@ -1,0 +1,322 @@
+"""Step 1: the training and held-out sets of one task, built from the request log.
+
+Teacher answers (served and shadow) are read in time order; errored, cut, truncated, empty,
+tool-calling and (for JSON tasks) unparsable answers are filtered out; feedback is applied (a
+correction replaces the answer, a negative score drops the example); secrets and configured
+PII are scrubbed; exact and near-duplicate prompts are removed (the newest copy is kept); the
+newest slice becomes the held-out set. Failure cases carry ``weight = failure_weight``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import sqlite_utils
+
+from distiller.config import DatasetConfig
+from distiller.dedupe import near_duplicates, normalise
+from distiller.scrub import Scrubber
+from storage.distill_queries import failure_request_ids, iter_log_rows, latest_feedback
+
+
+@dataclass
+class Example:
+    """One prompt and the answer the student should give."""
+
+    id: str
+    created_at: float
+    answer: str
+    messages: list[dict[str, str]] | None = None
+    """The chat prompt (every message before the answer); None for completions."""
+    prompt: str | None = None
+    """The completions prompt; None for chat."""
+    source: str = "teacher"
+    """``teacher``, ``shadow``, ``correction`` or ``synthetic``."""
+    failure: bool = False
+    weight: int = 1
+    response_format: dict[str, Any] | None = None
+
+    def prompt_text(self) -> str:
+        if self.messages is None:
+            return self.prompt or ""
+        return "\n".join(f"{m['role']}: {m['content']}" for m in self.messages)
+
+    def variable_text(self) -> str:
+        """The part of the prompt that varies between requests (not the system prompt)."""
+        if self.messages is None:
+            return self.prompt or ""
+        return "\n".join(m["content"] for m in self.messages if m["role"] not in _FIXED_ROLES)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Example:
+        return cls(**data)
+
+
+@dataclass
+class Dataset:
+    task: str
+    kind: str
+    """How answers are compared: ``label``, ``json`` or ``text``."""
+    train: list[Example]
+    eval: list[Example]
+    stats: dict[str, Any] = field(default_factory=dict)
+    system_prompt: str | None = None
+    """The task's most common system prompt (given to golden inputs that have none)."""
+
+    def training_rows(self) -> list[Example]:
+        """The training set with each example repeated ``weight`` times, in time order."""
+        return [ex for ex in self.train for _ in range(max(1, ex.weight))]
+
+
+_FIXED_ROLES = ("system", "developer")
+
+
+def build_dataset(
+    db: sqlite_utils.Database, task: str, config: DatasetConfig, *, kind: str = "auto"
+) -> Dataset:
+    """Read the log of ``task`` and return its deduplicated, filtered, split dataset."""
+    stats: Counter[str] = Counter()
+    failures = failure_request_ids(db, task)
+    feedback = latest_feedback(db, task)
+    rows = list(iter_log_rows(db, task, limit=config.max_examples))
+    stats["log_rows"] = len(rows)
+    examples = list(_examples(rows, failures, feedback, config, stats))
+    if kind == "auto":
+        kind = infer_kind(examples)
+    if kind == "json":
+        kept = [ex for ex in examples if parses_json(ex.answer)]
+        stats["dropped_invalid_json"] = len(examples) - len(kept)
+        examples = kept
+    examples = _dedupe(examples, config.near_duplicate_threshold, stats)
+    train, held_out = split_by_time(examples, config)
+    for ex in train:
+        ex.weight = config.failure_weight if ex.failure else 1
+    dataset = Dataset(task, kind, train, held_out, system_prompt=_system_prompt(examples))
+    dataset.stats = {
+        **dict(stats),
+        "kind": kind,
+        "examples": len(examples),
+        "train": len(train),
+        "train_rows": len(dataset.training_rows()),
+        "eval": len(held_out),
+        "failures_in_train": sum(ex.failure for ex in train),
+        "sources": dict(Counter(ex.source for ex in examples)),
+        "window": _window(train, held_out),
+    }
+    return dataset
+
+
+def split_by_time(
+    examples: list[Example], config: DatasetConfig
+) -> tuple[list[Example], list[Example]]:
+    """The newest slice is held out; the rest trains. Input must be in time order."""
+    n = len(examples)
+    n_eval = max(config.eval_min, round(n * config.eval_fraction))
+    n_eval = min(n_eval, config.eval_max, n // 2)
+    return examples[: n - n_eval], examples[n - n_eval :]
+
+
+def infer_kind(examples: Iterable[Example]) -> str:
+    """``json`` when answers are JSON objects/arrays or JSON was asked for; ``label`` when the
+    answers are short and repeat; else ``text``."""
+    examples = list(examples)
+    answers = [ex.answer for ex in examples]
+    asked_json = any(_wants_json(ex.response_format) for ex in examples)
+    if answers and (asked_json or sum(map(_is_json_container, answers)) >= 0.95 * len(answers)):
+        return "json"
+    short = [a for a in answers if len(a) <= 64 and len(a.split()) <= 6]
+    distinct = len({normalise(a) for a in answers})
+    if answers and len(short) >= 0.95 * len(answers) and distinct <= max(2, 0.5 * len(answers)):
+        return "label"
+    return "text"
+
+
+# -- internals -----------------------------------------------------------------------------
+
+
+def _examples(
+    rows: list[dict[str, Any]],
+    failures: set[str],
+    feedback: dict[str, dict[str, Any]],
+    config: DatasetConfig,
+    stats: Counter[str],
+) -> Iterable[Example]:
+    scrubber = Scrubber.build(
+        secrets=config.scrub_secrets, pii=config.scrub_pii, extra=config.pii_patterns
+    )
+    for row in rows:
+        origin = _shadow_origin(row)
+        fb = feedback.get(row["id"]) or (feedback.get(origin) if origin else None)
+        if fb is not None and fb["score"] is not None and fb["score"] < 0:
+            stats["dropped_negative_feedback"] += 1
+            continue
+        correction = fb["correction"] if fb is not None else None
+        if row["served_by"] == "student" and not correction:
+            continue  # no teacher answer on this row (its shadow row has it, if any)
+        request = _loads(row["request_json"])
+        prompt = _prompt(row["endpoint"], request)
+        if prompt is None:
+            stats["dropped_unsupported_prompt"] += 1
+            continue
+        if correction:
+            answer, reason = correction, None
+            stats["corrected_by_feedback"] += 1
+        elif row["status"] != "ok":
+            answer, reason = None, f"dropped_status_{row['status']}"
+        else:
+            answer, reason = _answer(row["endpoint"], _loads(row["response_json"]))
+        if reason is None and (answer is None or not answer.strip()):
+            reason = "dropped_empty"
+        if reason is None and len(answer) > config.max_answer_chars:
+            reason = "dropped_too_long"
+        if reason is not None:
+            stats[reason] += 1
+            continue
+        ex = Example(
+            id=row["id"],
+            created_at=row["created_at"],
+            answer=answer.strip(),
+            source="correction" if correction else row["served_by"],
+            failure=row["id"] in failures or (origin in failures if origin else False),
+            response_format=request.get("response_format") if request else None,
+            **prompt,
+        )
+        if scrubber:
+            stats["scrubbed"] += _scrub(ex, scrubber)
+        yield ex
+
+
+def _shadow_origin(row: Mapping[str, Any]) -> str | None:
+    reason = row.get("route_reason") or ""
+    if row["served_by"] == "shadow" and reason.startswith("shadow of "):
+        return reason.removeprefix("shadow of ").strip()
+    return None
+
+
+def _loads(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _prompt(endpoint: str, request: Any) -> dict[str, Any] | None:
+    if not isinstance(request, dict):
+        return None
+    if endpoint == "completions":
+        prompt = request.get("prompt")
+        return {"prompt": prompt} if isinstance(prompt, str) and prompt else None
+    messages = []
+    for message in request.get("messages") or []:
+        content = _text_content(message.get("content")) if isinstance(message, dict) else None
+        if content is None or message.get("tool_calls") or message.get("role") == "tool":
+            return None
+        messages.append({"role": str(message.get("role")), "content": content})
+    return {"messages": messages} if messages else None
+
+
+def _text_content(content: Any) -> str | None:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" for p in content
+    ):
+        return "".join(str(p.get("text", "")) for p in content)
+    return None
+
+
+def _answer(endpoint: str, response: Any) -> tuple[str | None, str | None]:
+    choices = response.get("choices") if isinstance(response, dict) else None
+    if not choices or not isinstance(choices[0], dict):
+        return None, "dropped_no_answer"
+    choice = choices[0]
+    if choice.get("finish_reason") == "length":
+        return None, "dropped_truncated"
+    if endpoint == "completions":
+        return choice.get("text"), None
+    message = choice.get("message") or {}
+    if message.get("tool_calls") or message.get("function_call"):
+        return None, "dropped_tool_call"
+    if message.get("refusal"):
+        return None, "dropped_refusal"
+    return message.get("content"), None
+
+
+def _scrub(ex: Example, scrubber: Scrubber) -> int:
+    ex.answer, total = scrubber.scrub(ex.answer)
+    if ex.prompt is not None:
+        ex.prompt, n = scrubber.scrub(ex.prompt)
+        total += n
+    for message in ex.messages or []:
+        message["content"], n = scrubber.scrub(message["content"])
+        total += n
+    return total
+
+
+def _dedupe(examples: list[Example], threshold: float, stats: Counter[str]) -> list[Example]:
+    """Keep the newest copy of each prompt; a duplicate's failure flag passes to the kept one."""
+    newest_first = examples[::-1]
+    kept: dict[str, Example] = {}
+    unique: list[Example] = []
+    for ex in newest_first:
+        key = normalise(ex.prompt_text())
+        if key in kept:
+            kept[key].failure |= ex.failure
+            stats["dropped_exact_duplicate"] += 1
+            continue
+        kept[key] = ex
+        unique.append(ex)
+    matches = near_duplicates([ex.variable_text() for ex in unique], threshold)
+    out = []
+    for ex, match in zip(unique, matches, strict=True):
+        if match is None:
+            out.append(ex)
+        else:
+            unique[match].failure |= ex.failure
+            stats["dropped_near_duplicate"] += 1
+    return out[::-1]
+
+
+def _system_prompt(examples: list[Example]) -> str | None:
+    prompts = Counter(
+        m["content"] for ex in examples for m in ex.messages or [] if m["role"] == "system"
+    )
+    return prompts.most_common(1)[0][0] if prompts else None
+
+
+def _window(train: list[Example], held_out: list[Example]) -> dict[str, float | None]:
+    return {
+        "train_from": train[0].created_at if train else None,
+        "train_to": train[-1].created_at if train else None,
+        "eval_from": held_out[0].created_at if held_out else None,
+        "eval_to": held_out[-1].created_at if held_out else None,
+    }
+
+
+def _wants_json(response_format: Any) -> bool:
+    return isinstance(response_format, dict) and response_format.get("type") in (
+        "json_object",
+        "json_schema",
+    )
+
+
+def _is_json_container(text: str) -> bool:
+    stripped = text.strip()
+    return stripped[:1] in ("{", "[") and parses_json(stripped)
+
+
+def parses_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True

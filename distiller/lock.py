@@ -1,0 +1,143 @@
+"""One run per task at a time, across processes: a lock row in the database.
+
+The holder renews the lock from a heartbeat thread. A lock is stale, and may be taken over,
+once it expired (no heartbeat for ``ttl_s``) or when its holder's process is gone (same host).
+Runs left ``running`` by a dead worker are marked failed by :func:`recover_stale_runs`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from storage.database import open_database
+from storage.distill_queries import (
+    acquire_lock,
+    get_lock,
+    release_lock,
+    renew_lock,
+    running_runs,
+    set_lock_run,
+    update_run,
+)
+
+
+class RunInProgress(Exception):
+    """Another live process is distilling this task."""
+
+    def __init__(self, task: str, holder: dict[str, Any]) -> None:
+        self.task, self.holder = task, holder
+        super().__init__(
+            f"a distillation run of task {task!r} is already going "
+            f"(run {holder.get('run_id') or '?'}, pid {holder['pid']} on {holder['host']})"
+        )
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def holder_gone(row: dict[str, Any], now: float | None = None) -> str | None:
+    """Why the holder of a lock (or a running run) is gone, or None while it may be alive."""
+    now = time.time() if now is None else now
+    if row.get("host") == socket.gethostname() and row.get("pid") and not pid_alive(row["pid"]):
+        return f"worker process {row['pid']} is no longer running"
+    if row.get("expires_at") is not None and row["expires_at"] < now:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["heartbeat_at"]))
+        return f"no heartbeat since {since} UTC"
+    return None
+
+
+class TaskLock:
+    """Context manager holding the lock of one task, renewed by a heartbeat thread."""
+
+    def __init__(
+        self, db_path: Path, task: str, *, ttl_s: float = 300.0, heartbeat_s: float = 30.0
+    ) -> None:
+        self.db_path, self.task = db_path, task
+        self.ttl_s, self.heartbeat_s = ttl_s, heartbeat_s
+        self.owner = uuid.uuid4().hex
+        self.replaced: dict[str, Any] | None = None
+        self.run_id: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> TaskLock:
+        db = open_database(self.db_path)
+        try:
+            taken, before = acquire_lock(
+                db,
+                self.task,
+                owner=self.owner,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                ttl_s=self.ttl_s,
+                is_stale=lambda row: holder_gone(row) is not None,
+            )
+        finally:
+            db.conn.close()
+        if not taken:
+            assert before is not None
+            raise RunInProgress(self.task, before)
+        self.replaced = before
+        self._thread = threading.Thread(target=self._beat, name="distill-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def attach(self, db: sqlite_utils.Database, run_id: str) -> None:
+        """Name the run holding the lock; the heartbeat then also renews the run row."""
+        self.run_id = run_id
+        set_lock_run(db, self.task, self.owner, run_id)
+
+    def _beat(self) -> None:
+        db = open_database(self.db_path, migrate_schema=False)
+        try:
+            while not self._stop.wait(self.heartbeat_s):
+                renew_lock(db, self.task, self.owner, self.ttl_s)
+                if self.run_id is not None:
+                    update_run(db, self.run_id, heartbeat_at=time.time())
+        finally:
+            db.conn.close()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        db = open_database(self.db_path, migrate_schema=False)
+        try:
+            release_lock(db, self.task, self.owner)
+        finally:
+            db.conn.close()
+
+
+def recover_stale_runs(db: sqlite_utils.Database, *, ttl_s: float = 300.0) -> list[str]:
+    """Mark failed every ``running`` run whose worker is gone; return their ids."""
+    now = time.time()
+    failed = []
+    for run in running_runs(db):
+        lock = get_lock(db, run["task"])
+        if lock is not None and lock.get("run_id") == run["id"] and holder_gone(lock) is None:
+            continue  # its worker still holds the lock
+        beat = run.get("heartbeat_at") or run["started_at"]
+        why = holder_gone({**run, "heartbeat_at": beat, "expires_at": beat + ttl_s}, now)
+        if why is None and lock is None:
+            why = "its lock was released without the run finishing"
+        if why is None:
+            continue
+        update_run(db, run["id"], status="failed", finished_at=now, reason=f"crashed: {why}")
+        failed.append(run["id"])
+    return failed

@@ -1,0 +1,344 @@
+"""One distillation run of one task: dataset, (augmentation), training, evaluation, gates,
+promotion. The run row is written as ``running`` first and always ends ``succeeded``,
+``skipped`` or ``failed`` with a reason; only a run whose gates all pass touches the champion.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import shutil
+import socket
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from distiller.augment import Teacher, augment
+from distiller.calibrate import calibrate_router
+from distiller.config import DistillConfig
+from distiller.dataset import Dataset, build_dataset
+from distiller.evaluate import ModelEval
+from distiller.gates import evaluate_gates, failed_reason
+from distiller.lock import TaskLock, recover_stale_runs
+from distiller.process import TrainingFailed, run_job_process
+from distiller.promote import promote_candidate, store_eval
+from distiller.worker import JOB_FILE, write_examples
+from storage.database import open_database
+from storage.distill_queries import insert_run, list_golden, update_run
+from storage.registry import champion, log_event
+
+log = logging.getLogger("understudy.distiller")
+
+
+@dataclass
+class RunOutcome:
+    """What a run did; the same facts are stored in its ``distill_runs`` row."""
+
+    run_id: str
+    task: str
+    status: str
+    """``succeeded`` (gates evaluated), ``skipped`` (too little data) or ``failed``."""
+    promoted: bool = False
+    reason: str | None = None
+    candidate_id: str | None = None
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def db_path_of(data_dir: Path) -> Path:
+    return Path(data_dir) / "understudy.db"
+
+
+def run_distillation(
+    data_dir: Path,
+    task: str,
+    config: DistillConfig | None = None,
+    *,
+    trigger: str = "manual",
+    teacher: Teacher | None = None,
+) -> RunOutcome:
+    """Run once for ``task``; raise :class:`~distiller.lock.RunInProgress` if one is going."""
+    config = (config or DistillConfig()).for_task(task)
+    data_dir = Path(data_dir)
+    db_path = db_path_of(data_dir)
+    db = open_database(db_path)
+    try:
+        for run_id in recover_stale_runs(db, ttl_s=config.schedule.lock_ttl_s):
+            log.warning("run %s had crashed; marked failed", run_id)
+        with TaskLock(
+            db_path, task, ttl_s=config.schedule.lock_ttl_s, heartbeat_s=config.schedule.heartbeat_s
+        ) as lock:
+            run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+            run_dir = data_dir / "distill" / task / run_id
+            run_dir.mkdir(parents=True)
+            now = time.time()
+            insert_run(
+                db,
+                {
+                    "id": run_id,
+                    "task": task,
+                    "started_at": now,
+                    "status": "running",
+                    "trigger": trigger,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "heartbeat_at": now,
+                    "run_dir": str(run_dir),
+                },
+            )
+            lock.attach(db, run_id)
+            return _guarded(
+                db, data_dir, run_dir, RunOutcome(run_id, task, "running"), config, teacher
+            )
+    finally:
+        db.conn.close()
+
+
+def _guarded(
+    db: sqlite_utils.Database,
+    data_dir: Path,
+    run_dir: Path,
+    outcome: RunOutcome,
+    config: DistillConfig,
+    teacher: Teacher | None,
+) -> RunOutcome:
+    log.info("task %s: distillation run %s started", outcome.task, outcome.run_id)
+    started = time.perf_counter()
+    try:
+        _run(db, data_dir, run_dir, outcome, config, teacher)
+    except TrainingFailed as exc:
+        outcome.status, outcome.promoted, outcome.reason = "failed", False, str(exc)
+    except Exception as exc:
+        log.exception("task %s: run %s failed", outcome.task, outcome.run_id)
+        outcome.status, outcome.promoted = "failed", False
+        outcome.reason = f"{type(exc).__name__}: {exc}"
+    except BaseException:
+        _finish(db, outcome, "failed", "interrupted", started)
+        raise
+    finally:
+        shutil.rmtree(run_dir / "candidate" / "checkpoints", ignore_errors=True)
+    _finish(db, outcome, outcome.status, outcome.reason, started)
+    return outcome
+
+
+def _run(
+    db: sqlite_utils.Database,
+    data_dir: Path,
+    run_dir: Path,
+    outcome: RunOutcome,
+    config: DistillConfig,
+    teacher: Teacher | None,
+) -> None:
+    task = outcome.task
+    dataset = build_dataset(db, task, config.dataset, kind=config.gates.kind)
+    outcome.dataset = dataset.stats
+    _augment(dataset, config, teacher)
+    usable = len(dataset.train) + len(dataset.eval)
+    if usable < config.dataset.min_examples:
+        outcome.status = "skipped"
+        outcome.reason = f"{usable} usable examples < min_examples {config.dataset.min_examples}"
+        return
+    update_run(db, outcome.run_id, dataset_json=dataset.stats)
+    job_path = _write_job(db, run_dir, dataset, config)
+    job = json.loads(job_path.read_text())
+    if config.train.isolation == "process":
+        result = run_job_process(
+            job_path,
+            timeout_s=config.train.timeout_s,
+            launcher=config.train.launcher,
+            on_progress=_progress_logger(task),
+        )
+    else:
+        from distiller.worker import run_job
+
+        result = run_job(job)
+    candidate = ModelEval.from_dict(result["candidate"])
+    champ = ModelEval.from_dict(result["champion"]) if result.get("champion") else None
+    router, coverage = calibrate_router(candidate, dataset.kind, config.gates)
+    gates = evaluate_gates(
+        config.gates,
+        agreement=candidate.agreement,
+        coverage=coverage,
+        validity=candidate.validity,
+        golden=candidate.golden_passed,
+        candidate_agreed=candidate.agreed,
+        champion_agreed=champ.agreed if champ else None,
+    )
+    outcome.gates = [g.to_dict() for g in gates]
+    outcome.metrics = _metrics(result, candidate, champ, router, coverage, job)
+    outcome.status = "succeeded"
+    outcome.reason = failed_reason(gates)
+    if outcome.reason is None:
+        train = outcome.metrics["train"]
+        outcome.candidate_id = promote_candidate(
+            db,
+            data_dir,
+            outcome.task,
+            outcome.run_id,
+            train,
+            base=config.train.base_model if config.train.method == "full" else train["base"],
+            metrics={k: v for k, v in outcome.metrics.items() if k != "train"},
+            router=router,
+            data_window=dataset.stats.get("window", {}) | {"examples": dataset.stats["examples"]},
+        )
+        outcome.promoted = True
+        outcome.reason = "all gates passed"
+    elif not config.keep_rejected_weights:
+        shutil.rmtree(run_dir / "candidate", ignore_errors=True)
+    store_eval(
+        db,
+        outcome.run_id,
+        {outcome.candidate_id or f"candidate:{outcome.run_id}": candidate}
+        | ({job["champion"]["id"]: champ} if champ else {}),
+    )
+
+
+def _augment(dataset: Dataset, config: DistillConfig, teacher: Teacher | None) -> None:
+    if not config.augment.enabled:
+        return
+    if teacher is None:
+        dataset.stats["synthetic"] = {"skipped": "no teacher available"}
+        return
+    synthetic, stats = augment(
+        dataset.train,
+        teacher,
+        config.augment,
+        kind=dataset.kind,
+        near_duplicate_threshold=config.dataset.near_duplicate_threshold,
+        seed=config.train.seed,
+    )
+    dataset.train += synthetic
+    dataset.stats["synthetic"] = stats
+    dataset.stats["train"] = len(dataset.train)
+    dataset.stats["train_rows"] = len(dataset.training_rows())
+
+
+def _write_job(
+    db: sqlite_utils.Database, run_dir: Path, dataset: Dataset, config: DistillConfig
+) -> Path:
+    write_examples(run_dir / "train.jsonl", dataset.training_rows())
+    write_examples(run_dir / "eval.jsonl", dataset.eval)
+    golden = [
+        {"id": g["id"], "input": g["input"], "expected": g["expected"]}
+        for g in list_golden(db, dataset.task)
+    ]
+    (run_dir / "golden.json").write_text(json.dumps(golden))
+    (run_dir / "dataset.json").write_text(json.dumps(dataset.stats, indent=2))
+    current = champion(db, dataset.task)
+    champ = None
+    if current is not None and _available(current.model_path, current.adapter_path):
+        champ = {"id": current.id, "weights": current.weights, "adapter_path": current.adapter_path}
+    elif current is not None:
+        log.warning("champion %s: weights not found; compared with nothing", current.id)
+    job = {
+        "run_dir": str(run_dir),
+        "kind": dataset.kind,
+        "system_prompt": dataset.system_prompt,
+        "train": asdict(config.train),
+        "gates": asdict(config.gates),
+        "champion": champ,
+    }
+    path = run_dir / JOB_FILE
+    path.write_text(json.dumps(job, indent=2))
+    return path
+
+
+def _available(*paths: str | None) -> bool:
+    return all(Path(p).exists() for p in paths if p)
+
+
+def _metrics(
+    result: dict[str, Any],
+    candidate: ModelEval,
+    champ: ModelEval | None,
+    router: dict[str, Any],
+    coverage: float,
+    job: dict[str, Any],
+) -> dict[str, Any]:
+    threshold = router.get("threshold") or {}
+    return {
+        "agreement": round(candidate.agreement, 4),
+        "coverage": round(coverage, 4),
+        "threshold": threshold.get("threshold"),
+        "validity": round(candidate.validity, 4),
+        "golden_passed": sum(candidate.golden_passed),
+        "golden_total": len(candidate.golden),
+        "latency_ms": candidate.latency_ms,
+        "eval_examples": len(candidate.agreed),
+        "eval_seconds": candidate.seconds,
+        "champion": job["champion"]["id"] if job.get("champion") else None,
+        "champion_agreement": round(champ.agreement, 4) if champ else None,
+        "train": result["train"],
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _peak_rss_mb() -> dict[str, float]:
+    to_mb = 1 / 1024  # ru_maxrss is in KiB on Linux
+    return {
+        "self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * to_mb, 1),
+        "children": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * to_mb, 1),
+    }
+
+
+def _finish(
+    db: sqlite_utils.Database,
+    outcome: RunOutcome,
+    status: str,
+    reason: str | None,
+    started: float,
+) -> None:
+    outcome.status, outcome.reason = status, reason
+    outcome.metrics.setdefault("run_seconds", round(time.perf_counter() - started, 2))
+    update_run(
+        db,
+        outcome.run_id,
+        status=status,
+        finished_at=time.time(),
+        reason=reason,
+        dataset_json=outcome.dataset,
+        gates_json=outcome.gates,
+        metrics_json=outcome.metrics,
+        candidate_id=outcome.candidate_id,
+        promoted=int(outcome.promoted),
+    )
+    log_event(
+        db,
+        outcome.task,
+        "distill_run",
+        {"run": outcome.run_id, "status": status, "promoted": outcome.promoted, "reason": reason},
+    )
+    log.info(
+        "task %s: run %s %s%s (%s)",
+        outcome.task,
+        outcome.run_id,
+        status,
+        ", promoted " + str(outcome.candidate_id) if outcome.promoted else "",
+        reason,
+    )
+
+
+def _progress_logger(task: str) -> Any:
+    def relay(record: dict[str, Any]) -> None:
+        if "loss" in record:
+            log.info(
+                "task %s: step %s/%s epoch %.2f loss %.4f (%.0f s)",
+                task,
+                record.get("step"),
+                record.get("max_steps"),
+                record.get("epoch", 0.0),
+                record["loss"],
+                record.get("elapsed_s", 0.0),
+            )
+
+    return relay

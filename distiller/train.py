@@ -1,0 +1,244 @@
+"""Step 3: fine-tune the student with trl's ``SFTTrainer`` (LoRA by default, or full).
+
+Imports torch, transformers, trl and peft inside the functions: importing this module is cheap.
+Run it in its own process (``distiller.worker``) so that nothing else stalls while it trains.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distiller.config import TrainConfig
+from distiller.dataset import Example
+
+log = logging.getLogger("understudy.distiller")
+
+
+@dataclass
+class TrainResult:
+    """Where the trained weights are and how training went."""
+
+    base: str
+    """What the weights start from: a hub id or path (the tiny base built for this run)."""
+    model_path: str | None
+    """Full fine-tuning: the directory with the whole model and tokenizer."""
+    adapter_path: str | None
+    """LoRA: the directory with the adapter (load it on top of ``base``)."""
+    examples: int
+    steps: int
+    seconds: float
+    examples_per_s: float
+    final_loss: float | None
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def weights(self) -> str:
+        return self.model_path or self.base
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "log_history"}
+
+
+def training_rows(examples: Sequence[Example]) -> list[dict[str, Any]]:
+    """trl prompt-completion rows: conversational for chat examples, plain for completions."""
+    rows = []
+    for ex in examples:
+        if ex.messages is not None:
+            rows.append(
+                {
+                    "prompt": ex.messages,
+                    "completion": [{"role": "assistant", "content": ex.answer}],
+                }
+            )
+        else:
+            rows.append({"prompt": ex.prompt or "", "completion": ex.answer})
+    return rows
+
+
+def build_tiny_base(path: Path, examples: Sequence[Example], config: TrainConfig) -> Path:
+    """A small from-scratch Llama with a tokenizer trained on the task's conversations."""
+    from gateway.student.tiny import build_tiny_model
+
+    texts = [ex.prompt_text() + "\n" + ex.answer for ex in examples]
+    return build_tiny_model(
+        path,
+        texts,
+        hidden=config.tiny_hidden,
+        layers=config.tiny_layers,
+        vocab_size=config.tiny_vocab_size,
+        seed=config.seed,
+    )
+
+
+def train_candidate(
+    examples: Sequence[Example],
+    config: TrainConfig,
+    output_dir: Path,
+    *,
+    log_path: Path | None = None,
+) -> TrainResult:
+    """Train on ``examples`` (repeat an example to up-weight it) and save into ``output_dir``."""
+    if config.base_model == "tiny" and config.method != "full":
+        raise ValueError("a tiny from-scratch student needs train.method = 'full'")
+    import torch
+    from datasets import Dataset as HFDataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(config.seed)
+    base = config.base_model
+    if base == "tiny":
+        base = str(build_tiny_base(output_dir / "base", examples, config))
+    device = _device(config.device)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, **_load_kwargs(config, device))
+    args = SFTConfig(
+        output_dir=str(output_dir / "checkpoints"),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        max_length=config.max_length,
+        completion_only_loss=config.completion_only_loss,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=device == "cuda" and torch.cuda.is_bf16_supported(),
+        activation_checkpointing=False,
+        use_cpu=device == "cpu",
+        logging_steps=config.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        dataloader_pin_memory=device == "cuda",
+    )
+    trainer = _trainer_class(SFTTrainer)(
+        model=model,
+        args=args,
+        train_dataset=HFDataset.from_list(training_rows(examples)),
+        processing_class=tokenizer,
+        peft_config=_lora_config(config) if config.method == "lora" else None,
+        callbacks=[_progress_callback(log_path, len(examples))],
+    )
+    started = time.perf_counter()
+    output = trainer.train()
+    seconds = time.perf_counter() - started
+    final_dir = output_dir / ("adapter" if config.method == "lora" else "model")
+    trainer.save_model(str(final_dir))
+    tokenizer.save_pretrained(str(final_dir))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    seen = len(examples) * config.epochs
+    return TrainResult(
+        base=base,
+        model_path=str(final_dir) if config.method == "full" else None,
+        adapter_path=str(final_dir) if config.method == "lora" else None,
+        examples=len(examples),
+        steps=int(output.global_step),
+        seconds=round(seconds, 2),
+        examples_per_s=round(seen / seconds, 1) if seconds else 0.0,
+        final_loss=losses[-1] if losses else float(output.training_loss),
+        log_history=list(trainer.state.log_history),
+    )
+
+
+def _trainer_class(base: type) -> type:
+    """``SFTTrainer`` with the plain causal-LM loss (``labels`` already carry trl's masks).
+
+    trl computes the loss through a chunked fused LM head; on CPU with small vocabularies that
+    is about three times slower per step than the model's own loss, for the same value.
+    """
+    from transformers import Trainer
+
+    class Trainer_(base):  # type: ignore[misc, valid-type]
+        def compute_loss(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.args.loss_type != "nll" or self.label_smoother is not None:
+                return super().compute_loss(model, inputs, *args, **kwargs)
+            return Trainer.compute_loss(self, model, inputs, *args, **kwargs)
+
+    return Trainer_
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _load_kwargs(config: TrainConfig, device: str) -> dict[str, Any]:
+    import torch
+
+    kwargs: dict[str, Any] = {"dtype": torch.float32 if device == "cpu" else "auto"}
+    if config.method == "lora" and config.quantize_4bit and device == "cuda":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            log.warning("quantize_4bit is set but bitsandbytes is missing: plain LoRA")
+            return kwargs
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    return kwargs
+
+
+def _lora_config(config: TrainConfig) -> Any:
+    from peft import LoraConfig
+
+    targets: Any = config.lora_target_modules
+    if targets == ["all-linear"]:
+        targets = "all-linear"
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _progress_callback(log_path: Path | None, examples: int) -> Any:
+    from transformers import TrainerCallback
+
+    class ProgressLog(TrainerCallback):
+        """A JSON line per logging step into ``log_path``; a short line to the logger."""
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+            log.info("training on %d examples for %d steps", examples, state.max_steps)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            record = {
+                "step": state.global_step,
+                "max_steps": state.max_steps,
+                "epoch": round(state.epoch or 0.0, 3),
+                "elapsed_s": round(time.perf_counter() - self.started, 1),
+                **(logs or {}),
+            }
+            if log_path is not None:
+                with Path(log_path).open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            if "loss" in (logs or {}):
+                log.info(
+                    "step %d/%d epoch %.2f loss %.4f lr %.2e",
+                    state.global_step,
+                    state.max_steps,
+                    record["epoch"],
+                    logs["loss"],
+                    logs.get("learning_rate", 0.0),
+                )
+
+    return ProgressLog()

@@ -1,0 +1,259 @@
+"""Queries and writes of the distiller: log rows to learn from, runs, locks, golden examples.
+
+Thin over sqlite-utils; the policy (what to keep, when a lock is stale) lives in ``distiller/``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import sqlite_utils
+
+# -- the log -------------------------------------------------------------------------------
+
+
+def iter_log_rows(
+    db: sqlite_utils.Database, task: str, *, limit: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """Rows that may carry a teacher answer (teacher-served and shadow, any status) plus
+    student-served rows, oldest first; with ``limit`` only the most recent ``limit`` rows."""
+    sql = (
+        "select id, created_at, endpoint, served_by, status, route_reason, request_json,"
+        " response_json from requests where task = ?"
+        " and served_by in ('teacher', 'shadow', 'student')"
+    )
+    params: list[Any] = [task]
+    if limit is not None:
+        sql = f"select * from ({sql} order by created_at desc limit ?)"
+        params.append(limit)
+    yield from db.query(sql + " order by created_at", params)
+
+
+def failure_request_ids(db: sqlite_utils.Database, task: str) -> set[str]:
+    """Requests the student deferred, or answered differently from the teacher."""
+    rows = db.query(
+        "select distinct request_id from student_attempts"
+        " where task = ? and (kind = 'failure' or agreed = 0)",
+        [task],
+    )
+    return {r["request_id"] for r in rows}
+
+
+def latest_feedback(db: sqlite_utils.Database, task: str) -> dict[str, dict[str, Any]]:
+    """The most recent feedback row per request of ``task``."""
+    rows = db.query(
+        "select f.request_id, f.score, f.correction, f.created_at from feedback f"
+        " join requests r on r.id = f.request_id where r.task = ? order by f.id",
+        [task],
+    )
+    return {r["request_id"]: r for r in rows}
+
+
+def count_teacher_answers(
+    db: sqlite_utils.Database, task: str, *, since: float | None = None
+) -> int:
+    """Complete teacher answers (served or shadow) of ``task``, optionally after ``since``."""
+    sql = (
+        "select count(*) from requests where task = ? and served_by in ('teacher', 'shadow')"
+        " and status = 'ok' and response_json is not null"
+    )
+    params: list[Any] = [task]
+    if since is not None:
+        sql += " and created_at > ?"
+        params.append(since)
+    return int(db.execute(sql, params).fetchone()[0])
+
+
+def tasks_with_teacher_answers(db: sqlite_utils.Database) -> list[str]:
+    rows = db.query(
+        "select distinct task from requests where served_by in ('teacher', 'shadow')"
+        " and status = 'ok' order by task"
+    )
+    return [r["task"] for r in rows]
+
+
+def next_model_version(db: sqlite_utils.Database, task: str) -> int:
+    row = db.execute("select max(version) from models where task = ?", [task]).fetchone()
+    return int(row[0] or 0) + 1
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+_JSON_COLUMNS = ("dataset_json", "gates_json", "metrics_json")
+
+
+def insert_run(db: sqlite_utils.Database, run: dict[str, Any]) -> None:
+    with db.conn:
+        db["distill_runs"].insert(_encode(run))
+
+
+def update_run(db: sqlite_utils.Database, run_id: str, **fields: Any) -> None:
+    with db.conn:
+        db["distill_runs"].update(run_id, _encode(fields))
+
+
+def get_run(db: sqlite_utils.Database, run_id: str) -> dict[str, Any] | None:
+    rows = list(db.query("select * from distill_runs where id = ?", [run_id]))
+    return _decode(rows[0]) if rows else None
+
+
+def list_runs(
+    db: sqlite_utils.Database, task: str | None = None, *, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Runs, most recent first."""
+    where, params = ("where task = ?", [task]) if task else ("", [])
+    rows = db.query(
+        f"select * from distill_runs {where} order by started_at desc limit ?", [*params, limit]
+    )
+    return [_decode(r) for r in rows]
+
+
+def last_run(
+    db: sqlite_utils.Database, task: str, *, statuses: tuple[str, ...] | None = None
+) -> dict[str, Any] | None:
+    sql, params = "select * from distill_runs where task = ?", [task]
+    if statuses:
+        sql += f" and status in ({', '.join('?' * len(statuses))})"
+        params += list(statuses)
+    rows = list(db.query(sql + " order by started_at desc limit 1", params))
+    return _decode(rows[0]) if rows else None
+
+
+def running_runs(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    return [_decode(r) for r in db.query("select * from distill_runs where status = 'running'")]
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, Any]:
+    out = dict(fields)
+    for key in _JSON_COLUMNS:
+        if key in out and not isinstance(out[key], (str, type(None))):
+            out[key] = json.dumps(out[key])
+    return out
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for key in _JSON_COLUMNS:
+        value = out.pop(key, None)
+        out[key.removesuffix("_json")] = json.loads(value) if value else None
+    out["promoted"] = bool(out.get("promoted"))
+    return out
+
+
+# -- locks ---------------------------------------------------------------------------------
+
+
+def acquire_lock(
+    db: sqlite_utils.Database,
+    task: str,
+    *,
+    owner: str,
+    host: str,
+    pid: int,
+    ttl_s: float,
+    run_id: str | None = None,
+    is_stale: Callable[[dict[str, Any]], bool],
+) -> tuple[bool, dict[str, Any] | None]:
+    """Take the lock of ``task`` unless a live holder has it. Returns (taken, the lock row that
+    was there before: the live holder when not taken, the stale one replaced when taken)."""
+    now = time.time()
+    conn = db.conn
+    conn.execute("begin immediate")
+    try:
+        rows = list(db.query("select * from distill_locks where task = ?", [task]))
+        held = rows[0] if rows else None
+        if held is not None and not is_stale(held):
+            conn.execute("rollback")
+            return False, held
+        conn.execute(
+            "insert or replace into distill_locks (task, owner, run_id, host, pid, acquired_at,"
+            " heartbeat_at, expires_at) values (?, ?, ?, ?, ?, ?, ?, ?)",
+            [task, owner, run_id, host, pid, now, now, now + ttl_s],
+        )
+        conn.execute("commit")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("rollback")
+        raise
+    return True, held
+
+
+def renew_lock(db: sqlite_utils.Database, task: str, owner: str, ttl_s: float) -> bool:
+    """Push the lock's expiry forward; False when ``owner`` no longer holds it."""
+    now = time.time()
+    with db.conn:
+        cur = db.execute(
+            "update distill_locks set heartbeat_at = ?, expires_at = ?"
+            " where task = ? and owner = ?",
+            [now, now + ttl_s, task, owner],
+        )
+    return cur.rowcount == 1
+
+
+def set_lock_run(db: sqlite_utils.Database, task: str, owner: str, run_id: str) -> None:
+    with db.conn:
+        db.execute(
+            "update distill_locks set run_id = ? where task = ? and owner = ?",
+            [run_id, task, owner],
+        )
+
+
+def release_lock(db: sqlite_utils.Database, task: str, owner: str) -> None:
+    with db.conn:
+        db.execute("delete from distill_locks where task = ? and owner = ?", [task, owner])
+
+
+def get_lock(db: sqlite_utils.Database, task: str) -> dict[str, Any] | None:
+    rows = list(db.query("select * from distill_locks where task = ?", [task]))
+    return rows[0] if rows else None
+
+
+# -- golden examples -----------------------------------------------------------------------
+
+
+def add_golden(
+    db: sqlite_utils.Database,
+    task: str,
+    *,
+    input_value: str | list[dict[str, Any]],
+    expected: str,
+    note: str | None = None,
+) -> int:
+    """Store a must-pass example: a user message (or a list of chat messages) and its answer."""
+    with db.conn:
+        cur = db.execute(
+            "insert into golden_examples (task, created_at, input_json, expected, note)"
+            " values (?, ?, ?, ?, ?)",
+            [task, time.time(), json.dumps(input_value), expected, note],
+        )
+    return int(cur.lastrowid)
+
+
+def list_golden(db: sqlite_utils.Database, task: str | None = None) -> list[dict[str, Any]]:
+    where, params = ("where task = ?", [task]) if task else ("", [])
+    rows = db.query(f"select * from golden_examples {where} order by task, id", params)
+    return [{**r, "input": json.loads(r.pop("input_json"))} for r in rows]
+
+
+def remove_golden(db: sqlite_utils.Database, golden_id: int) -> bool:
+    with db.conn:
+        cur = db.execute("delete from golden_examples where id = ?", [golden_id])
+    return cur.rowcount == 1
+
+
+def set_model_paths(
+    db: sqlite_utils.Database,
+    model_id: str,
+    *,
+    model_path: str | None,
+    adapter_path: str | None,
+) -> None:
+    """Where a registered version's weights are (after they moved)."""
+    with db.conn:
+        db.execute(
+            "update models set model_path = ?, adapter_path = ? where id = ?",
+            [model_path, adapter_path, model_id],
+        )

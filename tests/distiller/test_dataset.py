@@ -1,0 +1,211 @@
+import json
+
+from distiller.config import DatasetConfig
+from distiller.dataset import build_dataset, infer_kind, split_by_time
+from tests.distiller.conftest import chat_response, log_attempt, log_exchange, log_feedback
+
+CONFIG = DatasetConfig(eval_fraction=0.2, eval_min=1, min_examples=1)
+WORDS = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+]
+
+
+def distinct(i: int) -> str:
+    """A message that shares few words with any other index."""
+    return f"{WORDS[i % 12]} {WORDS[(i * 5 + 3) % 12]} number {i} {'x' * (i % 7)} {i * 7919}"
+
+
+LONG = (
+    "I topped up my account with my card two days ago and the money still has not arrived, "
+    "the app says the top-up is pending and I need it for rent today"
+)
+
+
+def by_prompt(dataset):
+    return {ex.messages[-1]["content"]: ex for ex in dataset.train + dataset.eval}
+
+
+def test_teacher_and_shadow_answers_become_examples_and_bad_ones_are_counted(db):
+    ok = log_exchange(db, "t", "where is my card", "card_arrival", at=1)
+    log_exchange(db, "t", "shadowed question", "card_arrival", at=2, served_by="shadow")
+    log_exchange(db, "t", "errored", None, at=3, status="error")
+    log_exchange(db, "t", "stream broke off", "card_arr", at=4, status="cut")
+    log_exchange(db, "t", "client left", "card", at=5, status="incomplete")
+    log_exchange(db, "t", "long one", "card_arrival and then", at=6, finish_reason="length")
+    log_exchange(db, "t", "empty one", "   ", at=7)
+    tool = chat_response(None, tool_calls=[{"id": "c", "type": "function", "function": {}}])
+    log_exchange(db, "t", "weather?", None, at=8, response_json=tool)
+    log_exchange(db, "t", "student answered", "x", at=9, served_by="student")
+    log_exchange(db, "other", "another task", "card_arrival", at=10)
+
+    dataset = build_dataset(db, "t", CONFIG)
+
+    assert set(by_prompt(dataset)) == {"where is my card", "shadowed question"}
+    assert by_prompt(dataset)["where is my card"].id == ok
+    assert by_prompt(dataset)["where is my card"].messages[0]["role"] == "system"
+    stats = dataset.stats
+    assert stats["dropped_status_error"] == 1
+    assert stats["dropped_status_cut"] == 1
+    assert stats["dropped_status_incomplete"] == 1
+    assert stats["dropped_truncated"] == 1
+    assert stats["dropped_empty"] == 1
+    assert stats["dropped_tool_call"] == 1
+    assert stats["sources"] == {"teacher": 1, "shadow": 1}
+
+
+def test_exact_and_near_duplicate_prompts_keep_the_newest_copy(db):
+    log_exchange(db, "t", "How do I reset my passcode?", "passcode_forgotten", at=1)
+    log_exchange(db, "t", "how do i reset my passcode", "forgot_passcode", at=2)  # exact
+    log_exchange(db, "t", LONG, "pending_top_up", at=3)
+    log_exchange(db, "t", LONG + " please", "top_up_failed", at=4)  # near
+    for i in range(6):
+        log_exchange(db, "t", distinct(i), "label", at=10 + i)
+
+    dataset = build_dataset(db, "t", CONFIG)
+
+    prompts = by_prompt(dataset)
+    assert prompts["how do i reset my passcode"].answer == "forgot_passcode"
+    assert prompts[LONG + " please"].answer == "top_up_failed"
+    assert "How do I reset my passcode?" not in prompts
+    assert LONG not in prompts
+    assert dataset.stats["dropped_exact_duplicate"] == 1
+    assert dataset.stats["dropped_near_duplicate"] == 1
+    assert dataset.stats["examples"] == 8
+
+
+def test_the_newest_slice_is_held_out_and_never_trains(db):
+    for i in range(50):
+        log_exchange(db, "t", distinct(i), f"label_{i % 3}", at=1000 - i)  # logged out of order
+
+    dataset = build_dataset(db, "t", DatasetConfig(eval_fraction=0.2, eval_min=1))
+
+    assert len(dataset.eval) == 10 and len(dataset.train) == 40
+    newest_train = max(ex.created_at for ex in dataset.train)
+    assert all(ex.created_at > newest_train for ex in dataset.eval)
+    assert not {ex.id for ex in dataset.eval} & {ex.id for ex in dataset.training_rows()}
+    assert dataset.stats["window"]["eval_from"] > dataset.stats["window"]["train_to"]
+
+
+def test_split_sizes_respect_min_and_max():
+    examples = list(range(100))
+    assert [len(p) for p in split_by_time(examples, DatasetConfig(eval_min=30))] == [70, 30]
+    assert [len(p) for p in split_by_time(examples, DatasetConfig(eval_max=5))] == [95, 5]
+    assert [len(p) for p in split_by_time(examples[:10], DatasetConfig(eval_min=20))] == [5, 5]
+
+
+def test_failure_cases_are_up_weighted_in_training(db):
+    deferred = log_exchange(db, "t", distinct(1), "lost_card", at=1)
+    log_attempt(db, deferred, "t", "card_arrival", "failure", agreed=False)
+    served = log_exchange(db, "t", distinct(2), "card_arrival", at=2, served_by="student")
+    log_exchange(
+        db,
+        "t",
+        distinct(2),
+        "lost_card",
+        at=2.1,
+        served_by="shadow",
+        route_reason=f"shadow of {served}",
+    )
+    log_attempt(db, served, "t", "card_arrival", "shadow", agreed=False)
+    agreed_shadow = log_exchange(db, "t", distinct(3), "top_up", at=3, served_by="shadow")
+    log_attempt(db, agreed_shadow, "t", "top_up", "shadow", agreed=True)
+    for i in range(4, 12):
+        log_exchange(db, "t", distinct(i), "other", at=i)
+
+    dataset = build_dataset(db, "t", DatasetConfig(eval_fraction=0.1, eval_min=1, failure_weight=3))
+
+    prompts = by_prompt(dataset)
+    assert prompts[distinct(1)].failure and prompts[distinct(2)].failure
+    assert not prompts[distinct(3)].failure
+    rows = [ex.messages[-1]["content"] for ex in dataset.training_rows()]
+    assert rows.count(distinct(1)) == 3 and rows.count(distinct(2)) == 3
+    assert rows.count(distinct(3)) == 1
+    assert dataset.stats["failures_in_train"] == 2
+    assert dataset.stats["train_rows"] == dataset.stats["train"] + 4
+
+
+def test_feedback_corrects_or_drops_examples(db):
+    corrected = log_exchange(db, "t", distinct(1), "card_arrival", at=1)
+    log_feedback(db, corrected, correction="lost_or_stolen_card")
+    disliked = log_exchange(db, "t", distinct(2), "top_up", at=2)
+    log_feedback(db, disliked, score=-1)
+    liked = log_exchange(db, "t", distinct(3), "balance", at=3)
+    log_feedback(db, liked, score=1)
+    student = log_exchange(db, "t", distinct(4), "wrong_label", at=4, served_by="student")
+    log_feedback(db, student, score=-1, correction="right_label")
+    changed = log_exchange(db, "t", distinct(5), "a", at=5)
+    log_feedback(db, changed, score=-1)
+    log_feedback(db, changed, correction="b")  # the latest feedback wins
+
+    prompts = by_prompt(build_dataset(db, "t", CONFIG))
+
+    assert prompts[distinct(1)].answer == "lost_or_stolen_card"
+    assert prompts[distinct(1)].source == "correction"
+    assert distinct(2) not in prompts
+    assert prompts[distinct(3)].answer == "balance"
+    assert distinct(4) not in prompts  # negative score drops, even with a correction
+    assert prompts[distinct(5)].answer == "b"
+
+
+def test_a_correction_on_a_student_answer_becomes_an_example(db):
+    student = log_exchange(db, "t", distinct(1), "wrong_label", at=1, served_by="student")
+    log_feedback(db, student, correction="right_label")
+    log_exchange(db, "t", distinct(2), "x", at=2)
+
+    prompts = by_prompt(build_dataset(db, "t", CONFIG))
+
+    assert prompts[distinct(1)].answer == "right_label"
+
+
+def test_secrets_and_configured_pii_are_scrubbed(db):
+    log_exchange(db, "t", "my key is sk-abcdefghijklmnopqrstuv, mail bob@example.com", "ok", at=1)
+    log_exchange(db, "t", distinct(2), "call +44 20 7946 0958", at=2)
+
+    plain = by_prompt(build_dataset(db, "t", CONFIG))
+    assert "[SECRET]" in next(p for p in plain if "key" in p)
+    assert "bob@example.com" in next(p for p in plain if "key" in p)
+
+    config = DatasetConfig(eval_fraction=0.2, eval_min=1, scrub_pii=["email", "phone"])
+    scrubbed = build_dataset(db, "t", config)
+    prompts = by_prompt(scrubbed)
+    assert "my key is [SECRET], mail [EMAIL]" in prompts
+    assert prompts[distinct(2)].answer == "call [PHONE]"
+    assert scrubbed.stats["scrubbed"] == 3
+
+
+def test_json_tasks_drop_answers_that_do_not_parse(db):
+    fmt = {"type": "json_object"}
+    log_exchange(db, "t", distinct(1), '{"intent": "a"}', at=1, response_format=fmt)
+    log_exchange(db, "t", distinct(2), '{"intent": ', at=2, response_format=fmt)
+    log_exchange(db, "t", distinct(3), '{"intent": "b"}', at=3, response_format=fmt)
+
+    dataset = build_dataset(db, "t", CONFIG)
+
+    assert dataset.kind == "json"
+    assert dataset.stats["dropped_invalid_json"] == 1
+    assert {ex.answer for ex in dataset.train + dataset.eval} == {
+        '{"intent": "a"}',
+        '{"intent": "b"}',
+    }
+
+
+def test_kind_is_inferred_from_the_answers(db):
+    for i in range(20):
+        log_exchange(db, "labels", distinct(i), ["card_arrival", "top_up"][i % 2], at=i)
+        log_exchange(db, "prose", distinct(i), f"Here is a long answer number {i} in words.", at=i)
+        log_exchange(db, "json", distinct(i), json.dumps({"n": i}), at=i)
+    assert build_dataset(db, "labels", CONFIG).kind == "label"
+    assert build_dataset(db, "prose", CONFIG).kind == "text"
+    assert build_dataset(db, "json", CONFIG).kind == "json"
+    assert infer_kind([]) == "text"

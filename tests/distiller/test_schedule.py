@@ -1,0 +1,137 @@
+import datetime as dt
+import subprocess
+import sys
+import time
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from distiller.config import DatasetConfig, DistillConfig, ScheduleConfig
+from distiller.lock import TaskLock
+from distiller.schedule import DistillScheduler, cron_trigger
+from storage.distill_queries import get_run, insert_run, list_runs
+from tests.distiller.conftest import log_intents
+
+
+def config(**schedule) -> DistillConfig:
+    """Runs that stop early for lack of data: what is tested here is when they start."""
+    defaults = {"new_examples_trigger": 0, "catch_up": False, "cron": "0 3 * * *"}
+    return DistillConfig(
+        dataset=DatasetConfig(min_examples=10_000),
+        schedule=ScheduleConfig(**(defaults | schedule)),
+    )
+
+
+def wait_for_runs(db, task, count, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = list_runs(db, task)
+        if len(runs) >= count and all(r["status"] != "running" for r in runs):
+            return runs
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} runs, got {len(list_runs(db, task))}")
+
+
+@pytest.fixture
+def scheduler_for(tmp_path):
+    started = []
+
+    def make(cfg):
+        scheduler = DistillScheduler(tmp_path, cfg)
+        started.append(scheduler)
+        return scheduler
+
+    yield make
+    for scheduler in started:
+        scheduler.stop()
+
+
+def test_the_cron_schedule_fires(db, tmp_path, scheduler_for):
+    log_intents(db, "intent", 5)
+    scheduler_for(config(cron="* * * * * *")).start()  # every second
+
+    (run, *_) = wait_for_runs(db, "intent", 1)
+    assert run["trigger"] == "cron" and run["status"] == "skipped"
+    assert run["reason"] == "5 usable examples < min_examples 10000"
+
+
+def test_new_teacher_answers_trigger_a_run_once_per_batch(db, tmp_path, scheduler_for):
+    log_intents(db, "intent", 6)
+    scheduler_for(config(new_examples_trigger=5, check_interval_s=0.1, cooldown_s=0)).start()
+
+    wait_for_runs(db, "intent", 1)
+    time.sleep(0.5)
+    assert len(list_runs(db, "intent")) == 1  # nothing new since that run
+    log_intents(db, "intent", 5, start=time.time(), seed=1)
+    runs = wait_for_runs(db, "intent", 2)
+    assert [r["trigger"] for r in runs] == ["count", "count"]
+
+
+def test_the_count_trigger_waits_for_the_cooldown(db, tmp_path):
+    log_intents(db, "intent", 6, start=time.time() - 100)
+    scheduler = DistillScheduler(tmp_path, config(new_examples_trigger=5, cooldown_s=3600))
+    assert scheduler.due_by_count("intent")
+    scheduler.run_task("intent", "count")
+    log_intents(db, "intent", 6, start=time.time(), seed=1)
+    assert not scheduler.due_by_count("intent")
+    assert scheduler.due_by_count("intent", now=time.time() + 3601)
+
+
+def test_a_missed_scheduled_run_runs_once_on_start(db, tmp_path, scheduler_for):
+    log_intents(db, "intent", 5, start=time.time() - 5 * 86400)
+    two_days_ago = time.time() - 2 * 86400
+    insert_run(
+        db,
+        {
+            "id": "old",
+            "task": "intent",
+            "started_at": two_days_ago,
+            "finished_at": two_days_ago + 60,
+            "status": "succeeded",
+            "trigger": "cron",
+        },
+    )
+    scheduler = scheduler_for(config(catch_up=True))
+    assert scheduler.missed("intent")
+    scheduler.start()
+
+    runs = wait_for_runs(db, "intent", 2)
+    assert runs[0]["trigger"] == "catch-up"
+    assert not scheduler.missed("intent")  # that run covers it
+
+
+def test_a_task_being_distilled_elsewhere_is_not_run_twice(db, tmp_path):
+    log_intents(db, "intent", 5)
+    scheduler = DistillScheduler(tmp_path, config())
+    with TaskLock(tmp_path / "understudy.db", "intent"):
+        assert scheduler.run_task("intent", "cron") is None
+    assert list_runs(db, "intent") == []
+    assert scheduler.run_task("intent", "cron").status == "skipped"
+
+
+def test_starting_the_schedule_marks_runs_of_a_dead_worker_failed(db, tmp_path, scheduler_for):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    insert_run(
+        db,
+        {
+            "id": "crashed",
+            "task": "intent",
+            "started_at": time.time(),
+            "status": "running",
+            "host": __import__("socket").gethostname(),
+            "pid": dead.pid,
+            "heartbeat_at": time.time(),
+        },
+    )
+    scheduler_for(config()).start()
+    run = get_run(db, "crashed")
+    assert run["status"] == "failed" and run["reason"].startswith("crashed: worker process")
+
+
+def test_cron_times_follow_the_configured_timezone():
+    trigger = cron_trigger(ScheduleConfig(cron="0 3 * * *", timezone="Europe/Paris"))
+    start = dt.datetime(2026, 7, 1, 12, 0, tzinfo=dt.UTC)
+    fire = trigger.get_next_fire_time(None, start)
+    assert fire == dt.datetime(2026, 7, 2, 3, 0, tzinfo=ZoneInfo("Europe/Paris"))
+    assert fire.astimezone(dt.UTC).hour == 1
