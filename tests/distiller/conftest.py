@@ -152,7 +152,8 @@ def log_intents(db: Any, task: str, n: int, *, start: float = 1000.0, seed: int 
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> str:
     """A tiny untrained base model whose tokenizer knows the intent task's words."""
-    from tests.distiller.tiny_model import build
+    from gateway.student.tiny import build_tiny_model
 
     texts = [f"{SYSTEM} {text} {label}" for text, label in intent_messages(400)]
-    return str(build(tmp_path_factory.mktemp("tiny") / "base", texts))
+    path = tmp_path_factory.mktemp("tiny") / "base"
+    return str(build_tiny_model(path, texts, hidden=64, layers=1, vocab_size=512))

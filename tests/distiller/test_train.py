@@ -62,7 +62,6 @@ def test_a_tiny_student_needs_full_fine_tuning(tmp_path):
 
 
 def test_a_tiny_base_is_built_from_scratch_with_a_tokenizer_for_the_task(tmp_path):
-    pytest.importorskip("gateway.student.tiny")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     config = TrainConfig(base_model="tiny", method="full", tiny_hidden=64, tiny_layers=1)
