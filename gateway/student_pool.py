@@ -33,6 +33,9 @@ class Slot:
     version: ModelVersion
     model: StudentModel
     router: TaskRouter
+    state_at: float = 0.0
+    """``updated_at`` of the registry state this slot reflects: a local change (drift) stands
+    until the registry changes again."""
 
 
 def student_model(version: ModelVersion) -> StudentModel:
@@ -88,22 +91,34 @@ class StudentPool:
         if states and self.backend is None:
             self.backend = await asyncio.to_thread(self.backend_factory)
         seen: set[str] = set()
-        for task, mode, version in states:
+        for task, mode, state_at, version in states:
             seen.add(task)
             current = self.slots.get(task)
             if current is not None and current.version.id == version.id:
+                if current.state_at == state_at:
+                    continue  # unchanged (a drift fallback not yet written stays in force)
+                current.state_at = state_at
                 if current.mode != mode:
                     log.info("task %s: mode %s -> %s", task, current.mode, mode)
                     current.mode = mode
+                    if mode == "routed":
+                        # Routed again (by an operator): live agreement is judged afresh, or
+                        # a monitor still tripped from before would never trip again.
+                        current.router.monitor.reset()
                 continue
-            await self._swap_in(task, mode, version, current)
+            await self._swap_in(task, mode, state_at, version, current)
         for task in set(self.slots) - seen:
             old = self.slots.pop(task)
             if self.backend is not None:
                 await self.backend.unload(old.model)
 
     async def _swap_in(
-        self, task: str, mode: str, version: ModelVersion, current: Slot | None
+        self,
+        task: str,
+        mode: str,
+        state_at: float,
+        version: ModelVersion,
+        current: Slot | None,
     ) -> None:
         assert self.backend is not None
         model = student_model(version)
@@ -119,18 +134,19 @@ class StudentPool:
                 current.version.id if current else "the teacher",
             )
             return
-        self.slots[task] = Slot(task, mode, version, model, router)
+        self.slots[task] = Slot(task, mode, version, model, router, state_at)
         log.info("task %s: now served by %s (mode %s)", task, version.id, mode)
         if current is not None:
             await self.backend.unload(current.model)
 
-    def _read_states(self) -> list[tuple[str, str, ModelVersion]]:
+    def _read_states(self) -> list[tuple[str, str, float, ModelVersion]]:
         db = open_database(self._db_path, migrate_schema=False)
         try:
             out = []
             for state in all_task_states(db):
                 if state.champion_id:
-                    out.append((state.task, state.mode, get_model(db, state.champion_id)))
+                    champion = get_model(db, state.champion_id)
+                    out.append((state.task, state.mode, state.updated_at, champion))
             return out
         finally:
             db.conn.close()
