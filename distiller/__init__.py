@@ -5,30 +5,33 @@ the training and held-out sets from the log), ``augment`` (optional synthetic ex
 ``train`` (trl ``SFTTrainer``, in its own process via ``worker``), ``evaluate`` and
 ``calibrate`` (candidate and champion on the same examples; the router for serving),
 ``gates`` and ``promote``. ``pipeline.run_distillation`` runs them for one task;
-``schedule.DistillScheduler`` decides when. Importing this package loads no ML library.
+``schedule.DistillScheduler`` decides when. Importing this package loads nothing: the names
+below are imported on first use, so reading ``distiller.config`` stays cheap.
 """
 
-from distiller.config import (
-    AugmentConfig,
-    DatasetConfig,
-    DistillConfig,
-    GateConfig,
-    ScheduleConfig,
-    TrainConfig,
-)
-from distiller.lock import RunInProgress
-from distiller.pipeline import RunOutcome, run_distillation
-from distiller.schedule import DistillScheduler
+from __future__ import annotations
 
-__all__ = [
-    "AugmentConfig",
-    "DatasetConfig",
-    "DistillConfig",
-    "DistillScheduler",
-    "GateConfig",
-    "RunInProgress",
-    "RunOutcome",
-    "ScheduleConfig",
-    "TrainConfig",
-    "run_distillation",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AugmentConfig": "distiller.config",
+    "DatasetConfig": "distiller.config",
+    "DistillConfig": "distiller.config",
+    "GateConfig": "distiller.config",
+    "ScheduleConfig": "distiller.config",
+    "TrainConfig": "distiller.config",
+    "RunInProgress": "distiller.lock",
+    "RunOutcome": "distiller.pipeline",
+    "run_distillation": "distiller.pipeline",
+    "DistillScheduler": "distiller.schedule",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'distiller' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -62,6 +62,8 @@ class AugmentConfig:
     """Logged examples shown to the teacher as seeds in each generation call."""
     description: str = ""
     """What the task is, shown to the teacher (the logged prompts are used when empty)."""
+    model: str = ""
+    """Model name the teacher is asked for (empty: the model most requested in the log)."""
 
 
 @dataclass
@@ -155,7 +157,7 @@ class GateConfig:
 
 @dataclass
 class ScheduleConfig:
-    """When ``understudy distill schedule`` starts runs."""
+    """When ``understudy distill schedule`` (or the gateway, with ``in_gateway``) starts runs."""
 
     cron: str = "0 3 * * *"
     """Crontab expression of the regular run (default: nightly at 03:00)."""
@@ -175,6 +177,9 @@ class ScheduleConfig:
     """A run's lock expires this long after its last heartbeat (a crashed worker's lock)."""
     heartbeat_s: float = 30.0
     """How often a running run renews its lock."""
+    in_gateway: bool = False
+    """Run this schedule inside ``understudy serve`` (in a child process, so serving never
+    waits on it) instead of a separate ``understudy distill schedule`` worker."""
 
 
 @dataclass

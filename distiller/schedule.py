@@ -4,12 +4,18 @@ Three reasons to run a task: the cron schedule (nightly by default, in a configu
 timezone); enough new teacher answers since the task's last run (after a cooldown); and, on
 start, a scheduled run that was missed while the worker was down. Runs go one at a time; a
 task another process is already distilling is skipped, never run twice.
+
+:class:`ScheduleProcess` runs the same worker as a child process of another program (the
+gateway, with ``schedule.in_gateway``), so that program never waits on a run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -22,7 +28,13 @@ from distiller.config import DistillConfig, ScheduleConfig
 from distiller.lock import RunInProgress, recover_stale_runs
 from distiller.pipeline import RunOutcome, db_path_of, run_distillation
 from storage.database import open_database
-from storage.distill_queries import count_teacher_answers, last_run, tasks_with_teacher_answers
+from storage.distill_queries import (
+    count_teacher_answers,
+    last_run,
+    running_runs,
+    tasks_with_teacher_answers,
+    update_run,
+)
 
 log = logging.getLogger("understudy.distiller")
 
@@ -195,3 +207,102 @@ class DistillScheduler:
         finally:
             log.info("distiller schedule stopping (waiting for a run in progress)")
             self.stop(wait=True)
+
+
+class ScheduleProcess:
+    """The schedule in a child process with its own process group.
+
+    ``stop`` asks it to finish; a run still going after ``stop_timeout_s`` is killed with its
+    training process and marked failed (the champion is untouched, as for any killed run).
+    If the parent dies, the child kills itself and its run the same way.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        config: DistillConfig,
+        *,
+        teacher: Teacher | None = None,
+        log_level: str = "INFO",
+        stop_timeout_s: float = 10.0,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.config = config
+        self.teacher = teacher
+        self.log_level = log_level.upper()
+        self.stop_timeout_s = stop_timeout_s
+        self._process: Any = None
+        self._stop: Any = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def is_alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._process = context.Process(
+            target=_serve_in_child,
+            args=(self.data_dir, self.config, self.teacher, self._stop, self.log_level),
+            name="understudy-distill-schedule",
+            daemon=True,
+        )
+        self._process.start()
+        log.info("distiller schedule running in process %d", self._process.pid)
+
+    def stop(self) -> None:
+        """Stop the schedule; returns within ``stop_timeout_s`` plus a moment."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        self._stop.set()
+        process.join(self.stop_timeout_s)
+        if process.is_alive():
+            log.warning("distiller schedule: stopping the run in progress")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.join()
+            self._fail_runs_of(process.pid)
+        log.info("distiller schedule stopped")
+
+    def _fail_runs_of(self, pid: int) -> None:
+        db = open_database(db_path_of(self.data_dir))
+        try:
+            for run in running_runs(db):
+                if run.get("pid") == pid:
+                    update_run(
+                        db,
+                        run["id"],
+                        status="failed",
+                        finished_at=time.time(),
+                        reason="interrupted: the gateway stopped",
+                    )
+        finally:
+            db.conn.close()
+
+
+def _serve_in_child(
+    data_dir: Path, config: DistillConfig, teacher: Teacher | None, stop: Any, level: str
+) -> None:
+    """Entry point of :class:`ScheduleProcess`'s child."""
+    os.setsid()  # our own process group: the training process can be stopped with us
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)  # a line per tick
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_die_with, args=(parent.sentinel, stop), name="parent-watch", daemon=True
+        ).start()
+    DistillScheduler(data_dir, config, teacher=teacher).serve_forever(stop)
+
+
+def _die_with(sentinel: int, stop: Any) -> None:
+    from multiprocessing.connection import wait
+
+    wait([sentinel])
+    if not stop.is_set():
+        log.error("distiller schedule: the parent process is gone; stopping")
+        os.killpg(os.getpgid(0), signal.SIGKILL)

@@ -12,6 +12,8 @@ from litestar.exceptions import HTTPException
 
 from gateway import routes
 from gateway.admin import ADMIN_HANDLERS
+from gateway.dashboard.routes import DASHBOARD_HANDLERS
+from gateway.distill_schedule import schedule_for
 from gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,
@@ -21,6 +23,8 @@ from gateway.errors import (
 )
 from gateway.feedback import feedback
 from gateway.metrics import Metrics
+from gateway.paths import confined_factory
+from gateway.ratelimit import enforce_limits, open_limits
 from gateway.responses import new_request_id
 from gateway.service import GatewayService
 from gateway.settings import Settings
@@ -28,6 +32,7 @@ from gateway.student_flow import StudentFlow
 from gateway.student_pool import StudentPool, backend_factory
 from gateway.teacher import TeacherClient
 from storage.request_log import RequestLogWriter
+from storage.retention import DAY_S, RetentionWorker
 
 log = logging.getLogger("understudy.gateway")
 
@@ -37,6 +42,7 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        schedule = schedule_for(settings)  # refuses to start when its packages are missing
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         writer = RequestLogWriter(
             settings.db_path,
@@ -52,22 +58,44 @@ def create_app(settings: Settings) -> Litestar:
         app.state.writer = writer
         app.state.teacher = teacher
         app.state.metrics = metrics
+        app.state.limits = limits = await asyncio.to_thread(open_limits, settings, settings.db_path)
+        if limits is not None and limits.budgets is not None:
+            writer.add_listener(limits.budgets.record)
+        retention = None
+        if settings.storage.retention_days > 0:
+            retention = RetentionWorker(
+                settings.db_path,
+                settings.storage.retention_days * DAY_S,
+                settings.storage.retention_interval_s,
+                busy_timeout_ms=settings.storage.busy_timeout_ms,
+            )
+            retention.start()
         service = GatewayService(settings, teacher, writer, metrics)
-        pool = StudentPool(settings, backend_factory(settings))
+        pool = StudentPool(settings, confined_factory(backend_factory(settings), settings.data_dir))
         flow = StudentFlow(service, pool)
         service.students = flow
+        metrics.watch(pool, settings.db_path)
+        cost_refresh = asyncio.create_task(service.costs.keep_fresh(settings.db_path))
         app.state.service = service
         app.state.pool = pool
         await pool.start()
+        app.state.distill_schedule = schedule
+        if schedule is not None:
+            await asyncio.to_thread(schedule.start)
         log.info(
             "understudy gateway ready; teacher %s; log %s", settings.teacher.url, settings.db_path
         )
         try:
             yield
         finally:
+            cost_refresh.cancel()
+            if schedule is not None:
+                await asyncio.to_thread(schedule.stop)
             await flow.drain()
             await pool.close()
             await teacher.close()
+            if retention is not None:
+                await asyncio.to_thread(retention.stop)
             await asyncio.to_thread(writer.close)
             stats = writer.stats()
             log.info(
@@ -75,8 +103,9 @@ def create_app(settings: Settings) -> Litestar:
             )
 
     return Litestar(
-        route_handlers=[*routes.HANDLERS, *ADMIN_HANDLERS, feedback],
+        route_handlers=[*routes.HANDLERS, *ADMIN_HANDLERS, *DASHBOARD_HANDLERS, feedback],
         lifespan=[lifespan],
+        before_request=enforce_limits,  # per-key rate limits and budgets (gateway.ratelimit)
         exception_handlers={Exception: _handle_exception},
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from distiller.cli import register as register_distiller
 from gateway.errors import ConfigError
 from gateway.settings import Settings, load_settings
 
@@ -41,6 +42,49 @@ def cmd_mode(args: argparse.Namespace) -> int:
     from gateway.commands import set_task_mode
 
     return set_task_mode(_settings(args), task=args.task, mode=args.mode)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gateway.report import report
+
+    return report(_settings(args), window_s=args.since, fmt_name=args.format)
+
+
+def _duration(text: str) -> float:
+    from gateway.summary import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from gateway.commands import tiny_model
+
+    return tiny_model(
+        args.path,
+        texts_file=args.texts,
+        hidden=args.hidden,
+        layers=args.layers,
+        vocab_size=args.vocab_size,
+        seed=args.seed,
+    )
+
+
+def _augmentation_teacher(settings: Settings) -> object:
+    """The teacher the distiller asks for synthetic examples (a blocking httpx call)."""
+    from gateway.teacher_sync import SyncTeacher
+
+    return SyncTeacher.from_settings(settings)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from gateway.prune import prune_log
+
+    return prune_log(
+        _settings(args), older_than=args.older_than, dry_run=args.dry_run, vacuum_after=args.vacuum
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +123,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mode", choices=["teacher-only", "shadow", "routed"], help="the new mode")
     p.set_defaults(func=cmd_mode)
 
+    p = sub.add_parser("report", help="savings, coverage and agreement over a window")
+    common(p)
+    p.add_argument("--since", type=_duration, default=7 * 86400, help="window, e.g. 24h, 7d")
+    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("prune", help="delete logged requests older than an age (e.g. 90d)")
+    common(p)
+    p.add_argument("--older-than", required=True, help="age: a number and s, m, h, d or w")
+    p.add_argument("--dry-run", action="store_true", help="count the rows, delete nothing")
+    p.add_argument("--vacuum", action="store_true", help="then give the space back (slow)")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("tiny-model", help="build a tiny Llama student (model + tokenizer) at PATH")
+    p.add_argument("path", help="directory to write (loadable with from_pretrained)")
+    p.add_argument("--texts", help="text file, one example per line, to train the tokenizer on")
+    p.add_argument("--hidden", type=int, default=128, help="hidden size (default 128)")
+    p.add_argument("--layers", type=int, default=2, help="transformer layers (default 2)")
+    p.add_argument("--vocab-size", type=int, default=2048, help="vocabulary size (default 2048)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    p.set_defaults(func=cmd_tiny_model)
+
+    # distill run|schedule|history, golden add|list|remove, rollback
+    register_distiller(sub, _settings, _augmentation_teacher)
+
+    p = sub.add_parser("demo", help="the whole loop on Banking77, offline, in a few minutes")
+    _demo_arguments(p)
+    p.set_defaults(func=_demo_main)
+
     return parser
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    from gateway.demo.cli import add_arguments
+
+    add_arguments(p)
+
+
+def _demo_main(args: argparse.Namespace) -> int:
+    from gateway.demo.cli import main as demo
+
+    return demo(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Offline commands that read the database: ``tasks`` and ``export``."""
+"""Offline commands: ``tasks``, ``export`` and ``mode`` (the database), ``tiny-model``."""
 
 from __future__ import annotations
 
@@ -53,6 +53,32 @@ def set_task_mode(settings: Settings, *, task: str, mode: str) -> int:
         f"task {task}: mode {state.mode} ({champion}); a running gateway applies it within "
         f"{settings.student.reload_interval_s:g} s"
     )
+    return 0
+
+
+def tiny_model(
+    path: str,
+    *,
+    texts_file: str | None = None,
+    hidden: int = 128,
+    layers: int = 2,
+    vocab_size: int = 2048,
+    seed: int = 0,
+) -> int:
+    """Build a tiny Llama-architecture student and its tokenizer at ``path``."""
+    from gateway.student.tiny import build_tiny_model
+
+    texts = None
+    if texts_file:
+        lines = Path(texts_file).read_text(encoding="utf-8").splitlines()
+        texts = [line for line in lines if line.strip()]
+        if not texts:
+            print(f"understudy: {texts_file} has no text", file=sys.stderr)
+            return 2
+    out = build_tiny_model(
+        path, texts, hidden=hidden, layers=layers, vocab_size=vocab_size, seed=seed
+    )
+    print(f"tiny model written to {out}")
     return 0
 
 

@@ -71,6 +71,13 @@ class RateLimitError(UnderstudyError):
     code = "rate_limit_exceeded"
 
 
+class BudgetExceededError(RateLimitError):
+    """A gateway key has spent its monthly budget (OpenAI's ``insufficient_quota``)."""
+
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
 class UpstreamError(UnderstudyError):
     """The teacher failed (5xx or connection error) and the retry budget is spent."""
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import msgspec
 
+from gateway.cost_book import CostBook
 from gateway.errors import (
     UnderstudyError,
     UpstreamError,
@@ -66,6 +67,8 @@ class RequestContext:
     forward_headers: dict[str, str]
     started: float = field(default_factory=time.perf_counter)
     created_at: float = field(default_factory=time.time)
+    teacher_s: float = 0.0  # time spent waiting on the teacher
+    student_s: float = 0.0  # time spent generating the student's answer
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -116,12 +119,14 @@ class GatewayService:
         writer: RequestLogWriter,
         metrics: Metrics,
         students: StudentFlow | None = None,
+        costs: CostBook | None = None,
     ) -> None:
         self.settings = settings
         self.teacher = teacher
         self.writer = writer
         self.metrics = metrics
         self.students = students
+        self.costs = costs or CostBook(settings.costs)
 
     async def handle(self, endpoint: Endpoint, ctx: RequestContext, raw: bytes) -> Reply:
         """Serve one request; every failure becomes an OpenAI-shaped reply, never an exception."""
@@ -178,6 +183,7 @@ class GatewayService:
 
     async def _unary(self, call: Call) -> BodyReply:
         ctx, record, headers = call.ctx, call.record, call.headers
+        teacher_started = time.perf_counter()
         answer = await self.teacher.post(
             call.endpoint.path,
             call.raw,
@@ -185,7 +191,8 @@ class GatewayService:
             extra=ctx.forward_headers,
         )
         self._count_retries(answer.attempts)
-        self.metrics.teacher_latency.observe(ctx.elapsed_ms() / 1000)
+        ctx.teacher_s += time.perf_counter() - teacher_started
+        self.metrics.teacher_latency.observe(ctx.teacher_s)
         headers.update(answer.headers)
         parsed = _parse_json(answer.content)
         if answer.status_code == 200 and isinstance(parsed, dict):
@@ -220,6 +227,7 @@ class GatewayService:
         if not client_wants_usage:
             # Ask for usage so the log has token counts; the client does not see that chunk.
             upstream_body = {**body, "stream_options": {**options, "include_usage": True}}
+        teacher_started = time.perf_counter()
         opened = await self.teacher.open_stream(
             call.endpoint.path,
             msgspec.json.encode(upstream_body),
@@ -227,6 +235,7 @@ class GatewayService:
             extra=ctx.forward_headers,
         )
         self._count_retries(opened.attempts)
+        ctx.teacher_s += time.perf_counter() - teacher_started
         headers.update(opened.headers)
         if isinstance(opened, TeacherResponse):
             self._teacher_refused(call, opened)
@@ -240,6 +249,7 @@ class GatewayService:
         splitter = EventSplitter()
         assembler = StreamAssembler(call.endpoint.name)
         status, error = STATUS_INCOMPLETE, None
+        relay_started = time.perf_counter()
         try:
             try:
                 async for data in stream:
@@ -263,6 +273,8 @@ class GatewayService:
                 yield DONE_EVENT
         finally:
             await stream.aclose()
+            ctx.teacher_s += time.perf_counter() - relay_started
+            self.metrics.teacher_latency.observe(ctx.teacher_s)
             result = assembler.result()
             _fill_from_response(record, result, usage=assembler.usage)
             record.response_json = msgspec.json.encode(result).decode()
@@ -294,6 +306,7 @@ class GatewayService:
         record.http_status = http_status
         record.error = error
         record.latency_ms = ctx.elapsed_ms()
+        self.costs.fill(record)
         self.writer.submit(RequestRecord.TABLE, record.as_row())
         self.metrics.requests.labels(record.task, record.served_by, status).inc()
         self.metrics.latency.labels(record.served_by).observe(record.latency_ms / 1000)
@@ -305,6 +318,13 @@ class GatewayService:
             self.metrics.tokens.labels(record.task, record.served_by, "completion").inc(
                 record.completion_tokens
             )
+        self.metrics.observe_request(record, ctx.teacher_s, ctx.student_s)
+
+    def log_shadow(self, record: RequestRecord) -> None:
+        """Write a shadow teacher call's row (not a client request): costed, not counted."""
+        self.costs.fill(record)
+        self.writer.submit(RequestRecord.TABLE, record.as_row())
+        self.metrics.observe_costs(record)
 
     def _count_retries(self, attempts: int) -> None:
         if attempts > 1:

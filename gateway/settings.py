@@ -3,8 +3,11 @@
 Precedence (lowest first): defaults, the config file (``--config FILE``, ``$UNDERSTUDY_CONFIG``
 or ``./understudy.toml`` when present), ``UNDERSTUDY_*`` environment variables, command-line
 flags. Top-level keys map to ``UNDERSTUDY_<KEY>``; keys of a section map to
-``UNDERSTUDY_<SECTION>_<KEY>`` (``teacher.api_key`` is ``UNDERSTUDY_TEACHER_API_KEY``). An
-unknown key in the file or an unknown ``UNDERSTUDY_*`` variable is an error naming the key.
+``UNDERSTUDY_<SECTION>_<KEY>`` (``teacher.api_key`` is ``UNDERSTUDY_TEACHER_API_KEY``), and so
+on for nested sections (``distiller.train.epochs`` is ``UNDERSTUDY_DISTILLER_TRAIN_EPOCHS``).
+An environment name is matched against the known setting paths, so underscores inside key
+names are never ambiguous. An unknown key in the file or an unknown ``UNDERSTUDY_*`` variable
+is an error naming the key.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distiller.config import DistillConfig
 from gateway.errors import ConfigError
 
 ENV_PREFIX = "UNDERSTUDY_"
 DEFAULT_CONFIG_FILE = "understudy.toml"
+FILE_ONLY = frozenset({"distiller.tasks"})
+"""Settings that only a config file can set (nested tables have no environment form)."""
 
 
 @dataclass
@@ -61,6 +67,10 @@ class StorageSettings:
     """Largest number of rows written in one transaction."""
     busy_timeout_ms: int = 2000
     """How long a write waits for a lock held by another process before retrying later."""
+    retention_days: float = 0.0
+    """Delete requests, student attempts and feedback older than this many days (0: keep all)."""
+    retention_interval_s: float = 3600.0
+    """How often the gateway applies ``retention_days`` (in small batches, off the serving path)."""
 
 
 @dataclass
@@ -114,6 +124,44 @@ class RouterSettings:
 
 
 @dataclass
+class LimitSettings:
+    """Per-key request rate and monthly budget; a refused request gets 429 with ``retry-after``."""
+
+    requests_per_minute: int = 0
+    """Requests a minute each gateway key (open gateway: each client address) may make; 0: off."""
+    burst: int = 0
+    """Requests a key may make at once before the per-minute rate applies (0: the rate)."""
+    monthly_tokens: int = 0
+    """Tokens (prompt + completion) each gateway key may use per calendar month, UTC; 0: off."""
+    monthly_usd: float = 0.0
+    """Teacher spend (USD, priced by ``[costs]``) each gateway key may run up a month; 0: off."""
+
+
+@dataclass
+class CostSettings:
+    """Prices used to account teacher spend and student savings (USD)."""
+
+    prices: dict[str, str] = field(default_factory=dict)
+    """Teacher prices, model to ``"INPUT/OUTPUT"`` USD per 1M tokens, over the built-in table
+    (``gpt-4o``, ``gpt-4o-mini``, ``gpt-4.1``, ``gpt-4.1-mini``, ``gpt-4.1-nano``, ``o3``,
+    ``o4-mini``, ``gpt-3.5-turbo``); a dated name (``gpt-4o-2024-08-06``) takes its prefix's
+    price."""
+    teacher_model: str | None = None
+    """Model whose price a student answer is valued at (default: the task's latest teacher
+    model, else the requested model)."""
+    student_per_million: float = 0.0
+    """Student cost in USD per 1M tokens (prompt + completion); 0 with ``student_gpu_hour`` 0:
+    the student is free (a CPU box)."""
+    student_gpu_hour: float = 0.0
+    """Price of the student's GPU per hour (USD); charged as tokens / throughput."""
+    student_tokens_per_s: float = 0.0
+    """Measured student throughput (tokens a second, batched); 0: each generation's own rate,
+    which overstates the GPU cost of batched traffic."""
+    ratio_refresh_s: float = 60.0
+    """How often each task's teacher/student token ratio is re-learned from logged pairs."""
+
+
+@dataclass
 class Settings:
     """Everything the gateway needs; ``understudy serve`` validates it before starting."""
 
@@ -137,6 +185,9 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     student: StudentSettings = field(default_factory=StudentSettings)
     router: RouterSettings = field(default_factory=RouterSettings)
+    costs: CostSettings = field(default_factory=CostSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    distiller: DistillConfig = field(default_factory=DistillConfig)
 
     @property
     def db_path(self) -> Path:
@@ -158,10 +209,8 @@ def load_settings(
         data = _read_file(Path(path))
     _merge(data, _from_env(env))
     for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        section, _, key = dotted.rpartition(".")
-        (data.setdefault(section, {}) if section else data)[key] = value
+        if value is not None:
+            _put(data, dotted.split("."), value)
     settings = _build(Settings, data, "")
     _validate(settings)
     return settings
@@ -170,15 +219,31 @@ def load_settings(
 def iter_setting_docs() -> list[tuple[str, str, str, str]]:
     """(dotted key, env var, default, description) for every setting, for docs and tests."""
     rows: list[tuple[str, str, str, str]] = []
-    docs = _field_docs()
     for prefix, cls in _sections():
+        docs = _class_docs(cls)
         for f in dataclasses.fields(cls):
             if _is_section(f, cls):
                 continue
             dotted = f"{prefix}.{f.name}" if prefix else f.name
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            rows.append((dotted, _env_name(prefix, f.name), repr(default), docs.get(dotted, "")))
+            env = "" if dotted in FILE_ONLY else _env_name(prefix, f.name)
+            rows.append((dotted, env, repr(default), docs.get(f.name, "")))
     return rows
+
+
+def env_names() -> dict[str, str]:
+    """Every ``UNDERSTUDY_*`` variable a setting reads, to its dotted setting name."""
+    names: dict[str, str] = {}
+    for prefix, cls in _sections():
+        for f in dataclasses.fields(cls):
+            dotted = f"{prefix}.{f.name}" if prefix else f.name
+            if _is_section(f, cls) or dotted in FILE_ONLY:
+                continue
+            name = _env_name(prefix, f.name)
+            if name in names:  # pragma: no cover - a naming mistake in the dataclasses
+                raise ConfigError(f"{dotted} and {names[name]} both read {name}")
+            names[name] = dotted
+    return names
 
 
 # -- internals ---------------------------------------------------------------------------
@@ -194,11 +259,12 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
-def _sections() -> list[tuple[str, type]]:
-    out: list[tuple[str, type]] = [("", Settings)]
-    for f in dataclasses.fields(Settings):
-        if _is_section(f):
-            out.append((f.name, _resolve(Settings, f)))
+def _sections(cls: type = Settings, prefix: str = "") -> list[tuple[str, type]]:
+    """Every settings dataclass with its dotted prefix, nested sections included."""
+    out: list[tuple[str, type]] = [(prefix, cls)]
+    for f in dataclasses.fields(cls):
+        if _is_section(f, cls):
+            out.extend(_sections(_resolve(cls, f), f"{prefix}.{f.name}" if prefix else f.name))
     return out
 
 
@@ -211,25 +277,30 @@ def _resolve(cls: type, f: dataclasses.Field) -> Any:
 
 
 def _env_name(section: str, key: str) -> str:
-    return (ENV_PREFIX + (f"{section}_{key}" if section else key)).upper()
+    return (ENV_PREFIX + (f"{section}_{key}" if section else key)).replace(".", "_").upper()
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    known: dict[str, tuple[str, str]] = {ENV_PREFIX + "CONFIG": ("", "")}
-    for prefix, cls in _sections():
-        for f in dataclasses.fields(cls):
-            if not _is_section(f, cls):
-                known[_env_name(prefix, f.name)] = (prefix, f.name)
+    known = env_names()
     out: dict[str, Any] = {}
     for name, value in env.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
             continue
         if name not in known:
-            raise ConfigError(f"unknown environment variable {name}")
-        section, key = known[name]
-        if key:
-            (out.setdefault(section, {}) if section else out)[key] = _EnvString(value)
+            hint = " (set in the config file only)" if _file_only_env(name) else ""
+            raise ConfigError(f"unknown environment variable {name}{hint}")
+        _put(out, known[name].split("."), _EnvString(value))
     return out
+
+
+def _file_only_env(name: str) -> bool:
+    return any(name.startswith(_env_name("", dotted)) for dotted in FILE_ONLY)
+
+
+def _put(data: dict[str, Any], path: list[str], value: Any) -> None:
+    for key in path[:-1]:
+        data = data.setdefault(key, {})
+    data[path[-1]] = value
 
 
 class _EnvString(str):
@@ -266,6 +337,8 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:  # noqa: C901 - one branch per type
+    if tp is Any:  # free-form tables (per-task overrides), checked where they are applied
+        return value
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (types.UnionType, typing.Union):
@@ -340,6 +413,12 @@ def _validate(s: Settings) -> None:
         (s.storage.queue_size > 0, "storage.queue_size must be positive"),
         (0 < s.storage.commit_interval_ms <= 100, "storage.commit_interval_ms must be in (0, 100]"),
         (s.storage.batch_size > 0, "storage.batch_size must be positive"),
+        (s.storage.retention_days >= 0, "storage.retention_days must be >= 0"),
+        (s.storage.retention_interval_s > 0, "storage.retention_interval_s must be positive"),
+        (s.limits.requests_per_minute >= 0, "limits.requests_per_minute must be >= 0"),
+        (s.limits.burst >= 0, "limits.burst must be >= 0"),
+        (s.limits.monthly_tokens >= 0, "limits.monthly_tokens must be >= 0"),
+        (s.limits.monthly_usd >= 0, "limits.monthly_usd must be >= 0"),
         (
             s.student.backend in ("local", "vllm", "none"),
             "student.backend must be one of local, vllm, none",
@@ -365,35 +444,72 @@ def _validate(s: Settings) -> None:
     for model, task in s.routes.items():
         if not valid_task_name(task):
             raise ConfigError(f"routes.{model}: invalid task name {task!r}")
+    _validate_distiller(s.distiller)
+    _validate_costs(s.costs)
+
+
+def _validate_distiller(config: DistillConfig) -> None:
+    """The distiller's own checks, and every per-task override applied once."""
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise ConfigError(f"distiller.{exc}") from None
+    for task in config.tasks:
+        if not valid_task_name(task):
+            raise ConfigError(f"distiller.tasks: invalid task name {task!r}")
+        try:
+            config.for_task(task).validate()
+        except ValueError as exc:
+            message = str(exc)
+            if "distiller." not in message:
+                message = f"distiller.tasks.{task}.{message}"
+            raise ConfigError(message) from None
+
+
+def _validate_costs(costs: CostSettings) -> None:
+    from gateway.costs import parse_price
+
+    for model, text in costs.prices.items():
+        try:
+            parse_price(text)
+        except ValueError as exc:
+            raise ConfigError(f"costs.prices.{model}: {exc}") from None
+    for name in ("student_per_million", "student_gpu_hour", "student_tokens_per_s"):
+        if getattr(costs, name) < 0:
+            raise ConfigError(f"costs.{name} must be >= 0")
+    if costs.ratio_refresh_s <= 0:
+        raise ConfigError("costs.ratio_refresh_s must be positive")
 
 
 def valid_task_name(name: str) -> bool:
     """Task names are 1-64 characters of letters, digits, ``.``, ``_`` and ``-``."""
-    return 0 < len(name) <= 64 and all(c.isalnum() or c in "._-" for c in name) and name.isascii()
+    return (
+        0 < len(name) <= 64
+        and all(c.isalnum() or c in "._-" for c in name)
+        and name.isascii()
+        and name.strip(".") != ""  # "." and ".." would name directories in paths
+    )
 
 
-def _field_docs() -> dict[str, str]:
-    """Attribute docstrings of the settings dataclasses, read from this module's source."""
+def _class_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of one settings dataclass (field name to text), from its source."""
     import ast
     import inspect
+    import textwrap
 
     docs: dict[str, str] = {}
-    tree = ast.parse(inspect.getsource(__import__(__name__, fromlist=["x"])))
-    section_of = {"Settings": ""} | {cls.__name__: prefix for prefix, cls in _sections() if prefix}
-    for node in tree.body:
-        if not isinstance(node, ast.ClassDef) or node.name not in section_of:
-            continue
-        prefix = section_of[node.name]
-        last: str | None = None
-        for stmt in node.body:
-            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-                last = stmt.target.id
-            elif (
-                last
-                and isinstance(stmt, ast.Expr)
-                and isinstance(stmt.value, ast.Constant)
-                and isinstance(stmt.value.value, str)
-            ):
-                docs[f"{prefix}.{last}" if prefix else last] = stmt.value.value.strip()
-                last = None
+    node = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+    assert isinstance(node, ast.ClassDef)
+    last: str | None = None
+    for stmt in node.body:
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            last = stmt.target.id
+        elif (
+            last
+            and isinstance(stmt, ast.Expr)
+            and isinstance(stmt.value, ast.Constant)
+            and isinstance(stmt.value.value, str)
+        ):
+            docs[last] = " ".join(stmt.value.value.split())
+            last = None
     return docs

@@ -25,7 +25,8 @@ def settings_table() -> str:
         default = (
             default.replace("PosixPath(", "").replace(")", "") if "Path" in default else (default)
         )
-        lines.append(f"| `{key}` | `{env}` | `{default}` | {doc.replace('|', '/')} |")
+        env_cell = f"`{env}`" if env else "(config file only)"
+        lines.append(f"| `{key}` | {env_cell} | `{default}` | {doc.replace('|', '/')} |")
     return "\n".join(lines)
 
 

@@ -53,6 +53,10 @@ class StudentFlow:
         answer = await self._generate(slot, call)
         if answer is None:
             return None
+        call.ctx.student_s = answer.latency_ms / 1000
+        call.record.student_cost_usd = self.service.costs.student_cost(
+            answer.prompt_tokens + answer.completion_tokens, call.ctx.student_s
+        )
         judgement = slot.router.judge(answer, call.body)
         call.record.confidence = judgement.confidence
         call.record.student_version = slot.version.id
@@ -166,7 +170,7 @@ class StudentFlow:
             )
         except UnderstudyError as exc:
             record.error = exc.message
-            self.service.writer.submit(RequestRecord.TABLE, record.as_row())
+            self.service.log_shadow(record)
             return
         record.latency_ms = (time.perf_counter() - started) * 1000
         record.http_status = result.status_code
@@ -179,7 +183,7 @@ class StudentFlow:
             record.prompt_tokens = usage.get("prompt_tokens")
             record.completion_tokens = usage.get("completion_tokens")
             record.total_tokens = usage.get("total_tokens")
-        self.service.writer.submit(RequestRecord.TABLE, record.as_row())
+        self.service.log_shadow(record)
         teacher_text = answer_text(parsed) if isinstance(parsed, dict) else None
         if teacher_text is None:
             return

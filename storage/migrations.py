@@ -203,3 +203,15 @@ def _distiller(db: sqlite_utils.Database) -> None:
         alter table distill_runs add column run_dir text;
         """
     )
+
+
+@migration("0003_costs")
+def _costs(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        alter table requests add column teacher_cost_usd real;
+        alter table requests add column student_cost_usd real;
+        alter table requests add column avoided_cost_usd real;
+        alter table requests add column saved_usd real;
+        """
+    )

@@ -33,6 +33,12 @@ class RequestRecord:
     route_reason: str | None = None
     confidence: float | None = None
     student_version: str | None = None
+    # Cost accounting (USD, see gateway/costs.py): what the teacher charged, what the student's
+    # work cost, the teacher cost a student answer avoided, and the net saving of this row.
+    teacher_cost_usd: float | None = None
+    student_cost_usd: float | None = None
+    avoided_cost_usd: float | None = None
+    saved_usd: float | None = None
 
     TABLE = "requests"
 

@@ -1,29 +1,34 @@
-import argparse
 import json
-import types
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from distiller.cli import EXIT_BUSY, register
-from distiller.config import DatasetConfig, DistillConfig
+from distiller.cli import EXIT_BUSY
 from distiller.lock import TaskLock
+from gateway.cli import main
 from storage.distill_queries import list_golden
-from storage.registry import champion, promote, register_model
+from storage.registry import champion, promote, register_model, task_state
 from tests.distiller.conftest import log_intents
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def cli(tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="understudy")
-    sub = parser.add_subparsers(dest="command", required=True)
-    settings = types.SimpleNamespace(
-        data_dir=tmp_path, distiller=DistillConfig(dataset=DatasetConfig(min_examples=10_000))
-    )
-    register(sub, lambda args: settings)
+def cli(tmp_path, capsys, monkeypatch):
+    """``understudy ...`` through the console script's entry point, with a data directory and
+    settings from the environment, as a user runs it."""
+    for name in [n for n in os.environ if n.startswith("UNDERSTUDY_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no ./understudy.toml is picked up
+    monkeypatch.setenv("UNDERSTUDY_DISTILLER_DATASET_MIN_EXAMPLES", "10000")
 
     def run(*argv):
-        args = parser.parse_args(argv)
-        code = args.func(args)
+        words = 2 if argv[0] in ("distill", "golden") else 1
+        code = main([*argv[:words], "--data-dir", str(tmp_path), *argv[words:]])
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
@@ -122,5 +127,80 @@ def test_rollback_switches_to_the_previous_champion(cli, db):
     promote(db, v1.id)
     promote(db, v2.id)
     code, out, _ = cli("rollback", "--task", "intent")
+    assert code == 0 and "intent@v1 serves again (was intent@v2)" in out
+    assert champion(db, "intent").id == "intent@v1"
+
+
+def test_the_config_file_reaches_the_distiller(cli, db, tmp_path, monkeypatch):
+    monkeypatch.delenv("UNDERSTUDY_DISTILLER_DATASET_MIN_EXAMPLES")  # it would beat the file
+    log_intents(db, "intent", 12)
+    config = tmp_path / "distill.toml"
+    config.write_text("[distiller.dataset]\nmin_examples = 500\n")
+    code, out, _ = cli("distill", "run", "--task", "intent", "--config", str(config), "--json")
+    assert code == 0
+    assert json.loads(out)["reason"] == "12 usable examples < min_examples 500"
+
+
+def test_a_bad_distiller_setting_stops_the_command_with_its_name(cli, db, tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[distiller.train]\nepoch = 3\n")
+    code, _, err = cli("distill", "history", "--task", "intent", "--config", str(config))
+    assert code == 2 and "unknown setting distiller.train.epoch" in err
+
+
+def test_tiny_model_builds_a_loadable_model_with_the_asked_sizes(tmp_path, capsys):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("i lost my card\nwhere is my new card\n\ntop up with a bank transfer\n")
+    target = tmp_path / "tiny"
+    code = main(
+        [
+            "tiny-model",
+            str(target),
+            "--hidden",
+            "64",
+            "--layers",
+            "1",
+            "--vocab-size",
+            "400",
+            "--texts",
+            str(texts),
+        ]
+    )
+    assert code == 0 and f"tiny model written to {target}" in capsys.readouterr().out
+    config = json.loads((target / "config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"]) == (64, 1)
+    assert config["vocab_size"] <= 400
+    vocab = json.loads((target / "tokenizer.json").read_text())["model"]["vocab"]
+    assert "card" in vocab or "Ġcard" in vocab  # trained on the given texts
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    assert main(["tiny-model", str(tmp_path / "none"), "--texts", str(empty)]) == 2
+
+
+def test_the_installed_console_script_runs_the_commands(tmp_path, db):
+    """``understudy`` as installed: golden add, mode and rollback end to end."""
+    script = shutil.which("understudy", path=str(Path(sys.executable).parent))
+    assert script, "the understudy console script is not installed"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNDERSTUDY_")}
+    env["UNDERSTUDY_DATA_DIR"] = str(tmp_path)
+
+    def understudy(*argv):
+        done = subprocess.run(
+            [script, *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+        return done.returncode, done.stdout + done.stderr
+
+    code, out = understudy("golden", "add", "--task", "intent", "--input", "hi", "--expected", "x")
+    assert code == 0 and "golden example 1 added to task intent" in out
+    assert list_golden(db, "intent")[0]["expected"] == "x"
+
+    code, out = understudy("mode", "--task", "intent", "shadow")
+    assert code == 0 and task_state(db, "intent").mode == "shadow"
+
+    v1 = register_model(db, "intent", base="tiny")
+    promote(db, v1.id)
+    promote(db, register_model(db, "intent", base="tiny").id)
+    code, out = understudy("rollback", "--task", "intent")
     assert code == 0 and "intent@v1 serves again (was intent@v2)" in out
     assert champion(db, "intent").id == "intent@v1"

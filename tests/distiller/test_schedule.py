@@ -2,6 +2,7 @@ import datetime as dt
 import subprocess
 import sys
 import time
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -135,3 +136,50 @@ def test_cron_times_follow_the_configured_timezone():
     fire = trigger.get_next_fire_time(None, start)
     assert fire == dt.datetime(2026, 7, 2, 3, 0, tzinfo=ZoneInfo("Europe/Paris"))
     assert fire.astimezone(dt.UTC).hour == 1
+
+
+def process_gone(pid: int) -> bool:
+    """No such process, or only its zombie is left."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_stopping_the_schedule_process_stops_its_run_and_training(db, tmp_path):
+    """What the gateway does at shutdown: a run still going is killed with its training
+    process and marked failed; the schedule's process is gone."""
+    from distiller.config import TrainConfig
+    from distiller.process import PID_FILE
+    from distiller.schedule import ScheduleProcess
+
+    log_intents(db, "intent", 40, start=time.time() - 100)
+    cfg = DistillConfig(
+        dataset=DatasetConfig(min_examples=10, eval_min=5, near_duplicate_threshold=1.0),
+        # a "training" that never ends: the launcher replaces the worker's Python
+        train=TrainConfig(launcher=[sys.executable, "-c", "import time; time.sleep(120)"]),
+        schedule=ScheduleConfig(cron="* * * * * *", new_examples_trigger=0, catch_up=False),
+    )
+    schedule = ScheduleProcess(tmp_path, cfg, stop_timeout_s=1.0)
+    schedule.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            runs = list_runs(db, "intent")
+            if runs and (Path(runs[0]["run_dir"]) / PID_FILE).is_file():
+                break
+            time.sleep(0.1)
+        (run,) = list_runs(db, "intent")
+        assert run["status"] == "running" and run["pid"] == schedule.pid
+        training = int((Path(run["run_dir"]) / PID_FILE).read_text())
+        worker = schedule.pid
+    finally:
+        schedule.stop()
+    (run,) = list_runs(db, "intent")
+    assert run["status"] == "failed" and run["reason"] == "interrupted: the gateway stopped"
+    assert process_gone(worker) and not schedule.is_alive()
+    deadline = time.monotonic() + 5
+    while not process_gone(training) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process_gone(training)

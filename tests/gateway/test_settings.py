@@ -108,3 +108,114 @@ def test_every_setting_is_documented_in_code():
         "api_keys",
     }
     assert all(r[3] for r in rows), [r[0] for r in rows if not r[3]]
+
+
+DISTILLER_TOML = """
+[distiller]
+keep_rejected_weights = true
+
+[distiller.train]
+base_model = "tiny"
+method = "full"
+epochs = 6
+lora_target_modules = ["q_proj", "v_proj"]
+
+[distiller.gates]
+min_agreement = 0.8
+
+[distiller.schedule]
+cron = "0 4 * * *"
+timezone = "Europe/Paris"
+
+[distiller.tasks.intent.gates]
+min_agreement = 0.95
+"""
+
+
+def test_distiller_settings_from_the_file_with_per_task_overrides(tmp_path):
+    cfg = tmp_path / "u.toml"
+    cfg.write_text(DISTILLER_TOML)
+    d = load_settings(cfg, env={}).distiller
+    assert d.keep_rejected_weights is True
+    assert (d.train.base_model, d.train.method, d.train.epochs) == ("tiny", "full", 6.0)
+    assert d.train.lora_target_modules == ["q_proj", "v_proj"]
+    assert (d.schedule.cron, d.schedule.timezone) == ("0 4 * * *", "Europe/Paris")
+    assert d.schedule.in_gateway is False
+    assert d.gates.min_agreement == 0.8
+    assert d.for_task("intent").gates.min_agreement == 0.95
+    assert d.for_task("other").gates.min_agreement == 0.8
+
+
+def test_distiller_settings_from_env_beat_the_file(tmp_path):
+    cfg = tmp_path / "u.toml"
+    cfg.write_text(DISTILLER_TOML)
+    d = load_settings(
+        cfg,
+        env={
+            "UNDERSTUDY_DISTILLER_TRAIN_EPOCHS": "2.5",
+            "UNDERSTUDY_DISTILLER_TRAIN_LORA_R": "8",  # underscores inside the key name
+            "UNDERSTUDY_DISTILLER_SCHEDULE_CRON": "*/5 * * * *",
+            "UNDERSTUDY_DISTILLER_SCHEDULE_IN_GATEWAY": "true",
+            "UNDERSTUDY_DISTILLER_SCHEDULE_NEW_EXAMPLES_TRIGGER": "0",
+            "UNDERSTUDY_DISTILLER_DATASET_SCRUB_PII": "email,phone",
+            "UNDERSTUDY_DISTILLER_KEEP_REJECTED_WEIGHTS": "no",
+        },
+    ).distiller
+    assert d.train.epochs == 2.5 and d.train.lora_r == 8 and d.train.method == "full"
+    assert d.schedule.cron == "*/5 * * * *" and d.schedule.in_gateway is True
+    assert d.schedule.new_examples_trigger == 0
+    assert d.dataset.scrub_pii == ["email", "phone"]
+    assert d.keep_rejected_weights is False
+
+
+def test_distiller_settings_from_command_line_overrides():
+    s = load_settings(env={}, overrides={"distiller.schedule.in_gateway": True})
+    assert s.distiller.schedule.in_gateway is True
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[distiller.train]\nepoch = 3\n", "unknown setting distiller.train.epoch"),
+        ("[distiller]\ntrian = 1\n", "unknown setting distiller.trian"),
+        ("[distiller.schedule]\ncorn = '0 3 * * *'\n", "unknown setting distiller.schedule.corn"),
+        (
+            "[distiller.tasks.intent.gates]\nmin_agrement = 0.9\n",
+            "unknown setting distiller.tasks.intent.gates.min_agrement",
+        ),
+        ("[distiller.train]\nepochs = 'six'\n", "distiller.train.epochs"),
+        ("[distiller.train]\nmethod = 'qlora-ish'\n", "distiller.train.method"),
+        ("[distiller.tasks.intent.train]\nepochs = -1\n", "distiller.tasks.intent.train.epochs"),
+        ("[distiller.tasks.'bad name']\n", "invalid task name"),
+    ],
+)
+def test_a_bad_distiller_setting_in_the_file_is_named(tmp_path, text, message):
+    cfg = tmp_path / "u.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_settings(cfg, env={})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"UNDERSTUDY_DISTILLER_TRAIN_EPOCH": "3"}, "UNDERSTUDY_DISTILLER_TRAIN_EPOCH$"),
+        ({"UNDERSTUDY_DISTILLER_TRAIN_EPOCHS": "six"}, "distiller.train.epochs"),
+        ({"UNDERSTUDY_DISTILLER_GATES_KIND": "vibes"}, "distiller.gates.kind"),
+        ({"UNDERSTUDY_DISTILLER_TASKS": "intent"}, "config file only"),
+    ],
+)
+def test_a_bad_distiller_variable_is_named(env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env=env)
+
+
+def test_every_setting_has_its_own_environment_variable():
+    rows = iter_setting_docs()
+    keys = {r[0] for r in rows}
+    assert {"distiller.train.epochs", "distiller.schedule.in_gateway", "distiller.tasks"} <= keys
+    envs = [r[1] for r in rows if r[1]]
+    assert len(envs) == len(set(envs))
+    by_key = {r[0]: r[1] for r in rows}
+    assert by_key["distiller.train.lora_r"] == "UNDERSTUDY_DISTILLER_TRAIN_LORA_R"
+    assert by_key["distiller.tasks"] == ""  # nested tables are set in the file only

@@ -1,0 +1,1 @@
+"""The ops dashboard: ``GET /dashboard``, server-rendered HTML and SVG."""

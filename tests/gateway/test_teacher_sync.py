@@ -1,0 +1,63 @@
+"""The blocking teacher call used for synthetic examples, against the stand-in teacher."""
+
+import pickle
+
+import pytest
+
+from gateway.settings import TeacherSettings
+from gateway.teacher_sync import MAX_FAILURES_IN_A_ROW, SyncTeacher
+from storage.database import open_database
+from tests.distiller.conftest import log_intents
+from tests.teacher_stub import CHAT, running_stub
+
+
+@pytest.fixture(scope="module")
+def stub():
+    with running_stub(table={"I lost my card": "lost_card"}, model="teacher-1") as teacher:
+        yield teacher
+
+
+@pytest.fixture
+def teacher_settings(stub):
+    stub.control(reset=True)
+    stub.clear()
+    return TeacherSettings(url=stub.base_url, api_key="sk-test", backoff_s=0.01, timeout_s=5)
+
+
+def test_asks_for_the_model_clients_use_most_and_retries_server_errors(
+    stub, teacher_settings, tmp_path
+):
+    db = open_database(tmp_path / "understudy.db")
+    log_intents(db, "intent", 3)  # logged as requests for gpt-4o-mini
+    db.conn.close()
+    stub.control(fail_next=[500, 503])
+    teacher = SyncTeacher(teacher_settings, db_path=tmp_path / "understudy.db")
+    assert teacher([{"role": "user", "content": "I lost my card"}]) == "lost_card"
+    bodies = stub.bodies(CHAT)
+    assert len(bodies) == 3 and bodies[-1]["model"] == "gpt-4o-mini"
+    assert stub.requests[-1]["headers"]["authorization"] == "Bearer sk-test"
+    teacher.close()
+
+
+def test_failures_give_empty_answers_then_stop_asking(stub, teacher_settings):
+    stub.control(fail_always=400)
+    teacher = SyncTeacher(teacher_settings, model="teacher-1")
+    messages = [{"role": "user", "content": "I lost my card"}]
+    assert [teacher(messages) for _ in range(MAX_FAILURES_IN_A_ROW + 2)] == [""] * 5
+    assert len(stub.bodies(CHAT)) == MAX_FAILURES_IN_A_ROW  # 4xx are not retried
+    teacher.close()
+
+
+def test_without_a_model_or_a_log_it_refuses_without_calling(stub, teacher_settings, tmp_path):
+    teacher = SyncTeacher(teacher_settings, db_path=tmp_path / "missing.db")
+    assert teacher([{"role": "user", "content": "hi"}]) == ""
+    assert stub.bodies(CHAT) == []
+
+
+def test_it_travels_to_a_child_process_after_use(stub, teacher_settings):
+    teacher = SyncTeacher(teacher_settings, model="teacher-1")
+    assert teacher([{"role": "user", "content": "I lost my card"}]) == "lost_card"
+    copy = pickle.loads(pickle.dumps(teacher))
+    assert copy([{"role": "user", "content": "I lost my card"}]) == "lost_card"
+    teacher.close()
+    copy.close()
