@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ class RequestLogWriter:
         self.last_error: str | None = None
         self._last_warning = 0.0
         self._close_deadline = float("inf")
+        self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
     # -- producer side (any thread, never blocks) ---------------------------------------
 
@@ -76,8 +78,14 @@ class RequestLogWriter:
         self._thread = threading.Thread(target=self._run, name="understudy-log", daemon=True)
         self._thread.start()
 
+    def add_listener(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``listener(table, row)`` for every row submitted (on the submitting thread)."""
+        self._listeners.append(listener)
+
     def submit(self, table: str, row: dict[str, Any]) -> bool:
         """Queue one row for ``table``; False (and counted as dropped) when the queue is full."""
+        for listener in self._listeners:
+            listener(table, row)
         try:
             self._queue.put_nowait((table, row))
         except queue.Full:
