@@ -1,0 +1,109 @@
+"""The demo's options and the gateway config file it writes for them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TASK = "banking77"
+"""The task every demo request belongs to (sent as ``X-Understudy-Task``)."""
+ADMIN_KEY = "demo-admin-key"
+"""The demo gateway's admin key (admin API and dashboard); it listens on 127.0.0.1 only."""
+TEACHER_KEY = "demo-teacher-key"
+
+
+@dataclass
+class DemoOptions:
+    """What ``understudy demo`` runs; the defaults finish in a few minutes on 2 CPU cores."""
+
+    history: int = 2000
+    """Train-split queries sent first, as logged history (the teacher answers them all)."""
+    requests: int = 400
+    """Test-split queries sent as live traffic after the history."""
+    intents: int = 10
+    """Keep the queries of the K most frequent intents only (77: all of Banking77)."""
+    every: int = 150
+    """A new distillation run each time the teacher took this many more calls during the live
+    traffic (requests the student deferred and shadow checks); the first run follows the
+    history."""
+    max_runs: int = 0
+    """Most distillation runs (0: no limit)."""
+    data_dir: Path = Path("understudy-demo")
+    """Where the gateway's database, students and logs go (emptied first)."""
+    port: int | None = None
+    """Gateway port (default: 8000, or a free port when 8000 is taken)."""
+    keep_running: bool = False
+    """Leave the gateway and the replay teacher up after the summary, until Ctrl-C."""
+    seed: int = 0
+    """Seed of the query order and of training."""
+    price_in: float = 2.50
+    """Teacher price, USD per 1M prompt tokens (default: GPT-4o's list price)."""
+    price_out: float = 10.00
+    """Teacher price, USD per 1M completion tokens (default: GPT-4o's list price)."""
+    quality_target: float = 0.8
+    """Agreement with the teacher the router must keep on the traffic the student serves."""
+    epochs: float = 6.0
+    """Training epochs of each distillation run."""
+    concurrency: int = 8
+    """Requests in flight at once."""
+    extra: dict[str, dict[str, object]] = field(default_factory=dict)
+    """Further ``[section]`` settings for the config file (tests use it to shrink runs)."""
+
+
+def gateway_config(options: DemoOptions, *, teacher_url: str, port: int, model: str) -> str:
+    """The TOML config of the demo gateway: local tiny student, tiny distiller settings."""
+    data_dir = options.data_dir.resolve()
+    sections: dict[str, dict[str, object]] = {
+        "teacher": {"url": teacher_url, "api_key": TEACHER_KEY, "timeout_s": 30.0},
+        "student": {"backend": "local", "device": "cpu", "reload_interval_s": 0.5},
+        "router": {"quality_target": options.quality_target},
+        "costs": {"prices": {model: f"{options.price_in:g}/{options.price_out:g}"}},
+        "distiller.dataset": {"eval_fraction": 0.1, "eval_min": 50, "min_examples": 50},
+        "distiller.train": {
+            "base_model": "tiny",
+            "method": "full",
+            "learning_rate": 3e-3,
+            "epochs": options.epochs,
+            "batch_size": 16,
+            "weight_decay": 0.1,
+            "completion_only_loss": True,
+            "device": "cpu",
+            "seed": options.seed,
+            "isolation": "inline",
+            "logging_steps": 10,
+        },
+        "distiller.gates": {
+            "quality_target": options.quality_target,
+            "max_new_tokens": 16,
+            "eval_batch_size": 64,
+        },
+        "distiller.schedule": {"new_examples_trigger": 0},
+    }
+    for name, values in options.extra.items():
+        sections.setdefault(name, {}).update(values)
+    lines = [
+        "# Written by `understudy demo`; every run rewrites it.",
+        f"data_dir = {_toml(str(data_dir))}",
+        'host = "127.0.0.1"',
+        f"port = {port}",
+        f"admin_key = {_toml(ADMIN_KEY)}",
+        'log_level = "info"',
+    ]
+    for name, values in sections.items():
+        lines += ["", f"[{name}]"]
+        lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value: object) -> str:
+    """A TOML value: strings, numbers, booleans and inline tables of those."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string

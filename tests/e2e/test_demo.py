@@ -1,0 +1,144 @@
+"""``understudy demo`` at a reduced size: the loop closes on real Banking77 traffic.
+
+One demo run (a few intents, a few hundred requests) is shared by the module: a student is
+promoted through the gates, then serves live traffic through the real gateway process, and
+the teacher bill shrinks. The replay teacher is also checked on its own, with the ``openai``
+SDK.
+"""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from gateway.cli import main
+from gateway.demo.banking77 import SYSTEM_PROMPT, load_banking77
+from gateway.demo.config import TASK, DemoOptions
+from gateway.demo.processes import DemoError
+from gateway.demo.report import Summary
+from gateway.demo.run import prepare_data_dir, run_demo
+from gateway.demo.teacher import ReplayTeacher
+
+# A small run: 4 intents, 480 training queries as logged history, one distillation run on
+# them, then 160 live queries with GPT-4's real answers.
+SMALL = DemoOptions(
+    intents=4,
+    history=480,
+    requests=160,
+    max_runs=1,
+    epochs=8,
+    quality_target=0.85,
+    extra={"distiller.dataset": {"eval_min": 60}},
+)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Summary, str, Path]:
+    data_dir = tmp_path_factory.mktemp("demo") / "understudy-demo"
+    out = io.StringIO()
+    options = DemoOptions(**{**SMALL.__dict__, "data_dir": data_dir, "port": 0})
+    summary = run_demo(options, out=out)
+    return summary, out.getvalue(), data_dir
+
+
+@pytest.mark.slow
+def test_a_student_is_promoted_through_the_gates(demo):
+    summary, printed, data_dir = demo
+
+    assert summary.promotions == [f"{TASK}@v1"]
+    assert "promoted banking77@v1" in printed
+    for gate in ("agreement", "coverage", "non_inferiority", "validity", "golden"):
+        assert f"gate {gate}" in printed
+    db = sqlite3.connect(data_dir / "understudy.db")
+    try:
+        (champion,) = db.execute("select champion_id from task_state where task = ?", [TASK])
+    finally:
+        db.close()
+    assert champion == (f"{TASK}@v1",)
+
+
+@pytest.mark.slow
+def test_the_promoted_student_then_serves_live_traffic(demo):
+    summary, _, data_dir = demo
+
+    served = [a for a in summary.answered if a.served_by == "student"]
+    assert served, "no live request was answered by the student"
+    assert all(a.student_version == f"{TASK}@v1" for a in served)
+    db = sqlite3.connect(data_dir / "understudy.db")
+    try:
+        rows = db.execute(
+            "select count(*) from requests where task = ? and served_by = 'student'", [TASK]
+        ).fetchone()[0]
+    finally:
+        db.close()
+    assert rows == len(served)
+    # The student learned the task: far above the 0.25 of guessing among 4 intents.
+    assert sum(a.agrees for a in served) / len(served) >= 0.6
+    assert sum(a.correct for a in served) / len(served) >= 0.6
+
+
+@pytest.mark.slow
+def test_the_teacher_bill_shrinks(demo):
+    summary, printed, _ = demo
+
+    assert summary.requests == SMALL.requests
+    assert summary.teacher_calls < summary.requests
+    assert summary.teacher_cost < summary.teacher_only_cost
+    assert summary.saved > 0
+    assert "saved $" in printed and "/dashboard?key=" in printed
+
+
+def test_the_replay_teacher_answers_like_an_openai_api():
+    data = load_banking77()
+    query = next(q for q in data.test if q.teacher != q.gold)  # GPT-4 got this one wrong
+    with ReplayTeacher({q.text: q.teacher for q in data.test}) as teacher:
+        client = OpenAI(base_url=teacher.base_url, api_key="unused", max_retries=0)
+        messages = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": query.text},
+        ]
+        answer = client.chat.completions.create(model="gpt-4", messages=messages)
+        stream = client.chat.completions.create(
+            model="gpt-4",
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+        unseen = client.chat.completions.create(
+            model="gpt-4",
+            messages=[{"role": "user", "content": "my card still has not arrived, where is it"}],
+        )
+        models = client.models.list()
+
+    assert answer.choices[0].message.content == query.teacher  # the recorded answer, wrong or not
+    assert answer.usage.prompt_tokens > len(query.text) // 4
+    assert answer.usage.completion_tokens > 0
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == query.teacher
+    assert chunks[-1].usage.total_tokens == answer.usage.total_tokens
+    assert unseen.choices[0].message.content == "card_arrival"  # nearest recorded messages
+    assert [m.id for m in models.data] == [teacher.model]
+    assert teacher.bill.calls == 3
+
+
+def test_the_demo_never_empties_a_directory_it_did_not_make(tmp_path):
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+
+    with pytest.raises(DemoError, match="not a demo directory"):
+        prepare_data_dir(mine)
+    assert (mine / "keep.txt").read_text() == "mine"
+
+    demo_dir = prepare_data_dir(tmp_path / "demo")
+    (demo_dir / "understudy.db").write_text("old run")
+    assert list(prepare_data_dir(demo_dir).iterdir()) == [demo_dir / ".understudy-demo"]
+
+
+def test_impossible_options_are_refused(capsys):
+    assert main(["demo", "--every", "0"]) == 2
+    assert "--every" in capsys.readouterr().err
