@@ -173,6 +173,10 @@ def test_confident_requests_are_served_by_the_student(served, teacher):
         assert row["student_version"] == VERSION
         assert row["confidence"] == pytest.approx(confidence, abs=1e-4)
         assert content(row) == probe.teacher
+        # The teacher call it replaced is counted as saved (the student is free on CPU).
+        assert row["teacher_cost_usd"] == 0
+        assert row["avoided_cost_usd"] > 0
+        assert row["saved_usd"] == pytest.approx(row["avoided_cost_usd"])
     assert teacher.bodies() == []  # the teacher was never asked
 
 
@@ -194,6 +198,7 @@ def test_uncertain_requests_go_to_the_teacher_and_the_attempt_is_kept(served, te
     assert row["route_reason"] == "deferred: below_threshold"
     assert row["confidence"] == pytest.approx(confidence, abs=1e-4)
     assert content(row) == OFF_TOPIC_ANSWER
+    assert row["teacher_cost_usd"] > 0 and row["saved_usd"] <= 0  # a deferral saves nothing
     [attempt] = attempts(gateway, request_id)
     assert attempt["kind"] == "failure" and attempt["task"] == TASK
     assert attempt["text"] == probe.student and attempt["agreed"] == 0
