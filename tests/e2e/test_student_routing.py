@@ -19,7 +19,6 @@ import pytest
 
 from tests.e2e.student_fixtures import (
     MODEL,
-    OFF_TOPIC_ANSWER,
     TASK,
     TEACHER_MODEL,
     THRESHOLD,
@@ -190,14 +189,14 @@ def test_uncertain_requests_go_to_the_teacher_and_the_attempt_is_kept(served, te
     confidence = float(raw.headers["x-understudy-confidence"])
     assert confidence < THRESHOLD
     assert completion.model == TEACHER_MODEL
-    assert completion.choices[0].message.content == OFF_TOPIC_ANSWER
+    assert completion.choices[0].message.content == probe.teacher
     assert len(teacher.bodies()) == 1
     request_id = raw.headers["x-request-id"]
     row = gateway.row(request_id)
     assert row["served_by"] == "teacher" and row["status"] == "ok"
     assert row["route_reason"] == "deferred: below_threshold"
     assert row["confidence"] == pytest.approx(confidence, abs=1e-4)
-    assert content(row) == OFF_TOPIC_ANSWER
+    assert content(row) == probe.teacher
     assert row["teacher_cost_usd"] > 0 and row["saved_usd"] <= 0  # a deferral saves nothing
     [attempt] = attempts(gateway, request_id)
     assert attempt["kind"] == "failure" and attempt["task"] == TASK
@@ -239,7 +238,7 @@ def test_a_deferred_stream_is_the_teachers_stream_alone(served, teacher):
     assert float(raw.headers["x-understudy-confidence"]) < THRESHOLD
     assert {c.model for c in chunks} == {TEACHER_MODEL} and len({c.id for c in chunks}) == 1
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == OFF_TOPIC_ANSWER  # nothing of the student's answer before it
+    assert text == probe.teacher  # nothing of the student's answer before it
     request_id = raw.headers["x-request-id"]
     row = gateway.row(request_id)
     assert row["served_by"] == "teacher" and row["stream"] == 1 and row["status"] == "ok"
