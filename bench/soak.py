@@ -140,6 +140,10 @@ def gateway_env(student: bool) -> dict[str, str]:
             "UNDERSTUDY_ROUTER_THRESHOLD_MODE": "fixed",
             "UNDERSTUDY_ROUTER_FIXED_THRESHOLD": "0",
             "UNDERSTUDY_ROUTER_SHADOW_RATE": "0.05",
+            # The student answers "ok" and the stand-in teacher does not, so live agreement is
+            # ~0 and drift would send the task back to the teacher after 30 shadow comparisons
+            # (as it should); a margin of 1 keeps the student in the mix for the whole soak.
+            "UNDERSTUDY_ROUTER_DRIFT_MARGIN": "1",
             "UNDERSTUDY_STUDENT_DEVICE": "cpu",
             "UNDERSTUDY_STUDENT_MAX_TOKENS": "8",
         }

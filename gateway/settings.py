@@ -280,6 +280,12 @@ def _validate(s: Settings) -> None:
         ),
         (0 < s.router.quality_target <= 1, "router.quality_target must be in (0, 1]"),
         (0 <= s.router.shadow_rate <= 1, "router.shadow_rate must be in [0, 1]"),
+        (s.router.drift_margin >= 0, "router.drift_margin must be >= 0"),
+        (s.router.drift_window >= 1, "router.drift_window must be >= 1"),
+        (
+            1 <= s.router.drift_min_samples <= s.router.drift_window,
+            "router.drift_min_samples must be between 1 and router.drift_window",
+        ),
         (
             s.router.threshold_mode in ("calibrated", "fixed"),
             "router.threshold_mode must be calibrated or fixed",

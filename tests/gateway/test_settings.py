@@ -74,6 +74,9 @@ def test_unknown_env_var_is_named():
         ({"UNDERSTUDY_STORAGE_COMMIT_INTERVAL_MS": "500"}, "commit_interval_ms"),
         ({"UNDERSTUDY_TEACHER_PASS_THROUGH_AUTH": "maybe"}, "pass_through_auth"),
         ({"UNDERSTUDY_ROUTES": "m=bad name!"}, "routes.m"),
+        # A router the gateway could not build would leave every student unloaded.
+        ({"UNDERSTUDY_ROUTER_DRIFT_MIN_SAMPLES": "500"}, "router.drift_min_samples"),
+        ({"UNDERSTUDY_ROUTER_DRIFT_MARGIN": "-0.1"}, "router.drift_margin"),
     ],
 )
 def test_bad_values_are_refused(env, message):
