@@ -34,10 +34,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"keep the K most frequent intents, 77 for all (default {d.intents})",
     )
     parser.add_argument(
+        "--warmup",
+        type=int,
+        default=d.warmup,
+        help="live requests the teacher answers alone before the first distillation run, held "
+        f"out to calibrate the router on its own answers (default {d.warmup}; 0: none)",
+    )
+    parser.add_argument(
         "--every",
         type=int,
         default=d.every,
-        help=f"a distillation run every N teacher calls in the live traffic (default {d.every})",
+        help=f"then a distillation run every N teacher calls (default {d.every})",
+    )
+    parser.add_argument(
+        "--shadow-rate",
+        type=float,
+        default=d.shadow_rate,
+        help=f"share of student answers checked against the teacher (default {d.shadow_rate:g})",
     )
     parser.add_argument(
         "--max-runs", type=int, default=d.max_runs, help="most distillation runs (0: no limit)"
@@ -91,7 +104,9 @@ def main(args: argparse.Namespace) -> int:
         history=args.history,
         requests=args.requests,
         intents=args.intents,
+        warmup=args.warmup,
         every=args.every,
+        shadow_rate=args.shadow_rate,
         max_runs=args.max_runs,
         data_dir=args.data_dir,
         port=args.port,
@@ -102,8 +117,12 @@ def main(args: argparse.Namespace) -> int:
         quality_target=args.quality_target,
         epochs=args.epochs,
     )
-    if options.every < 1 or options.requests < 0 or options.history < 0 or options.intents < 1:
+    sizes = (options.requests, options.history, options.warmup)
+    if options.every < 1 or options.intents < 1 or min(sizes) < 0:
         print("understudy demo: --every and --intents must be >= 1, sizes >= 0", file=sys.stderr)
+        return 2
+    if not 0 <= options.shadow_rate <= 1:
+        print("understudy demo: --shadow-rate must be in [0, 1]", file=sys.stderr)
         return 2
     missing = [m for m in ("openai", "torch", "transformers", "trl") if find_spec(m) is None]
     if missing:

@@ -19,14 +19,17 @@ class DemoOptions:
 
     history: int = 2000
     """Train-split queries sent first, as logged history (the teacher answers them all)."""
-    requests: int = 400
+    requests: int = 320
     """Test-split queries sent as live traffic after the history."""
-    intents: int = 10
+    intents: int = 8
     """Keep the queries of the K most frequent intents only (77: all of Banking77)."""
-    every: int = 150
+    warmup: int = 120
+    """Live requests the teacher answers alone before the first distillation run: the run
+    holds out this most recent slice, so the router is calibrated on the teacher's own answers
+    to live traffic (0: the first run follows the history and is calibrated on it)."""
+    every: int = 100
     """A new distillation run each time the teacher took this many more calls during the live
-    traffic (requests the student deferred and shadow checks); the first run follows the
-    history."""
+    traffic after the first run (requests the student deferred and shadow checks)."""
     max_runs: int = 0
     """Most distillation runs (0: no limit)."""
     data_dir: Path = Path("understudy-demo")
@@ -43,6 +46,9 @@ class DemoOptions:
     """Teacher price, USD per 1M completion tokens (default: GPT-4o's list price)."""
     quality_target: float = 0.8
     """Agreement with the teacher the router must keep on the traffic the student serves."""
+    shadow_rate: float = 0.2
+    """Share of student answers also sent to the teacher: the gateway's live agreement, which
+    sends the task back to the teacher when it falls below the quality target."""
     epochs: float = 6.0
     """Training epochs of each distillation run."""
     concurrency: int = 8
@@ -57,9 +63,9 @@ def gateway_config(options: DemoOptions, *, teacher_url: str, port: int, model: 
     sections: dict[str, dict[str, object]] = {
         "teacher": {"url": teacher_url, "api_key": TEACHER_KEY, "timeout_s": 30.0},
         "student": {"backend": "local", "device": "cpu", "reload_interval_s": 0.5},
-        "router": {"quality_target": options.quality_target},
+        "router": {"quality_target": options.quality_target, "shadow_rate": options.shadow_rate},
         "costs": {"prices": {model: f"{options.price_in:g}/{options.price_out:g}"}},
-        "distiller.dataset": {"eval_fraction": 0.1, "eval_min": 50, "min_examples": 50},
+        "distiller.dataset": _held_out(options),
         "distiller.train": {
             "base_model": "tiny",
             "method": "full",
@@ -94,6 +100,14 @@ def gateway_config(options: DemoOptions, *, teacher_url: str, port: int, model: 
         lines += ["", f"[{name}]"]
         lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
     return "\n".join(lines) + "\n"
+
+
+def _held_out(options: DemoOptions) -> dict[str, object]:
+    """The held-out slice: the ``warmup`` most recent teacher answers (the live ones), or 10%
+    of the log when there is no warm-up."""
+    if options.warmup:
+        return {"eval_fraction": 0.01, "eval_min": options.warmup, "eval_max": options.warmup}
+    return {"eval_fraction": 0.1, "eval_min": 50}
 
 
 def _toml(value: object) -> str:

@@ -105,6 +105,8 @@ class Summary:
     """What those calls cost, USD."""
     teacher_only_cost: float
     """What the live traffic would have cost with the teacher answering everything, USD."""
+    quality_target: float = 0.0
+    """The agreement with the teacher the router was asked to keep on student answers."""
     promotions: list[str] = field(default_factory=list)
     dashboard: str = ""
     seconds: float = 0.0
@@ -126,14 +128,16 @@ class Summary:
         student = [a for a in self.answered if a.served_by == "student"]
         teacher_alone = share(sum(a.query.teacher == a.query.gold for a in self.answered), n)
         per_million = self.saved / n * 1_000_000 if n else 0.0
+        shadow = self.teacher_calls - (n - len(student))
         return [
             f"requests              {n} live (after {self.history} of logged history)",
             f"teacher calls         {self.teacher_calls} ({share(self.teacher_calls, n):.0%} of "
-            f"requests; {n - self.teacher_calls} calls saved, shadow checks included)",
+            f"requests; {n - self.teacher_calls} calls saved; {shadow} of them shadow checks)",
             f"served by the student {len(student)} ({share(len(student), n):.1%}); last quarter "
             f"of the traffic: {self._late_share():.1%}",
-            f"agreement w/ teacher  {share(sum(a.agrees for a in self.answered), n):.3f} overall, "
-            f"{share(sum(a.agrees for a in student), len(student)):.3f} on student answers",
+            self._quality_line(student),
+            f"agreement w/ teacher  {share(sum(a.agrees for a in self.answered), n):.3f} on "
+            f"everything users received",
             f"accuracy vs gold      {share(sum(a.correct for a in self.answered), n):.3f} "
             f"(the teacher alone: {teacher_alone:.3f}; student answers: "
             f"{share(sum(a.correct for a in student), len(student)):.3f})",
@@ -144,6 +148,17 @@ class Summary:
             f"students promoted     {', '.join(self.promotions) or 'none'}",
             f"time                  {self.seconds:.0f} s",
         ]
+
+    def _quality_line(self, student: list[Answered]) -> str:
+        """Agreement with the teacher on what the student served, against the target."""
+        if not student:
+            return "student answers       none served: the quality target was not put to the test"
+        agreement = share(sum(a.agrees for a in student), len(student))
+        verdict = "met" if agreement >= self.quality_target else "NOT met"
+        return (
+            f"student answers       agreement with the teacher {agreement:.3f} on {len(student)}"
+            f" (quality target {self.quality_target:g}: {verdict})"
+        )
 
     def _late_share(self) -> float:
         late = self.answered[-max(1, len(self.answered) // 4) :]

@@ -2,15 +2,19 @@
 
 1. A replay teacher starts on 127.0.0.1; the gateway starts as a real ``understudy serve``
    process with a config written into the demo's data directory.
-2. History: train-split queries go through the gateway; the teacher answers them all and the
-   gateway logs them.
-3. A distillation run (``understudy distill run``) trains a tiny student on the log, evaluates
-   it, and promotes it if every gate passes; the gateway loads it.
-4. Live traffic: the test-split queries; the student answers those it is sure about, the
-   teacher the rest. Every ``every`` teacher calls (deferrals and shadow checks), another run
-   retrains on the grown log and is judged against the champion.
+2. History: train-split queries go through the gateway; the teacher answers them all (their
+   gold intents stand in for a teacher) and the gateway logs them.
+3. Live traffic: the test-split queries, answered with GPT-4's real answers. The teacher
+   answers the first ``warmup`` alone; then a distillation run (``understudy distill run``)
+   trains a tiny student on the whole log, holds that most recent slice out (so the router is
+   calibrated on the teacher's own answers, the labels it is judged by), and promotes it if
+   every gate passes; the gateway loads it.
+4. The student answers what it is sure about, the teacher the rest, and ``shadow_rate`` of
+   student answers are checked by the teacher. Every ``every`` teacher calls (deferrals and
+   shadow checks), another run retrains on the grown log and is judged against the champion.
 5. The summary: requests, teacher calls, share served by the student, agreement with the
-   teacher, accuracy against the gold intents, dollars saved.
+   teacher of the student's answers against the quality target, accuracy against the gold
+   intents, dollars saved.
 """
 
 from __future__ import annotations
@@ -106,19 +110,24 @@ def run_demo(options: DemoOptions, out: IO[str] | None = None) -> Summary:
 def _loop(demo: Demo, history: Sequence[Query], live: Sequence[Query]) -> Summary:
     started = time.monotonic()
     say = demo.say
-    every = max(1, demo.options.every)
+    o = demo.options
     if history:
         say.phase(f"history: {len(history)} requests through the gateway, the teacher answers")
         say.line(traffic_line(demo.client.send(history), len(history)))
-        if len(history) >= MIN_HISTORY:
+        if not o.warmup and len(history) >= MIN_HISTORY:
             _distill(demo, f"{len(history)} logged teacher answers")
-    say.phase(f"live traffic: {len(live)} requests; a distillation run every {every} teacher calls")
-    price = Price(demo.options.price_in, demo.options.price_out)
+    first = f"the teacher answers the first {o.warmup} alone, then " if o.warmup else ""
+    say.phase(
+        f"live traffic: {len(live)} requests; {first}a distillation run every "
+        f"{max(1, o.every)} teacher calls"
+    )
+    price = Price(o.price_in, o.price_out)
     before = demo.teacher.snapshot()
     mark = before.calls  # teacher calls when the last run started
     answered: list[Answered] = []
     while len(answered) < len(live):
-        runs_left = not demo.options.max_runs or demo.runs < demo.options.max_runs
+        runs_left = not o.max_runs or demo.runs < o.max_runs
+        every = max(1, o.every if demo.runs or not o.warmup else o.warmup)
         due = every - (demo.teacher.snapshot().calls - mark)
         size = max(1, min(CHUNK, due)) if runs_left else CHUNK
         shown = len(answered) // PROGRESS_EVERY
@@ -129,7 +138,8 @@ def _loop(demo: Demo, history: Sequence[Query], live: Sequence[Query]) -> Summar
         calls = demo.teacher.snapshot().calls - mark
         if len(answered) < len(live) and calls >= every and runs_left:
             mark += calls
-            _distill(demo, f"{calls} new teacher answers")
+            why = "the teacher's answers to live traffic" if demo.runs == 0 and o.warmup else ""
+            _distill(demo, f"{calls} new teacher answers" + (f": {why}" if why else ""))
             say.phase(f"live traffic, continued from {len(answered)}/{len(live)}")
     calls, cost = bill_cost(before, demo.teacher.snapshot(), price)
     return Summary(
@@ -138,6 +148,7 @@ def _loop(demo: Demo, history: Sequence[Query], live: Sequence[Query]) -> Summar
         teacher_calls=calls,
         teacher_cost=cost,
         teacher_only_cost=teacher_only_cost(live, price),
+        quality_target=o.quality_target,
         promotions=demo.promotions,
         dashboard=f"{demo.gateway.url}/dashboard?key={ADMIN_KEY}",
         seconds=time.monotonic() - started,

@@ -1,0 +1,229 @@
+"""The online protocol of OCaTS (Stogiannidis et al., 2023) on Banking77, through the gateway.
+
+The 3,080 test queries stream through a real gateway process in a fixed shuffled order (one
+order per seed); a replay teacher answers with GPT-4's recorded labels (``gpt-label``); the
+gateway starts with no student; every K teacher-labelled requests (deferrals and shadow checks)
+a distillation run trains a tiny student on the log, and promotes it through the gates; the
+router serves the answers it is sure of at the quality target. With ``--history N`` the first N
+train queries (gold labels standing in for a teacher) are logged before the stream starts.
+
+Each run is ``understudy demo``'s loop (``gateway.demo.run.run_demo``) at the benchmark's size;
+its progress goes to stderr, the tables to stdout, the figures to ``bench/results/replay.json``
+and the plot to ``bench/results/replay.png``.
+
+    python bench/replay.py                                   # full: 3 seeds x 3 targets, cold
+    python bench/replay.py --seeds 0 --targets 0.8 --limit 1000 --k 250
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._banking77 import RESULTS, machine, write_json
+from gateway.demo.config import DemoOptions
+from gateway.demo.report import Summary
+from gateway.demo.run import run_demo
+
+LAMBDA = 0.05
+"""Cost of a teacher call in discounted accuracy (accuracy - LAMBDA * teacher-call share)."""
+TEACHER_ALONE = 0.8305
+"""GPT-4 (``gpt-label``) against gold on all 3,080 test queries: the teacher-only reference."""
+OCATS_KNN = 0.827
+"""OCaTS' k-NN student on the same protocol (accuracy of what users received)."""
+CURVE_EVERY = 250
+"""A point of the curve over the stream each this many requests."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="stream orders")
+    p.add_argument(
+        "--targets", type=float, nargs="+", default=[0.8, 0.9, 0.95], help="quality targets"
+    )
+    p.add_argument("--k", type=int, default=250, help="distil every K teacher-labelled requests")
+    p.add_argument("--history", type=int, default=0, help="train queries logged first (9002: all)")
+    p.add_argument("--limit", type=int, help="stream only the first N queries of each order")
+    p.add_argument("--epochs", type=float, default=6.0, help="training epochs per run")
+    p.add_argument("--shadow-rate", type=float, default=0.05, help="student answers re-checked")
+    p.add_argument(
+        "--min-agreement", type=float, default=0.5, help="agreement gate on the held-out slice"
+    )
+    p.add_argument("--out", type=Path, default=RESULTS / "replay.json", help="JSON results")
+    p.add_argument("--plot", type=Path, default=RESULTS / "replay.png", help="PNG plot")
+    return p.parse_args(argv)
+
+
+def options_for(args: argparse.Namespace, seed: int, target: float, data_dir: Path) -> DemoOptions:
+    """One run of the protocol as demo options: all 77 intents, first run after K calls."""
+    return DemoOptions(
+        history=args.history,
+        requests=args.limit if args.limit is not None else 3080,
+        intents=77,
+        warmup=args.k,
+        every=args.k,
+        data_dir=data_dir,
+        port=0,
+        seed=seed,
+        quality_target=target,
+        shadow_rate=args.shadow_rate,
+        epochs=args.epochs,
+        extra={
+            "distiller.gates": {"min_agreement": args.min_agreement},
+            "distiller.train": {"completion_only_loss": False},
+        },
+    )
+
+
+def scores(summary: Summary) -> dict[str, Any]:
+    """What one run delivered, judged against gold and against the teacher."""
+    answered = summary.answered
+    n = len(answered)
+    student = [a for a in answered if a.served_by == "student"]
+    accuracy = sum(a.correct for a in answered) / n
+    call_share = summary.teacher_calls / n
+    curve = []
+    for end in range(CURVE_EVERY, n + CURVE_EVERY, CURVE_EVERY):
+        window = answered[max(0, end - CURVE_EVERY) : min(end, n)]
+        curve.append(
+            {
+                "requests": min(end, n),
+                "student_share": _share(sum(a.served_by == "student" for a in window), window),
+                "accuracy": _share(sum(a.correct for a in window), window),
+            }
+        )
+    return {
+        "requests": n,
+        "teacher_calls": summary.teacher_calls,
+        "saved": 1 - call_share,
+        "student_served": len(student),
+        "accuracy": accuracy,
+        "teacher_alone": sum(a.query.teacher == a.query.gold for a in answered) / n,
+        "agreement": sum(a.agrees for a in answered) / n,
+        "student_agreement": _share(sum(a.agrees for a in student), student),
+        "discounted": accuracy - LAMBDA * call_share,
+        "promotions": summary.promotions,
+        "seconds": round(summary.seconds, 1),
+        "curve": curve,
+    }
+
+
+def _share(part: int, whole: list[Any]) -> float | None:
+    return part / len(whole) if whole else None
+
+
+def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    runs = []
+    for target in args.targets:
+        for seed in args.seeds:
+            print(f"== seed {seed}, quality target {target:g}", file=sys.stderr, flush=True)
+            with tempfile.TemporaryDirectory(prefix="understudy-replay-") as tmp:
+                options = options_for(args, seed, target, Path(tmp) / "run")
+                summary = run_demo(options, out=sys.stderr)
+            runs.append({"seed": seed, "target": target, **scores(summary)})
+    return runs
+
+
+def averaged(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The mean over seeds of each quality target."""
+    out = []
+    for target in dict.fromkeys(r["target"] for r in runs):
+        group = [r for r in runs if r["target"] == target]
+        row: dict[str, Any] = {"seed": "mean", "target": target}
+        for key in ("requests", "teacher_calls", "saved", "accuracy", "teacher_alone"):
+            row[key] = mean(r[key] for r in group)
+        for key in ("agreement", "discounted", "student_served"):
+            row[key] = mean(r[key] for r in group)
+        known = [r["student_agreement"] for r in group if r["student_agreement"] is not None]
+        row["student_agreement"] = mean(known) if known else None
+        row["promotions"] = sum(len(r["promotions"]) for r in group)
+        out.append(row)
+    return out
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    head = (
+        "| seed | target | requests | teacher calls | saved | served by student | accuracy "
+        "| teacher alone | agreement | student agreement | discounted | teacher-only disc. "
+        "| promotions |"
+    )
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        promos = r["promotions"] if isinstance(r["promotions"], int) else len(r["promotions"])
+        sa = r["student_agreement"]
+        print(
+            f"| {r['seed']} | {r['target']:g} | {r['requests']:.0f} | {r['teacher_calls']:.0f} "
+            f"| {r['saved']:.1%} | {r['student_served']:.0f} | {r['accuracy']:.4f} "
+            f"| {r['teacher_alone']:.4f} | {r['agreement']:.4f} "
+            f"| {'-' if sa is None else f'{sa:.4f}'} | {r['discounted']:.4f} "
+            f"| {r['teacher_alone'] - LAMBDA:.4f} | {promos} |"
+        )
+
+
+def plot(rows: list[dict[str, Any]], path: Path, history: int = 0) -> bool:
+    """Calls saved against accuracy, one point per quality target (mean over seeds)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["saved"] * 100 for r in rows], [r["accuracy"] for r in rows], "o-", label="student")
+    for r in rows:
+        ax.annotate(f"q={r['target']:g}", (r["saved"] * 100, r["accuracy"]), fontsize=8)
+    ax.axhline(TEACHER_ALONE, color="grey", ls="--", label=f"teacher alone {TEACHER_ALONE}")
+    ax.axhline(OCATS_KNN, color="tab:orange", ls=":", label=f"OCaTS k-NN {OCATS_KNN}")
+    ax.set_xlabel("teacher calls saved (%)")
+    ax.set_ylabel("accuracy vs gold")
+    ax.set_xlim(0, 100)
+    logged = f"{history:,} train queries logged first" if history else "cold stream"
+    ax.set_title(f"Banking77, OCaTS online protocol ({logged})")
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.k < 1 or (args.limit is not None and args.limit < 1):
+        print("--k and --limit must be >= 1", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    runs = run_all(args)
+    means = averaged(runs)
+    print_table(runs + means)
+    plotted = plot(means, args.plot, args.history)
+    write_json(
+        args.out,
+        {
+            "benchmark": "replay",
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "references": {"teacher_alone": TEACHER_ALONE, "ocats_knn": OCATS_KNN},
+            "lambda": LAMBDA,
+            "runs": runs,
+            "mean": means,
+            "plot": str(args.plot) if plotted else None,
+            "seconds": round(time.perf_counter() - started, 1),
+            "machine": machine(),
+        },
+    )
+    print(f"results: {args.out}" + (f", plot: {args.plot}" if plotted else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
