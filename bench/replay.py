@@ -52,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--history", type=int, default=0, help="train queries logged first (9002: all)")
     p.add_argument("--limit", type=int, help="stream only the first N queries of each order")
     p.add_argument("--epochs", type=float, default=6.0, help="training epochs per run")
+    p.add_argument(
+        "--warm-start-epochs",
+        type=float,
+        default=0.0,
+        help="runs after a promotion continue from the champion for this many epochs (0: off)",
+    )
     p.add_argument("--shadow-rate", type=float, default=0.05, help="student answers re-checked")
     p.add_argument(
         "--min-agreement", type=float, default=0.5, help="agreement gate on the held-out slice"
@@ -75,6 +81,7 @@ def options_for(args: argparse.Namespace, seed: int, target: float, data_dir: Pa
         quality_target=target,
         shadow_rate=args.shadow_rate,
         epochs=args.epochs,
+        warm_start_epochs=args.warm_start_epochs,
         extra={
             "distiller.gates": {"min_agreement": args.min_agreement},
             "distiller.train": {"completion_only_loss": False},

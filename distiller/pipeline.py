@@ -31,7 +31,7 @@ from distiller.promote import promote_candidate, store_eval
 from distiller.worker import JOB_FILE, write_examples
 from storage.database import open_database
 from storage.distill_queries import insert_run, list_golden, update_run
-from storage.registry import champion, log_event
+from storage.registry import ModelVersion, champion, log_event
 
 log = logging.getLogger("understudy.distiller")
 
@@ -247,10 +247,39 @@ def _write_job(
         "train": asdict(config.train),
         "gates": asdict(config.gates),
         "champion": champ,
+        "warm_start": _warm_start(current, config) if champ else None,
     }
     path = run_dir / JOB_FILE
     path.write_text(json.dumps(job, indent=2))
     return path
+
+
+def _warm_start(current: ModelVersion, config: DistillConfig) -> dict[str, Any] | None:
+    """The champion's weights to start from, when ``train.warm_start`` is on and the champion
+    was trained from the same base with the same method (else the run starts from the base)."""
+    train = config.train
+    if not train.warm_start:
+        return None
+    if train.method == "full":
+        same_method = bool(current.model_path) and current.adapter_path is None
+    else:
+        same_method = bool(current.adapter_path)
+    if current.base != train.base_model or not same_method:
+        log.info(
+            "warm start: champion %s (base %s, %s) does not match train.base_model %s with %s;"
+            " training from the base",
+            current.id,
+            current.base,
+            "adapter" if current.adapter_path else "full model",
+            train.base_model,
+            train.method,
+        )
+        return None
+    return {
+        "id": current.id,
+        "model_path": current.model_path if train.method == "full" else None,
+        "adapter_path": current.adapter_path if train.method == "lora" else None,
+    }
 
 
 def _available(*paths: str | None) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ class TrainResult:
     seconds: float
     examples_per_s: float
     final_loss: float | None
+    warm_start_from: str | None = None
+    """The champion whose weights training started from (``train.warm_start``), if any."""
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -82,8 +84,13 @@ def train_candidate(
     output_dir: Path,
     *,
     log_path: Path | None = None,
+    warm_start: Mapping[str, Any] | None = None,
 ) -> TrainResult:
-    """Train on ``examples`` (repeat an example to up-weight it) and save into ``output_dir``."""
+    """Train on ``examples`` (repeat an example to up-weight it) and save into ``output_dir``.
+
+    ``warm_start`` (``id`` and ``model_path`` for ``full`` or ``adapter_path`` for ``lora``):
+    start from a champion's weights and train ``config.warm_start_epochs`` passes.
+    """
     if config.base_model == "tiny" and config.method != "full":
         raise ValueError("a tiny from-scratch student needs train.method = 'full'")
     import torch
@@ -95,14 +102,26 @@ def train_candidate(
     output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
     base = config.base_model
-    if base == "tiny":
+    epochs = config.warm_start_epochs if warm_start else config.epochs
+    if warm_start and config.method == "full":
+        base = str(warm_start["model_path"])  # the champion's whole model and tokenizer
+    elif base == "tiny":
         base = str(build_tiny_base(output_dir / "base", examples, config))
     device = _device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, **_load_kwargs(config, device))
+    peft_config = None
+    if config.method == "lora" and warm_start:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, warm_start["adapter_path"], is_trainable=True)
+    elif config.method == "lora":
+        peft_config = _lora_config(config)
+    if warm_start:
+        log.info("warm start from %s: %g epochs", warm_start.get("id"), epochs)
     args = SFTConfig(
         output_dir=str(output_dir / "checkpoints"),
-        num_train_epochs=config.epochs,
+        num_train_epochs=epochs,
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=config.learning_rate,
@@ -126,7 +145,7 @@ def train_candidate(
         args=args,
         train_dataset=HFDataset.from_list(training_rows(examples)),
         processing_class=tokenizer,
-        peft_config=_lora_config(config) if config.method == "lora" else None,
+        peft_config=peft_config,
         callbacks=[_progress_callback(log_path, len(examples))],
     )
     started = time.perf_counter()
@@ -136,7 +155,7 @@ def train_candidate(
     trainer.save_model(str(final_dir))
     tokenizer.save_pretrained(str(final_dir))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    seen = len(examples) * config.epochs
+    seen = len(examples) * epochs
     return TrainResult(
         base=base,
         model_path=str(final_dir) if config.method == "full" else None,
@@ -146,6 +165,7 @@ def train_candidate(
         seconds=round(seconds, 2),
         examples_per_s=round(seen / seconds, 1) if seconds else 0.0,
         final_loss=losses[-1] if losses else float(output.training_loss),
+        warm_start_from=str(warm_start["id"]) if warm_start else None,
         log_history=list(trainer.state.log_history),
     )
 

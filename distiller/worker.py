@@ -52,7 +52,11 @@ def run_job(job: Mapping[str, Any]) -> dict[str, Any]:
     held_out = read_examples(run_dir / "eval.jsonl")
     golden = json.loads((run_dir / "golden.json").read_text())
     trained = train_candidate(
-        train, train_config, run_dir / "candidate", log_path=run_dir / PROGRESS_FILE
+        train,
+        train_config,
+        run_dir / "candidate",
+        log_path=run_dir / PROGRESS_FILE,
+        warm_start=job.get("warm_start"),
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return {}

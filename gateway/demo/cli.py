@@ -94,6 +94,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.epochs,
         help=f"training epochs per distillation run (default {d.epochs:g})",
     )
+    parser.add_argument(
+        "--warm-start-epochs",
+        type=float,
+        default=d.warm_start_epochs,
+        help="runs after a promotion continue from the champion for this many epochs "
+        "(default 0: every run trains from scratch)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -116,10 +123,14 @@ def main(args: argparse.Namespace) -> int:
         price_out=args.price_out,
         quality_target=args.quality_target,
         epochs=args.epochs,
+        warm_start_epochs=args.warm_start_epochs,
     )
     sizes = (options.requests, options.history, options.warmup)
     if options.every < 1 or options.intents < 1 or min(sizes) < 0:
         print("understudy demo: --every and --intents must be >= 1, sizes >= 0", file=sys.stderr)
+        return 2
+    if options.epochs <= 0 or options.warm_start_epochs < 0:
+        print("understudy demo: --epochs must be > 0, --warm-start-epochs >= 0", file=sys.stderr)
         return 2
     if not 0 <= options.shadow_rate <= 1:
         print("understudy demo: --shadow-rate must be in [0, 1]", file=sys.stderr)

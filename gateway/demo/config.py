@@ -51,6 +51,9 @@ class DemoOptions:
     sends the task back to the teacher when it falls below the quality target."""
     epochs: float = 6.0
     """Training epochs of each distillation run."""
+    warm_start_epochs: float = 0.0
+    """Epochs of a run that continues from the champion (``train.warm_start``); 0: every run
+    trains a new student from scratch."""
     concurrency: int = 8
     """Requests in flight at once."""
     extra: dict[str, dict[str, object]] = field(default_factory=dict)
@@ -86,6 +89,11 @@ def gateway_config(options: DemoOptions, *, teacher_url: str, port: int, model: 
         },
         "distiller.schedule": {"new_examples_trigger": 0},
     }
+    if options.warm_start_epochs > 0:
+        sections["distiller.train"] |= {
+            "warm_start": True,
+            "warm_start_epochs": options.warm_start_epochs,
+        }
     for name, values in options.extra.items():
         sections.setdefault(name, {}).update(values)
     lines = [

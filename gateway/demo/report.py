@@ -71,6 +71,8 @@ def run_lines(outcome: dict[str, Any]) -> list[str]:
             f"{train.get('seconds', 0):.0f} s ({train.get('examples_per_s', 0):.0f} examples/s), "
             f"held out {dataset.get('eval', '?')}"
         )
+        if train.get("warm_start_from"):
+            lines[-1] += f"; continued from {train['warm_start_from']}"
     for gate in outcome.get("gates") or []:
         verdict = "pass" if gate.get("passed") else "FAIL"
         lines.append(

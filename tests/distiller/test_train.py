@@ -72,3 +72,60 @@ def test_a_tiny_base_is_built_from_scratch_with_a_tokenizer_for_the_task(tmp_pat
     assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 1
     assert tokenizer.chat_template
     assert len(tokenizer("card_arrival")["input_ids"]) <= 4  # learnt from the task's words
+
+
+def _weights(path: str, name: str) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(f"{path}/{name}")
+
+
+def test_a_warm_start_continues_from_the_champions_full_model(tmp_path, tiny_base):
+    import torch
+
+    data = examples(32)
+    full = TrainConfig(
+        base_model=tiny_base, method="full", learning_rate=3e-3, epochs=1, device="cpu"
+    )
+    first = train_candidate(data, full, tmp_path / "v1")
+    frozen = TrainConfig(**{**full.__dict__, "learning_rate": 0.0, "warm_start_epochs": 2})
+
+    second = train_candidate(
+        data, frozen, tmp_path / "v2", warm_start={"id": "t@v1", "model_path": first.model_path}
+    )
+
+    assert second.warm_start_from == "t@v1" and second.steps == 4  # 2 passes of 2 batches
+    before = _weights(first.model_path, "model.safetensors")
+    after = _weights(second.model_path, "model.safetensors")
+    base = _weights(tiny_base, "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)  # lr 0: v1's weights, kept
+    assert any(not torch.equal(base[k], after[k]) for k in base)  # ... not the base's
+
+
+def test_a_warm_start_continues_training_the_champions_adapter(tmp_path, tiny_base):
+    import torch
+
+    data = examples(32)
+    lora = TrainConfig(
+        base_model=tiny_base,
+        method="lora",
+        lora_r=4,
+        lora_alpha=8,
+        lora_target_modules=["q_proj", "v_proj"],
+        learning_rate=5e-3,
+        epochs=1,
+        device="cpu",
+    )
+    first = train_candidate(data, lora, tmp_path / "v1")
+    frozen = TrainConfig(**{**lora.__dict__, "learning_rate": 0.0})
+
+    second = train_candidate(
+        data, frozen, tmp_path / "v2", warm_start={"id": "t@v1", "adapter_path": first.adapter_path}
+    )
+
+    assert second.warm_start_from == "t@v1" and second.base == tiny_base and second.steps == 2
+    before = _weights(first.adapter_path, "adapter_model.safetensors")
+    after = _weights(second.adapter_path, "adapter_model.safetensors")
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any("lora_B" in k and after[k].abs().sum() > 0 for k in after)
