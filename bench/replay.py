@@ -18,6 +18,7 @@ and the plot to ``bench/results/replay.png``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -61,6 +62,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shadow-rate", type=float, default=0.05, help="student answers re-checked")
     p.add_argument(
         "--min-agreement", type=float, default=0.5, help="agreement gate on the held-out slice"
+    )
+    p.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="run nothing: merge the runs of earlier results (e.g. seeds run on several "
+        "machines) into one table, plot and --out",
     )
     p.add_argument("--out", type=Path, default=RESULTS / "replay.json", help="JSON results")
     p.add_argument("--plot", type=Path, default=RESULTS / "replay.png", help="PNG plot")
@@ -126,24 +135,64 @@ def _share(part: int, whole: list[Any]) -> float | None:
     return part / len(whole) if whole else None
 
 
-def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
-    runs = []
+def run_all(args: argparse.Namespace, started: float) -> list[dict[str, Any]]:
+    """Every (target, seed) run; the results so far are written after each one."""
+    runs: list[dict[str, Any]] = []
     for target in args.targets:
         for seed in args.seeds:
             print(f"== seed {seed}, quality target {target:g}", file=sys.stderr, flush=True)
             with tempfile.TemporaryDirectory(prefix="understudy-replay-") as tmp:
                 options = options_for(args, seed, target, Path(tmp) / "run")
                 summary = run_demo(options, out=sys.stderr)
-            runs.append({"seed": seed, "target": target, **scores(summary)})
+            runs.append(
+                {"history": args.history, "seed": seed, "target": target, **scores(summary)}
+            )
+            write_results(args, runs, started, plotted=False)
     return runs
 
 
+def combined(paths: list[Path]) -> list[dict[str, Any]]:
+    """The runs of earlier result files (cold and with history may be mixed)."""
+    runs: list[dict[str, Any]] = []
+    for path in paths:
+        data = json.loads(path.read_text())
+        history = int(data["config"]["history"])
+        runs += [{"history": history, **r} for r in data["runs"]]
+    runs.sort(key=lambda r: (r["history"], r["target"], str(r["seed"])))
+    return runs
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def write_results(
+    args: argparse.Namespace, runs: list[dict[str, Any]], started: float, *, plotted: bool
+) -> None:
+    write_json(
+        args.out,
+        {
+            "benchmark": "replay",
+            "config": {k: _jsonable(v) for k, v in vars(args).items()},
+            "references": {"teacher_alone": TEACHER_ALONE, "ocats_knn": OCATS_KNN},
+            "lambda": LAMBDA,
+            "runs": runs,
+            "mean": averaged(runs),
+            "plot": str(args.plot) if plotted else None,
+            "seconds": round(time.perf_counter() - started, 1),
+            "machine": machine(),
+        },
+    )
+
+
 def averaged(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The mean over seeds of each quality target."""
+    """The mean over seeds of each (history, quality target)."""
     out = []
-    for target in dict.fromkeys(r["target"] for r in runs):
-        group = [r for r in runs if r["target"] == target]
-        row: dict[str, Any] = {"seed": "mean", "target": target}
+    for history, target in dict.fromkeys((r.get("history", 0), r["target"]) for r in runs):
+        group = [r for r in runs if (r.get("history", 0), r["target"]) == (history, target)]
+        row: dict[str, Any] = {"history": history, "seed": "mean", "target": target}
         for key in ("requests", "teacher_calls", "saved", "accuracy", "teacher_alone"):
             row[key] = mean(r[key] for r in group)
         for key in ("agreement", "discounted", "student_served"):
@@ -151,15 +200,20 @@ def averaged(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         known = [r["student_agreement"] for r in group if r["student_agreement"] is not None]
         row["student_agreement"] = mean(known) if known else None
         row["promotions"] = sum(len(r["promotions"]) for r in group)
+        row["seeds"] = len(group)
         out.append(row)
     return out
 
 
+def variant(history: int) -> str:
+    return f"{history:,} history" if history else "cold"
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     head = (
-        "| seed | target | requests | teacher calls | saved | served by student | accuracy "
-        "| teacher alone | agreement | student agreement | discounted | teacher-only disc. "
-        "| promotions |"
+        "| variant | seed | target | requests | teacher calls | saved | served by student "
+        "| accuracy | teacher alone | agreement | student agreement | discounted "
+        "| teacher-only disc. | promotions |"
     )
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
@@ -167,7 +221,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         promos = r["promotions"] if isinstance(r["promotions"], int) else len(r["promotions"])
         sa = r["student_agreement"]
         print(
-            f"| {r['seed']} | {r['target']:g} | {r['requests']:.0f} | {r['teacher_calls']:.0f} "
+            f"| {variant(r.get('history', 0))} | {r['seed']} | {r['target']:g} "
+            f"| {r['requests']:.0f} | {r['teacher_calls']:.0f} "
             f"| {r['saved']:.1%} | {r['student_served']:.0f} | {r['accuracy']:.4f} "
             f"| {r['teacher_alone']:.4f} | {r['agreement']:.4f} "
             f"| {'-' if sa is None else f'{sa:.4f}'} | {r['discounted']:.4f} "
@@ -175,8 +230,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
-def plot(rows: list[dict[str, Any]], path: Path, history: int = 0) -> bool:
-    """Calls saved against accuracy, one point per quality target (mean over seeds)."""
+def plot(runs: list[dict[str, Any]], means: list[dict[str, Any]], path: Path) -> bool:
+    """Teacher calls saved against accuracy vs gold: a line per variant through the mean of
+    each quality target, each seed's run as a faint dot, the references and the targets."""
     try:
         import matplotlib
 
@@ -185,18 +241,45 @@ def plot(rows: list[dict[str, Any]], path: Path, history: int = 0) -> bool:
     except ImportError:
         print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
         return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["saved"] * 100 for r in rows], [r["accuracy"] for r in rows], "o-", label="student")
-    for r in rows:
-        ax.annotate(f"q={r['target']:g}", (r["saved"] * 100, r["accuracy"]), fontsize=8)
-    ax.axhline(TEACHER_ALONE, color="grey", ls="--", label=f"teacher alone {TEACHER_ALONE}")
-    ax.axhline(OCATS_KNN, color="tab:orange", ls=":", label=f"OCaTS k-NN {OCATS_KNN}")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for n, history in enumerate(dict.fromkeys(r.get("history", 0) for r in means)):
+        color = f"C{n}"
+        rows = [r for r in means if r.get("history", 0) == history]
+        rows.sort(key=lambda r: r["saved"])
+        label = f"{history:,} train queries logged first" if history else "cold stream"
+        xs = [r["saved"] * 100 for r in rows]
+        ax.plot(xs, [r["accuracy"] for r in rows], "o-", color=color, label=label)
+        for r in rows:
+            ax.annotate(f"q={r['target']:g}", (r["saved"] * 100, r["accuracy"]), fontsize=8)
+        single = [r for r in runs if r.get("history", 0) == history]
+        ax.plot(
+            [r["saved"] * 100 for r in single],
+            [r["accuracy"] for r in single],
+            ".",
+            color=color,
+            alpha=0.35,
+        )
+    ax.plot([0], [TEACHER_ALONE], "s", color="black", label=f"teacher alone {TEACHER_ALONE}")
+    ax.plot(
+        [0, 100],
+        [TEACHER_ALONE, TEACHER_ALONE - LAMBDA],
+        color="grey",
+        ls="--",
+        lw=0.8,
+        label=f"same discounted accuracy as teacher alone (λ={LAMBDA})",
+    )
+    ocats = f"OCaTS k-NN student: accuracy {OCATS_KNN}"
+    ax.axhline(OCATS_KNN, color="tab:orange", ls=":", label=ocats)
+    accuracies = [r["accuracy"] for r in runs] + [TEACHER_ALONE]
+    top = max(0.9, max(accuracies) + 0.01)
+    ax.set_ylim(min(0.77, min(accuracies) - 0.01), top)
+    ax.fill_between([60, 100], TEACHER_ALONE - 0.01, top, color="tab:green", alpha=0.08)
+    ax.annotate("history target", (62, TEACHER_ALONE - 0.005), fontsize=8, color="tab:green")
     ax.set_xlabel("teacher calls saved (%)")
-    ax.set_ylabel("accuracy vs gold")
-    ax.set_xlim(0, 100)
-    logged = f"{history:,} train queries logged first" if history else "cold stream"
-    ax.set_title(f"Banking77, OCaTS online protocol ({logged})")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("accuracy of what users received vs gold")
+    ax.set_xlim(-2, 100)
+    ax.set_title("Banking77, OCaTS online protocol: tiny from-scratch student")
+    ax.legend(fontsize=7, loc="lower left")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -210,24 +293,11 @@ def main(argv: list[str] | None = None) -> int:
         print("--k and --limit must be >= 1", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    runs = run_all(args)
+    runs = combined(args.combine) if args.combine else run_all(args, started)
     means = averaged(runs)
     print_table(runs + means)
-    plotted = plot(means, args.plot, args.history)
-    write_json(
-        args.out,
-        {
-            "benchmark": "replay",
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "references": {"teacher_alone": TEACHER_ALONE, "ocats_knn": OCATS_KNN},
-            "lambda": LAMBDA,
-            "runs": runs,
-            "mean": means,
-            "plot": str(args.plot) if plotted else None,
-            "seconds": round(time.perf_counter() - started, 1),
-            "machine": machine(),
-        },
-    )
+    plotted = plot(runs, means, args.plot)
+    write_results(args, runs, started, plotted=plotted)
     print(f"results: {args.out}" + (f", plot: {args.plot}" if plotted else ""))
     return 0
 

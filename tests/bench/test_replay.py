@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from bench.replay import LAMBDA, averaged, options_for, parse_args, plot, scores
+from bench.replay import LAMBDA, averaged, combined, main, options_for, parse_args, scores
 from gateway.demo.banking77 import Query
 from gateway.demo.report import Summary
 from gateway.demo.traffic import Answered
@@ -51,16 +53,47 @@ def test_seeds_are_averaged_per_quality_target():
 
 
 def test_options_follow_the_protocol(tmp_path):
-    args = parse_args(["--k", "250", "--history", "9002", "--limit", "500"])
+    args = parse_args(
+        ["--k", "250", "--history", "9002", "--limit", "500", "--warm-start-epochs", "1"]
+    )
     options = options_for(args, seed=2, target=0.9, data_dir=tmp_path)
 
     assert (options.intents, options.requests, options.history) == (77, 500, 9002)
     assert options.warmup == options.every == 250  # first run after K teacher answers
     assert (options.seed, options.quality_target) == (2, 0.9)
+    assert options.warm_start_epochs == 1
 
 
-def test_the_plot_is_a_png(tmp_path):
+def _result_file(path, history, runs):
+    path.write_text(json.dumps({"config": {"history": history}, "runs": runs}))
+    return path
+
+
+def test_results_of_separate_runs_combine_into_one_table_and_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    row = {"target": 0.9, "saved": 0.4, "accuracy": 0.82}
-    assert plot([row], tmp_path / "replay.png")
-    assert (tmp_path / "replay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def run(seed, target, saved, accuracy):
+        base = scores(_summary([_answered("a", "student")] * 4, 2))
+        return base | {"seed": seed, "target": target, "saved": saved, "accuracy": accuracy}
+
+    cold = _result_file(tmp_path / "c.json", 0, [run(0, 0.8, 0.1, 0.83)])
+    history = [
+        _result_file(tmp_path / f"h{s}.json", 9002, [run(s, 0.8, 0.6 + s / 10, 0.84)])
+        for s in (0, 1)
+    ]
+    runs = combined([*history, cold])
+    assert [(r["history"], r["seed"]) for r in runs] == [(0, 0), (9002, 0), (9002, 1)]
+
+    out, png = tmp_path / "all.json", tmp_path / "all.png"
+    assert (
+        main(["--combine", str(cold), *map(str, history), "--out", str(out), "--plot", str(png)])
+        == 0
+    )
+
+    result = json.loads(out.read_text())
+    means = {r["history"]: r for r in result["mean"]}
+    assert means[9002]["saved"] == pytest.approx(0.65) and means[9002]["seeds"] == 2
+    assert means[0]["saved"] == pytest.approx(0.1)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = capsys.readouterr().out
+    assert "| 9,002 history | mean | 0.8 |" in table and "| cold | 0 | 0.8 |" in table
