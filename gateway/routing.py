@@ -47,6 +47,7 @@ class TaskRouter:
             settings.drift_margin,
             settings.drift_window,
             settings.drift_min_samples,
+            settings.drift_confidence,
         )
 
     def judge(self, answer: StudentAnswer, body: Mapping[str, Any]) -> Judgement:

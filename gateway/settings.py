@@ -129,6 +129,11 @@ class RouterSettings:
     """Shadow comparisons the live agreement is computed over."""
     drift_min_samples: int = 30
     """Shadow comparisons needed before drift can trip."""
+    drift_confidence: float = 0.95
+    """Drift trips only when live agreement is below ``quality_target - drift_margin`` with
+    this confidence (the one-sided Wilson upper bound of the window's agreement is below it),
+    so noise over a few dozen comparisons does not send a good student back; 0.5 compares the
+    plain share."""
 
 
 @dataclass
@@ -282,6 +287,7 @@ def _validate(s: Settings) -> None:
         (0 <= s.router.shadow_rate <= 1, "router.shadow_rate must be in [0, 1]"),
         (s.router.drift_margin >= 0, "router.drift_margin must be >= 0"),
         (s.router.drift_window >= 1, "router.drift_window must be >= 1"),
+        (0.5 <= s.router.drift_confidence < 1, "router.drift_confidence must be in [0.5, 1)"),
         (
             1 <= s.router.drift_min_samples <= s.router.drift_window,
             "router.drift_min_samples must be between 1 and router.drift_window",

@@ -196,9 +196,11 @@ class StudentFlow:
         self.service.metrics.shadow_agreement.labels(slot.task).inc(int(agreed))
         self.service.metrics.shadow_total.labels(slot.task).inc()
         if slot.router.record_shadow(agreed) and slot.mode == "routed":
+            monitor = slot.router.monitor
             reason = (
-                f"{DRIFT_REASON}: live agreement {slot.router.live_agreement:.3f} below "
-                f"target {slot.router.quality_target:.3f} - "
+                f"{DRIFT_REASON}: live agreement {slot.router.live_agreement:.3f} over "
+                f"{monitor.samples} shadow checks (upper bound {monitor.upper_bound:.3f} at "
+                f"{monitor.confidence:.0%}) below target {slot.router.quality_target:.3f} - "
                 f"{self.settings.router.drift_margin:.3f}"
             )
             slot.mode = "teacher-only"

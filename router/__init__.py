@@ -19,7 +19,13 @@ from router.policy import (
     register_policy,
 )
 from router.shadow import ShadowSampler
-from router.threshold import ThresholdChoice, choose_threshold, lower_bound, threshold_stats
+from router.threshold import (
+    ThresholdChoice,
+    choose_threshold,
+    lower_bound,
+    threshold_stats,
+    upper_bound,
+)
 from router.validity import CHECK_REASONS, failed_check
 
 __all__ = [
@@ -52,6 +58,7 @@ __all__ = [
     "normalise_label",
     "register_policy",
     "threshold_stats",
+    "upper_bound",
 ]
 
 

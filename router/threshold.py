@@ -93,6 +93,13 @@ def lower_bound(agreed: int, n: int, confidence: float = 0.95, bound: str = "wil
     raise ValueError(f"unknown bound {bound!r}; known: {BOUNDS}")
 
 
+def upper_bound(agreed: int, n: int, confidence: float = 0.95, bound: str = "wilson") -> float:
+    """One-sided upper confidence bound of a proportion ``agreed / n`` (1 when ``n == 0``)."""
+    if not 0 <= agreed <= n:
+        raise ValueError(f"need 0 <= agreed <= n, got {agreed} of {n}")
+    return 1.0 - lower_bound(n - agreed, n, confidence, bound) if n else 1.0
+
+
 def choose_threshold(
     scores: Sequence[float],
     labels: Sequence[bool],
