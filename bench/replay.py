@@ -29,6 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._banking77 import RESULTS, machine, write_json
+from gateway.demo.cli import stop_on_sigterm
 from gateway.demo.config import DemoOptions
 from gateway.demo.report import Summary
 from gateway.demo.run import run_demo
@@ -293,7 +294,15 @@ def main(argv: list[str] | None = None) -> int:
         print("--k and --limit must be >= 1", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    runs = combined(args.combine) if args.combine else run_all(args, started)
+    if args.combine:
+        runs = combined(args.combine)
+    else:
+        stop_on_sigterm()  # a stopped benchmark stops its gateway and training too
+        try:
+            runs = run_all(args, started)
+        except KeyboardInterrupt:
+            print(f"interrupted; the runs that finished are in {args.out}", file=sys.stderr)
+            return 130
     means = averaged(runs)
     print_table(runs + means)
     plotted = plot(runs, means, args.plot)

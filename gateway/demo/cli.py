@@ -143,7 +143,7 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    previous = _stop_on_sigterm()
+    previous = stop_on_sigterm()
     try:
         run_demo(options)
     except DemoError as exc:
@@ -158,7 +158,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_on_sigterm() -> Any:
+def stop_on_sigterm() -> Any:
     """SIGTERM stops the demo like Ctrl-C: the gateway and a running distillation are stopped."""
     if threading.current_thread() is not threading.main_thread():
         return None
