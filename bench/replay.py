@@ -60,6 +60,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="runs after a promotion continue from the champion for this many epochs (0: off)",
     )
+    p.add_argument(
+        "--warm-start-lr-scale",
+        type=float,
+        default=0.33,
+        help="learning rate of a continued run, as a share of the first run's",
+    )
     p.add_argument("--shadow-rate", type=float, default=0.05, help="student answers re-checked")
     p.add_argument(
         "--min-agreement", type=float, default=0.5, help="agreement gate on the held-out slice"
@@ -94,7 +100,10 @@ def options_for(args: argparse.Namespace, seed: int, target: float, data_dir: Pa
         warm_start_epochs=args.warm_start_epochs,
         extra={
             "distiller.gates": {"min_agreement": args.min_agreement},
-            "distiller.train": {"completion_only_loss": False},
+            "distiller.train": {
+                "completion_only_loss": False,
+                "warm_start_lr_scale": args.warm_start_lr_scale,
+            },
         },
     )
 

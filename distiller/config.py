@@ -97,6 +97,10 @@ class TrainConfig:
     cheaper. The first run, and any run whose champion does not match, starts from the base."""
     warm_start_epochs: float = 1.0
     """Passes over the training set when a run starts from the champion (``warm_start``)."""
+    warm_start_lr_scale: float = 0.33
+    """Peak learning rate of a run that starts from the champion, as a share of
+    ``learning_rate``: continuing at the full rate first undoes part of what the champion
+    learned."""
     batch_size: int = 16
     """Examples per device per step (16 is the fastest per example on 2 CPU cores)."""
     gradient_accumulation_steps: int = 1
@@ -234,6 +238,10 @@ class DistillConfig:
             (0 < self.gates.quality_target <= 1, "gates.quality_target must be in (0, 1]"),
             (self.train.epochs > 0, "train.epochs must be positive"),
             (self.train.warm_start_epochs > 0, "train.warm_start_epochs must be positive"),
+            (
+                0 < self.train.warm_start_lr_scale <= 1,
+                "train.warm_start_lr_scale must be in (0, 1]",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -89,7 +89,8 @@ def train_candidate(
     """Train on ``examples`` (repeat an example to up-weight it) and save into ``output_dir``.
 
     ``warm_start`` (``id`` and ``model_path`` for ``full`` or ``adapter_path`` for ``lora``):
-    start from a champion's weights and train ``config.warm_start_epochs`` passes.
+    start from a champion's weights and train ``config.warm_start_epochs`` passes at
+    ``config.warm_start_lr_scale`` times the learning rate.
     """
     if config.base_model == "tiny" and config.method != "full":
         raise ValueError("a tiny from-scratch student needs train.method = 'full'")
@@ -103,6 +104,7 @@ def train_candidate(
     set_seed(config.seed)
     base = config.base_model
     epochs = config.warm_start_epochs if warm_start else config.epochs
+    learning_rate = config.learning_rate * (config.warm_start_lr_scale if warm_start else 1.0)
     if warm_start and config.method == "full":
         base = str(warm_start["model_path"])  # the champion's whole model and tokenizer
     elif base == "tiny":
@@ -118,13 +120,18 @@ def train_candidate(
     elif config.method == "lora":
         peft_config = _lora_config(config)
     if warm_start:
-        log.info("warm start from %s: %g epochs", warm_start.get("id"), epochs)
+        log.info(
+            "warm start from %s: %g epochs at learning rate %g",
+            warm_start.get("id"),
+            epochs,
+            learning_rate,
+        )
     args = SFTConfig(
         output_dir=str(output_dir / "checkpoints"),
         num_train_epochs=epochs,
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
+        learning_rate=learning_rate,
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,

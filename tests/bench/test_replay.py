@@ -62,6 +62,7 @@ def test_options_follow_the_protocol(tmp_path):
     assert options.warmup == options.every == 250  # first run after K teacher answers
     assert (options.seed, options.quality_target) == (2, 0.9)
     assert options.warm_start_epochs == 1
+    assert options.extra["distiller.train"]["warm_start_lr_scale"] == 0.33
 
 
 def _result_file(path, history, runs):

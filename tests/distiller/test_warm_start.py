@@ -25,10 +25,17 @@ def warm_config(base: str, method: str = "full"):
     )
 
 
+def progress(data_dir, run_id: str) -> list[dict]:
+    path = data_dir / "distill" / TASK / run_id / "progress.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def first_loss(data_dir, run_id: str) -> float:
-    progress = data_dir / "distill" / TASK / run_id / "progress.jsonl"
-    records = [json.loads(line) for line in progress.read_text().splitlines()]
-    return next(r["loss"] for r in records if "loss" in r)
+    return next(r["loss"] for r in progress(data_dir, run_id) if "loss" in r)
+
+
+def peak_learning_rate(data_dir, run_id: str) -> float:
+    return max(r["learning_rate"] for r in progress(data_dir, run_id) if "learning_rate" in r)
 
 
 def test_runs_after_the_first_continue_from_the_champion(tmp_path, tiny_base):
@@ -46,6 +53,9 @@ def test_runs_after_the_first_continue_from_the_champion(tmp_path, tiny_base):
     assert train["warm_start_from"] == "intent@v1"
     assert train["steps"] == 2 * 10  # train.warm_start_epochs over 150 examples
     assert first_loss(tmp_path, second.run_id) < first_loss(tmp_path, first.run_id) / 3
+    # ... at a third of the learning rate (train.warm_start_lr_scale), the first run at all of it
+    assert 0.25 * 3e-3 < peak_learning_rate(tmp_path, second.run_id) <= 0.33 * 3e-3
+    assert peak_learning_rate(tmp_path, first.run_id) > 0.9 * 3e-3
     assert second.promoted and second.candidate_id == "intent@v2"
 
     # A LoRA run cannot continue a fully fine-tuned champion: it starts from the base.
