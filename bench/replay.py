@@ -203,9 +203,16 @@ def averaged(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for history, target in dict.fromkeys((r.get("history", 0), r["target"]) for r in runs):
         group = [r for r in runs if (r.get("history", 0), r["target"]) == (history, target)]
         row: dict[str, Any] = {"history": history, "seed": "mean", "target": target}
-        for key in ("requests", "teacher_calls", "saved", "accuracy", "teacher_alone"):
-            row[key] = mean(r[key] for r in group)
-        for key in ("agreement", "discounted", "student_served"):
+        for key in (
+            "requests",
+            "teacher_calls",
+            "saved",
+            "accuracy",
+            "teacher_alone",
+            "agreement",
+            "discounted",
+            "student_served",
+        ):
             row[key] = mean(r[key] for r in group)
         known = [r["student_agreement"] for r in group if r["student_agreement"] is not None]
         row["student_agreement"] = mean(known) if known else None

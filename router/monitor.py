@@ -81,5 +81,5 @@ class AgreementMonitor:
         """True when live agreement is below ``quality_target - margin`` with ``confidence``."""
         if len(self._samples) < self.min_samples:
             return False
-        floor = self.quality_target - self.margin - _EPSILON
-        return upper_bound(self._agreed, len(self._samples), self.confidence) < floor
+        bound = self.upper_bound
+        return bound is not None and bound < self.quality_target - self.margin - _EPSILON

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from distiller.config import TrainConfig
@@ -25,12 +27,10 @@ def examples(n):
     ]
 
 
-def test_lora_trains_an_adapter_that_loads_on_its_base(tmp_path, tiny_base):
-    from safetensors.torch import load_file
-
-    data = examples(48)
-    lora = TrainConfig(
-        base_model=tiny_base,
+def lora_config(base: str) -> TrainConfig:
+    """A small LoRA adapter on the attention projections of ``base``, one epoch."""
+    return TrainConfig(
+        base_model=base,
         method="lora",
         lora_r=4,
         lora_alpha=8,
@@ -39,6 +39,13 @@ def test_lora_trains_an_adapter_that_loads_on_its_base(tmp_path, tiny_base):
         epochs=1,
         device="cpu",
     )
+
+
+def test_lora_trains_an_adapter_that_loads_on_its_base(tmp_path, tiny_base):
+    from safetensors.torch import load_file
+
+    data = examples(48)
+    lora = lora_config(tiny_base)
 
     result = train_candidate(data, lora, tmp_path / "out", log_path=tmp_path / "progress.jsonl")
 
@@ -88,7 +95,7 @@ def test_a_warm_start_continues_from_the_champions_full_model(tmp_path, tiny_bas
         base_model=tiny_base, method="full", learning_rate=3e-3, epochs=1, device="cpu"
     )
     first = train_candidate(data, full, tmp_path / "v1")
-    frozen = TrainConfig(**{**full.__dict__, "learning_rate": 0.0, "warm_start_epochs": 2})
+    frozen = replace(full, learning_rate=0.0, warm_start_epochs=2)
 
     second = train_candidate(
         data, frozen, tmp_path / "v2", warm_start={"id": "t@v1", "model_path": first.model_path}
@@ -106,18 +113,9 @@ def test_a_warm_start_continues_training_the_champions_adapter(tmp_path, tiny_ba
     import torch
 
     data = examples(32)
-    lora = TrainConfig(
-        base_model=tiny_base,
-        method="lora",
-        lora_r=4,
-        lora_alpha=8,
-        lora_target_modules=["q_proj", "v_proj"],
-        learning_rate=5e-3,
-        epochs=1,
-        device="cpu",
-    )
+    lora = lora_config(tiny_base)
     first = train_candidate(data, lora, tmp_path / "v1")
-    frozen = TrainConfig(**{**lora.__dict__, "learning_rate": 0.0})
+    frozen = replace(lora, learning_rate=0.0)
 
     second = train_candidate(
         data, frozen, tmp_path / "v2", warm_start={"id": "t@v1", "adapter_path": first.adapter_path}
