@@ -43,6 +43,8 @@ def test_a_table_builds_the_config_and_task_overrides_apply_per_task():
         ({"train": {"epoch": 3}}, "distiller.train.epoch"),
         ({"train": {"epochs": "three"}}, "distiller.train.epochs"),
         ({"train": {"method": "qlora-ish"}}, "train.method"),
+        ({"train": {"warm_start_epochs": 0}}, "train.warm_start_epochs"),
+        ({"train": {"warm_start_lr_scale": 1.5}}, "train.warm_start_lr_scale"),
         ({"tasks": {"t": {"gates": {"min_agrement": 1}}}}, "distiller.tasks.t.gates.min_agrement"),
     ],
 )

@@ -77,6 +77,7 @@ def test_unknown_env_var_is_named():
         # A router the gateway could not build would leave every student unloaded.
         ({"UNDERSTUDY_ROUTER_DRIFT_MIN_SAMPLES": "500"}, "router.drift_min_samples"),
         ({"UNDERSTUDY_ROUTER_DRIFT_MARGIN": "-0.1"}, "router.drift_margin"),
+        ({"UNDERSTUDY_ROUTER_DRIFT_CONFIDENCE": "1"}, "router.drift_confidence"),
     ],
 )
 def test_bad_values_are_refused(env, message):
