@@ -18,6 +18,7 @@ from typing import Any
 import openai
 import pytest
 
+from router import upper_bound
 from tests.e2e.student_fixtures import (
     MODEL,
     TASK,
@@ -361,10 +362,19 @@ def test_falling_shadow_agreement_sends_the_task_back_to_the_teacher(shadowing, 
 
     wait_for(drifted, timeout=30, interval=0.05, what="drift to trip")
     state = task_state(shadowing, task)
-    assert re.match(
-        r"drift: live agreement 0\.000 over 4 shadow checks \(upper bound 0\.40\d at 95%\) below",
+    # The window may still hold a shadow check that finished after the teacher changed its
+    # mind (it agreed); the reason must state the window as the monitor judged it.
+    found = re.fullmatch(
+        r"drift: live agreement (\d\.\d{3}) over (\d+) shadow checks "
+        r"\(upper bound (\d\.\d{3}) at 95%\) below target 0\.800 - 0\.030",
         state["reason"],
-    ), state["reason"]
+    )
+    assert found, state["reason"]
+    share, checks, bound = float(found[1]), int(found[2]), float(found[3])
+    agreed = round(share * checks)
+    assert 4 <= checks <= 6 and share == pytest.approx(agreed / checks, abs=5e-4)
+    assert bound == pytest.approx(upper_bound(agreed, checks), abs=5e-4)
+    assert bound < 0.8 - 0.03  # tripped on evidence, not on the plain share
     [event] = query(shadowing, "select * from events where task = ? and kind = 'mode'", (task,))
     assert json.loads(event["detail_json"])["mode"] == "teacher-only"
     raw, completion = ask(shadowing, student.confident[0].text, model)
