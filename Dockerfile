@@ -23,6 +23,8 @@ COPY gateway ./gateway
 COPY router ./router
 COPY distiller ./distiller
 COPY storage ./storage
+COPY student ./student
+COPY understudy ./understudy
 RUN spec="."; if [ -n "${EXTRAS}" ]; then spec=".[${EXTRAS}]"; fi \
     && /opt/understudy/bin/pip install --extra-index-url "${TORCH_INDEX}" "${spec}"
 

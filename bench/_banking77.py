@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distiller.config import DatasetConfig, DistillConfig, GateConfig, TrainConfig
-from distiller.evaluate import ModelEval
-from distiller.pipeline import RunOutcome, run_distillation
-from distiller.worker import RESULT_FILE
-from storage.database import open_database
-from storage.records import RequestRecord
-from storage.registry import champion
+from understudy.distiller.config import DatasetConfig, DistillConfig, GateConfig, TrainConfig
+from understudy.distiller.evaluate import ModelEval
+from understudy.distiller.pipeline import RunOutcome, run_distillation
+from understudy.distiller.worker import RESULT_FILE
+from understudy.storage.database import open_database
+from understudy.storage.records import RequestRecord
+from understudy.storage.registry import champion
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data" / "banking77"
@@ -185,7 +185,7 @@ def distill(
 
 def reuse(data_dir: Path) -> Distilled:
     """The latest run and the champion of an earlier benchmark's data directory."""
-    from storage.distill_queries import last_run
+    from understudy.storage.distill_queries import last_run
 
     db = open_database(data_dir / "understudy.db")
     run, model = last_run(db, TASK), champion(db, TASK)
@@ -207,7 +207,7 @@ def answer(
 ) -> tuple[list[Any], float]:
     """The student's greedy answers (with token log-probabilities) to ``rows``' queries, and
     the seconds they took."""
-    from distiller.generate import Prompt, StudentRunner
+    from understudy.distiller.generate import Prompt, StudentRunner
 
     runner = StudentRunner(weights, adapter_path, device="cpu")
     started = time.perf_counter()
@@ -219,7 +219,7 @@ def answer(
 
 def features_of(gen: Any) -> Any:
     """The router's features of one student answer (a label: no format, no tools)."""
-    from router import extract_features
+    from understudy.router import extract_features
 
     return extract_features(
         token_logprobs=gen.logprobs,

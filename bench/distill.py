@@ -44,7 +44,7 @@ def judge_test_split(
 ) -> dict[str, Any]:
     """The promoted student on the test split: agreement with the teacher and gold accuracy,
     overall and on the share the stored router would serve."""
-    from router import CalibratedPolicy, Router, ThresholdChoice, answers_agree
+    from understudy.router import CalibratedPolicy, Router, ThresholdChoice, answers_agree
 
     rows = read_csv("test.csv")[:limit]
     gens, seconds = answer(student.weights or "", student.adapter_path, rows)

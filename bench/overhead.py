@@ -85,7 +85,7 @@ def start_gateway(upstream: str, data_dir: Path) -> tuple[subprocess.Popen, str]
         [
             sys.executable,
             "-m",
-            "gateway.cli",
+            "understudy.cli",
             "serve",
             "--teacher-url",
             upstream,

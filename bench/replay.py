@@ -29,10 +29,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._banking77 import RESULTS, machine, write_json
-from gateway.demo.cli import stop_on_sigterm
-from gateway.demo.config import DemoOptions
-from gateway.demo.report import Summary
-from gateway.demo.run import run_demo
+from understudy.demo.cli import stop_on_sigterm
+from understudy.demo.config import DemoOptions
+from understudy.demo.report import Summary
+from understudy.demo.run import run_demo
 
 LAMBDA = 0.05
 """Cost of a teacher call in discounted accuracy (accuracy - LAMBDA * teacher-call share)."""

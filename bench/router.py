@@ -29,6 +29,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from understudy.distiller.config import GateConfig
+from understudy.distiller.evaluate import ModelEval
+from understudy.router import (
+    CalibratedPolicy,
+    Features,
+    Router,
+    ThresholdChoice,
+    answers_agree,
+    lower_bound,
+)
+
 from bench._banking77 import (
     RESULTS,
     add_run_arguments,
@@ -43,16 +54,6 @@ from bench._banking77 import (
     reuse,
     tiny_student_config,
     write_json,
-)
-from distiller.config import GateConfig
-from distiller.evaluate import ModelEval
-from router import (
-    CalibratedPolicy,
-    Features,
-    Router,
-    ThresholdChoice,
-    answers_agree,
-    lower_bound,
 )
 
 TARGETS = (0.95, 0.97, 0.99)
@@ -90,7 +91,7 @@ def judge_traffic(
 def calibrate(held_out: ModelEval, targets: Sequence[float]) -> dict[float, dict[str, Any]]:
     """The router a distillation run would store for each quality target, fitted on the
     held-out answers of the history (never on the traffic)."""
-    from distiller.calibrate import calibrate_router
+    from understudy.distiller.calibrate import calibrate_router
 
     routers = {}
     for target in targets:

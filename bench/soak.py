@@ -84,11 +84,11 @@ def start_teacher(workdir: Path) -> tuple[subprocess.Popen, str]:
 def promote_tiny_student(data_dir: Path) -> bool:
     """A tiny untrained student for STUDENT_TASK; False when the local backend is missing."""
     try:
-        from gateway.student.tiny import build_tiny_model
+        from understudy.student.tiny import build_tiny_model
     except ImportError:
         return False
-    from storage.database import open_database
-    from storage.registry import promote, register_model
+    from understudy.storage.database import open_database
+    from understudy.storage.registry import promote, register_model
 
     path = build_tiny_model(data_dir / "models" / STUDENT_TASK / "v1", PROMPTS, hidden=64)
     teach_to_stop(path)

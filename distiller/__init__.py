@@ -15,16 +15,16 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "AugmentConfig": "distiller.config",
-    "DatasetConfig": "distiller.config",
-    "DistillConfig": "distiller.config",
-    "GateConfig": "distiller.config",
-    "ScheduleConfig": "distiller.config",
-    "TrainConfig": "distiller.config",
-    "RunInProgress": "distiller.lock",
-    "RunOutcome": "distiller.pipeline",
-    "run_distillation": "distiller.pipeline",
-    "DistillScheduler": "distiller.schedule",
+    "AugmentConfig": "understudy.distiller.config",
+    "DatasetConfig": "understudy.distiller.config",
+    "DistillConfig": "understudy.distiller.config",
+    "GateConfig": "understudy.distiller.config",
+    "ScheduleConfig": "understudy.distiller.config",
+    "TrainConfig": "understudy.distiller.config",
+    "RunInProgress": "understudy.distiller.lock",
+    "RunOutcome": "understudy.distiller.pipeline",
+    "run_distillation": "understudy.distiller.pipeline",
+    "DistillScheduler": "understudy.distiller.schedule",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -14,9 +14,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from distiller.config import AugmentConfig
-from distiller.dataset import Example, parses_json
-from distiller.dedupe import jaccard, normalise, shingles
+from understudy.distiller.config import AugmentConfig
+from understudy.distiller.dataset import Example, parses_json
+from understudy.distiller.dedupe import jaccard, normalise, shingles
 
 Teacher = Callable[[list[dict[str, str]]], str]
 """Takes chat messages, returns the teacher's answer text."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from distiller.config import GateConfig
-from distiller.evaluate import ModelEval
+from understudy.distiller.config import GateConfig
+from understudy.distiller.evaluate import ModelEval
 
 FOLDS = 5
 
@@ -22,7 +22,7 @@ def calibrate_router(
 ) -> tuple[dict[str, Any], float]:
     """The router dict to store with the model version, and the coverage it is expected to
     give at ``config.quality_target`` (0 when no threshold reaches the target)."""
-    from router import choose_threshold
+    from understudy.router import choose_threshold
 
     features, labels = candidate.features, [bool(x) for x in candidate.agreed]
     router: dict[str, Any] = {"kind": kind, "quality_target": config.quality_target}
@@ -52,6 +52,6 @@ def out_of_fold_scores(
 
 
 def _fit(features: Sequence[dict[str, Any]], labels: Sequence[bool]) -> Any:
-    from router import CalibratedPolicy
+    from understudy.router import CalibratedPolicy
 
     return CalibratedPolicy.fit(list(features), list(labels))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from distiller.config import DistillConfig
+from understudy.distiller.config import DistillConfig
 
 SettingsLoader = Callable[[argparse.Namespace], Any]
 TeacherFactory = Callable[[Any], Any]
@@ -96,7 +96,7 @@ def distill_settings(settings: Any) -> tuple[Path, DistillConfig]:
 
 
 def _db(settings: Any) -> Any:
-    from storage.database import open_database
+    from understudy.storage.database import open_database
 
     return open_database(Path(settings.data_dir) / "understudy.db")
 
@@ -108,8 +108,8 @@ def _logging() -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Any, teacher_factory: TeacherFactory | None) -> int:
-    from distiller.lock import RunInProgress
-    from distiller.pipeline import run_distillation
+    from understudy.distiller.lock import RunInProgress
+    from understudy.distiller.pipeline import run_distillation
 
     _logging()
     data_dir, config = distill_settings(settings)
@@ -156,7 +156,7 @@ def _exit_on_sigterm() -> Iterator[None]:
 def cmd_schedule(
     args: argparse.Namespace, settings: Any, teacher_factory: TeacherFactory | None
 ) -> int:
-    from distiller.schedule import DistillScheduler
+    from understudy.distiller.schedule import DistillScheduler
 
     _logging()
     data_dir, config = distill_settings(settings)
@@ -166,8 +166,8 @@ def cmd_schedule(
 
 
 def cmd_history(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    from distiller.history import render_history
-    from storage.distill_queries import list_runs
+    from understudy.distiller.history import render_history
+    from understudy.storage.distill_queries import list_runs
 
     render_history(
         list_runs(_db(settings), args.task, limit=args.limit), sys.stdout, as_json=args.json
@@ -176,7 +176,7 @@ def cmd_history(args: argparse.Namespace, settings: Any, _: TeacherFactory | Non
 
 
 def cmd_golden_add(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    from storage.distill_queries import add_golden
+    from understudy.storage.distill_queries import add_golden
 
     value: Any = args.input
     if args.input.lstrip().startswith("["):
@@ -197,7 +197,7 @@ def cmd_golden_add(args: argparse.Namespace, settings: Any, _: TeacherFactory | 
 
 
 def cmd_golden_list(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    from storage.distill_queries import list_golden
+    from understudy.storage.distill_queries import list_golden
 
     rows = list_golden(_db(settings), args.task)
     if args.json:
@@ -212,7 +212,7 @@ def cmd_golden_list(args: argparse.Namespace, settings: Any, _: TeacherFactory |
 
 
 def cmd_golden_remove(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    from storage.distill_queries import remove_golden
+    from understudy.storage.distill_queries import remove_golden
 
     if not remove_golden(_db(settings), args.id):
         print(f"understudy: no golden example with id {args.id}", file=sys.stderr)
@@ -222,7 +222,7 @@ def cmd_golden_remove(args: argparse.Namespace, settings: Any, _: TeacherFactory
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    from storage.registry import RegistryError, rollback
+    from understudy.storage.registry import RegistryError, rollback
 
     try:
         state = rollback(_db(settings), args.task, reason="command line")

@@ -16,11 +16,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import sqlite_utils
-
-from distiller.config import DatasetConfig
-from distiller.dedupe import near_duplicates, normalise
-from distiller.scrub import Scrubber
-from storage.distill_queries import failure_request_ids, iter_log_rows, latest_feedback
+from understudy.distiller.config import DatasetConfig
+from understudy.distiller.dedupe import near_duplicates, normalise
+from understudy.distiller.scrub import Scrubber
+from understudy.storage.distill_queries import failure_request_ids, iter_log_rows, latest_feedback
 
 
 @dataclass

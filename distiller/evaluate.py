@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from distiller.config import GateConfig
-from distiller.dataset import Example, parses_json
-from distiller.generate import Generation, Prompt, StudentRunner
+from understudy.distiller.config import GateConfig
+from understudy.distiller.dataset import Example, parses_json
+from understudy.distiller.generate import Generation, Prompt, StudentRunner
 
 
 @dataclass
@@ -68,7 +68,7 @@ def evaluate_student(
     latency_samples: int = 16,
 ) -> ModelEval:
     """Generate answers for ``examples`` and ``golden`` and judge each one."""
-    from router import answers_agree
+    from understudy.router import answers_agree
 
     started = time.perf_counter()
     prompts = [Prompt(ex.messages, ex.prompt) for ex in examples]
@@ -106,7 +106,7 @@ def evaluate_student(
 def is_valid(gen: Generation, kind: str, response_format: Any = None) -> bool:
     """The router's validity checks (complete, not empty, JSON / schema when the request asked
     for it); a JSON task's answer must parse even when the request did not say so."""
-    from router import failed_check
+    from understudy.router import failed_check
 
     if failed_check(gen.text, gen.finish_reason, response_format) is not None:
         return False
@@ -114,7 +114,7 @@ def is_valid(gen: Generation, kind: str, response_format: Any = None) -> bool:
 
 
 def _features(gen: Generation, ex: Example) -> dict[str, Any]:
-    from router import extract_features
+    from understudy.router import extract_features
 
     return extract_features(
         token_logprobs=gen.logprobs,

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import Any
 
-from distiller.config import GateConfig
+from understudy.distiller.config import GateConfig
 
 
 @dataclass

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.student.base import StudentAnswer, StudentModel, StudentRequest
+from understudy.student.base import StudentAnswer, StudentModel, StudentRequest
 
 TOP_K = 5
 
@@ -50,7 +50,7 @@ class StudentRunner:
     """A loaded student (full model, or base plus LoRA adapter) that generates in batches."""
 
     def __init__(self, weights: str, adapter_path: str | None = None, device: str = "auto"):
-        from gateway.student.generation import load_generator
+        from understudy.student.generation import load_generator
 
         self.model = StudentModel(name="offline", base=weights, adapter_path=adapter_path)
         self.generator = load_generator(weights, adapter_path, device)

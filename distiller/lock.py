@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-
-from storage.database import open_database
-from storage.distill_queries import (
+from understudy.storage.database import open_database
+from understudy.storage.distill_queries import (
     acquire_lock,
     get_lock,
     release_lock,

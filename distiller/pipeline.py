@@ -18,20 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-
-from distiller.augment import Teacher, augment
-from distiller.calibrate import calibrate_router
-from distiller.config import DistillConfig
-from distiller.dataset import Dataset, build_dataset
-from distiller.evaluate import ModelEval
-from distiller.gates import evaluate_gates, failed_reason
-from distiller.lock import TaskLock, recover_stale_runs
-from distiller.process import TrainingFailed, run_job_process
-from distiller.promote import promote_candidate, store_eval
-from distiller.worker import JOB_FILE, write_examples
-from storage.database import open_database
-from storage.distill_queries import insert_run, list_golden, update_run
-from storage.registry import ModelVersion, champion, log_event
+from understudy.distiller.augment import Teacher, augment
+from understudy.distiller.calibrate import calibrate_router
+from understudy.distiller.config import DistillConfig
+from understudy.distiller.dataset import Dataset, build_dataset
+from understudy.distiller.evaluate import ModelEval
+from understudy.distiller.gates import evaluate_gates, failed_reason
+from understudy.distiller.lock import TaskLock, recover_stale_runs
+from understudy.distiller.process import TrainingFailed, run_job_process
+from understudy.distiller.promote import promote_candidate, store_eval
+from understudy.distiller.worker import JOB_FILE, write_examples
+from understudy.storage.database import open_database
+from understudy.storage.distill_queries import insert_run, list_golden, update_run
+from understudy.storage.registry import ModelVersion, champion, log_event
 
 log = logging.getLogger("understudy.distiller")
 
@@ -159,7 +158,7 @@ def _run(
             on_progress=_progress_logger(task),
         )
     else:
-        from distiller.worker import run_job
+        from understudy.distiller.worker import run_job
 
         result = run_job(job)
     candidate = ModelEval.from_dict(result["candidate"])

@@ -1,9 +1,9 @@
 """Running a training job in its own process and watching it.
 
-The job runs as ``python -m distiller.worker JOB.json`` (optionally behind a launcher such as
-``accelerate launch``), with its output in the run's ``train.log``. The parent relays a short
-progress line per logging step, kills the job on timeout or when it is itself interrupted, and
-reports a dead job with its exit code or signal.
+The job runs as ``python -m understudy.distiller.worker JOB.json`` (optionally behind a launcher
+such as ``accelerate launch``), with its output in the run's ``train.log``. The parent relays a
+short progress line per logging step, kills the job on timeout or when it is itself interrupted,
+and reports a dead job with its exit code or signal.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from distiller.worker import LOG_FILE, PROGRESS_FILE, RESULT_FILE
+from understudy.distiller.worker import LOG_FILE, PROGRESS_FILE, RESULT_FILE
 
 log = logging.getLogger("understudy.distiller")
 
@@ -40,7 +40,7 @@ def run_job_process(
 ) -> dict[str, Any]:
     """Run the job to its end and return its result; raise :class:`TrainingFailed`."""
     run_dir = job_path.parent
-    command = [*launcher, "-m", "distiller.worker", str(job_path)]
+    command = [*launcher, "-m", "understudy.distiller.worker", str(job_path)]
     if not launcher:
         command = [sys.executable, *command]
     env = dict(os.environ)

@@ -23,12 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from distiller.augment import Teacher
-from distiller.config import DistillConfig, ScheduleConfig
-from distiller.lock import RunInProgress, recover_stale_runs
-from distiller.pipeline import RunOutcome, db_path_of, run_distillation
-from storage.database import open_database
-from storage.distill_queries import (
+from understudy.distiller.augment import Teacher
+from understudy.distiller.config import DistillConfig, ScheduleConfig
+from understudy.distiller.lock import RunInProgress, recover_stale_runs
+from understudy.distiller.pipeline import RunOutcome, db_path_of, run_distillation
+from understudy.storage.database import open_database
+from understudy.storage.distill_queries import (
     count_teacher_answers,
     last_run,
     running_runs,

@@ -1,7 +1,8 @@
 """Step 3: fine-tune the student with trl's ``SFTTrainer`` (LoRA by default, or full).
 
 Imports torch, transformers, trl and peft inside the functions: importing this module is cheap.
-Run it in its own process (``distiller.worker``) so that nothing else stalls while it trains.
+Run it in its own process (``understudy.distiller.worker``) so that nothing else stalls while it
+trains.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distiller.config import TrainConfig
-from distiller.dataset import Example
+from understudy.distiller.config import TrainConfig
+from understudy.distiller.dataset import Example
 
 log = logging.getLogger("understudy.distiller")
 
@@ -65,7 +66,7 @@ def training_rows(examples: Sequence[Example]) -> list[dict[str, Any]]:
 
 def build_tiny_base(path: Path, examples: Sequence[Example], config: TrainConfig) -> Path:
     """A small from-scratch Llama with a tokenizer trained on the task's conversations."""
-    from gateway.student.tiny import build_tiny_model
+    from understudy.student.tiny import build_tiny_model
 
     texts = [ex.prompt_text() + "\n" + ex.answer for ex in examples]
     return build_tiny_model(

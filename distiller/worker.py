@@ -1,10 +1,11 @@
-"""Training and evaluation of one run, as a job: ``python -m distiller.worker JOB.json``.
+"""Training and evaluation of one run, as a job: ``python -m understudy.distiller.worker
+JOB.json``.
 
 The job file names the run directory and the data files; the worker trains the candidate,
 evaluates it and the current champion on the same held-out and golden examples, and writes
 ``result.json`` into the run directory (written whole, or not at all). It can also be started
-under ``accelerate launch -m distiller.worker JOB.json`` for multi-GPU training: every rank
-trains, only the main one evaluates and writes the result.
+under ``accelerate launch -m understudy.distiller.worker JOB.json`` for multi-GPU training:
+every rank trains, only the main one evaluates and writes the result.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from distiller.config import GateConfig, TrainConfig
-from distiller.dataset import Example
+from understudy.distiller.config import GateConfig, TrainConfig
+from understudy.distiller.dataset import Example
 
 log = logging.getLogger("understudy.distiller")
 
@@ -41,9 +42,9 @@ def read_examples(path: Path) -> list[Example]:
 
 def run_job(job: Mapping[str, Any]) -> dict[str, Any]:
     """Train, evaluate candidate and champion; return (and write) the result."""
-    from distiller.evaluate import evaluate_student
-    from distiller.generate import StudentRunner
-    from distiller.train import train_candidate
+    from understudy.distiller.evaluate import evaluate_student
+    from understudy.distiller.generate import StudentRunner
+    from understudy.distiller.train import train_candidate
 
     run_dir = Path(job["run_dir"])
     train_config = TrainConfig(**job["train"])
@@ -115,7 +116,7 @@ def exit_with_parent(interval_s: float = 1.0) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m distiller.worker JOB.json", file=sys.stderr)
+        print("usage: python -m understudy.distiller.worker JOB.json", file=sys.stderr)
         return 2
     job = json.loads(Path(args[0]).read_text())
     setup_logging()

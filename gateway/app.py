@@ -4,45 +4,52 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
-
-from gateway import routes
-from gateway.admin import ADMIN_HANDLERS
-from gateway.dashboard.routes import DASHBOARD_HANDLERS
-from gateway.distill_schedule import schedule_for
-from gateway.errors import (
+from understudy.gateway.accounting.metrics import Metrics
+from understudy.gateway.api import routes
+from understudy.gateway.api.admin import ADMIN_HANDLERS
+from understudy.gateway.api.dashboard.routes import DASHBOARD_HANDLERS
+from understudy.gateway.api.feedback import feedback
+from understudy.gateway.api.limits import enforce_limits, open_limits
+from understudy.gateway.api.responses import new_request_id
+from understudy.gateway.config import GatewayConfig
+from understudy.gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
     UnderstudyError,
     error_body,
 )
-from gateway.feedback import feedback
-from gateway.metrics import Metrics
-from gateway.paths import confined_factory
-from gateway.ratelimit import enforce_limits, open_limits
-from gateway.responses import new_request_id
-from gateway.service import GatewayService
-from gateway.settings import Settings
-from gateway.student_flow import StudentFlow
-from gateway.student_pool import StudentPool, backend_factory
-from gateway.teacher import TeacherClient
-from storage.request_log import RequestLogWriter
-from storage.retention import DAY_S, RetentionWorker
+from understudy.gateway.serving.pipeline import GatewayService
+from understudy.gateway.serving.pool import StudentPool, backend_factory
+from understudy.gateway.serving.student_path import StudentFlow
+from understudy.gateway.teacher.client import TeacherClient
+from understudy.storage.request_log import RequestLogWriter
+from understudy.storage.retention import DAY_S, RetentionWorker
+from understudy.student.paths import confined_factory
 
 log = logging.getLogger("understudy.gateway")
 
 
-def create_app(settings: Settings) -> Litestar:
-    """Build the gateway app. Nothing is opened until the app starts."""
+class Companion(Protocol):
+    """Work that starts and stops with the gateway (e.g. the distiller's schedule)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ()) -> Litestar:
+    """Build the gateway app. Nothing is opened until the app starts; ``companions`` are
+    started once serving is ready and stopped first at shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        schedule = schedule_for(settings)  # refuses to start when its packages are missing
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         writer = RequestLogWriter(
             settings.db_path,
@@ -79,9 +86,8 @@ def create_app(settings: Settings) -> Litestar:
         app.state.service = service
         app.state.pool = pool
         await pool.start()
-        app.state.distill_schedule = schedule
-        if schedule is not None:
-            await asyncio.to_thread(schedule.start)
+        for companion in companions:
+            await asyncio.to_thread(companion.start)
         log.info(
             "understudy gateway ready; teacher %s; log %s", settings.teacher.url, settings.db_path
         )
@@ -89,8 +95,8 @@ def create_app(settings: Settings) -> Litestar:
             yield
         finally:
             cost_refresh.cancel()
-            if schedule is not None:
-                await asyncio.to_thread(schedule.stop)
+            for companion in reversed(companions):
+                await asyncio.to_thread(companion.stop)
             await flow.drain()
             await pool.close()
             await teacher.close()

@@ -11,8 +11,7 @@ import re
 from typing import Any
 
 import msgspec
-
-from gateway.errors import InvalidRequestError
+from understudy.gateway.errors import InvalidRequestError
 
 
 class ChatMessage(msgspec.Struct):

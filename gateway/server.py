@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import uvicorn
-
-from gateway.app import create_app
-from gateway.settings import Settings
+from understudy.gateway.app import Companion, create_app
+from understudy.gateway.config import GatewayConfig
 
 
 def configure_logging(level: str) -> None:
@@ -21,11 +21,11 @@ def configure_logging(level: str) -> None:
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: GatewayConfig, *, companions: Sequence[Companion] = ()) -> None:
     """Serve until SIGTERM/SIGINT; the lifespan flushes the request log before exit."""
     configure_logging(settings.log_level)
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, companions=companions),
         host=settings.host,
         port=settings.port,
         loop="uvloop",

@@ -5,12 +5,12 @@ Importing it is cheap (no numpy, scikit-learn or torch); fitting imports scikit-
 
 from typing import Any
 
-from router.agreement import CHRF_THRESHOLD, answers_agree, chrf, normalise_label
-from router.decision import BELOW_THRESHOLD, CONFIDENT, Decision, Router
-from router.features import FEATURE_NAMES, Features, extract_features, first_token_margin
-from router.json_schema import json_equal, matches_schema
-from router.monitor import AgreementMonitor
-from router.policy import (
+from understudy.router.agreement import CHRF_THRESHOLD, answers_agree, chrf, normalise_label
+from understudy.router.decision import BELOW_THRESHOLD, CONFIDENT, Decision, Router
+from understudy.router.features import FEATURE_NAMES, Features, extract_features, first_token_margin
+from understudy.router.json_schema import json_equal, matches_schema
+from understudy.router.monitor import AgreementMonitor
+from understudy.router.policy import (
     POLICIES,
     CalibratedPolicy,
     ConfidencePolicy,
@@ -18,15 +18,15 @@ from router.policy import (
     load_policy,
     register_policy,
 )
-from router.shadow import ShadowSampler
-from router.threshold import (
+from understudy.router.shadow import ShadowSampler
+from understudy.router.threshold import (
     ThresholdChoice,
     choose_threshold,
     lower_bound,
     threshold_stats,
     upper_bound,
 )
-from router.validity import CHECK_REASONS, failed_check
+from understudy.router.validity import CHECK_REASONS, failed_check
 
 __all__ = [
     "BELOW_THRESHOLD",
@@ -63,9 +63,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The benchmark is loaded on first use so ``python -m router.bench`` runs it cleanly.
+    # The benchmark is loaded on first use so ``python -m understudy.router.bench`` runs it cleanly.
     if name == "bench_decision_time":
-        from router.bench import bench_decision_time
+        from understudy.router.bench import bench_decision_time
 
         return bench_decision_time
     raise AttributeError(f"module 'router' has no attribute {name!r}")

@@ -14,7 +14,7 @@ import re
 import unicodedata
 from collections import Counter
 
-from router.json_schema import json_equal
+from understudy.router.json_schema import json_equal
 
 KINDS = ("label", "json", "text")
 CHRF_THRESHOLD = 0.8

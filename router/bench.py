@@ -1,4 +1,4 @@
-"""Micro-benchmark of one routing decision (``python -m router.bench``)."""
+"""Micro-benchmark of one routing decision (``python -m understudy.router.bench``)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import random
 import time
 from typing import Any
 
-from router.decision import Router
-from router.features import Features, extract_features
-from router.policy import CalibratedPolicy
-from router.threshold import choose_threshold
+from understudy.router.decision import Router
+from understudy.router.features import Features, extract_features
+from understudy.router.policy import CalibratedPolicy
+from understudy.router.threshold import choose_threshold
 
 SCHEMA_FORMAT = {
     "type": "json_schema",

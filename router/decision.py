@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from router.features import Features
-from router.policy import ConfidencePolicy, MeanProbabilityPolicy
-from router.threshold import ThresholdChoice
+from understudy.router.features import Features
+from understudy.router.policy import ConfidencePolicy, MeanProbabilityPolicy
+from understudy.router.threshold import ThresholdChoice
 
 CONFIDENT = "confident"
 BELOW_THRESHOLD = "below_threshold"

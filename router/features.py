@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from router.validity import failed_check
+from understudy.router.validity import failed_check
 
 LOGPROB_FLOOR = -100.0
 """Token log-probabilities below this (``-inf``, vLLM's ``-9999``, NaN) count as this."""

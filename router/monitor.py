@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from router.threshold import upper_bound
+from understudy.router.threshold import upper_bound
 
 _EPSILON = 1e-9
 """Slack so that agreement exactly at ``quality_target - margin`` does not trip."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from router.features import FEATURE_NAMES, Features
+from understudy.router.features import FEATURE_NAMES, Features
 
 FeatureInput = Features | Mapping[str, Any]
 """A :class:`Features` or its :meth:`Features.to_dict` form."""
@@ -157,7 +157,7 @@ class CalibratedPolicy(ConfidencePolicy):
         and five of each. Otherwise the ``prior`` method is used. Never raises on degenerate
         data.
         """
-        from router.fitting import fit_calibrated
+        from understudy.router.fitting import fit_calibrated
 
         vectors = [as_features(item).as_vector() for item in features]
         params = fit_calibrated(

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from router.json_schema import matches_schema
+from understudy.router.json_schema import matches_schema
 
 TRUNCATED = "truncated"
 EMPTY = "empty"

@@ -6,8 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import sqlite_utils
-
-from storage.migrations import migrate
+from understudy.storage.migrations import migrate
 
 
 def open_database(

@@ -53,3 +53,13 @@ STATUS_OK = "ok"  # answered in full
 STATUS_ERROR = "error"  # the client received an error (teacher 4xx/5xx, timeout)
 STATUS_INCOMPLETE = "incomplete"  # the client went away before the answer ended
 STATUS_CUT = "cut"  # the teacher's stream broke off; the client got an error event
+
+
+def valid_task_name(name: str) -> bool:
+    """Task names are 1-64 characters of letters, digits, ``.``, ``_`` and ``-``."""
+    return (
+        0 < len(name) <= 64
+        and all(c.isalnum() or c in "._-" for c in name)
+        and name.isascii()
+        and name.strip(".") != ""  # "." and ".." would name directories in paths
+    )

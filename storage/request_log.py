@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storage.database import open_database
+from understudy.storage.database import open_database
 
 log = logging.getLogger("understudy.storage")
 

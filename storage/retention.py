@@ -20,8 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import sqlite_utils
-
-from storage.database import open_database
+from understudy.storage.database import open_database
 
 log = logging.getLogger("understudy.retention")
 

@@ -10,6 +10,6 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny Llama (``gateway.student.tiny``) with its tokenizer, saved once."""
-    from gateway.student.tiny import build_tiny_model
+    from understudy.student.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "base")

@@ -62,7 +62,7 @@ class GatewayProcess:
         cmd = [
             sys.executable,
             "-m",
-            "gateway.cli",
+            "understudy.cli",
             "serve",
             "--teacher-url",
             self.teacher_url,

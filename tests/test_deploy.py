@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.settings import load_settings
+from understudy.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = ROOT / "deploy" / "entrypoint.sh"
@@ -159,8 +159,8 @@ def test_gateway_starts_without_torch_for_vllm_and_no_students(tmp_path):
         """
         import sys
         from litestar.testing import TestClient
-        from gateway.app import create_app
-        from gateway.settings import load_settings
+        from understudy.gateway.app import create_app
+        from understudy.settings import load_settings
 
         for backend in ("vllm", "none"):
             env = {"UNDERSTUDY_STUDENT_BACKEND": backend, "UNDERSTUDY_DATA_DIR": sys.argv[1]}

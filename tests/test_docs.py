@@ -3,9 +3,9 @@
 import argparse
 from pathlib import Path
 
-from gateway.cli import build_parser
-from gateway.settings import iter_setting_docs
-from gateway.settings_docs import END, START, render
+from understudy.cli import build_parser
+from understudy.settings import iter_setting_docs
+from understudy.settings_docs import END, START, render
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -28,7 +28,7 @@ def command_table() -> str:
 
 def test_settings_table_matches_the_code():
     assert README.count(START) == 1 and README.count(END) == 1
-    assert render(README) == README, "run: python -m gateway.settings_docs"
+    assert render(README) == README, "run: python -m understudy.settings_docs"
 
 
 def test_every_setting_and_its_environment_variable_is_in_the_readme():

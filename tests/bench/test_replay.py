@@ -7,9 +7,9 @@ import json
 import pytest
 
 from bench.replay import LAMBDA, averaged, combined, main, options_for, parse_args, scores
-from gateway.demo.banking77 import Query
-from gateway.demo.report import Summary
-from gateway.demo.traffic import Answered
+from understudy.demo.banking77 import Query
+from understudy.demo.report import Summary
+from understudy.demo.traffic import Answered
 
 
 def _answered(answer: str, served_by: str, gold: str = "a", teacher: str = "a") -> Answered:

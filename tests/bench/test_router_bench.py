@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from understudy.distiller.evaluate import ModelEval
+from understudy.distiller.generate import Generation
 
 from bench.router import (
     calibrate,
@@ -15,8 +17,6 @@ from bench.router import (
     operating_point,
     router_of,
 )
-from distiller.evaluate import ModelEval
-from distiller.generate import Generation
 
 NAMES = {"0": "card_arrival", "1": "lost_card", "2": "refund"}
 

@@ -8,9 +8,8 @@ import time
 from typing import Any
 
 import pytest
-
-from storage.database import open_database
-from storage.records import RequestRecord
+from understudy.storage.database import open_database
+from understudy.storage.records import RequestRecord
 
 SYSTEM = "Classify the customer's message. Answer with the intent name only."
 _ids = itertools.count()
@@ -152,7 +151,7 @@ def log_intents(db: Any, task: str, n: int, *, start: float = 1000.0, seed: int 
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> str:
     """A tiny untrained base model whose tokenizer knows the intent task's words."""
-    from gateway.student.tiny import build_tiny_model
+    from understudy.student.tiny import build_tiny_model
 
     texts = [f"{SYSTEM} {text} {label}" for text, label in intent_messages(400)]
     path = tmp_path_factory.mktemp("tiny") / "base"

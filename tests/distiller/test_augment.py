@@ -1,8 +1,8 @@
 import json
 
-from distiller.augment import augment
-from distiller.config import AugmentConfig
-from distiller.dataset import Example
+from understudy.distiller.augment import augment
+from understudy.distiller.config import AugmentConfig
+from understudy.distiller.dataset import Example
 
 SYSTEM = {"role": "system", "content": "Answer with the intent."}
 

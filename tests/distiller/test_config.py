@@ -1,8 +1,7 @@
 import dataclasses
 
 import pytest
-
-from distiller.config import DistillConfig, TrainConfig, field_docs
+from understudy.distiller.config import DistillConfig, TrainConfig, field_docs
 
 
 def test_every_setting_has_a_default_and_a_docstring():
@@ -58,7 +57,8 @@ def test_importing_the_distiller_loads_no_ml_library():
     import sys
 
     code = (
-        "import sys, distiller, distiller.cli, distiller.train, distiller.worker\n"
+        "import sys, understudy.distiller, understudy.distiller.cli, understudy.distiller.train\n"
+        "import understudy.distiller.worker\n"
         "print([m for m in ('torch', 'transformers', 'trl', 'peft', 'sklearn', 'apscheduler')"
         " if m in sys.modules])"
     )

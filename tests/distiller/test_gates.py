@@ -1,7 +1,6 @@
 import pytest
-
-from distiller.config import GateConfig
-from distiller.gates import evaluate_gates, failed_reason, non_inferiority
+from understudy.distiller.config import GateConfig
+from understudy.distiller.gates import evaluate_gates, failed_reason, non_inferiority
 
 
 def test_non_inferiority_bound_of_equal_models_is_within_a_small_margin():

@@ -6,17 +6,16 @@ import textwrap
 import time
 
 import pytest
-
-from distiller.lock import RunInProgress, TaskLock, recover_stale_runs
-from storage.distill_queries import get_lock, get_run, insert_run
+from understudy.distiller.lock import RunInProgress, TaskLock, recover_stale_runs
+from understudy.storage.distill_queries import get_lock, get_run, insert_run
 
 HOLD = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from distiller.lock import TaskLock
-    from storage.database import open_database
-    from storage.distill_queries import insert_run
+    from understudy.distiller.lock import TaskLock
+    from understudy.storage.database import open_database
+    from understudy.storage.distill_queries import insert_run
     path = Path(sys.argv[1])
     with TaskLock(path, "intent", ttl_s=300, heartbeat_s=0.1) as lock:
         db = open_database(path)

@@ -15,12 +15,24 @@ import time
 from pathlib import Path
 
 import pytest
+from understudy.distiller.config import (
+    DatasetConfig,
+    DistillConfig,
+    GateConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
+from understudy.distiller.pipeline import run_distillation
+from understudy.storage.database import open_database
+from understudy.storage.distill_queries import (
+    add_golden,
+    get_lock,
+    get_run,
+    list_runs,
+    remove_golden,
+)
+from understudy.storage.registry import champion, get_model, rollback, task_state
 
-from distiller.config import DatasetConfig, DistillConfig, GateConfig, ScheduleConfig, TrainConfig
-from distiller.pipeline import run_distillation
-from storage.database import open_database
-from storage.distill_queries import add_golden, get_lock, get_run, list_runs, remove_golden
-from storage.registry import champion, get_model, rollback, task_state
 from tests.distiller.conftest import log_feedback, log_intents
 
 pytestmark = pytest.mark.slow

@@ -6,11 +6,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from understudy.distiller.config import DatasetConfig, DistillConfig, ScheduleConfig
+from understudy.distiller.lock import TaskLock
+from understudy.distiller.schedule import DistillScheduler, cron_trigger
+from understudy.storage.distill_queries import get_run, insert_run, list_runs
 
-from distiller.config import DatasetConfig, DistillConfig, ScheduleConfig
-from distiller.lock import TaskLock
-from distiller.schedule import DistillScheduler, cron_trigger
-from storage.distill_queries import get_run, insert_run, list_runs
 from tests.distiller.conftest import log_intents
 
 
@@ -150,9 +150,9 @@ def process_gone(pid: int) -> bool:
 def test_stopping_the_schedule_process_stops_its_run_and_training(db, tmp_path):
     """What the gateway does at shutdown: a run still going is killed with its training
     process and marked failed; the schedule's process is gone."""
-    from distiller.config import TrainConfig
-    from distiller.process import PID_FILE
-    from distiller.schedule import ScheduleProcess
+    from understudy.distiller.config import TrainConfig
+    from understudy.distiller.process import PID_FILE
+    from understudy.distiller.schedule import ScheduleProcess
 
     log_intents(db, "intent", 40, start=time.time() - 100)
     cfg = DistillConfig(

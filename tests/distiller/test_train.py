@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from understudy.distiller.config import TrainConfig
+from understudy.distiller.dataset import Example
+from understudy.distiller.generate import Prompt, StudentRunner
+from understudy.distiller.train import build_tiny_base, train_candidate
 
-from distiller.config import TrainConfig
-from distiller.dataset import Example
-from distiller.generate import Prompt, StudentRunner
-from distiller.train import build_tiny_base, train_candidate
 from tests.distiller.conftest import SYSTEM, intent_messages
 
 pytestmark = pytest.mark.slow

@@ -11,12 +11,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.cost_book import CostBook
-from gateway.settings import CostSettings
-from storage.database import open_database
-from storage.distill_queries import insert_run
-from storage.records import RequestRecord
-from storage.registry import promote, register_model, set_mode
+from understudy.gateway.accounting.cost_book import CostBook
+from understudy.gateway.config import CostConfig
+from understudy.storage.database import open_database
+from understudy.storage.distill_queries import insert_run
+from understudy.storage.records import RequestRecord
+from understudy.storage.registry import promote, register_model, set_mode
 
 TEACHER_MODEL = "gpt-4o-2024-08-06"  # priced as gpt-4o: $2.50 / $10.00 per 1M tokens
 ROUTED = "support-intent"
@@ -44,7 +44,7 @@ def seed(db_path: Path, *, days: int = 7, per_hour: int = 12, now: float | None 
     now = time.time() if now is None else now
     rng = random.Random(7)
     db = open_database(db_path)
-    book = CostBook(CostSettings())
+    book = CostBook(CostConfig())
     book.teacher_models = {ROUTED: TEACHER_MODEL}
     rows: list[dict] = []
     attempts: list[dict] = []

@@ -106,7 +106,7 @@ def chat(user: str) -> list[dict[str, str]]:
 
 
 def distill_config(*, epochs: float = 25, learning_rate: float = 2e-3) -> Any:
-    from distiller.config import DatasetConfig, DistillConfig, GateConfig, TrainConfig
+    from understudy.distiller.config import DatasetConfig, DistillConfig, GateConfig, TrainConfig
 
     return DistillConfig(
         dataset=DatasetConfig(eval_fraction=0.25, eval_min=10, min_examples=40),
@@ -177,7 +177,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     """``understudy ARGS`` in a subprocess, as an operator runs it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNDERSTUDY_")}
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
+        [sys.executable, "-m", "understudy.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -225,8 +225,7 @@ def distill(data_dir: Path, config: Any) -> Any:
     machine the threads wait on each other: one thread trains about 7 times faster there.
     """
     import torch
-
-    from distiller.pipeline import run_distillation
+    from understudy.distiller.pipeline import run_distillation
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -239,8 +238,8 @@ def distill(data_dir: Path, config: Any) -> Any:
 def train_student(data_dir: Path) -> Student:
     """A promoted ``TASK@v1`` in ``data_dir``: distilled from its log, or, when an earlier module
     of this session distilled one already, that student's weights and router registered there."""
-    from storage.database import open_database
-    from storage.registry import champion, promote, register_model
+    from understudy.storage.database import open_database
+    from understudy.storage.registry import champion, promote, register_model
 
     db = open_database(data_dir / "understudy.db")
     try:
@@ -286,14 +285,14 @@ def _judge_probes(student: Student) -> None:
 
 
 def _measure(student: Student) -> list[Probe]:
-    from gateway.routing import TaskRouter
-    from gateway.settings import RouterSettings
-    from gateway.student.base import StudentModel, StudentRequest
-    from gateway.student.generation import load_generator
+    from understudy.gateway.serving.routing import TaskRouter
+    from understudy.router.config import RouterConfig
+    from understudy.student.base import StudentModel, StudentRequest
+    from understudy.student.generation import load_generator
 
     generator = load_generator(student.model_path, None, "cpu")
     router = TaskRouter(
-        student.router, RouterSettings(threshold_mode="fixed", fixed_threshold=THRESHOLD)
+        student.router, RouterConfig(threshold_mode="fixed", fixed_threshold=THRESHOLD)
     )
     model = StudentModel(name=student.version, base=student.model_path)
     table = teacher_table()

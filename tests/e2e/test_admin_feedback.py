@@ -8,9 +8,9 @@ import time
 import httpx
 import openai
 import pytest
+from understudy.storage.database import open_database
+from understudy.storage.registry import promote, register_model
 
-from storage.database import open_database
-from storage.registry import promote, register_model
 from tests.e2e.conftest import gateway_env
 from tests.gateway_process import GatewayProcess
 

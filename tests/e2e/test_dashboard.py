@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from understudy.gateway.accounting import fmt
 
-from gateway import fmt
 from tests.e2e.conftest import gateway_env
 from tests.e2e.seed_costs import ROUTED, SHADOWED, Seeded, seed
 from tests.gateway_process import ROOT, GatewayProcess
@@ -118,7 +118,7 @@ def test_rollback_button_endpoint(dash, seeded):
 
 def test_report_prints_the_same_numbers(dash, seeded):
     data, facts = seeded
-    run = [sys.executable, "-m", "gateway.cli", "report", "--data-dir", str(data)]
+    run = [sys.executable, "-m", "understudy.cli", "report", "--data-dir", str(data)]
     out = subprocess.run([*run, "--format", "json"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)

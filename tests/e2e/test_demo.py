@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from gateway.cli import main
-from gateway.demo.banking77 import SYSTEM_PROMPT, load_banking77
-from gateway.demo.config import TASK, DemoOptions
-from gateway.demo.processes import DemoError
-from gateway.demo.report import Summary
-from gateway.demo.run import prepare_data_dir, run_demo
-from gateway.demo.teacher import ReplayTeacher
+from understudy.cli import main
+from understudy.demo.banking77 import SYSTEM_PROMPT, load_banking77
+from understudy.demo.config import TASK, DemoOptions
+from understudy.demo.processes import DemoError
+from understudy.demo.report import Summary
+from understudy.demo.run import prepare_data_dir, run_demo
+from understudy.demo.teacher import ReplayTeacher
 
 # A small run: 4 intents, 480 training queries as logged history, then 160 live queries with
 # GPT-4's real answers: the teacher answers the first 60 alone, one distillation run holds

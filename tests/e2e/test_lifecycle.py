@@ -46,7 +46,7 @@ def test_unknown_config_key_stops_start_up_with_its_name(stub, tmp_path):
         [
             sys.executable,
             "-m",
-            "gateway.cli",
+            "understudy.cli",
             "serve",
             "--config",
             str(cfg),
@@ -110,7 +110,7 @@ def test_tasks_and_export_commands(stub, teacher, tmp_path):
         c.chat.completions.create(
             model="m", messages=CHAT, extra_headers={"X-Understudy-Task": "other"}
         )
-    run = [sys.executable, "-m", "gateway.cli"]
+    run = [sys.executable, "-m", "understudy.cli"]
     listed = subprocess.run(
         run + ["tasks", "--data-dir", str(data), "--json"],
         cwd=ROOT,

@@ -11,15 +11,15 @@ import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from understudy.gateway.accounting.metrics_state import StudentCollector
+from understudy.gateway.serving.pool import Slot
+from understudy.gateway.serving.routing import build_router
+from understudy.router.config import RouterConfig
+from understudy.storage.database import open_database
+from understudy.storage.distill_queries import insert_run
+from understudy.storage.registry import ModelVersion
+from understudy.student.base import StudentModel
 
-from gateway.metrics_state import StudentCollector
-from gateway.routing import build_router
-from gateway.settings import RouterSettings
-from gateway.student.base import StudentModel
-from gateway.student_pool import Slot
-from storage.database import open_database
-from storage.distill_queries import insert_run
-from storage.registry import ModelVersion
 from tests.e2e.conftest import TEACHER_KEY, gateway_env
 from tests.gateway_process import ROOT, GatewayProcess
 
@@ -192,7 +192,7 @@ def test_student_state_metrics():
             "confidence": 0.95,
         },
     }
-    router = build_router(spec, RouterSettings())
+    router = build_router(spec, RouterConfig())
     version = ModelVersion("faq@v4", "faq", 4, "tiny", None, "/m", "champion", 0.0)
     slot = Slot("faq", "routed", version, StudentModel("faq@v4", "/m"), router)
     for agreed in (True, True, True, False):

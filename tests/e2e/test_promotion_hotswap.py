@@ -60,8 +60,8 @@ def version_served(gateway: GatewayProcess, text: str) -> str:
 
 
 def champion_of(gateway: GatewayProcess) -> str:
-    from storage.database import open_database
-    from storage.registry import task_state
+    from understudy.storage.database import open_database
+    from understudy.storage.registry import task_state
 
     db = open_database(gateway.db_path)
     try:
@@ -71,8 +71,8 @@ def champion_of(gateway: GatewayProcess) -> str:
 
 
 def test_a_new_promotion_is_served_without_a_restart(served):
-    from storage.database import open_database
-    from storage.registry import promote, register_model
+    from understudy.storage.database import open_database
+    from understudy.storage.registry import promote, register_model
 
     gateway, student = served
     text = student.confident[0].text

@@ -17,8 +17,8 @@ from typing import Any
 
 import openai
 import pytest
+from understudy.router import upper_bound
 
-from router import upper_bound
 from tests.e2e.student_fixtures import (
     MODEL,
     TASK,
@@ -107,8 +107,8 @@ def teacher(table_teacher: StubTeacher) -> StubTeacher:
 
 def serve_same_student(gateway: GatewayProcess, task: str, student: Student) -> None:
     """Promote the trained weights for another task too (its own mode and drift state)."""
-    from storage.database import open_database
-    from storage.registry import promote, register_model
+    from understudy.storage.database import open_database
+    from understudy.storage.registry import promote, register_model
 
     db = open_database(gateway.db_path)
     try:

@@ -6,14 +6,15 @@ import math
 import time
 
 import pytest
+from understudy.gateway.accounting import prices as costs
+from understudy.gateway.accounting.cost_book import CostBook
+from understudy.gateway.accounting.summary import parse_duration, summarize
+from understudy.gateway.config import CostConfig
+from understudy.storage.database import open_database
+from understudy.storage.records import RequestRecord
+from understudy.storage.reports import cost_by, token_ratio_sums
 
-from gateway import costs
-from gateway.cost_book import CostBook
-from gateway.settings import CostSettings, load_settings
-from gateway.summary import parse_duration, summarize
-from storage.database import open_database
-from storage.records import RequestRecord
-from storage.reports import cost_by, token_ratio_sums
+from understudy.settings import load_settings
 
 GPT4O = costs.Price(2.50, 10.00)
 
@@ -73,7 +74,7 @@ def test_price_lookup_and_overrides():
 def test_bad_prices_are_refused_at_start_up(bad):
     with pytest.raises(ValueError):
         costs.parse_price(bad)
-    from gateway.errors import ConfigError
+    from understudy.gateway.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"costs\.prices\.m"):
         load_settings(env={"UNDERSTUDY_COSTS_PRICES": f"m={bad}"})
@@ -109,7 +110,7 @@ def _row(task: str, served_by: str, at: float, **kw) -> RequestRecord:
 def test_cost_book_fills_rows_and_sql_sums_them_per_task_day_and_key(tmp_path):
     """A teacher answer, a deferral, a student answer and a shadow call, all hand-computed."""
     db = open_database(tmp_path / "u.db")
-    book = CostBook(CostSettings(student_per_million=1.0))
+    book = CostBook(CostConfig(student_per_million=1.0))
     day = 86400 * (int(time.time()) // 86400 - 1)  # yesterday, 00:00 UTC
     teacher = _row(
         "t",

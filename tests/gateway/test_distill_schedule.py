@@ -4,9 +4,9 @@ import signal
 import time
 
 import httpx
+from understudy.storage.database import open_database
+from understudy.storage.distill_queries import list_runs
 
-from storage.database import open_database
-from storage.distill_queries import list_runs
 from tests.distiller.conftest import log_intents
 from tests.distiller.test_schedule import process_gone
 from tests.gateway_process import GatewayProcess
@@ -56,10 +56,11 @@ def test_the_schedule_starts_and_stops_with_the_gateway(tmp_path):
 
 
 def test_the_schedule_is_only_started_when_configured(tmp_path):
-    from distiller.schedule import ScheduleProcess
-    from gateway.distill_schedule import schedule_for
-    from gateway.settings import load_settings
-    from gateway.teacher_sync import SyncTeacher
+    from understudy.distiller.schedule import ScheduleProcess
+    from understudy.gateway.teacher.sync import SyncTeacher
+
+    from understudy.schedule import schedule_for
+    from understudy.settings import load_settings
 
     assert schedule_for(load_settings(env={}, overrides={"data_dir": str(tmp_path)})) is None
     settings = load_settings(env=SCHEDULE_ENV, overrides={"data_dir": str(tmp_path)})

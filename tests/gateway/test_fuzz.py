@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
+from understudy.gateway.app import create_app
 
-from gateway.app import create_app
-from gateway.settings import load_settings
 from tests.teacher_stub import StubTeacher
+from understudy.settings import load_settings
 
 FUZZ = settings(
     max_examples=120,

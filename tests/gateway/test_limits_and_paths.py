@@ -6,10 +6,9 @@ import datetime as dt
 import os
 
 import pytest
-
-from gateway.paths import PathNotAllowedError, check_model_ref, check_student, confine
-from gateway.ratelimit import MonthlyBudgets, TokenBuckets, next_month_start
-from gateway.student.base import StudentModel
+from understudy.gateway.api.limits import MonthlyBudgets, TokenBuckets, next_month_start
+from understudy.student.base import StudentModel
+from understudy.student.paths import PathNotAllowedError, check_model_ref, check_student, confine
 
 
 class Clock:

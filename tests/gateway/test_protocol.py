@@ -1,7 +1,6 @@
 import pytest
-
-from gateway.errors import InvalidRequestError
-from gateway.protocol import decode_body, validate_chat, validate_completion
+from understudy.gateway.errors import InvalidRequestError
+from understudy.gateway.protocol import decode_body, validate_chat, validate_completion
 
 
 @pytest.mark.parametrize("raw", [b"", b"   ", b"{", b"[1,2]", b'"text"', b"\xff\xfe"])

@@ -1,9 +1,9 @@
 from pathlib import Path
 
 import pytest
+from understudy.gateway.errors import ConfigError
 
-from gateway.errors import ConfigError
-from gateway.settings import iter_setting_docs, load_settings
+from understudy.settings import iter_setting_docs, load_settings
 
 
 def test_defaults(tmp_path, monkeypatch):

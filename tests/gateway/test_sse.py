@@ -1,6 +1,6 @@
 import json
 
-from gateway.sse import EventSplitter, StreamAssembler, event_data
+from understudy.gateway.teacher.sse import EventSplitter, StreamAssembler, event_data
 
 
 def _event(obj) -> bytes:

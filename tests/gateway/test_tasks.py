@@ -1,7 +1,6 @@
 import pytest
-
-from gateway.errors import InvalidRequestError
-from gateway.tasks import fingerprint_task, resolve_task
+from understudy.gateway.errors import InvalidRequestError
+from understudy.gateway.serving.tasks import fingerprint_task, resolve_task
 
 
 def chat(system=None, user="hi", model="gpt-4o"):

@@ -3,10 +3,10 @@
 import pickle
 
 import pytest
+from understudy.gateway.config import TeacherConfig
+from understudy.gateway.teacher.sync import MAX_FAILURES_IN_A_ROW, SyncTeacher
+from understudy.storage.database import open_database
 
-from gateway.settings import TeacherSettings
-from gateway.teacher_sync import MAX_FAILURES_IN_A_ROW, SyncTeacher
-from storage.database import open_database
 from tests.distiller.conftest import log_intents
 from tests.teacher_stub import CHAT, running_stub
 
@@ -21,7 +21,7 @@ def stub():
 def teacher_settings(stub):
     stub.control(reset=True)
     stub.clear()
-    return TeacherSettings(url=stub.base_url, api_key="sk-test", backoff_s=0.01, timeout_s=5)
+    return TeacherConfig(url=stub.base_url, api_key="sk-test", backoff_s=0.01, timeout_s=5)
 
 
 def test_asks_for_the_model_clients_use_most_and_retries_server_errors(

@@ -1,6 +1,5 @@
 import pytest
-
-from router import answers_agree, chrf, normalise_label
+from understudy.router import answers_agree, chrf, normalise_label
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,7 @@ import json
 import math
 
 import pytest
-
-from router import (
+from understudy.router import (
     CHECK_REASONS,
     CalibratedPolicy,
     Decision,
@@ -12,7 +11,7 @@ from router import (
     choose_threshold,
     extract_features,
 )
-from router.bench import synthetic_answers
+from understudy.router.bench import synthetic_answers
 
 SURE = [math.log(0.99)] * 4
 UNSURE = [math.log(0.5)] * 4

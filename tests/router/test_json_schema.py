@@ -1,6 +1,5 @@
 import pytest
-
-from router import json_equal, matches_schema
+from understudy.router import json_equal, matches_schema
 
 
 @pytest.mark.parametrize(

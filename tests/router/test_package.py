@@ -1,12 +1,12 @@
 import subprocess
 import sys
 
-from router import bench_decision_time
+from understudy.router import bench_decision_time
 
 
 def test_import_pulls_in_no_ml_libraries():
     code = (
-        "import sys, router; "
+        "import sys, understudy.router; "
         "print(sorted(m for m in ('numpy', 'sklearn', 'scipy', 'torch') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

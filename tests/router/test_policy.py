@@ -4,8 +4,7 @@ import random
 
 import numpy as np
 import pytest
-
-from router import (
+from understudy.router import (
     FEATURE_NAMES,
     POLICIES,
     CalibratedPolicy,
@@ -14,7 +13,7 @@ from router import (
     extract_features,
     load_policy,
 )
-from router.bench import synthetic_answers
+from understudy.router.bench import synthetic_answers
 
 
 def confident_correct_unsure_wrong(n, seed=0):

@@ -1,8 +1,7 @@
 import random
 
 import pytest
-
-from router import AgreementMonitor, ShadowSampler
+from understudy.router import AgreementMonitor, ShadowSampler
 
 
 @pytest.mark.parametrize("rate", [0.05, 0.3])

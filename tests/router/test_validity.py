@@ -1,7 +1,6 @@
 import pytest
-
-from router import CHECK_REASONS, extract_features, failed_check
-from router.validity import requested_schema
+from understudy.router import CHECK_REASONS, extract_features, failed_check
+from understudy.router.validity import requested_schema
 
 SCHEMA_FORMAT = {
     "type": "json_schema",

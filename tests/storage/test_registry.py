@@ -1,7 +1,6 @@
 import pytest
-
-from storage.database import open_database
-from storage.registry import (
+from understudy.storage.database import open_database
+from understudy.storage.registry import (
     DRIFT_REASON,
     RegistryError,
     champion,

@@ -2,10 +2,10 @@ import sqlite3
 import threading
 import time
 
-from storage.database import open_database
-from storage.migrations import MIGRATIONS, applied
-from storage.records import RequestRecord
-from storage.request_log import RequestLogWriter
+from understudy.storage.database import open_database
+from understudy.storage.migrations import MIGRATIONS, applied
+from understudy.storage.records import RequestRecord
+from understudy.storage.request_log import RequestLogWriter
 
 
 def record(i: int) -> dict:

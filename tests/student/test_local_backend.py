@@ -9,9 +9,8 @@ import sys
 import time
 
 import pytest
-
-from gateway.student.base import StudentError, StudentModel, StudentRequest
-from gateway.student.local import LocalBackend
+from understudy.student.base import StudentError, StudentModel, StudentRequest
+from understudy.student.local import LocalBackend
 
 COUNT = "one two three four five six seven eight nine ten"
 LESSONS = {"count": COUNT, "ping": "pong", "hello there": "hi, how can I help?"}
@@ -340,7 +339,7 @@ async def test_sampling_follows_the_seed(backend, tiny_model_dir):
 
 def test_importing_the_backend_loads_no_ml_library():
     code = (
-        "import sys, gateway.student.local, gateway.student.generation, gateway.student.tiny;"
+        "import sys, understudy.student.local, understudy.student.generation, understudy.student.tiny;"
         "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

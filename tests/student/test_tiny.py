@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from gateway.student.tiny import build_tiny_model
+from understudy.student.tiny import build_tiny_model
 
 TEXTS = [
     "refund_request: I want my money back for order 1234",

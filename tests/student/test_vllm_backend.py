@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from understudy.student.base import StudentError, StudentModel, StudentRequest
+from understudy.student.vllm import VLLMBackend
 
-from gateway.student.base import StudentError, StudentModel, StudentRequest
-from gateway.student.vllm import VLLMBackend
 from tests.student.fake_vllm import BASE_MODEL, FakeVLLM, token_id
 
 TABLE = {

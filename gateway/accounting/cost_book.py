@@ -1,0 +1,107 @@
+"""The serving side of cost accounting: prices from the settings, and what has to be learned
+from the log (each task's teacher/student token ratio and its latest teacher model).
+
+:meth:`CostBook.fill` stamps the cost columns on a request row as it finishes; the arithmetic
+is in :mod:`gateway.costs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from understudy.gateway.accounting import prices as costs
+from understudy.gateway.config import CostConfig
+from understudy.storage.records import RequestRecord
+
+log = logging.getLogger("understudy.costs")
+
+RATIO_WINDOW_S = 30 * 86400  # pairs from the last 30 days teach the token ratio
+
+
+class CostBook:
+    def __init__(self, settings: CostConfig) -> None:
+        self.settings = settings
+        self.prices = costs.price_table(settings.prices)
+        self.student = costs.StudentCostModel(
+            settings.student_per_million, settings.student_gpu_hour, settings.student_tokens_per_s
+        )
+        self.ratios: dict[str, costs.TokenRatio] = {}
+        self.teacher_models: dict[str, str] = {}
+
+    def price(self, model: str | None) -> costs.Price | None:
+        return costs.find_price(self.prices, model)
+
+    def ratio(self, task: str) -> costs.TokenRatio:
+        return self.ratios.get(task, costs.UNKNOWN_RATIO)
+
+    def student_cost(self, tokens: int, seconds: float) -> float:
+        return self.student.cost(tokens, seconds)
+
+    def valued_model(self, record: RequestRecord) -> str | None:
+        """The teacher model a student answer of this task is valued at."""
+        return (
+            self.settings.teacher_model
+            or self.teacher_models.get(record.task)
+            or record.requested_model
+        )
+
+    def fill(self, record: RequestRecord) -> costs.RequestCost:
+        """Compute and set the cost columns of a finished row."""
+        prompt, completion = record.prompt_tokens or 0, record.completion_tokens or 0
+        student_cost = record.student_cost_usd or 0.0
+        if record.served_by == "student":
+            cost = costs.student_served(
+                self.price(self.valued_model(record)),
+                prompt,
+                completion,
+                self.ratio(record.task),
+                student_cost,
+            )
+        else:
+            teacher_model = record.teacher_model or record.requested_model
+            if record.teacher_model:
+                self.teacher_models[record.task] = record.teacher_model
+            price = self.price(teacher_model)
+            if record.served_by == "shadow":
+                cost = costs.shadow_call(price, prompt, completion)
+            else:
+                cost = costs.teacher_served(price, prompt, completion, student_cost)
+        record.teacher_cost_usd = cost.teacher_cost
+        record.student_cost_usd = cost.student_cost
+        record.avoided_cost_usd = cost.avoided
+        record.saved_usd = cost.saved
+        return cost
+
+    # -- learning from the log -----------------------------------------------------------
+
+    def refresh(self, db_path: Path) -> None:
+        """Re-read the token ratios and latest teacher models from the database."""
+        from understudy.storage.database import open_database
+        from understudy.storage.reports import latest_teacher_models, token_ratio_sums
+
+        if not Path(db_path).exists():
+            return
+        db = open_database(db_path, migrate_schema=False)
+        try:
+            since = time.time() - RATIO_WINDOW_S
+            sums = token_ratio_sums(db, since)
+            models = latest_teacher_models(db, since)
+        finally:
+            db.conn.close()
+        self.ratios = {
+            task: costs.TokenRatio.from_sums(r["tp"], r["tc"], r["sp"], r["sc"], r["pairs"])
+            for task, r in sums.items()
+        }
+        self.teacher_models = {**models, **self.teacher_models}
+
+    async def keep_fresh(self, db_path: Path) -> None:
+        """Refresh every ``ratio_refresh_s`` until cancelled."""
+        while True:
+            try:
+                await asyncio.to_thread(self.refresh, db_path)
+            except Exception:  # accounting must never stop serving
+                log.exception("could not refresh the token ratios; keeping the last ones")
+            await asyncio.sleep(self.settings.ratio_refresh_s)

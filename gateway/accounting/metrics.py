@@ -1,0 +1,182 @@
+"""Prometheus metrics, on a registry owned by the app (no global state).
+
+Label values are task names, who served, statuses and model version ids: never a key.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from understudy.gateway.accounting.metrics_state import DistillCollector, StudentCollector
+from understudy.storage.records import RequestRecord
+from understudy.storage.request_log import RequestLogWriter
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from understudy.gateway.serving.pool import StudentPool
+
+COVERAGE_WINDOW = 1000  # coverage is the student's share of a task's last 1,000 requests
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class _LogCollector(Collector):
+    def __init__(self, writer: RequestLogWriter) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        stats = self.writer.stats()
+        yield GaugeMetricFamily(
+            "understudy_log_queue_depth",
+            "Rows waiting to be written to the request log",
+            value=stats.depth,
+        )
+        yield CounterMetricFamily(
+            "understudy_log_dropped_rows",
+            "Request log rows dropped (queue full or writer stopped)",
+            value=stats.dropped,
+        )
+        yield CounterMetricFamily(
+            "understudy_log_written_rows", "Request log rows written", value=stats.written
+        )
+        yield CounterMetricFamily(
+            "understudy_log_failed_commits",
+            "Request log commits that failed and were retried",
+            value=stats.failed_commits,
+        )
+        yield GaugeMetricFamily(
+            "understudy_log_healthy",
+            "1 when the last request log write succeeded",
+            value=1 if stats.healthy else 0,
+        )
+
+
+class Metrics:
+    def __init__(self, writer: RequestLogWriter) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "understudy_requests",
+            "Requests by task, who served them and outcome",
+            ["task", "served_by", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "understudy_request_latency_seconds",
+            "Total request latency (to the last byte)",
+            ["served_by"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.teacher_latency = Histogram(
+            "understudy_teacher_latency_seconds",
+            "Teacher call latency (to the last byte)",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.student_latency = Histogram(
+            "understudy_student_latency_seconds",
+            "Student generation latency",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.shadow_agreement = Counter(
+            "understudy_shadow_agreements",
+            "Shadow comparisons where the student agreed with the teacher",
+            ["task"],
+            registry=self.registry,
+        )
+        self.shadow_total = Counter(
+            "understudy_shadow_comparisons",
+            "Shadow comparisons made",
+            ["task"],
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "understudy_tokens",
+            "Tokens by task, who served them and kind",
+            ["task", "served_by", "kind"],
+            registry=self.registry,
+        )
+        self.teacher_retries = Counter(
+            "understudy_teacher_retries",
+            "Teacher calls retried after a 5xx, timeout or connection error",
+            registry=self.registry,
+        )
+        self.overhead = Histogram(
+            "understudy_gateway_overhead_seconds",
+            "Time the gateway adds: total latency less teacher and student time",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.teacher_spend = Counter(
+            "understudy_teacher_spend_usd",
+            "Teacher cost in USD by task and call kind (teacher, fallback, shadow)",
+            ["task", "kind"],
+            registry=self.registry,
+        )
+        self.avoided = Counter(
+            "understudy_teacher_cost_avoided_usd",
+            "Teacher cost in USD avoided by student-served requests",
+            ["task"],
+            registry=self.registry,
+        )
+        self.student_cost = Counter(
+            "understudy_student_cost_usd",
+            "Cost in USD of the student's work (served, deferred and shadow-mode answers)",
+            ["task"],
+            registry=self.registry,
+        )
+        self.savings = Gauge(
+            "understudy_savings_usd",
+            "Net savings in USD since the gateway started: avoided - student - shadow cost",
+            ["task"],
+            registry=self.registry,
+        )
+        self.coverage = Gauge(
+            "understudy_coverage",
+            f"Share of the task's last {COVERAGE_WINDOW} requests the student served",
+            ["task"],
+            registry=self.registry,
+        )
+        self._served: dict[str, deque[bool]] = {}
+        self.registry.register(_LogCollector(writer))
+
+    def watch(self, pool: StudentPool, db_path: Path) -> None:
+        """Also export the serving students' state and the distillation runs."""
+        self.registry.register(StudentCollector(pool))
+        self.registry.register(DistillCollector(db_path))
+
+    def observe_request(self, record: RequestRecord, teacher_s: float, student_s: float) -> None:
+        """Coverage, gateway overhead and costs of a finished client request."""
+        window = self._served.setdefault(record.task, deque(maxlen=COVERAGE_WINDOW))
+        window.append(record.served_by == "student")
+        self.coverage.labels(record.task).set(sum(window) / len(window))
+        if record.latency_ms is not None:
+            overhead = record.latency_ms / 1000 - teacher_s - student_s
+            self.overhead.observe(max(overhead, 0.0))
+        self.observe_costs(record)
+
+    def observe_costs(self, record: RequestRecord) -> None:
+        task = record.task
+        if record.teacher_cost_usd:
+            self.teacher_spend.labels(task, _call_kind(record)).inc(record.teacher_cost_usd)
+        if record.avoided_cost_usd:
+            self.avoided.labels(task).inc(record.avoided_cost_usd)
+        if record.student_cost_usd:
+            self.student_cost.labels(task).inc(record.student_cost_usd)
+        if record.saved_usd:
+            self.savings.labels(task).inc(record.saved_usd)
+
+
+def _call_kind(record: RequestRecord) -> str:
+    if record.served_by == "shadow":
+        return "shadow"
+    if (record.route_reason or "").startswith("deferred"):
+        return "fallback"
+    return "teacher"

@@ -1,0 +1,159 @@
+"""Everything the dashboard shows, read from the database in one pass (run off the event loop).
+
+The headline numbers come from :func:`gateway.summary.summarize`, the same as
+``understudy report``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import quantiles
+from typing import Any
+
+import sqlite_utils
+from understudy.gateway.accounting.summary import Summary, summarize
+from understudy.gateway.config import GatewayConfig
+from understudy.storage import reports
+from understudy.storage.distill_queries import get_run, list_runs
+from understudy.storage.registry import ModelVersion, all_task_states, events, get_model
+
+HISTORY_KINDS = ("promoted", "rollback", "mode")
+
+
+@dataclass
+class StudentCard:
+    task: str
+    mode: str
+    mode_reason: str | None
+    champion: ModelVersion | None
+    previous_id: str | None
+    gates: list[dict[str, Any]]
+    last_run: dict[str, Any] | None
+    history: list[dict[str, Any]]
+    agreement: float | None
+    compared: int
+    coverage: float
+    quality_target: float
+    requests: int
+
+
+@dataclass
+class DashboardData:
+    summary: Summary
+    window_s: float
+    bucket_s: float
+    buckets: list[float]
+    saved: dict[str, list[float]]  # per task, saved USD per bucket
+    coverage: dict[str, list[float | None]]  # per task, student share per bucket
+    latency: list[dict[str, Any]]
+    students: list[StudentCard]
+    runs: list[dict[str, Any]]
+    generated_at: float = field(default_factory=time.time)
+
+
+def bucket_size(window_s: float) -> float:
+    """Hourly points up to two days, daily beyond."""
+    return 3600.0 if window_s <= 2 * 86400 else 86400.0
+
+
+def gather(settings: GatewayConfig, window_s: float, now: float | None = None) -> DashboardData:
+    from understudy.storage.database import open_database
+
+    now = time.time() if now is None else now
+    db = open_database(Path(settings.db_path), migrate_schema=False)
+    try:
+        return _gather(db, settings, window_s, now)
+    finally:
+        db.conn.close()
+
+
+def _gather(
+    db: sqlite_utils.Database, settings: GatewayConfig, window_s: float, now: float
+) -> DashboardData:
+    costs = settings.costs
+    summary = summarize(
+        db,
+        window_s=window_s,
+        quality_target=settings.router.quality_target,
+        student_free=costs.student_per_million == 0 and costs.student_gpu_hour == 0,
+        now=now,
+    )
+    bucket = bucket_size(window_s)
+    # Align buckets on whole hours / days so the axis reads naturally.
+    start = (summary.since // bucket) * bucket
+    n = int((now - start) // bucket) + 1
+    buckets = [start + i * bucket for i in range(n)]
+    saved: dict[str, list[float]] = {}
+    coverage: dict[str, list[float | None]] = {}
+    for row in reports.cost_series(db, start, now, bucket):
+        i = min(round((row["start"] - start) / bucket), n - 1)
+        saved.setdefault(row["task"], [0.0] * n)[i] += row["saved_usd"]
+        cov = coverage.setdefault(row["task"], [None] * n)
+        cov[i] = row["student"] / row["requests"] if row["requests"] else None
+    return DashboardData(
+        summary=summary,
+        window_s=window_s,
+        bucket_s=bucket,
+        buckets=buckets,
+        saved=saved,
+        coverage=coverage,
+        latency=_latency(reports.latencies(db, summary.since, now)),
+        students=_students(db, summary),
+        runs=list_runs(db, limit=12),
+        generated_at=now,
+    )
+
+
+def _latency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        groups.setdefault((row["task"], row["served_by"]), []).append(row["latency_ms"])
+    out = []
+    for (task, served_by), values in sorted(groups.items()):
+        values.sort()
+        if len(values) >= 2:
+            cuts = quantiles(values, n=100, method="inclusive")
+            p50, p95 = cuts[49], cuts[94]
+        else:
+            p50 = p95 = values[0]
+        out.append({"task": task, "served_by": served_by, "n": len(values), "p50": p50, "p95": p95})
+    return out
+
+
+def _students(db: sqlite_utils.Database, summary: Summary) -> list[StudentCard]:
+    by_task = {t.task: t for t in summary.tasks}
+    states = {s.task: s for s in all_task_states(db)}
+    cards = []
+    for task in sorted(set(states) | set(by_task), key=lambda t: (t not in states, t)):
+        state = states.get(task)
+        stats = by_task.get(task)
+        champ = _model(db, state.champion_id) if state and state.champion_id else None
+        run = get_run(db, champ.run_id) if champ and champ.run_id else None
+        last = list_runs(db, task, limit=1)
+        cards.append(
+            StudentCard(
+                task=task,
+                mode=state.mode if state else "routed",
+                mode_reason=state.reason if state else None,
+                champion=champ,
+                previous_id=state.previous_id if state else None,
+                gates=list((run or {}).get("gates") or []),
+                last_run=last[0] if last else None,
+                history=[e for e in events(db, task, limit=50) if e["kind"] in HISTORY_KINDS][:6],
+                agreement=stats.agreement if stats else None,
+                compared=stats.compared if stats else 0,
+                coverage=stats.coverage if stats else 0.0,
+                quality_target=stats.quality_target if stats else summary.quality_target,
+                requests=stats.requests if stats else 0,
+            )
+        )
+    return cards
+
+
+def _model(db: sqlite_utils.Database, model_id: str) -> ModelVersion | None:
+    try:
+        return get_model(db, model_id)
+    except Exception:  # noqa: BLE001 - a missing registry row shows as "unknown"
+        return None

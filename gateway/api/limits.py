@@ -1,0 +1,251 @@
+"""Per-key request limits and monthly token budgets, enforced before a request is handled.
+
+* Rate limit: a token bucket per client (``limits.requests_per_minute``, bursts up to
+  ``limits.burst``), in memory. A client is its gateway key (by its non-secret id); with an open
+  gateway, the hash of the teacher key it passes through, or else its address.
+* Budget: tokens used per gateway key in the current calendar month (UTC), read from the log at
+  start-up and counted as answers are logged. A key at or over ``limits.monthly_tokens`` is
+  refused until the month ends; the request that crosses the line is still answered.
+
+Both refusals are 429 in OpenAI's shape with ``retry-after``; nothing refused reaches the
+teacher or the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from litestar import Request, Response
+from understudy.gateway.api import auth
+from understudy.gateway.api.responses import new_request_id
+from understudy.gateway.config import GatewayConfig, LimitConfig
+from understudy.gateway.errors import (
+    BudgetExceededError,
+    RateLimitError,
+    UnderstudyError,
+    error_body,
+)
+from understudy.storage.database import open_database
+
+LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+MAX_IDLE_BUCKETS = 10000  # buckets kept before full (idle) ones are forgotten
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class TokenBuckets:
+    """One bucket per client: ``rate`` tokens a second, holding at most ``capacity``."""
+
+    def __init__(
+        self, per_minute: int, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = float(burst or per_minute)
+        self.clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def take(self, client: str) -> float:
+        """Spend one token; 0.0 when allowed, else the seconds until one is available."""
+        now = self.clock()
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            if len(self._buckets) >= MAX_IDLE_BUCKETS:
+                self._forget_full(now)
+            bucket = self._buckets[client] = _Bucket(self.capacity, now)
+        bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.at) * self.rate)
+        bucket.at = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate
+
+    def _forget_full(self, now: float) -> None:
+        for client, b in list(self._buckets.items()):
+            if b.tokens + (now - b.at) * self.rate >= self.capacity:
+                del self._buckets[client]
+
+
+def month_start(now: float) -> float:
+    """The first second of ``now``'s calendar month, UTC."""
+    d = dt.datetime.fromtimestamp(now, dt.UTC)
+    return dt.datetime(d.year, d.month, 1, tzinfo=dt.UTC).timestamp()
+
+
+def next_month_start(now: float) -> float:
+    d = dt.datetime.fromtimestamp(now, dt.UTC)
+    year, month = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
+    return dt.datetime(year, month, 1, tzinfo=dt.UTC).timestamp()
+
+
+class MonthlyBudgets:
+    """Tokens and teacher USD used this month per gateway key id, kept current from the rows
+    being logged. A limit of 0 is off."""
+
+    def __init__(
+        self, monthly_tokens: int, monthly_usd: float = 0.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.monthly_tokens = monthly_tokens
+        self.monthly_usd = monthly_usd
+        self.clock = clock
+        self._month = month_start(clock())
+        self._tokens: dict[str, int] = {}
+        self._usd: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def load(self, db_path: Path) -> None:
+        """Read this month's usage per key from the log (at start-up)."""
+        db = open_database(db_path, migrate_schema=False)
+        try:
+            has_cost = "teacher_cost_usd" in db["requests"].columns_dict
+            cost = "sum(coalesce(teacher_cost_usd, 0))" if has_cost else "0"
+            rows = db.execute(
+                f"select api_key_id, sum(coalesce(total_tokens, 0)), {cost} from requests"
+                " where created_at >= ? and api_key_id is not null group by api_key_id",
+                [self._month],
+            ).fetchall()
+        finally:
+            db.conn.close()
+        with self._lock:
+            self._tokens = {key: int(tokens) for key, tokens, _ in rows}
+            self._usd = {key: float(usd) for key, _, usd in rows}
+
+    def record(self, table: str, row: dict[str, Any]) -> None:
+        """Writer listener: count the usage of every logged request carrying a key id."""
+        key = row.get("api_key_id")
+        if table != "requests" or not key:
+            return
+        tokens, usd = row.get("total_tokens") or 0, row.get("teacher_cost_usd") or 0.0
+        with self._lock:
+            self._roll()
+            if row.get("created_at", self._month) >= self._month:
+                self._tokens[key] = self._tokens.get(key, 0) + int(tokens)
+                self._usd[key] = self._usd.get(key, 0.0) + float(usd)
+
+    def used(self, key: str) -> tuple[int, float]:
+        """``(tokens, teacher USD)`` used by ``key`` this month."""
+        with self._lock:
+            self._roll()
+            return self._tokens.get(key, 0), self._usd.get(key, 0.0)
+
+    def check(self, key: str) -> str | None:
+        """None while ``key`` may spend more, else which budget it has used up."""
+        tokens, usd = self.used(key)
+        if self.monthly_tokens and tokens >= self.monthly_tokens:
+            return f"{self.monthly_tokens} tokens"
+        if self.monthly_usd and usd >= self.monthly_usd:
+            return f"{self.monthly_usd:g} USD"
+        return None
+
+    def renews_in(self) -> float:
+        """Seconds until the budgets renew (the next month, UTC)."""
+        now = self.clock()
+        return max(1.0, next_month_start(now) - now)
+
+    def _roll(self) -> None:
+        start = month_start(self.clock())
+        if start != self._month:
+            self._month, self._tokens, self._usd = start, {}, {}
+
+
+class RequestLimits:
+    """What the ``before_request`` hook consults: the buckets and the budgets (either may be
+    off)."""
+
+    def __init__(self, settings: GatewayConfig) -> None:
+        self.settings = settings
+        limits: LimitConfig = settings.limits
+        self.buckets = (
+            TokenBuckets(limits.requests_per_minute, limits.burst)
+            if limits.requests_per_minute > 0
+            else None
+        )
+        self.budgets = (
+            MonthlyBudgets(limits.monthly_tokens, limits.monthly_usd)
+            if limits.monthly_tokens > 0 or limits.monthly_usd > 0
+            else None
+        )
+
+    def client(self, request: Request) -> tuple[str | None, str | None]:
+        """``(bucket name, gateway key id)`` of the caller; the bucket is None for a caller
+        whose gateway key is missing or wrong (the handler answers 401)."""
+        s, headers = self.settings, request.headers
+        authorization = headers.get("authorization")
+        if s.api_keys:
+            presented = (
+                headers.get(auth.KEY_HEADER)
+                if s.teacher.pass_through_auth
+                else auth.bearer(authorization)
+            )
+            if not auth.matches(presented, s.api_keys):
+                return None, None
+            key = auth.key_id(presented or "")
+            return key, key
+        passed = auth.bearer(authorization) if s.teacher.pass_through_auth else None
+        if passed:
+            return auth.key_id(passed), None
+        host = request.client.host if request.client else "unknown"
+        return f"addr:{host}", None
+
+    def check(self, request: Request) -> tuple[UnderstudyError, float] | None:
+        """The refusal for this caller and the seconds it should wait, or None."""
+        bucket, key = self.client(request)
+        if bucket is None:
+            return None
+        if self.budgets is not None and key is not None:
+            spent = self.budgets.check(key)
+            if spent:
+                return BudgetExceededError(
+                    f"This key has used its monthly budget ({spent}); it renews at the start "
+                    "of next month (UTC)."
+                ), self.budgets.renews_in()
+        if self.buckets is not None:
+            wait = self.buckets.take(bucket)
+            if wait:
+                return RateLimitError(
+                    "Rate limit reached: "
+                    f"{self.settings.limits.requests_per_minute} requests per minute per "
+                    f"key. Please try again in {math.ceil(wait)}s."
+                ), wait
+        return None
+
+
+def open_limits(settings: GatewayConfig, db_path: Path) -> RequestLimits | None:
+    """The limits of ``settings`` (budgets read from the log), or None when both are off."""
+    limits = RequestLimits(settings)
+    if limits.buckets is None and limits.budgets is None:
+        return None
+    if limits.budgets is not None:
+        limits.budgets.load(db_path)
+    return limits
+
+
+async def enforce_limits(request: Request) -> Response | None:
+    """``before_request`` hook: a 429 for a caller over its rate or budget, else None."""
+    limits: RequestLimits | None = getattr(request.app.state, "limits", None)
+    if limits is None or request.method != "POST" or request.url.path not in LIMITED_PATHS:
+        return None
+    refused = limits.check(request)
+    if refused is None:
+        return None
+    error, wait_s = refused
+    request.state.request_id = new_request_id()
+    return Response(
+        content=error_body(error),
+        status_code=error.status_code,
+        media_type="application/json",
+        headers={
+            "x-request-id": request.state.request_id,
+            "retry-after": str(max(1, math.ceil(wait_s))),
+        },
+    )

@@ -1,0 +1,110 @@
+"""The gateway's settings: the teacher, limits, costs and the top-level keys.
+
+The router's, the student's and the storage's sections live beside their code
+(:mod:`understudy.router.config`, :mod:`understudy.student.config`,
+:mod:`understudy.storage.config`); :class:`GatewayConfig` nests them. The composition root
+(:mod:`understudy.settings`) adds the distiller's section and reads the whole tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from understudy.router.config import RouterConfig
+from understudy.storage.config import StorageConfig, db_path
+from understudy.student.config import StudentConfig
+
+
+@dataclass
+class TeacherConfig:
+    """The upstream OpenAI-compatible API (the teacher)."""
+
+    url: str = "https://api.openai.com/v1"
+    """Base URL of the teacher, including ``/v1``."""
+    api_key: str | None = None
+    """Key sent to the teacher. Never stored or logged."""
+    pass_through_auth: bool = False
+    """Forward the client's own ``Authorization`` header to the teacher instead of ``api_key``."""
+    timeout_s: float = 120.0
+    """Read timeout for one teacher call (seconds)."""
+    connect_timeout_s: float = 5.0
+    """Connect timeout for one teacher call (seconds)."""
+    max_retries: int = 2
+    """Retries after a 5xx, connection error or timeout (never once a stream has sent bytes)."""
+    retry_budget_s: float = 30.0
+    """Total time a request may spend retrying the teacher before giving up with 502/504."""
+    backoff_s: float = 0.25
+    """First retry delay; doubles on each retry, capped by the remaining budget."""
+    max_connections: int = 512
+    """Connection pool size towards the teacher."""
+
+
+@dataclass
+class LimitConfig:
+    """Per-key request rate and monthly budget; a refused request gets 429 with ``retry-after``."""
+
+    requests_per_minute: int = 0
+    """Requests a minute each gateway key (open gateway: each client address) may make; 0: off."""
+    burst: int = 0
+    """Requests a key may make at once before the per-minute rate applies (0: the rate)."""
+    monthly_tokens: int = 0
+    """Tokens (prompt + completion) each gateway key may use per calendar month, UTC; 0: off."""
+    monthly_usd: float = 0.0
+    """Teacher spend (USD, priced by ``[costs]``) each gateway key may run up a month; 0: off."""
+
+
+@dataclass
+class CostConfig:
+    """Prices used to account teacher spend and student savings (USD)."""
+
+    prices: dict[str, str] = field(default_factory=dict)
+    """Teacher prices, model to ``"INPUT/OUTPUT"`` USD per 1M tokens, over the built-in table
+    (``gpt-4o``, ``gpt-4o-mini``, ``gpt-4.1``, ``gpt-4.1-mini``, ``gpt-4.1-nano``, ``o3``,
+    ``o4-mini``, ``gpt-3.5-turbo``); a dated name (``gpt-4o-2024-08-06``) takes its prefix's
+    price."""
+    teacher_model: str | None = None
+    """Model whose price a student answer is valued at (default: the task's latest teacher
+    model, else the requested model)."""
+    student_per_million: float = 0.0
+    """Student cost in USD per 1M tokens (prompt + completion); 0 with ``student_gpu_hour`` 0:
+    the student is free (a CPU box)."""
+    student_gpu_hour: float = 0.0
+    """Price of the student's GPU per hour (USD); charged as tokens / throughput."""
+    student_tokens_per_s: float = 0.0
+    """Measured student throughput (tokens a second, batched); 0: each generation's own rate,
+    which overstates the GPU cost of batched traffic."""
+    ratio_refresh_s: float = 60.0
+    """How often each task's teacher/student token ratio is re-learned from logged pairs."""
+
+
+@dataclass
+class GatewayConfig:
+    """Everything the gateway needs: top-level settings and the sections it serves with."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = 8000
+    """Port to listen on."""
+    data_dir: Path = Path("understudy-data")
+    """Directory holding the SQLite database (``understudy.db``) and student artefacts."""
+    api_keys: list[str] = field(default_factory=list)
+    """Gateway keys clients must present as ``Authorization: Bearer KEY`` (empty: open)."""
+    admin_key: str | None = None
+    """Key for admin endpoints and the dashboard (empty: admin endpoints are disabled)."""
+    max_body_bytes: int = 8 * 1024 * 1024
+    """Largest accepted request body; larger ones get 413."""
+    log_level: str = "info"
+    """Log level of the gateway process (debug, info, warning, error)."""
+    routes: dict[str, str] = field(default_factory=dict)
+    """Requested ``model`` name to task name, e.g. ``{"support-bot" = "support-intent"}``."""
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    costs: CostConfig = field(default_factory=CostConfig)
+    limits: LimitConfig = field(default_factory=LimitConfig)
+
+    @property
+    def db_path(self) -> Path:
+        return db_path(self.data_dir)

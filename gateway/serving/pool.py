@@ -1,0 +1,180 @@
+"""Which student serves which task, kept in step with the registry without a restart.
+
+A watcher reads ``task_state`` every ``student.reload_interval_s``. When a task's champion
+changes (promotion or rollback) the new version is loaded first, then switched in, then the old
+one is unloaded, so requests never see a gap. Mode changes (``teacher-only``, ``shadow``,
+``routed``) take effect at the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from understudy.gateway.config import GatewayConfig
+from understudy.gateway.serving.routing import TaskRouter, build_router
+from understudy.storage.database import open_database
+from understudy.storage.registry import ModelVersion, all_task_states, get_model
+from understudy.student.base import StudentBackend, StudentModel
+
+log = logging.getLogger("understudy.students")
+
+
+@dataclass
+class Slot:
+    """The serving state of one task with a champion."""
+
+    task: str
+    mode: str
+    version: ModelVersion
+    model: StudentModel
+    router: TaskRouter
+    state_at: float = 0.0
+    """``updated_at`` of the registry state this slot reflects: a local change (drift) stands
+    until the registry changes again."""
+
+
+def student_model(version: ModelVersion) -> StudentModel:
+    return StudentModel(name=version.id, base=version.weights, adapter_path=version.adapter_path)
+
+
+class StudentPool:
+    def __init__(
+        self, settings: GatewayConfig, backend_factory: Callable[[], StudentBackend] | None
+    ) -> None:
+        self.settings = settings
+        self.backend_factory = backend_factory
+        # Created when the first champion appears, so a teacher-only gateway never loads ML code.
+        self.backend: StudentBackend | None = None
+        self.slots: dict[str, Slot] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._db_path: Path = settings.db_path
+
+    def slot(self, task: str) -> Slot | None:
+        return self.slots.get(task)
+
+    async def start(self) -> None:
+        if self.backend_factory is None:
+            return
+        await self.refresh()
+        self._task = asyncio.create_task(self._watch(), name="understudy-student-watcher")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.backend is not None:
+            await self.backend.close()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.student.reload_interval_s)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("student refresh failed; serving stays as it was")
+
+    async def refresh_now(self) -> None:
+        """Apply a registry change made through the admin API at once."""
+        if self.backend_factory is not None:
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Bring ``slots`` in line with the registry."""
+        assert self.backend_factory is not None
+        states = await asyncio.to_thread(self._read_states)
+        if states and self.backend is None:
+            self.backend = await asyncio.to_thread(self.backend_factory)
+        seen: set[str] = set()
+        for task, mode, state_at, version in states:
+            seen.add(task)
+            current = self.slots.get(task)
+            if current is not None and current.version.id == version.id:
+                if current.state_at == state_at:
+                    continue  # unchanged (a drift fallback not yet written stays in force)
+                current.state_at = state_at
+                if current.mode != mode:
+                    log.info("task %s: mode %s -> %s", task, current.mode, mode)
+                    current.mode = mode
+                    if mode == "routed":
+                        # Routed again (by an operator): live agreement is judged afresh, or
+                        # a monitor still tripped from before would never trip again.
+                        current.router.monitor.reset()
+                continue
+            await self._swap_in(task, mode, state_at, version, current)
+        for task in set(self.slots) - seen:
+            old = self.slots.pop(task)
+            if self.backend is not None:
+                await self.backend.unload(old.model)
+
+    async def _swap_in(
+        self,
+        task: str,
+        mode: str,
+        state_at: float,
+        version: ModelVersion,
+        current: Slot | None,
+    ) -> None:
+        assert self.backend is not None
+        model = student_model(version)
+        try:
+            router = build_router(version.router, self.settings.router)
+            await self.backend.load(model)
+        except Exception as exc:  # noqa: BLE001 - keep serving the old one
+            log.error(
+                "task %s: could not load %s (%s); keeping %s",
+                task,
+                version.id,
+                exc,
+                current.version.id if current else "the teacher",
+            )
+            return
+        self.slots[task] = Slot(task, mode, version, model, router, state_at)
+        log.info("task %s: now served by %s (mode %s)", task, version.id, mode)
+        if current is not None:
+            await self.backend.unload(current.model)
+
+    def _read_states(self) -> list[tuple[str, str, float, ModelVersion]]:
+        db = open_database(self._db_path, migrate_schema=False)
+        try:
+            out = []
+            for state in all_task_states(db):
+                if state.champion_id:
+                    champion = get_model(db, state.champion_id)
+                    out.append((state.task, state.mode, state.updated_at, champion))
+            return out
+        finally:
+            db.conn.close()
+
+
+def backend_factory(settings: GatewayConfig) -> Callable[[], StudentBackend] | None:
+    """The configured student engine, built on first use (None: students are off)."""
+    student = settings.student
+    if student.backend == "none":
+        return None
+    if student.backend == "vllm":
+
+        def make_vllm() -> StudentBackend:
+            from understudy.student.vllm import VLLMBackend
+
+            return VLLMBackend(
+                student.vllm_url, api_key=student.vllm_api_key, timeout_s=student.timeout_s
+            )
+
+        return make_vllm
+
+    def make_local() -> StudentBackend:
+        from understudy.student.local import LocalBackend
+
+        return LocalBackend(
+            device=student.device,
+            max_batch_size=student.max_batch_size,
+            batch_window_ms=student.batch_window_ms,
+        )
+
+    return make_local

@@ -1,0 +1,92 @@
+"""The serving side of routing: one :class:`TaskRouter` per serving student.
+
+It turns the router dict stored with a model version (calibrated policy, chosen threshold,
+agreement metric) into decisions, and holds the live state that belongs to serving: the shadow
+sampler and the live agreement monitor. The decision logic itself lives in ``router/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from understudy.router.config import RouterConfig
+from understudy.student.base import StudentAnswer
+
+
+@dataclass
+class Judgement:
+    serve: bool
+    confidence: float
+    reason: str
+    features: dict[str, Any] = field(default_factory=dict)
+
+
+class TaskRouter:
+    def __init__(self, spec: Mapping[str, Any], settings: RouterConfig) -> None:
+        from understudy.router import (
+            AgreementMonitor,
+            CalibratedPolicy,
+            Router,
+            ShadowSampler,
+            ThresholdChoice,
+        )
+
+        self.settings = settings
+        self.kind = str(spec.get("kind", "label"))
+        self.quality_target = float(spec.get("quality_target", settings.quality_target))
+        policy = CalibratedPolicy.from_dict(spec["policy"]) if spec.get("policy") else None
+        if settings.threshold_mode == "fixed" or not spec.get("threshold"):
+            self.router = Router(policy, fixed_threshold=settings.fixed_threshold)
+        else:
+            self.router = Router(policy, ThresholdChoice.from_dict(spec["threshold"]))
+        self.sampler = ShadowSampler(settings.shadow_rate)
+        self.monitor = AgreementMonitor(
+            self.quality_target,
+            settings.drift_margin,
+            settings.drift_window,
+            settings.drift_min_samples,
+            settings.drift_confidence,
+        )
+
+    def judge(self, answer: StudentAnswer, body: Mapping[str, Any]) -> Judgement:
+        from understudy.router import extract_features
+
+        first_alternatives = (
+            [alt.logprob for alt in answer.top_logprobs[0]]
+            if (answer.top_logprobs and answer.top_logprobs[0])
+            else []
+        )
+        features = extract_features(
+            token_logprobs=answer.logprobs,
+            first_token_alternatives=first_alternatives,
+            text=answer.text,
+            finish_reason=answer.finish_reason,
+            response_format=body.get("response_format"),
+            tools=body.get("tools"),
+        )
+        decision = self.router.decide(features)
+        return Judgement(decision.serve, decision.confidence, decision.reason, features.to_dict())
+
+    def agree(self, student_text: str, teacher_text: str) -> bool:
+        from understudy.router import answers_agree
+
+        return answers_agree(student_text, teacher_text, self.kind)
+
+    def should_shadow(self) -> bool:
+        return self.sampler.should_shadow()
+
+    def record_shadow(self, agreed: bool) -> bool:
+        """Record one shadow comparison; True when this one made the monitor trip."""
+        was = self.monitor.tripped
+        self.monitor.record(agreed)
+        return self.monitor.tripped and not was
+
+    @property
+    def live_agreement(self) -> float:
+        return self.monitor.agreement or 0.0
+
+
+def build_router(spec: Mapping[str, Any], settings: RouterConfig) -> TaskRouter:
+    return TaskRouter(spec, settings)

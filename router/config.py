@@ -1,0 +1,32 @@
+"""The router's settings (``[router]``): the quality target, shadow sampling and drift."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class RouterConfig:
+    """How the router decides between the student and the teacher."""
+
+    quality_target: float = 0.97
+    """Required agreement with the teacher on student-served traffic (used when fitting)."""
+    confidence: float = 0.95
+    """Confidence of the lower bound used to check the quality target."""
+    threshold_mode: str = "calibrated"
+    """``calibrated`` (the threshold stored with the student) or ``fixed`` (``fixed_threshold``)."""
+    fixed_threshold: float = 0.9
+    """Threshold on P(agree) in fixed mode."""
+    shadow_rate: float = 0.05
+    """Share of student-served requests also sent to the teacher, off the response path."""
+    drift_margin: float = 0.03
+    """Live agreement this far below the target sends the task back to the teacher."""
+    drift_window: int = 200
+    """Shadow comparisons the live agreement is computed over."""
+    drift_min_samples: int = 30
+    """Shadow comparisons needed before drift can trip."""
+    drift_confidence: float = 0.95
+    """Drift trips only when live agreement is below ``quality_target - drift_margin`` with
+    this confidence (the one-sided Wilson upper bound of the window's agreement is below it),
+    so noise over a few dozen comparisons does not send a good student back; 0.5 compares the
+    plain share."""

@@ -1,0 +1,182 @@
+"""The ``understudy`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from understudy.distiller.cli import register as register_distiller
+from understudy.gateway.errors import ConfigError
+from understudy.settings import Settings, load_settings
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    return load_settings(
+        config_file=args.config,
+        overrides={"data_dir": getattr(args, "data_dir", None), **overrides},
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from understudy.gateway.server import serve
+    from understudy.schedule import schedule_for
+
+    settings = _settings(args, host=args.host, port=args.port, **{"teacher.url": args.teacher_url})
+    schedule = schedule_for(settings)  # refuses to start when its packages are missing
+    serve(settings, companions=[schedule] if schedule is not None else [])
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from understudy.commands import print_tasks
+
+    return print_tasks(_settings(args), as_json=args.json)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from understudy.commands import export
+
+    return export(_settings(args), task=args.task, fmt=args.format, output=args.output)
+
+
+def cmd_mode(args: argparse.Namespace) -> int:
+    from understudy.commands import set_task_mode
+
+    return set_task_mode(_settings(args), task=args.task, mode=args.mode)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from understudy.report import report
+
+    return report(_settings(args), window_s=args.since, fmt_name=args.format)
+
+
+def _duration(text: str) -> float:
+    from understudy.gateway.accounting.summary import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from understudy.commands import tiny_model
+
+    return tiny_model(
+        args.path,
+        texts_file=args.texts,
+        hidden=args.hidden,
+        layers=args.layers,
+        vocab_size=args.vocab_size,
+        seed=args.seed,
+    )
+
+
+def _augmentation_teacher(settings: Settings) -> object:
+    """The teacher the distiller asks for synthetic examples (a blocking httpx call)."""
+    from understudy.gateway.teacher.sync import SyncTeacher
+
+    return SyncTeacher.from_settings(settings)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from understudy.prune import prune_log
+
+    return prune_log(
+        _settings(args), older_than=args.older_than, dry_run=args.dry_run, vacuum_after=args.vacuum
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="understudy",
+        description="OpenAI-compatible gateway that distils your teacher model into a student.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="TOML config file (default: ./understudy.toml if present)")
+        p.add_argument("--data-dir", help="data directory (default: ./understudy-data)")
+
+    p = sub.add_parser("serve", help="run the gateway")
+    common(p)
+    p.add_argument("--teacher-url", help="teacher base URL including /v1")
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default 8000)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("tasks", help="list tasks with request counts")
+    common(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("export", help="write logged teacher answers as fine-tuning data")
+    common(p)
+    p.add_argument("--task", required=True, help="task name (see `understudy tasks`)")
+    p.add_argument("--format", default="jsonl", choices=["jsonl"], help="output format")
+    p.add_argument("--output", "-o", help="output file (default: stdout)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("mode", help="set a task's serving mode (picked up by a running gateway)")
+    common(p)
+    p.add_argument("--task", required=True, help="task name")
+    p.add_argument("mode", choices=["teacher-only", "shadow", "routed"], help="the new mode")
+    p.set_defaults(func=cmd_mode)
+
+    p = sub.add_parser("report", help="savings, coverage and agreement over a window")
+    common(p)
+    p.add_argument("--since", type=_duration, default=7 * 86400, help="window, e.g. 24h, 7d")
+    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("prune", help="delete logged requests older than an age (e.g. 90d)")
+    common(p)
+    p.add_argument("--older-than", required=True, help="age: a number and s, m, h, d or w")
+    p.add_argument("--dry-run", action="store_true", help="count the rows, delete nothing")
+    p.add_argument("--vacuum", action="store_true", help="then give the space back (slow)")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("tiny-model", help="build a tiny Llama student (model + tokenizer) at PATH")
+    p.add_argument("path", help="directory to write (loadable with from_pretrained)")
+    p.add_argument("--texts", help="text file, one example per line, to train the tokenizer on")
+    p.add_argument("--hidden", type=int, default=128, help="hidden size (default 128)")
+    p.add_argument("--layers", type=int, default=2, help="transformer layers (default 2)")
+    p.add_argument("--vocab-size", type=int, default=2048, help="vocabulary size (default 2048)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    p.set_defaults(func=cmd_tiny_model)
+
+    # distill run|schedule|history, golden add|list|remove, rollback
+    register_distiller(sub, _settings, _augmentation_teacher)
+
+    p = sub.add_parser("demo", help="the whole loop on Banking77, offline, in a few minutes")
+    _demo_arguments(p)
+    p.set_defaults(func=_demo_main)
+
+    return parser
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    from understudy.demo.cli import add_arguments
+
+    add_arguments(p)
+
+
+def _demo_main(args: argparse.Namespace) -> int:
+    from understudy.demo.cli import main as demo
+
+    return demo(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"understudy: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Offline commands: ``tasks``, ``export`` and ``mode`` (the database), ``tiny-model``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from understudy.settings import Settings
+from understudy.storage.database import open_database
+from understudy.storage.queries import iter_teacher_pairs, list_tasks
+
+
+def print_tasks(settings: Settings, *, as_json: bool = False, out: IO[str] | None = None) -> int:
+    out = out or sys.stdout
+    db = open_database(settings.db_path)
+    rows = list_tasks(db)
+    if as_json:
+        out.write(json.dumps(rows, indent=2) + "\n")
+        return 0
+    if not rows:
+        out.write(f"no requests logged yet in {settings.db_path}\n")
+        return 0
+    header = ("task", "requests", "teacher", "student", "failed", "last request (UTC)")
+    table = [header] + [
+        (
+            r["task"],
+            str(r["requests"]),
+            str(r["teacher"]),
+            str(r["student"]),
+            str(r["failed"]),
+            _utc(r["last_at"]),
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        out.write(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n"
+        )
+    return 0
+
+
+def set_task_mode(settings: Settings, *, task: str, mode: str) -> int:
+    from understudy.storage.registry import set_mode
+
+    db = open_database(settings.db_path)
+    state = set_mode(db, task, mode, reason="command line")
+    champion = state.champion_id or "no student yet"
+    print(
+        f"task {task}: mode {state.mode} ({champion}); a running gateway applies it within "
+        f"{settings.student.reload_interval_s:g} s"
+    )
+    return 0
+
+
+def tiny_model(
+    path: str,
+    *,
+    texts_file: str | None = None,
+    hidden: int = 128,
+    layers: int = 2,
+    vocab_size: int = 2048,
+    seed: int = 0,
+) -> int:
+    """Build a tiny Llama-architecture student and its tokenizer at ``path``."""
+    from understudy.student.tiny import build_tiny_model
+
+    texts = None
+    if texts_file:
+        lines = Path(texts_file).read_text(encoding="utf-8").splitlines()
+        texts = [line for line in lines if line.strip()]
+        if not texts:
+            print(f"understudy: {texts_file} has no text", file=sys.stderr)
+            return 2
+    out = build_tiny_model(
+        path, texts, hidden=hidden, layers=layers, vocab_size=vocab_size, seed=seed
+    )
+    print(f"tiny model written to {out}")
+    return 0
+
+
+def export(settings: Settings, *, task: str, fmt: str = "jsonl", output: str | None = None) -> int:
+    db = open_database(settings.db_path)
+    count = 0
+    target: IO[str]
+    with Path(output).open("w", encoding="utf-8") if output else _stdout() as target:
+        for example in training_examples(iter_teacher_pairs(db, task)):
+            target.write(json.dumps(example, ensure_ascii=False) + "\n")
+            count += 1
+    print(f"exported {count} examples of task {task!r}", file=sys.stderr)
+    return 0
+
+
+def training_examples(pairs: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Logged pairs in OpenAI fine-tuning format: chat ``messages`` (+ ``tools``), or
+    ``prompt``/``completion`` for the legacy completions endpoint."""
+    for pair in pairs:
+        request, response = pair["request"], pair["response"]
+        choices = response.get("choices") or []
+        if not choices:
+            continue
+        choice = choices[0]
+        if pair["endpoint"] == "completions":
+            prompt = request.get("prompt")
+            if isinstance(prompt, str):
+                yield {"prompt": prompt, "completion": choice.get("text") or ""}
+            continue
+        message = {
+            k: v
+            for k, v in (choice.get("message") or {}).items()
+            if k in ("role", "content", "tool_calls") and v is not None
+        }
+        example: dict[str, Any] = {"messages": [*request.get("messages", []), message]}
+        if request.get("tools"):
+            example["tools"] = request["tools"]
+        if request.get("parallel_tool_calls") is not None:
+            example["parallel_tool_calls"] = request["parallel_tool_calls"]
+        yield example
+
+
+class _stdout:
+    def __enter__(self) -> IO[str]:
+        return sys.stdout
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout.flush()
+
+
+def _utc(ts: float | None) -> str:
+    import datetime as dt
+
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,183 @@
+"""What the demo prints: progress lines, promotions with their gates, and the final summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from understudy.demo.banking77 import Query
+from understudy.demo.teacher import Bill, estimate_tokens, prompt_tokens
+from understudy.demo.traffic import Answered, messages
+from understudy.gateway.accounting.prices import Price
+
+
+class Printer:
+    """Progress output: phases, indented detail lines, flushed at once."""
+
+    def __init__(self, out: IO[str] | None = None) -> None:
+        self.out = out or sys.stdout
+        self.started = time.monotonic()
+
+    def phase(self, title: str) -> None:
+        """A new step: a blank line, then the time since the start and the title."""
+        elapsed = time.monotonic() - self.started
+        self._write(f"\n[{elapsed:4.0f} s] == {title}")
+
+    def line(self, text: str) -> None:
+        """A detail of the current step, indented."""
+        self._write(" " * 11 + text)
+
+    def _write(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+
+def share(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
+
+
+def traffic_line(answered: Sequence[Answered], total: int, window: int = 100) -> str:
+    """``live 300/800 · student 41% (last 100: 55%) · agreement 0.93 · accuracy 0.88``."""
+    recent = answered[-window:]
+    student = sum(a.served_by == "student" for a in answered)
+    recent_student = sum(a.served_by == "student" for a in recent)
+    agree = share(sum(a.agrees for a in answered), len(answered))
+    correct = share(sum(a.correct for a in answered), len(answered))
+    served = share(student, len(answered))
+    return (
+        f"{len(answered):>5}/{total} sent · served by the student {served:4.0%}"
+        f" (last {len(recent)}: {share(recent_student, len(recent)):4.0%})"
+        f" · agreement {agree:.3f} · accuracy {correct:.3f}"
+    )
+
+
+def run_lines(outcome: dict[str, Any]) -> list[str]:
+    """A distillation run: verdict, then one line per gate."""
+    metrics = outcome.get("metrics") or {}
+    train = metrics.get("train") or {}
+    dataset = outcome.get("dataset") or {}
+    head = (
+        f"promoted {outcome['candidate_id']}"
+        if outcome.get("promoted")
+        else f"not promoted: {outcome.get('reason')}"
+    )
+    lines = [head]
+    if train:
+        lines.append(
+            f"trained on {dataset.get('train', train.get('examples'))} examples in "
+            f"{train.get('seconds', 0):.0f} s ({train.get('examples_per_s', 0):.0f} examples/s), "
+            f"held out {dataset.get('eval', '?')}"
+        )
+        if train.get("warm_start_from"):
+            lines[-1] += f"; continued from {train['warm_start_from']}"
+    for gate in outcome.get("gates") or []:
+        verdict = "pass" if gate.get("passed") else "FAIL"
+        lines.append(
+            f"  gate {gate['name']:<16} {_num(gate.get('value')):>8}  "
+            f"needs {_num(gate.get('threshold')):>7}  {verdict}"
+        )
+    if "coverage" in metrics and metrics.get("threshold") is not None:
+        lines.append(
+            f"router: serve when P(agree) >= {metrics['threshold']:.3f}; expected share served "
+            f"{metrics['coverage']:.0%}"
+        )
+    return lines
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, (int, float)):
+        return f"{value:.3f}"
+    return str(value)
+
+
+@dataclass
+class Summary:
+    """The demo's outcome on the live traffic."""
+
+    history: int
+    answered: list[Answered]
+    teacher_calls: int
+    """Calls the teacher received during the live traffic (deferrals and shadow checks)."""
+    teacher_cost: float
+    """What those calls cost, USD."""
+    teacher_only_cost: float
+    """What the live traffic would have cost with the teacher answering everything, USD."""
+    quality_target: float = 0.0
+    """The agreement with the teacher the router was asked to keep on student answers."""
+    promotions: list[str] = field(default_factory=list)
+    dashboard: str = ""
+    seconds: float = 0.0
+
+    @property
+    def requests(self) -> int:
+        return len(self.answered)
+
+    @property
+    def student_served(self) -> int:
+        return sum(a.served_by == "student" for a in self.answered)
+
+    @property
+    def saved(self) -> float:
+        return self.teacher_only_cost - self.teacher_cost
+
+    def lines(self) -> list[str]:
+        n = self.requests
+        student = [a for a in self.answered if a.served_by == "student"]
+        teacher_alone = share(sum(a.query.teacher == a.query.gold for a in self.answered), n)
+        per_million = self.saved / n * 1_000_000 if n else 0.0
+        shadow = self.teacher_calls - (n - len(student))
+        return [
+            f"requests              {n} live (after {self.history} of logged history)",
+            f"teacher calls         {self.teacher_calls} ({share(self.teacher_calls, n):.0%} of "
+            f"requests; {n - self.teacher_calls} calls saved; {shadow} of them shadow checks)",
+            f"served by the student {len(student)} ({share(len(student), n):.1%}); last quarter "
+            f"of the traffic: {self._late_share():.1%}",
+            self._quality_line(student),
+            f"agreement w/ teacher  {share(sum(a.agrees for a in self.answered), n):.3f} on "
+            f"everything users received",
+            f"accuracy vs gold      {share(sum(a.correct for a in self.answered), n):.3f} "
+            f"(the teacher alone: {teacher_alone:.3f}; student answers: "
+            f"{share(sum(a.correct for a in student), len(student)):.3f})",
+            f"teacher spend         ${self.teacher_cost:.4f} instead of "
+            f"${self.teacher_only_cost:.4f}: saved ${self.saved:.4f} "
+            f"({share(round(self.saved * 1e6), round(self.teacher_only_cost * 1e6)):.0%}), "
+            f"${per_million:,.0f} per million requests",
+            f"students promoted     {', '.join(self.promotions) or 'none'}",
+            f"time                  {self.seconds:.0f} s",
+        ]
+
+    def _quality_line(self, student: list[Answered]) -> str:
+        """Agreement with the teacher on what the student served, against the target."""
+        if not student:
+            return "student answers       none served: the quality target was not put to the test"
+        agreement = share(sum(a.agrees for a in student), len(student))
+        verdict = "met" if agreement >= self.quality_target else "NOT met"
+        return (
+            f"student answers       agreement with the teacher {agreement:.3f} on {len(student)}"
+            f" (quality target {self.quality_target:g}: {verdict})"
+        )
+
+    def _late_share(self) -> float:
+        late = self.answered[-max(1, len(self.answered) // 4) :]
+        return share(sum(a.served_by == "student" for a in late), len(late))
+
+
+def teacher_only_cost(queries: Sequence[Query], price: Price) -> float:
+    """What the teacher would have charged to answer every query."""
+    return sum(price.cost(prompt_tokens(messages(q)), estimate_tokens(q.teacher)) for q in queries)
+
+
+def bill_cost(before: Bill, after: Bill, price: Price) -> tuple[int, float]:
+    """Calls and cost between two readings of the teacher's bill."""
+    return (
+        after.calls - before.calls,
+        price.cost(
+            after.prompt_tokens - before.prompt_tokens,
+            after.completion_tokens - before.completion_tokens,
+        ),
+    )
