@@ -1,8 +1,11 @@
-"""Opening the SQLite database: WAL mode, sane pragmas, migrations applied."""
+"""Opening the SQLite database: WAL mode, sane pragmas, migrations applied; and ``Store``, the
+one way the rest of the product reaches it."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlite_utils
@@ -33,3 +36,59 @@ def open_database(
     if migrate_schema:
         migrate(db)
     return db
+
+
+class Store:
+    """The database file and how long a statement waits for a lock.
+
+    ``read()`` and ``write()`` open a connection for the calling thread and close it when the
+    block ends: a connection never crosses threads, so a ``Store`` may be shared freely and used
+    from worker threads. A ``read()`` connection refuses writes (``query_only``); storage
+    functions given a ``write()`` connection run their own transactions, and one still open when
+    the block ends commits (or rolls back if the block raised). Neither applies migrations;
+    ``migrate()`` does.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 2000) -> None:
+        self.path = Path(path)
+        self.busy_timeout_ms = int(busy_timeout_ms)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}, busy_timeout_ms={self.busy_timeout_ms})"
+
+    def exists(self) -> bool:
+        """Whether the database file is there (reading a missing one would create it)."""
+        return self.path.exists()
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite_utils.Database]:
+        """A connection that only reads, closed when the block ends."""
+        db = self._open(migrate_schema=False)
+        try:
+            db.conn.execute("PRAGMA query_only = ON")
+            yield db
+        finally:
+            db.conn.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite_utils.Database]:
+        """A connection for writing, closed when the block ends."""
+        db = self._open(migrate_schema=False)
+        try:
+            with db.conn:
+                yield db
+        finally:
+            db.conn.close()
+
+    def migrate(self) -> list[str]:
+        """Create the database if needed and apply pending migrations; their names."""
+        db = self._open(migrate_schema=False)
+        try:
+            return migrate(db)
+        finally:
+            db.conn.close()
+
+    def _open(self, *, migrate_schema: bool) -> sqlite_utils.Database:
+        return open_database(
+            self.path, busy_timeout_ms=self.busy_timeout_ms, migrate_schema=migrate_schema
+        )
