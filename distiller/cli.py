@@ -11,12 +11,23 @@ import argparse
 import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import sqlite_utils
 from understudy.distiller.config import DistillConfig
+from understudy.distiller.history import render_history
+from understudy.distiller.lock import RunInProgress
+from understudy.distiller.pipeline import run_distillation
+from understudy.distiller.schedule import DistillScheduler
+from understudy.storage.config import db_path
+from understudy.storage.database import Store
+from understudy.storage.distill_queries import add_golden, list_golden, list_runs, remove_golden
+from understudy.storage.registry import RegistryError, rollback
 
 SettingsLoader = Callable[[argparse.Namespace], Any]
 TeacherFactory = Callable[[Any], Any]
@@ -95,10 +106,13 @@ def distill_settings(settings: Any) -> tuple[Path, DistillConfig]:
     return Path(settings.data_dir), config or DistillConfig()
 
 
-def _db(settings: Any) -> Any:
-    from understudy.storage.database import open_database
-
-    return open_database(Path(settings.data_dir) / "understudy.db")
+@contextlib.contextmanager
+def _db(settings: Any) -> Iterator[sqlite_utils.Database]:
+    """The settings' database, its schema brought up to date first."""
+    store = Store(db_path(Path(settings.data_dir)))
+    store.migrate()
+    with store.write() as db:
+        yield db
 
 
 def _logging() -> None:
@@ -108,9 +122,6 @@ def _logging() -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Any, teacher_factory: TeacherFactory | None) -> int:
-    from understudy.distiller.lock import RunInProgress
-    from understudy.distiller.pipeline import run_distillation
-
     _logging()
     data_dir, config = distill_settings(settings)
     teacher = teacher_factory(settings) if teacher_factory else None
@@ -136,9 +147,6 @@ def cmd_run(args: argparse.Namespace, settings: Any, teacher_factory: TeacherFac
 @contextlib.contextmanager
 def _exit_on_sigterm() -> Iterator[None]:
     """SIGTERM ends a run like Ctrl-C: the run is marked failed and its training stopped."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -156,8 +164,6 @@ def _exit_on_sigterm() -> Iterator[None]:
 def cmd_schedule(
     args: argparse.Namespace, settings: Any, teacher_factory: TeacherFactory | None
 ) -> int:
-    from understudy.distiller.schedule import DistillScheduler
-
     _logging()
     data_dir, config = distill_settings(settings)
     teacher = teacher_factory(settings) if teacher_factory else None
@@ -166,18 +172,13 @@ def cmd_schedule(
 
 
 def cmd_history(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    from understudy.distiller.history import render_history
-    from understudy.storage.distill_queries import list_runs
-
-    render_history(
-        list_runs(_db(settings), args.task, limit=args.limit), sys.stdout, as_json=args.json
-    )
+    with _db(settings) as db:
+        runs = list_runs(db, args.task, limit=args.limit)
+    render_history(runs, sys.stdout, as_json=args.json)
     return 0
 
 
 def cmd_golden_add(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    from understudy.storage.distill_queries import add_golden
-
     value: Any = args.input
     if args.input.lstrip().startswith("["):
         try:
@@ -189,17 +190,17 @@ def cmd_golden_add(args: argparse.Namespace, settings: Any, _: TeacherFactory | 
         ):
             print("understudy: --input list must hold {role, content} messages", file=sys.stderr)
             return 2
-    golden_id = add_golden(
-        _db(settings), args.task, input_value=value, expected=args.expected, note=args.note
-    )
+    with _db(settings) as db:
+        golden_id = add_golden(
+            db, args.task, input_value=value, expected=args.expected, note=args.note
+        )
     print(f"golden example {golden_id} added to task {args.task}")
     return 0
 
 
 def cmd_golden_list(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    from understudy.storage.distill_queries import list_golden
-
-    rows = list_golden(_db(settings), args.task)
+    with _db(settings) as db:
+        rows = list_golden(db, args.task)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -212,9 +213,9 @@ def cmd_golden_list(args: argparse.Namespace, settings: Any, _: TeacherFactory |
 
 
 def cmd_golden_remove(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    from understudy.storage.distill_queries import remove_golden
-
-    if not remove_golden(_db(settings), args.id):
+    with _db(settings) as db:
+        removed = remove_golden(db, args.id)
+    if not removed:
         print(f"understudy: no golden example with id {args.id}", file=sys.stderr)
         return EXIT_FAILED
     print(f"golden example {args.id} removed")
@@ -222,10 +223,9 @@ def cmd_golden_remove(args: argparse.Namespace, settings: Any, _: TeacherFactory
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    from understudy.storage.registry import RegistryError, rollback
-
     try:
-        state = rollback(_db(settings), args.task, reason="command line")
+        with _db(settings) as db:
+            state = rollback(db, args.task, reason="command line")
     except RegistryError as exc:
         print(f"understudy: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-from understudy.storage.database import open_database
+from understudy.storage.database import Store
 from understudy.storage.distill_queries import (
     acquire_lock,
     get_lock,
@@ -68,6 +68,7 @@ class TaskLock:
         self, db_path: Path, task: str, *, ttl_s: float = 300.0, heartbeat_s: float = 30.0
     ) -> None:
         self.db_path, self.task = db_path, task
+        self.store = Store(db_path)
         self.ttl_s, self.heartbeat_s = ttl_s, heartbeat_s
         self.owner = uuid.uuid4().hex
         self.replaced: dict[str, Any] | None = None
@@ -76,8 +77,8 @@ class TaskLock:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> TaskLock:
-        db = open_database(self.db_path)
-        try:
+        self.store.migrate()
+        with self.store.write() as db:
             taken, before = acquire_lock(
                 db,
                 self.task,
@@ -87,8 +88,6 @@ class TaskLock:
                 ttl_s=self.ttl_s,
                 is_stale=lambda row: holder_gone(row) is not None,
             )
-        finally:
-            db.conn.close()
         if not taken:
             assert before is not None
             raise RunInProgress(self.task, before)
@@ -103,24 +102,18 @@ class TaskLock:
         set_lock_run(db, self.task, self.owner, run_id)
 
     def _beat(self) -> None:
-        db = open_database(self.db_path, migrate_schema=False)
-        try:
+        with self.store.write() as db:  # this thread's own connection
             while not self._stop.wait(self.heartbeat_s):
                 renew_lock(db, self.task, self.owner, self.ttl_s)
                 if self.run_id is not None:
                     update_run(db, self.run_id, heartbeat_at=time.time())
-        finally:
-            db.conn.close()
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        db = open_database(self.db_path, migrate_schema=False)
-        try:
+        with self.store.write() as db:
             release_lock(db, self.task, self.owner)
-        finally:
-            db.conn.close()
 
 
 def recover_stale_runs(db: sqlite_utils.Database, *, ttl_s: float = 300.0) -> list[str]:

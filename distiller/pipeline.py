@@ -27,8 +27,9 @@ from understudy.distiller.gates import evaluate_gates, failed_reason
 from understudy.distiller.lock import TaskLock, recover_stale_runs
 from understudy.distiller.process import TrainingFailed, run_job_process
 from understudy.distiller.promote import promote_candidate, store_eval
-from understudy.distiller.worker import JOB_FILE, write_examples
-from understudy.storage.database import open_database
+from understudy.distiller.worker import JOB_FILE, run_job, write_examples
+from understudy.storage.config import db_path
+from understudy.storage.database import Store
 from understudy.storage.distill_queries import insert_run, list_golden, update_run
 from understudy.storage.registry import ModelVersion, champion, log_event
 
@@ -54,10 +55,6 @@ class RunOutcome:
         return asdict(self)
 
 
-def db_path_of(data_dir: Path) -> Path:
-    return Path(data_dir) / "understudy.db"
-
-
 def run_distillation(
     data_dir: Path,
     task: str,
@@ -69,13 +66,16 @@ def run_distillation(
     """Run once for ``task``; raise :class:`~distiller.lock.RunInProgress` if one is going."""
     config = (config or DistillConfig()).for_task(task)
     data_dir = Path(data_dir)
-    db_path = db_path_of(data_dir)
-    db = open_database(db_path)
-    try:
+    store = Store(db_path(data_dir))
+    store.migrate()
+    with store.write() as db:
         for run_id in recover_stale_runs(db, ttl_s=config.schedule.lock_ttl_s):
             log.warning("run %s had crashed; marked failed", run_id)
         with TaskLock(
-            db_path, task, ttl_s=config.schedule.lock_ttl_s, heartbeat_s=config.schedule.heartbeat_s
+            store.path,
+            task,
+            ttl_s=config.schedule.lock_ttl_s,
+            heartbeat_s=config.schedule.heartbeat_s,
         ) as lock:
             run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
             run_dir = data_dir / "distill" / task / run_id
@@ -99,8 +99,6 @@ def run_distillation(
             return _guarded(
                 db, data_dir, run_dir, RunOutcome(run_id, task, "running"), config, teacher
             )
-    finally:
-        db.conn.close()
 
 
 def _guarded(
@@ -158,8 +156,6 @@ def _run(
             on_progress=_progress_logger(task),
         )
     else:
-        from understudy.distiller.worker import run_job
-
         result = run_job(job)
     candidate = ModelEval.from_dict(result["candidate"])
     champ = ModelEval.from_dict(result["champion"]) if result.get("champion") else None

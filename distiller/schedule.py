@@ -19,17 +19,20 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import sqlite_utils
 from understudy.distiller.augment import Teacher
 from understudy.distiller.config import DistillConfig, ScheduleConfig
 from understudy.distiller.lock import RunInProgress, recover_stale_runs
-from understudy.distiller.pipeline import RunOutcome, db_path_of, run_distillation
-from understudy.storage.database import open_database
+from understudy.distiller.pipeline import RunOutcome, run_distillation
+from understudy.storage.config import db_path
+from understudy.storage.database import Store
 from understudy.storage.distill_queries import (
     count_teacher_answers,
+    first_request_at,
     last_run,
     running_runs,
     tasks_with_teacher_answers,
@@ -39,6 +42,15 @@ from understudy.storage.distill_queries import (
 log = logging.getLogger("understudy.distiller")
 
 RunFn = Callable[..., RunOutcome]
+
+
+@contextlib.contextmanager
+def _database(data_dir: Path) -> Iterator[sqlite_utils.Database]:
+    """The data directory's database, its schema brought up to date first."""
+    store = Store(db_path(data_dir))
+    store.migrate()
+    with store.write() as db:
+        yield db
 
 
 def cron_trigger(config: ScheduleConfig) -> Any:
@@ -84,11 +96,8 @@ class DistillScheduler:
     def tasks(self) -> list[str]:
         if self.config.schedule.tasks:
             return list(self.config.schedule.tasks)
-        db = open_database(db_path_of(self.data_dir))
-        try:
+        with _database(self.data_dir) as db:
             return tasks_with_teacher_answers(db)
-        finally:
-            db.conn.close()
 
     def due_by_count(self, task: str, now: float | None = None) -> bool:
         """Enough new teacher answers since the last run, and the cooldown is over."""
@@ -96,8 +105,7 @@ class DistillScheduler:
         if cfg.new_examples_trigger <= 0:
             return False
         now = time.time() if now is None else now
-        db = open_database(db_path_of(self.data_dir))
-        try:
+        with _database(self.data_dir) as db:
             last = last_run(db, task)
             if last is not None and last["status"] == "running":
                 return False
@@ -105,24 +113,13 @@ class DistillScheduler:
                 return False
             since = last["started_at"] if last else None
             return count_teacher_answers(db, task, since=since) >= cfg.new_examples_trigger
-        finally:
-            db.conn.close()
 
     def missed(self, task: str, now: float | None = None) -> bool:
         """A cron time passed since the task's last run (or its first answer, if never run)."""
         now_dt = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC)
-        db = open_database(db_path_of(self.data_dir))
-        try:
+        with _database(self.data_dir) as db:
             last = last_run(db, task)
-            if last is not None:
-                since = last["started_at"]
-            else:
-                row = db.execute(
-                    "select min(created_at) from requests where task = ?", [task]
-                ).fetchone()
-                since = row[0]
-        finally:
-            db.conn.close()
+            since = last["started_at"] if last is not None else first_request_at(db, task)
         if since is None:
             return False
         start = dt.datetime.fromtimestamp(since, dt.UTC)
@@ -167,12 +164,9 @@ class DistillScheduler:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         cfg = self.config.schedule
-        db = open_database(db_path_of(self.data_dir))
-        try:
+        with _database(self.data_dir) as db:
             for run_id in recover_stale_runs(db, ttl_s=cfg.lock_ttl_s):
                 log.warning("run %s had crashed; marked failed", run_id)
-        finally:
-            db.conn.close()
         scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -269,8 +263,7 @@ class ScheduleProcess:
         log.info("distiller schedule stopped")
 
     def _fail_runs_of(self, pid: int) -> None:
-        db = open_database(db_path_of(self.data_dir))
-        try:
+        with _database(self.data_dir) as db:
             for run in running_runs(db):
                 if run.get("pid") == pid:
                     update_run(
@@ -280,8 +273,6 @@ class ScheduleProcess:
                         finished_at=time.time(),
                         reason="interrupted: the gateway stopped",
                     )
-        finally:
-            db.conn.close()
 
 
 def _serve_in_child(

@@ -67,6 +67,12 @@ def count_teacher_answers(
     return int(db.execute(sql, params).fetchone()[0])
 
 
+def first_request_at(db: sqlite_utils.Database, task: str) -> float | None:
+    """When ``task`` was first logged (None: never)."""
+    row = db.execute("select min(created_at) from requests where task = ?", [task]).fetchone()
+    return None if row[0] is None else float(row[0])
+
+
 def tasks_with_teacher_answers(db: sqlite_utils.Database) -> list[str]:
     rows = db.query(
         "select distinct task from requests where served_by in ('teacher', 'shadow')"

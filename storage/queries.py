@@ -33,6 +33,16 @@ def get_request(db: sqlite_utils.Database, request_id: str) -> dict[str, Any] | 
     return rows[0] if rows else None
 
 
+def most_requested_model(db: sqlite_utils.Database) -> str | None:
+    """The model name clients asked the teacher for most often."""
+    row = db.execute(
+        "select requested_model from requests where served_by = 'teacher' "
+        "and requested_model is not null group by requested_model "
+        "order by count(*) desc limit 1"
+    ).fetchone()
+    return row[0] if row else None
+
+
 def iter_teacher_pairs(
     db: sqlite_utils.Database, task: str, *, since: float | None = None
 ) -> Iterator[dict[str, Any]]:

@@ -8,6 +8,9 @@ engine gives them), usage and latency. The router judges the answer from these a
 from __future__ import annotations
 
 import abc
+import contextlib
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +79,33 @@ class StudentBackend(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release every resource the backend holds."""
+
+    async def swap(
+        self,
+        old: StudentModel | None,
+        new: StudentModel,
+        switch: Callable[[], Awaitable[None] | None] | None = None,
+    ) -> None:
+        """Promote ``new`` over ``old``: load ``new``, call ``switch``, then unload ``old``.
+
+        Requests switched by ``switch`` always find their model loaded. If it raises,
+        ``new`` is unloaded again and ``old`` keeps serving. An error while unloading ``old``
+        is raised after ``new`` already serves: it only means ``old`` is still loaded.
+        """
+        await self.load(new)
+        if switch is not None:
+            try:
+                result = switch()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                if old is None or old.name != new.name:
+                    # The switch's own error is the one worth raising.
+                    with contextlib.suppress(StudentError):
+                        await self.unload(new)
+                raise
+        if old is not None and old.name != new.name:
+            await self.unload(old)
 
 
 class StudentError(Exception):

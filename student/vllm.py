@@ -14,10 +14,7 @@ otherwise ``token_ids`` is empty. Top alternatives are sorted by log-probability
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -123,33 +120,6 @@ class VLLMBackend(StudentBackend):
             if _route_missing(response):
                 raise StudentError(f"vLLM at {self.root}: {RUNTIME_LORA_HINT}")
             raise _error(response, f"unloading adapter {model.name!r}")
-
-    async def swap(
-        self,
-        old: StudentModel | None,
-        new: StudentModel,
-        switch: Callable[[], Awaitable[None] | None] | None = None,
-    ) -> None:
-        """Promote ``new`` over ``old``: load ``new``, call ``switch``, then unload ``old``.
-
-        Requests switched by ``switch`` always find their adapter loaded. If it raises,
-        ``new`` is unloaded again and ``old`` keeps serving. An error while unloading ``old``
-        is raised after ``new`` already serves: it only means ``old`` is still on the server.
-        """
-        await self.load(new)
-        if switch is not None:
-            try:
-                result = switch()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                if old is None or old.name != new.name:
-                    # The switch's own error is the one worth raising.
-                    with contextlib.suppress(StudentError):
-                        await self.unload(new)
-                raise
-        if old is not None and old.name != new.name:
-            await self.unload(old)
 
     async def health(self) -> bool:
         """Whether the server answers ``GET /health`` with 200."""

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from understudy.gateway.accounting import prices as costs
 from understudy.gateway.config import CostConfig
+from understudy.storage.database import Store
 from understudy.storage.records import RequestRecord
+from understudy.storage.reports import latest_teacher_models, token_ratio_sums
 
 log = logging.getLogger("understudy.costs")
 
@@ -79,18 +81,13 @@ class CostBook:
 
     def refresh(self, db_path: Path) -> None:
         """Re-read the token ratios and latest teacher models from the database."""
-        from understudy.storage.database import open_database
-        from understudy.storage.reports import latest_teacher_models, token_ratio_sums
-
-        if not Path(db_path).exists():
+        store = Store(db_path)
+        if not store.exists():
             return
-        db = open_database(db_path, migrate_schema=False)
-        try:
+        with store.read() as db:
             since = time.time() - RATIO_WINDOW_S
             sums = token_ratio_sums(db, since)
             models = latest_teacher_models(db, since)
-        finally:
-            db.conn.close()
         self.ratios = {
             task: costs.TokenRatio.from_sums(r["tp"], r["tc"], r["sp"], r["sc"], r["pairs"])
             for task, r in sums.items()

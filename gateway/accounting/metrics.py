@@ -7,19 +7,18 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from understudy.gateway.accounting.metrics_state import DistillCollector, StudentCollector
+from understudy.gateway.accounting.metrics_state import (
+    DistillCollector,
+    ServingStudents,
+    StudentCollector,
+)
 from understudy.storage.records import RequestRecord
 from understudy.storage.request_log import RequestLogWriter
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    from understudy.gateway.serving.pool import StudentPool
 
 COVERAGE_WINDOW = 1000  # coverage is the student's share of a task's last 1,000 requests
 
@@ -147,9 +146,9 @@ class Metrics:
         self._served: dict[str, deque[bool]] = {}
         self.registry.register(_LogCollector(writer))
 
-    def watch(self, pool: StudentPool, db_path: Path) -> None:
+    def watch(self, students: ServingStudents, db_path: Path) -> None:
         """Also export the serving students' state and the distillation runs."""
-        self.registry.register(StudentCollector(pool))
+        self.registry.register(StudentCollector(students))
         self.registry.register(DistillCollector(db_path))
 
     def observe_request(self, record: RequestRecord, teacher_s: float, student_s: float) -> None:

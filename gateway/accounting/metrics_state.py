@@ -5,26 +5,50 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
-
-if TYPE_CHECKING:
-    from understudy.gateway.serving.pool import StudentPool
+from understudy.storage.database import Store
+from understudy.storage.reports import distill_run_counts, last_distill_success
 
 log = logging.getLogger("understudy.metrics")
 
 Family = GaugeMetricFamily | CounterMetricFamily | InfoMetricFamily
 
 
+@dataclass(frozen=True)
+class StudentState:
+    """What a scrape shows of the student serving one task."""
+
+    task: str
+    version: str
+    mode: str
+    threshold: float
+    """Confidence above which the student serves (``inf``: it serves nothing)."""
+    quality_target: float
+    samples: int
+    """Shadow comparisons in the live agreement window."""
+    agreement: float | None
+    """Live agreement over that window (None: no comparison yet)."""
+
+
+class ServingStudents(Protocol):
+    """Whatever knows which students serve (the serving layer's pool)."""
+
+    def student_states(self) -> Sequence[StudentState]:
+        """The serving students, one per task with a champion."""
+        ...
+
+
 class StudentCollector(Collector):
     """Per task with a champion: version, mode, router threshold, live shadow agreement."""
 
-    def __init__(self, pool: StudentPool) -> None:
-        self.pool = pool
+    def __init__(self, students: ServingStudents) -> None:
+        self.students = students
 
     def collect(self) -> Iterator[Family]:
         champion = InfoMetricFamily(
@@ -48,14 +72,14 @@ class StudentCollector(Collector):
             "Shadow comparisons in the live agreement window",
             labels=["task"],
         )
-        for task, slot in sorted(dict(self.pool.slots).items()):
-            champion.add_metric([task], {"version": slot.version.id, "mode": slot.mode})
-            threshold.add_metric([task], float(slot.router.router.threshold))
-            target.add_metric([task], slot.router.quality_target)
-            monitor = slot.router.monitor
-            samples.add_metric([task], monitor.samples)
-            if monitor.agreement is not None:
-                agreement.add_metric([task], monitor.agreement)
+        for state in sorted(self.students.student_states(), key=lambda s: s.task):
+            task = state.task
+            champion.add_metric([task], {"version": state.version, "mode": state.mode})
+            threshold.add_metric([task], state.threshold)
+            target.add_metric([task], state.quality_target)
+            samples.add_metric([task], state.samples)
+            if state.agreement is not None:
+                agreement.add_metric([task], state.agreement)
         yield from (champion, threshold, target, agreement, samples)
 
 
@@ -63,7 +87,7 @@ class DistillCollector(Collector):
     """Distillation runs by task and outcome, and each task's last successful run."""
 
     def __init__(self, db_path: Path) -> None:
-        self.db_path = Path(db_path)
+        self.store = Store(db_path, busy_timeout_ms=200)
 
     def collect(self) -> Iterator[Family]:
         runs = CounterMetricFamily(
@@ -88,14 +112,8 @@ class DistillCollector(Collector):
         yield runs
         yield last
 
-    def _read(self) -> tuple[list[dict], dict[str, float]]:
-        from understudy.storage.database import open_database
-        from understudy.storage.reports import distill_run_counts, last_distill_success
-
-        if not self.db_path.exists():
+    def _read(self) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        if not self.store.exists():
             return [], {}
-        db = open_database(self.db_path, migrate_schema=False, busy_timeout_ms=200)
-        try:
+        with self.store.read() as db:
             return distill_run_counts(db), last_distill_success(db)
-        finally:
-            db.conn.close()

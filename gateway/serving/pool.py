@@ -13,13 +13,15 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
+from understudy.gateway.accounting.metrics_state import StudentState
 from understudy.gateway.config import GatewayConfig
 from understudy.gateway.serving.routing import TaskRouter, build_router
-from understudy.storage.database import open_database
+from understudy.storage.database import Store
 from understudy.storage.registry import ModelVersion, all_task_states, get_model
 from understudy.student.base import StudentBackend, StudentModel
+from understudy.student.local import LocalBackend
+from understudy.student.vllm import VLLMBackend
 
 log = logging.getLogger("understudy.students")
 
@@ -38,6 +40,19 @@ class Slot:
     until the registry changes again."""
 
 
+def _state(slot: Slot) -> StudentState:
+    monitor = slot.router.monitor
+    return StudentState(
+        task=slot.task,
+        version=slot.version.id,
+        mode=slot.mode,
+        threshold=float(slot.router.router.threshold),
+        quality_target=slot.router.quality_target,
+        samples=monitor.samples,
+        agreement=monitor.agreement,
+    )
+
+
 def student_model(version: ModelVersion) -> StudentModel:
     return StudentModel(name=version.id, base=version.weights, adapter_path=version.adapter_path)
 
@@ -52,10 +67,14 @@ class StudentPool:
         self.backend: StudentBackend | None = None
         self.slots: dict[str, Slot] = {}
         self._task: asyncio.Task[None] | None = None
-        self._db_path: Path = settings.db_path
+        self._store = Store(settings.db_path)
 
     def slot(self, task: str) -> Slot | None:
         return self.slots.get(task)
+
+    def student_states(self) -> list[StudentState]:
+        """The serving students as the metrics show them."""
+        return [_state(slot) for slot in list(self.slots.values())]
 
     async def start(self) -> None:
         if self.backend_factory is None:
@@ -122,10 +141,20 @@ class StudentPool:
     ) -> None:
         assert self.backend is not None
         model = student_model(version)
+        switched = False
+
+        def switch() -> None:
+            nonlocal switched
+            self.slots[task] = Slot(task, mode, version, model, router, state_at)
+            switched = True
+            log.info("task %s: now served by %s (mode %s)", task, version.id, mode)
+
         try:
             router = build_router(version.router, self.settings.router)
-            await self.backend.load(model)
-        except Exception as exc:  # noqa: BLE001 - keep serving the old one
+            await self.backend.swap(current.model if current else None, model, switch)
+        except Exception as exc:  # keep serving the old one
+            if switched:
+                raise  # the old one could not be unloaded; the new one serves
             log.error(
                 "task %s: could not load %s (%s); keeping %s",
                 task,
@@ -133,23 +162,15 @@ class StudentPool:
                 exc,
                 current.version.id if current else "the teacher",
             )
-            return
-        self.slots[task] = Slot(task, mode, version, model, router, state_at)
-        log.info("task %s: now served by %s (mode %s)", task, version.id, mode)
-        if current is not None:
-            await self.backend.unload(current.model)
 
     def _read_states(self) -> list[tuple[str, str, float, ModelVersion]]:
-        db = open_database(self._db_path, migrate_schema=False)
-        try:
+        with self._store.read() as db:
             out = []
             for state in all_task_states(db):
                 if state.champion_id:
                     champion = get_model(db, state.champion_id)
                     out.append((state.task, state.mode, state.updated_at, champion))
             return out
-        finally:
-            db.conn.close()
 
 
 def backend_factory(settings: GatewayConfig) -> Callable[[], StudentBackend] | None:
@@ -160,8 +181,6 @@ def backend_factory(settings: GatewayConfig) -> Callable[[], StudentBackend] | N
     if student.backend == "vllm":
 
         def make_vllm() -> StudentBackend:
-            from understudy.student.vllm import VLLMBackend
-
             return VLLMBackend(
                 student.vllm_url, api_key=student.vllm_api_key, timeout_s=student.timeout_s
             )
@@ -169,8 +188,6 @@ def backend_factory(settings: GatewayConfig) -> Callable[[], StudentBackend] | N
         return make_vllm
 
     def make_local() -> StudentBackend:
-        from understudy.student.local import LocalBackend
-
         return LocalBackend(
             device=student.device,
             max_batch_size=student.max_batch_size,

@@ -10,9 +10,7 @@ it can be handed to a child process.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,8 @@ from typing import Any
 import httpx
 from understudy.gateway.config import GatewayConfig, TeacherConfig
 from understudy.gateway.teacher.client import RETRYABLE_STATUS
+from understudy.storage import queries
+from understudy.storage.database import Store
 
 log = logging.getLogger("understudy.distiller")
 
@@ -112,10 +112,5 @@ def most_requested_model(db_path: Path | None) -> str | None:
     """The model name clients asked the teacher for most often, from the request log."""
     if db_path is None or not Path(db_path).is_file():
         return None
-    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as conn:
-        row = conn.execute(
-            "select requested_model from requests where served_by = 'teacher' "
-            "and requested_model is not null group by requested_model "
-            "order by count(*) desc limit 1"
-        ).fetchone()
-    return row[0] if row else None
+    with Store(db_path).read() as db:
+        return queries.most_requested_model(db)
