@@ -1,19 +1,26 @@
 """Settings of the distiller: one dataclass per step, nested in :class:`DistillConfig`.
 
 Every field has a default and a docstring. ``DistillConfig.from_mapping`` builds one from a
-``[distiller]`` table (unknown keys are an error naming the key); ``tasks`` holds per-task
-overrides in the same shape, applied by :meth:`DistillConfig.for_task`.
+``[distiller]`` table with the settings' reader (:mod:`understudy.config_reader`: unknown keys
+are an error naming the key); ``tasks`` holds per-task overrides in the same shape, applied
+by :meth:`DistillConfig.for_task`.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from understudy.storage.records import valid_task_name
+
+from understudy.config_reader import ConfigError, build
+
 KINDS = ("label", "json", "text")
+SECTION = "distiller."
+"""Where this section sits in the settings: the prefix of its settings' names."""
 
 
 @dataclass
@@ -209,15 +216,23 @@ class DistillConfig:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> DistillConfig:
-        """Build from a parsed ``[distiller]`` table; unknown keys raise ``ValueError``."""
-        config = _build(cls, data, "distiller.")
+        """Build from a parsed ``[distiller]`` table; a bad key or value raises ``ValueError``
+        (a :class:`~understudy.config_reader.ConfigError`) naming it."""
+        config = build(cls, data, SECTION)
         config.validate()
-        for task in config.tasks:
-            config.for_task(task).validate()  # an override with a bad key or value fails now
         return config
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first setting with an impossible value."""
+        """Raise ``ValueError`` naming the first setting with an impossible value: this
+        section's, or a per-task override's (each override is applied once, so a bad key or
+        value in one fails at start-up, not at its task's next run)."""
+        self._check(SECTION)
+        for task in self.tasks:
+            if not valid_task_name(task):
+                raise ValueError(f"{SECTION}tasks: invalid task name {task!r}")
+            self.for_task(task)._check(f"{SECTION}tasks.{task}.")
+
+    def _check(self, prefix: str) -> None:
         checks = [
             (self.train.method in ("lora", "full"), "train.method must be lora or full"),
             (
@@ -245,81 +260,17 @@ class DistillConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise ValueError(prefix + message)
 
     def for_task(self, task: str) -> DistillConfig:
-        """This configuration with ``tasks[task]`` applied."""
+        """This configuration with ``tasks[task]`` applied (a copy; ``self`` when it has none)."""
         overrides = self.tasks.get(task)
         if not overrides:
             return self
-        base = dataclasses.asdict(self)
-        base.pop("tasks")
-        _merge(base, overrides, f"distiller.tasks.{task}.")
-        return _build(DistillConfig, {**base, "tasks": self.tasks}, "distiller.")
+        prefix = f"{SECTION}tasks.{task}."
+        if "tasks" in overrides:  # overrides do not nest
+            raise ConfigError(f"unknown setting {prefix}tasks")
+        return build(DistillConfig, overrides, prefix, base=copy.deepcopy(self))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _merge(base: dict[str, Any], extra: Mapping[str, Any], prefix: str) -> None:
-    for key, value in extra.items():
-        if key not in base:
-            raise ValueError(f"unknown setting {prefix}{key}")
-        if isinstance(base[key], dict) and isinstance(value, Mapping) and key != "pii_patterns":
-            _merge(base[key], value, f"{prefix}{key}.")
-        else:
-            base[key] = value
-
-
-def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"setting {prefix.rstrip('.')} must be a table")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        raise ValueError(f"unknown setting {prefix}{unknown[0]}")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _check(value, tp, prefix + name)
-    return cls(**kwargs)
-
-
-def _check(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp) or tp
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    ok = isinstance(value, origin) and not (origin in (int, float) and isinstance(value, bool))
-    if not ok:
-        raise ValueError(f"setting {key} has an invalid value {value!r}")
-    return value
-
-
-def field_docs() -> dict[str, str]:
-    """Dotted setting name (``train.epochs``) to its docstring, read from this module."""
-    import ast
-    import inspect
-    import sys
-
-    sections = {"DistillConfig": ""} | {
-        f.type if isinstance(f.type, str) else f.type.__name__: f.name + "."
-        for f in dataclasses.fields(DistillConfig)
-        if f.name != "tasks"
-    }
-    docs: dict[str, str] = {}
-    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
-    for node in tree.body:
-        if not isinstance(node, ast.ClassDef) or node.name not in sections:
-            continue
-        last: str | None = None
-        for stmt in node.body:
-            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-                last = stmt.target.id
-            elif last and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
-                docs[sections[node.name] + last] = str(stmt.value.value).strip()
-                last = None
-    return docs

@@ -3,7 +3,8 @@
 The router's, the student's and the storage's sections live beside their code
 (:mod:`understudy.router.config`, :mod:`understudy.student.config`,
 :mod:`understudy.storage.config`); :class:`GatewayConfig` nests them. The composition root
-(:mod:`understudy.settings`) adds the distiller's section and reads the whole tree.
+(:mod:`understudy.settings`) adds the distiller's section and reads the whole tree. Each
+section checks its own values (``validate``, a ``ValueError`` naming the setting).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from understudy.router.config import RouterConfig
 from understudy.storage.config import StorageConfig, db_path
+from understudy.storage.records import valid_task_name
 from understudy.student.config import StudentConfig
 
 
@@ -39,6 +41,15 @@ class TeacherConfig:
     max_connections: int = 512
     """Connection pool size towards the teacher."""
 
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first ``teacher.*`` setting with an impossible value."""
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError("teacher.url must be an http(s) URL")
+        if self.max_retries < 0:
+            raise ValueError("teacher.max_retries must be >= 0")
+        if self.timeout_s <= 0:
+            raise ValueError("teacher.timeout_s must be positive")
+
 
 @dataclass
 class LimitConfig:
@@ -52,6 +63,12 @@ class LimitConfig:
     """Tokens (prompt + completion) each gateway key may use per calendar month, UTC; 0: off."""
     monthly_usd: float = 0.0
     """Teacher spend (USD, priced by ``[costs]``) each gateway key may run up a month; 0: off."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first ``limits.*`` setting below zero."""
+        for name in ("requests_per_minute", "burst", "monthly_tokens", "monthly_usd"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"limits.{name} must be >= 0")
 
 
 @dataclass
@@ -76,6 +93,17 @@ class CostConfig:
     which overstates the GPU cost of batched traffic."""
     ratio_refresh_s: float = 60.0
     """How often each task's teacher/student token ratio is re-learned from logged pairs."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first ``costs.*`` number out of range.
+
+        The prices' text is parsed where prices are (the accounting), at assembly.
+        """
+        for name in ("student_per_million", "student_gpu_hour", "student_tokens_per_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"costs.{name} must be >= 0")
+        if self.ratio_refresh_s <= 0:
+            raise ValueError("costs.ratio_refresh_s must be positive")
 
 
 @dataclass
@@ -108,3 +136,21 @@ class GatewayConfig:
     @property
     def db_path(self) -> Path:
         return db_path(self.data_dir)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting with an impossible value."""
+        if not 1 <= self.port <= 65535:
+            raise ValueError("port must be between 1 and 65535")
+        if self.max_body_bytes <= 0:
+            raise ValueError("max_body_bytes must be positive")
+        self.teacher.validate()
+        self.storage.validate()
+        self.limits.validate()
+        self.student.validate()
+        self.router.validate()
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ValueError("log_level must be one of debug, info, warning, error")
+        for model, task in self.routes.items():
+            if not valid_task_name(task):
+                raise ValueError(f"routes.{model}: invalid task name {task!r}")
+        self.costs.validate()

@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 
+from understudy.config_reader import ConfigError as ConfigError  # settings' errors, re-exported
+
 
 class UnderstudyError(Exception):
     """Base class: ``status_code`` and ``type`` are what the client receives."""
@@ -95,10 +97,6 @@ class ServiceUnavailableError(UnderstudyError):
     status_code = 503
     type = "server_error"
     code = "unavailable"
-
-
-class ConfigError(Exception):
-    """Invalid settings; raised at start-up, never while serving."""
 
 
 def error_dict(

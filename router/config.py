@@ -30,3 +30,24 @@ class RouterConfig:
     this confidence (the one-sided Wilson upper bound of the window's agreement is below it),
     so noise over a few dozen comparisons does not send a good student back; 0.5 compares the
     plain share."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first ``router.*`` setting with an impossible value."""
+        checks = [
+            (0 < self.quality_target <= 1, "router.quality_target must be in (0, 1]"),
+            (0 <= self.shadow_rate <= 1, "router.shadow_rate must be in [0, 1]"),
+            (self.drift_margin >= 0, "router.drift_margin must be >= 0"),
+            (self.drift_window >= 1, "router.drift_window must be >= 1"),
+            (0.5 <= self.drift_confidence < 1, "router.drift_confidence must be in [0.5, 1)"),
+            (
+                1 <= self.drift_min_samples <= self.drift_window,
+                "router.drift_min_samples must be between 1 and router.drift_window",
+            ),
+            (
+                self.threshold_mode in ("calibrated", "fixed"),
+                "router.threshold_mode must be calibrated or fixed",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)

@@ -30,3 +30,16 @@ class StorageConfig:
     """Delete requests, student attempts and feedback older than this many days (0: keep all)."""
     retention_interval_s: float = 3600.0
     """How often the gateway applies ``retention_days`` (in small batches, off the serving path)."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first ``storage.*`` setting with an impossible value."""
+        checks = [
+            (self.queue_size > 0, "storage.queue_size must be positive"),
+            (0 < self.commit_interval_ms <= 100, "storage.commit_interval_ms must be in (0, 100]"),
+            (self.batch_size > 0, "storage.batch_size must be positive"),
+            (self.retention_days >= 0, "storage.retention_days must be >= 0"),
+            (self.retention_interval_s > 0, "storage.retention_interval_s must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)

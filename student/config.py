@@ -31,3 +31,10 @@ class StudentConfig:
     """Teacher failed, student answered: ``serve`` it (marked degraded) or ``fail``."""
     reload_interval_s: float = 2.0
     """How often serving checks the registry for a new champion, a rollback or a mode change."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first ``student.*`` setting with an impossible value."""
+        if self.backend not in ("local", "vllm", "none"):
+            raise ValueError("student.backend must be one of local, vllm, none")
+        if self.degraded_mode not in ("serve", "fail"):
+            raise ValueError("student.degraded_mode must be serve or fail")

@@ -1,11 +1,13 @@
 import dataclasses
 
 import pytest
-from understudy.distiller.config import DistillConfig, TrainConfig, field_docs
+from understudy.distiller.config import DistillConfig, TrainConfig
+
+from understudy.config_reader import field_docs
 
 
 def test_every_setting_has_a_default_and_a_docstring():
-    docs = field_docs()
+    docs = field_docs(DistillConfig)
     config = DistillConfig()
     for section in ("dataset", "augment", "train", "gates", "schedule"):
         for f in dataclasses.fields(getattr(config, section)):
@@ -17,7 +19,7 @@ def test_defaults_are_lora_and_tiny_students_are_documented():
     config = DistillConfig()
     assert config.train.method == "lora" and config.train.isolation == "process"
     assert 'method = "full"' in TrainConfig.__doc__
-    assert "full" in field_docs()["train.method"]
+    assert "full" in field_docs(DistillConfig)["train.method"]
 
 
 def test_a_table_builds_the_config_and_task_overrides_apply_per_task():
@@ -45,6 +47,9 @@ def test_a_table_builds_the_config_and_task_overrides_apply_per_task():
         ({"train": {"warm_start_epochs": 0}}, "train.warm_start_epochs"),
         ({"train": {"warm_start_lr_scale": 1.5}}, "train.warm_start_lr_scale"),
         ({"tasks": {"t": {"gates": {"min_agrement": 1}}}}, "distiller.tasks.t.gates.min_agrement"),
+        ({"tasks": {"t": {"train": {"epochs": "two"}}}}, "distiller.tasks.t.train.epochs"),
+        ({"tasks": {"t": {"train": {"epochs": 0}}}}, "distiller.tasks.t.train.epochs"),
+        ({"tasks": {"t": {"tasks": {}}}}, "distiller.tasks.t.tasks"),
     ],
 )
 def test_bad_settings_are_rejected_with_their_name(table, message):

@@ -1,8 +1,11 @@
 from pathlib import Path
 
 import pytest
-from understudy.gateway.errors import ConfigError
+from understudy.router.config import RouterConfig
+from understudy.storage.config import StorageConfig
+from understudy.student.config import StudentConfig
 
+from understudy.config_reader import ConfigError
 from understudy.settings import iter_setting_docs, load_settings
 
 
@@ -43,6 +46,32 @@ def test_env_parsing_of_lists_bools_and_tables():
     assert s.api_keys == ["a", "b", "c"]
     assert s.teacher.pass_through_auth is True
     assert s.routes == {"m1": "t1", "m2": "t2"}
+
+
+def test_an_empty_variable_unsets_an_optional_setting_and_numbers_may_be_padded():
+    s = load_settings(env={"UNDERSTUDY_TEACHER_API_KEY": "", "UNDERSTUDY_PORT": " 8100 "})
+    assert s.teacher.api_key is None and s.port == 8100
+
+
+def test_each_section_checks_itself_by_its_full_name():
+    with pytest.raises(ValueError, match=r"router\.drift_window"):
+        RouterConfig(drift_window=0).validate()
+    with pytest.raises(ValueError, match=r"storage\.batch_size"):
+        StorageConfig(batch_size=0).validate()
+    with pytest.raises(ValueError, match=r"student\.backend"):
+        StudentConfig(backend="gpu").validate()
+
+
+def test_the_reader_is_a_leaf_that_imports_no_part():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, understudy.config_reader\n"
+        "print(sorted(m for m in sys.modules if m.startswith('understudy.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['understudy.config_reader']"
 
 
 @pytest.mark.parametrize(
