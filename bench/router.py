@@ -96,7 +96,8 @@ def calibrate(held_out: ModelEval, targets: Sequence[float]) -> dict[float, dict
     routers = {}
     for target in targets:
         gates = GateConfig(quality_target=target, confidence=CONFIDENCE)
-        routers[target], _ = calibrate_router(held_out, "label", gates)
+        spec, _ = calibrate_router(held_out, "label", gates)
+        routers[target] = spec.to_dict()
     return routers
 
 

@@ -8,35 +8,32 @@ on all held-out examples.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from understudy.distiller.config import GateConfig
 from understudy.distiller.evaluate import ModelEval
+from understudy.router import CalibratedPolicy, RouterSpec, choose_threshold
 
 FOLDS = 5
 
 
 def calibrate_router(
     candidate: ModelEval, kind: str, config: GateConfig
-) -> tuple[dict[str, Any], float]:
-    """The router dict to store with the model version, and the coverage it is expected to
-    give at ``config.quality_target`` (0 when no threshold reaches the target)."""
-    from understudy.router import choose_threshold
-
+) -> tuple[RouterSpec, float]:
+    """The router to store with the model version, and the coverage it is expected to give
+    at ``config.quality_target`` (0 when no threshold reaches the target)."""
     features, labels = candidate.features, [bool(x) for x in candidate.agreed]
-    router: dict[str, Any] = {"kind": kind, "quality_target": config.quality_target}
     if not labels:
-        return router, 0.0
+        return RouterSpec(kind, config.quality_target), 0.0
     scores = out_of_fold_scores(features, labels)
     choice = choose_threshold(scores, labels, config.quality_target, config.confidence)
-    router["policy"] = _fit(features, labels).to_dict()
-    router["threshold"] = choice.to_dict()
+    router = RouterSpec(kind, config.quality_target, _fit(features, labels), choice)
     return router, float(choice.expected_coverage)
 
 
 def out_of_fold_scores(
-    features: Sequence[dict[str, Any]], labels: Sequence[bool], folds: int = FOLDS
+    features: Sequence[Mapping[str, Any]], labels: Sequence[bool], folds: int = FOLDS
 ) -> list[float]:
     """P(agree) of each example from a policy fitted on the other folds."""
     n = len(labels)
@@ -51,7 +48,5 @@ def out_of_fold_scores(
     return scores
 
 
-def _fit(features: Sequence[dict[str, Any]], labels: Sequence[bool]) -> Any:
-    from understudy.router import CalibratedPolicy
-
+def _fit(features: Sequence[Mapping[str, Any]], labels: Sequence[bool]) -> CalibratedPolicy:
     return CalibratedPolicy.fit(list(features), list(labels))

@@ -24,10 +24,13 @@ from understudy.distiller.config import DistillConfig
 from understudy.distiller.dataset import Dataset, build_dataset
 from understudy.distiller.evaluate import ModelEval
 from understudy.distiller.gates import evaluate_gates, failed_reason
+from understudy.distiller.job import ChampionWeights, Job, JobResult
 from understudy.distiller.lock import TaskLock, recover_stale_runs
 from understudy.distiller.process import TrainingFailed, run_job_process
 from understudy.distiller.promote import promote_candidate, store_eval
+from understudy.distiller.train import WarmStart
 from understudy.distiller.worker import JOB_FILE, run_job, write_examples
+from understudy.router import RouterSpec
 from understudy.storage.config import db_path
 from understudy.storage.database import Store
 from understudy.storage.distill_queries import insert_run, list_golden, update_run
@@ -147,7 +150,7 @@ def _run(
         return
     update_run(db, outcome.run_id, dataset_json=dataset.stats)
     job_path = _write_job(db, run_dir, dataset, config)
-    job = json.loads(job_path.read_text())
+    job = Job.read(job_path)
     if config.train.isolation == "process":
         result = run_job_process(
             job_path,
@@ -157,8 +160,9 @@ def _run(
         )
     else:
         result = run_job(job)
-    candidate = ModelEval.from_dict(result["candidate"])
-    champ = ModelEval.from_dict(result["champion"]) if result.get("champion") else None
+        if result is None:
+            raise TrainingFailed("the training job gave no result")
+    candidate, champ = result.candidate, result.champion
     router, coverage = calibrate_router(candidate, dataset.kind, config.gates)
     gates = evaluate_gates(
         config.gates,
@@ -183,7 +187,7 @@ def _run(
             train,
             base=config.train.base_model if config.train.method == "full" else train["base"],
             metrics={k: v for k, v in outcome.metrics.items() if k != "train"},
-            router=router,
+            router=router.to_dict(),
             data_window=dataset.stats.get("window", {}) | {"examples": dataset.stats["examples"]},
         )
         outcome.promoted = True
@@ -194,7 +198,7 @@ def _run(
         db,
         outcome.run_id,
         {outcome.candidate_id or f"candidate:{outcome.run_id}": candidate}
-        | ({job["champion"]["id"]: champ} if champ else {}),
+        | ({job.champion.id: champ} if champ and job.champion else {}),
     )
 
 
@@ -232,24 +236,24 @@ def _write_job(
     current = champion(db, dataset.task)
     champ = None
     if current is not None and _available(current.model_path, current.adapter_path):
-        champ = {"id": current.id, "weights": current.weights, "adapter_path": current.adapter_path}
+        champ = ChampionWeights(current.id, current.weights, current.adapter_path)
     elif current is not None:
         log.warning("champion %s: weights not found; compared with nothing", current.id)
-    job = {
-        "run_dir": str(run_dir),
-        "kind": dataset.kind,
-        "system_prompt": dataset.system_prompt,
-        "train": asdict(config.train),
-        "gates": asdict(config.gates),
-        "champion": champ,
-        "warm_start": _warm_start(current, config) if champ else None,
-    }
+    job = Job(
+        run_dir=str(run_dir),
+        kind=dataset.kind,
+        system_prompt=dataset.system_prompt,
+        train=config.train,
+        gates=config.gates,
+        champion=champ,
+        warm_start=_warm_start(current, config) if current and champ else None,
+    )
     path = run_dir / JOB_FILE
-    path.write_text(json.dumps(job, indent=2))
+    job.write(path)
     return path
 
 
-def _warm_start(current: ModelVersion, config: DistillConfig) -> dict[str, Any] | None:
+def _warm_start(current: ModelVersion, config: DistillConfig) -> WarmStart | None:
     """The champion's weights to start from, when ``train.warm_start`` is on and the champion
     was trained from the same base with the same method (else the run starts from the base)."""
     train = config.train
@@ -270,11 +274,11 @@ def _warm_start(current: ModelVersion, config: DistillConfig) -> dict[str, Any] 
             train.method,
         )
         return None
-    return {
-        "id": current.id,
-        "model_path": current.model_path if train.method == "full" else None,
-        "adapter_path": current.adapter_path if train.method == "lora" else None,
-    }
+    return WarmStart(
+        id=current.id,
+        model_path=current.model_path if train.method == "full" else None,
+        adapter_path=current.adapter_path if train.method == "lora" else None,
+    )
 
 
 def _available(*paths: str | None) -> bool:
@@ -282,14 +286,14 @@ def _available(*paths: str | None) -> bool:
 
 
 def _metrics(
-    result: dict[str, Any],
+    result: JobResult,
     candidate: ModelEval,
     champ: ModelEval | None,
-    router: dict[str, Any],
+    router: RouterSpec,
     coverage: float,
-    job: dict[str, Any],
+    job: Job,
 ) -> dict[str, Any]:
-    threshold = router.get("threshold") or {}
+    threshold = router.threshold.to_dict() if router.threshold else {}
     return {
         "agreement": round(candidate.agreement, 4),
         "coverage": round(coverage, 4),
@@ -300,9 +304,9 @@ def _metrics(
         "latency_ms": candidate.latency_ms,
         "eval_examples": len(candidate.agreed),
         "eval_seconds": candidate.seconds,
-        "champion": job["champion"]["id"] if job.get("champion") else None,
+        "champion": job.champion.id if job.champion else None,
         "champion_agreement": round(champ.agreement, 4) if champ else None,
-        "train": result["train"],
+        "train": result.train.to_dict(),
         "peak_rss_mb": _peak_rss_mb(),
     }
 

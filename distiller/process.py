@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from understudy.distiller.job import JobResult
 from understudy.distiller.worker import LOG_FILE, PROGRESS_FILE, RESULT_FILE
 
 log = logging.getLogger("understudy.distiller")
@@ -37,7 +38,7 @@ def run_job_process(
     launcher: Sequence[str] = (),
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     poll_s: float = 0.5,
-) -> dict[str, Any]:
+) -> JobResult:
     """Run the job to its end and return its result; raise :class:`TrainingFailed`."""
     run_dir = job_path.parent
     command = [*launcher, "-m", "understudy.distiller.worker", str(job_path)]
@@ -77,7 +78,7 @@ def run_job_process(
     result_path = run_dir / RESULT_FILE
     if not result_path.is_file():
         raise TrainingFailed("training process ended without writing a result")
-    return json.loads(result_path.read_text())
+    return JobResult.read(result_path)
 
 
 def _describe(code: int) -> str:

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,27 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "log_history"}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainResult:
+        """Inverse of :meth:`to_dict` (keys this version does not know are ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """The champion's weights a run continues from (``train.warm_start``)."""
+
+    id: str
+    model_path: str | None = None
+    """Full fine-tuning: the champion's whole model and tokenizer."""
+    adapter_path: str | None = None
+    """LoRA: the champion's adapter."""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WarmStart:
+        return cls(str(data["id"]), data.get("model_path"), data.get("adapter_path"))
 
 
 def training_rows(examples: Sequence[Example]) -> list[dict[str, Any]]:
@@ -85,16 +106,19 @@ def train_candidate(
     output_dir: Path,
     *,
     log_path: Path | None = None,
-    warm_start: Mapping[str, Any] | None = None,
+    warm_start: WarmStart | Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train on ``examples`` (repeat an example to up-weight it) and save into ``output_dir``.
 
-    ``warm_start`` (``id`` and ``model_path`` for ``full`` or ``adapter_path`` for ``lora``):
-    start from a champion's weights and train ``config.warm_start_epochs`` passes at
-    ``config.warm_start_lr_scale`` times the learning rate.
+    ``warm_start`` (``id`` and ``model_path`` for ``full`` or ``adapter_path`` for ``lora``;
+    a :class:`WarmStart` or its dict): start from a champion's weights and train
+    ``config.warm_start_epochs`` passes at ``config.warm_start_lr_scale`` times the learning
+    rate.
     """
     if config.base_model == "tiny" and config.method != "full":
         raise ValueError("a tiny from-scratch student needs train.method = 'full'")
+    if not isinstance(warm_start, WarmStart):
+        warm_start = WarmStart.from_dict(warm_start) if warm_start else None
     import torch
     from datasets import Dataset as HFDataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
@@ -107,7 +131,7 @@ def train_candidate(
     epochs = config.warm_start_epochs if warm_start else config.epochs
     learning_rate = config.learning_rate * (config.warm_start_lr_scale if warm_start else 1.0)
     if warm_start and config.method == "full":
-        base = str(warm_start["model_path"])  # the champion's whole model and tokenizer
+        base = str(warm_start.model_path)  # the champion's whole model and tokenizer
     elif base == "tiny":
         base = str(build_tiny_base(output_dir / "base", examples, config))
     device = _device(config.device)
@@ -117,13 +141,13 @@ def train_candidate(
     if config.method == "lora" and warm_start:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, warm_start["adapter_path"], is_trainable=True)
+        model = PeftModel.from_pretrained(model, warm_start.adapter_path, is_trainable=True)
     elif config.method == "lora":
         peft_config = _lora_config(config)
     if warm_start:
         log.info(
             "warm start from %s: %g epochs at learning rate %g",
-            warm_start.get("id"),
+            warm_start.id,
             epochs,
             learning_rate,
         )
@@ -173,7 +197,7 @@ def train_candidate(
         seconds=round(seconds, 2),
         examples_per_s=round(seen / seconds, 1) if seconds else 0.0,
         final_loss=losses[-1] if losses else float(output.training_loss),
-        warm_start_from=str(warm_start["id"]) if warm_start else None,
+        warm_start_from=warm_start.id if warm_start else None,
         log_history=list(trainer.state.log_history),
     )
 

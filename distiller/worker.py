@@ -14,12 +14,10 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from understudy.distiller.config import GateConfig, TrainConfig
 from understudy.distiller.dataset import Example
+from understudy.distiller.job import Job, JobResult
 
 log = logging.getLogger("understudy.distiller")
 
@@ -40,50 +38,52 @@ def read_examples(path: Path) -> list[Example]:
         return [Example.from_dict(json.loads(line)) for line in fh if line.strip()]
 
 
-def run_job(job: Mapping[str, Any]) -> dict[str, Any]:
-    """Train, evaluate candidate and champion; return (and write) the result."""
+def run_job(job: Job) -> JobResult | None:
+    """Train, evaluate candidate and champion; return (and write) the result. Under a
+    multi-GPU launcher, only the main rank evaluates: the others return ``None``."""
     from understudy.distiller.evaluate import evaluate_student
     from understudy.distiller.generate import StudentRunner
     from understudy.distiller.train import train_candidate
 
-    run_dir = Path(job["run_dir"])
-    train_config = TrainConfig(**job["train"])
-    gate_config = GateConfig(**job["gates"])
+    run_dir = Path(job.run_dir)
     train = read_examples(run_dir / "train.jsonl")
     held_out = read_examples(run_dir / "eval.jsonl")
     golden = json.loads((run_dir / "golden.json").read_text())
     trained = train_candidate(
         train,
-        train_config,
+        job.train,
         run_dir / "candidate",
         log_path=run_dir / PROGRESS_FILE,
-        warm_start=job.get("warm_start"),
+        warm_start=job.warm_start,
     )
     if int(os.environ.get("RANK", "0")) != 0:
-        return {}
-    judge = {
-        "kind": job["kind"],
-        "config": gate_config,
-        "system_prompt": job.get("system_prompt"),
-    }
+        return None
     log.info("evaluating the candidate on %d held-out examples", len(held_out))
-    runner = StudentRunner(trained.weights, trained.adapter_path, train_config.device)
-    candidate = evaluate_student(runner, held_out, golden, **judge)
+    device = job.train.device
+    runner = StudentRunner(trained.weights, trained.adapter_path, device)
+    candidate = evaluate_student(
+        runner,
+        held_out,
+        golden,
+        kind=job.kind,
+        config=job.gates,
+        system_prompt=job.system_prompt,
+    )
     del runner
     champion = None
-    if job.get("champion"):
-        log.info("evaluating the champion %s on the same examples", job["champion"]["id"])
-        ch = job["champion"]
-        runner = StudentRunner(ch["weights"], ch.get("adapter_path"), train_config.device)
-        champion = evaluate_student(runner, held_out, golden, **judge).to_dict()
-    result = {
-        "train": trained.to_dict(),
-        "candidate": candidate.to_dict(),
-        "champion": champion,
-    }
-    tmp = run_dir / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(run_dir / RESULT_FILE)
+    if job.champion is not None:
+        log.info("evaluating the champion %s on the same examples", job.champion.id)
+        runner = StudentRunner(job.champion.weights, job.champion.adapter_path, device)
+        champion = evaluate_student(
+            runner,
+            held_out,
+            golden,
+            kind=job.kind,
+            config=job.gates,
+            system_prompt=job.system_prompt,
+        )
+    result = JobResult(trained, candidate, champion)
+    result.write(run_dir / RESULT_FILE)
     return result
 
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m understudy.distiller.worker JOB.json", file=sys.stderr)
         return 2
-    job = json.loads(Path(args[0]).read_text())
+    job = Job.read(Path(args[0]))
     setup_logging()
     exit_with_parent()
     run_job(job)

@@ -19,6 +19,7 @@ from understudy.router.policy import (
     register_policy,
 )
 from understudy.router.shadow import ShadowSampler
+from understudy.router.spec import RouterSpec
 from understudy.router.threshold import (
     ThresholdChoice,
     choose_threshold,
@@ -42,6 +43,7 @@ __all__ = [
     "Features",
     "MeanProbabilityPolicy",
     "Router",
+    "RouterSpec",
     "ShadowSampler",
     "ThresholdChoice",
     "answers_agree",

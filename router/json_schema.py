@@ -79,7 +79,12 @@ def _is_type(value: Any, name: str) -> bool:
         return False
     if name == "integer":
         return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-    kinds = {"number": (int, float), "string": str, "object": dict, "array": list}
+    kinds: dict[str, type | tuple[type, ...]] = {
+        "number": (int, float),
+        "string": str,
+        "object": dict,
+        "array": list,
+    }
     return name in kinds and isinstance(value, kinds[name])
 
 

@@ -73,7 +73,8 @@ def _load(base: str, adapter_path: str | None, device: str) -> Generator:
     has_own_tokenizer = adapter_path and (Path(adapter_path) / "tokenizer_config.json").exists()
     tokenizer = AutoTokenizer.from_pretrained(adapter_path if has_own_tokenizer else base)
     dtype = torch.float32 if device == "cpu" else "auto"
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    # Any: transformers types ``PreTrainedModel.to`` as a plain wrapped function, not a method.
+    model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     if adapter_path:
         from peft import PeftModel
 
@@ -226,10 +227,10 @@ class Generator:
         request = row.request
         ids = [int(step[i]) for step in steps.ids]
         stop = set(self.stop_ids)
-        end = next((j for j, t in enumerate(ids) if t in stop), None)
         # Steps past a row's own end were computed for the other rows: they are not its own.
-        ended = end is not None and end < row.limit
-        n = end if ended else min(len(ids), row.limit)
+        end = next((j for j, t in enumerate(ids) if t in stop and j < row.limit), None)
+        ended = end is not None
+        n = end if end is not None else min(len(ids), row.limit)
         finish = "stop" if ended else "length"
         ids = ids[:n]
         pieces = self._pieces(ids)

@@ -1,8 +1,9 @@
 """The serving side of routing: one :class:`TaskRouter` per serving student.
 
-It turns the router dict stored with a model version (calibrated policy, chosen threshold,
-agreement metric) into decisions, and holds the live state that belongs to serving: the shadow
-sampler and the live agreement monitor. The decision logic itself lives in ``router/``.
+It turns the :class:`~understudy.router.RouterSpec` stored with a model version (calibrated
+policy, chosen threshold, agreement metric) into decisions, and holds the live state that
+belongs to serving: the shadow sampler and the live agreement monitor. The decision logic
+itself lives in ``router/``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from understudy.router import (
+    AgreementMonitor,
+    Router,
+    RouterSpec,
+    ShadowSampler,
+    answers_agree,
+    extract_features,
+)
 from understudy.router.config import RouterConfig
 from understudy.student.base import StudentAnswer
 
@@ -24,23 +33,19 @@ class Judgement:
 
 
 class TaskRouter:
-    def __init__(self, spec: Mapping[str, Any], settings: RouterConfig) -> None:
-        from understudy.router import (
-            AgreementMonitor,
-            CalibratedPolicy,
-            Router,
-            ShadowSampler,
-            ThresholdChoice,
-        )
-
+    def __init__(self, spec: RouterSpec | Mapping[str, Any], settings: RouterConfig) -> None:
+        """``spec``: the router stored with the model version (or its stored dict)."""
+        spec = spec if isinstance(spec, RouterSpec) else RouterSpec.from_dict(spec)
+        self.spec = spec
         self.settings = settings
-        self.kind = str(spec.get("kind", "label"))
-        self.quality_target = float(spec.get("quality_target", settings.quality_target))
-        policy = CalibratedPolicy.from_dict(spec["policy"]) if spec.get("policy") else None
-        if settings.threshold_mode == "fixed" or not spec.get("threshold"):
-            self.router = Router(policy, fixed_threshold=settings.fixed_threshold)
+        self.kind = spec.kind
+        self.quality_target = (
+            spec.quality_target if spec.quality_target is not None else settings.quality_target
+        )
+        if settings.threshold_mode == "fixed" or spec.threshold is None:
+            self.router = Router(spec.policy, fixed_threshold=settings.fixed_threshold)
         else:
-            self.router = Router(policy, ThresholdChoice.from_dict(spec["threshold"]))
+            self.router = Router(spec.policy, spec.threshold)
         self.sampler = ShadowSampler(settings.shadow_rate)
         self.monitor = AgreementMonitor(
             self.quality_target,
@@ -51,8 +56,6 @@ class TaskRouter:
         )
 
     def judge(self, answer: StudentAnswer, body: Mapping[str, Any]) -> Judgement:
-        from understudy.router import extract_features
-
         first_alternatives = (
             [alt.logprob for alt in answer.top_logprobs[0]]
             if (answer.top_logprobs and answer.top_logprobs[0])
@@ -70,8 +73,6 @@ class TaskRouter:
         return Judgement(decision.serve, decision.confidence, decision.reason, features.to_dict())
 
     def agree(self, student_text: str, teacher_text: str) -> bool:
-        from understudy.router import answers_agree
-
         return answers_agree(student_text, teacher_text, self.kind)
 
     def should_shadow(self) -> bool:
@@ -88,5 +89,5 @@ class TaskRouter:
         return self.monitor.agreement or 0.0
 
 
-def build_router(spec: Mapping[str, Any], settings: RouterConfig) -> TaskRouter:
+def build_router(spec: RouterSpec | Mapping[str, Any], settings: RouterConfig) -> TaskRouter:
     return TaskRouter(spec, settings)
