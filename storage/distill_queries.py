@@ -93,12 +93,12 @@ _JSON_COLUMNS = ("dataset_json", "gates_json", "metrics_json")
 
 def insert_run(db: sqlite_utils.Database, run: dict[str, Any]) -> None:
     with db.conn:
-        db["distill_runs"].insert(_encode(run))
+        db.table("distill_runs").insert(_encode(run))
 
 
 def update_run(db: sqlite_utils.Database, run_id: str, **fields: Any) -> None:
     with db.conn:
-        db["distill_runs"].update(run_id, _encode(fields))
+        db.table("distill_runs").update(run_id, _encode(fields))
 
 
 def get_run(db: sqlite_utils.Database, run_id: str) -> dict[str, Any] | None:
@@ -235,7 +235,8 @@ def add_golden(
             " values (?, ?, ?, ?, ?)",
             [task, time.time(), json.dumps(input_value), expected, note],
         )
-    return int(cur.lastrowid)
+    assert cur.lastrowid is not None  # an insert always gives one
+    return cur.lastrowid
 
 
 def list_golden(db: sqlite_utils.Database, task: str | None = None) -> list[dict[str, Any]]:

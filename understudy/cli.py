@@ -6,8 +6,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from understudy.commands import export, print_tasks, set_task_mode, tiny_model
+from understudy.demo.cli import add_arguments as add_demo_arguments
+from understudy.demo.cli import main as demo
 from understudy.distiller.cli import register as register_distiller
+from understudy.gateway.accounting.summary import parse_duration
 from understudy.gateway.errors import ConfigError
+from understudy.gateway.server import serve
+from understudy.gateway.teacher.sync import SyncTeacher
+from understudy.prune import prune_log
+from understudy.report import report
+from understudy.schedule import schedule_for
 from understudy.settings import Settings, load_settings
 
 
@@ -19,9 +28,6 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from understudy.gateway.server import serve
-    from understudy.schedule import schedule_for
-
     settings = _settings(args, host=args.host, port=args.port, **{"teacher.url": args.teacher_url})
     schedule = schedule_for(settings)  # refuses to start when its packages are missing
     serve(settings, companions=[schedule] if schedule is not None else [])
@@ -29,32 +35,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from understudy.commands import print_tasks
-
     return print_tasks(_settings(args), as_json=args.json)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from understudy.commands import export
-
     return export(_settings(args), task=args.task, fmt=args.format, output=args.output)
 
 
 def cmd_mode(args: argparse.Namespace) -> int:
-    from understudy.commands import set_task_mode
-
     return set_task_mode(_settings(args), task=args.task, mode=args.mode)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from understudy.report import report
-
     return report(_settings(args), window_s=args.since, fmt_name=args.format)
 
 
 def _duration(text: str) -> float:
-    from understudy.gateway.accounting.summary import parse_duration
-
     try:
         return parse_duration(text)
     except ValueError as exc:
@@ -62,8 +58,6 @@ def _duration(text: str) -> float:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    from understudy.commands import tiny_model
-
     return tiny_model(
         args.path,
         texts_file=args.texts,
@@ -76,14 +70,10 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 def _augmentation_teacher(settings: Settings) -> object:
     """The teacher the distiller asks for synthetic examples (a blocking httpx call)."""
-    from understudy.gateway.teacher.sync import SyncTeacher
-
     return SyncTeacher.from_settings(settings)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from understudy.prune import prune_log
-
     return prune_log(
         _settings(args), older_than=args.older_than, dry_run=args.dry_run, vacuum_after=args.vacuum
     )
@@ -151,22 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     register_distiller(sub, _settings, _augmentation_teacher)
 
     p = sub.add_parser("demo", help="the whole loop on Banking77, offline, in a few minutes")
-    _demo_arguments(p)
-    p.set_defaults(func=_demo_main)
+    add_demo_arguments(p)
+    p.set_defaults(func=demo)
 
     return parser
-
-
-def _demo_arguments(p: argparse.ArgumentParser) -> None:
-    from understudy.demo.cli import add_arguments
-
-    add_arguments(p)
-
-
-def _demo_main(args: argparse.Namespace) -> int:
-    from understudy.demo.cli import main as demo
-
-    return demo(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from collections.abc import Iterator
@@ -9,14 +10,23 @@ from pathlib import Path
 from typing import IO, Any
 
 from understudy.settings import Settings
-from understudy.storage.database import open_database
+from understudy.storage.database import Store
 from understudy.storage.queries import iter_teacher_pairs, list_tasks
+from understudy.storage.registry import set_mode
+from understudy.student.tiny import build_tiny_model
+
+
+def _store(settings: Settings) -> Store:
+    """The settings' database, its schema brought up to date."""
+    store = Store(settings.db_path)
+    store.migrate()
+    return store
 
 
 def print_tasks(settings: Settings, *, as_json: bool = False, out: IO[str] | None = None) -> int:
     out = out or sys.stdout
-    db = open_database(settings.db_path)
-    rows = list_tasks(db)
+    with _store(settings).read() as db:
+        rows = list_tasks(db)
     if as_json:
         out.write(json.dumps(rows, indent=2) + "\n")
         return 0
@@ -44,10 +54,8 @@ def print_tasks(settings: Settings, *, as_json: bool = False, out: IO[str] | Non
 
 
 def set_task_mode(settings: Settings, *, task: str, mode: str) -> int:
-    from understudy.storage.registry import set_mode
-
-    db = open_database(settings.db_path)
-    state = set_mode(db, task, mode, reason="command line")
+    with _store(settings).write() as db:
+        state = set_mode(db, task, mode, reason="command line")
     champion = state.champion_id or "no student yet"
     print(
         f"task {task}: mode {state.mode} ({champion}); a running gateway applies it within "
@@ -66,8 +74,6 @@ def tiny_model(
     seed: int = 0,
 ) -> int:
     """Build a tiny Llama-architecture student and its tokenizer at ``path``."""
-    from understudy.student.tiny import build_tiny_model
-
     texts = None
     if texts_file:
         lines = Path(texts_file).read_text(encoding="utf-8").splitlines()
@@ -83,10 +89,12 @@ def tiny_model(
 
 
 def export(settings: Settings, *, task: str, fmt: str = "jsonl", output: str | None = None) -> int:
-    db = open_database(settings.db_path)
     count = 0
     target: IO[str]
-    with Path(output).open("w", encoding="utf-8") if output else _stdout() as target:
+    with (
+        _store(settings).read() as db,
+        Path(output).open("w", encoding="utf-8") if output else _stdout() as target,
+    ):
         for example in training_examples(iter_teacher_pairs(db, task)):
             target.write(json.dumps(example, ensure_ascii=False) + "\n")
             count += 1
@@ -130,8 +138,6 @@ class _stdout:
 
 
 def _utc(ts: float | None) -> str:
-    import datetime as dt
-
     if ts is None:
         return "-"
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -6,7 +6,7 @@ import sys
 import time
 
 from understudy.settings import Settings
-from understudy.storage.database import open_database
+from understudy.storage.database import Store
 from understudy.storage.retention import count_older, parse_age, prune, vacuum
 
 
@@ -22,8 +22,9 @@ def prune_log(
     if not settings.db_path.exists():
         print(f"no database at {settings.db_path}: nothing to prune")
         return 0
-    db = open_database(settings.db_path, busy_timeout_ms=settings.storage.busy_timeout_ms)
-    try:
+    store = Store(settings.db_path, busy_timeout_ms=settings.storage.busy_timeout_ms)
+    store.migrate()
+    with store.write() as db:
         cutoff = time.time() - age_s
         counts = count_older(db, cutoff) if dry_run else prune(db, cutoff, pause_s=0.01)
         verb = "would delete" if dry_run else "deleted"
@@ -31,6 +32,4 @@ def prune_log(
         if vacuum_after and not dry_run:
             vacuum(db)
             print(f"vacuumed {settings.db_path}")
-    finally:
-        db.conn.close()
     return 0

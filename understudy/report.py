@@ -11,7 +11,7 @@ from typing import IO, Any
 from understudy.gateway.accounting import fmt
 from understudy.gateway.accounting.summary import Summary, summarize
 from understudy.settings import Settings
-from understudy.storage.database import open_database
+from understudy.storage.database import Store
 
 CSV_COLUMNS = (
     "group",
@@ -31,8 +31,9 @@ CSV_COLUMNS = (
 
 
 def build_summary(settings: Settings, window_s: float, now: float | None = None) -> Summary:
-    db = open_database(settings.db_path)
-    try:
+    store = Store(settings.db_path)
+    store.migrate()
+    with store.read() as db:
         return summarize(
             db,
             window_s=window_s,
@@ -41,8 +42,6 @@ def build_summary(settings: Settings, window_s: float, now: float | None = None)
             and settings.costs.student_gpu_hour == 0,
             now=now,
         )
-    finally:
-        db.conn.close()
 
 
 def report(

@@ -40,7 +40,8 @@ class Slot:
     until the registry changes again."""
 
 
-def _state(slot: Slot) -> StudentState:
+def student_state(slot: Slot) -> StudentState:
+    """What the metrics show of the student serving ``slot``'s task."""
     monitor = slot.router.monitor
     return StudentState(
         task=slot.task,
@@ -74,7 +75,7 @@ class StudentPool:
 
     def student_states(self) -> list[StudentState]:
         """The serving students as the metrics show them."""
-        return [_state(slot) for slot in list(self.slots.values())]
+        return [student_state(slot) for slot in list(self.slots.values())]
 
     async def start(self) -> None:
         if self.backend_factory is None:

@@ -12,7 +12,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from understudy.gateway.accounting.metrics_state import StudentCollector
-from understudy.gateway.serving.pool import Slot
+from understudy.gateway.serving.pool import Slot, student_state
 from understudy.gateway.serving.routing import build_router
 from understudy.router.config import RouterConfig
 from understudy.storage.database import open_database
@@ -199,9 +199,10 @@ def test_student_state_metrics():
         router.record_shadow(agreed)
 
     class Pool:
-        slots = {"faq": slot}
+        def student_states(self):
+            return [student_state(slot)]
 
-    families = {f.name: f for f in StudentCollector(Pool()).collect()}  # type: ignore[arg-type]
+    families = {f.name: f for f in StudentCollector(Pool()).collect()}
     assert {s.name for f in families.values() for s in f.samples} == STUDENT_SAMPLES
     (info,) = families["understudy_champion"].samples
     assert info.labels == {"task": "faq", "version": "faq@v4", "mode": "routed"}
