@@ -1,17 +1,22 @@
 """One exception hierarchy for the gateway, each error knowing its HTTP status and OpenAI type.
 
-Everything a client can see goes through :func:`error_body`, which produces the OpenAI error
-shape ``{"error": {"message", "type", "param", "code"}}``. Foreign exceptions (httpx, sqlite,
+Everything a client can see goes through :func:`error_body` (a JSON answer) or
+:func:`stream_error_events` (the end of a stream), which produce the OpenAI error shape
+``{"error": {"message", "type", "param", "code"}}``. Foreign exceptions (httpx, sqlite,
 litestar) are translated at the edge into one of these; a stack trace never reaches a client.
+An error may carry response headers (``retry-after``, or what the pipeline had already said
+about the request); the one place that turns errors into responses sends them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 import msgspec
 
 from understudy.config_reader import ConfigError as ConfigError  # settings' errors, re-exported
+
+DONE_EVENT = b"data: [DONE]\n\n"
 
 
 class UnderstudyError(Exception):
@@ -21,15 +26,25 @@ class UnderstudyError(Exception):
     type: str = "server_error"
     code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
+        self.headers: dict[str, str] = dict(headers or {})
 
-    def to_dict(self) -> dict[str, Any]:
-        return error_dict(self.message, self.type, self.param, self.code)
+    def with_headers(self, headers: Mapping[str, str]) -> UnderstudyError:
+        """This error, to be answered with ``headers`` too (its own win)."""
+        self.headers = {**headers, **self.headers}
+        return self
 
 
 class InvalidRequestError(UnderstudyError):
@@ -99,16 +114,23 @@ class ServiceUnavailableError(UnderstudyError):
     code = "unavailable"
 
 
-def error_dict(
-    message: str, type_: str, param: str | None = None, code: str | None = None
-) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+class ErrorDetail(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
 
 
 def error_body(exc: UnderstudyError) -> bytes:
-    return msgspec.json.encode(exc.to_dict())
+    """The OpenAI error object for ``exc``, encoded."""
+    return msgspec.json.encode(ErrorBody(ErrorDetail(exc.message, exc.type, exc.param, exc.code)))
 
 
-def sse_error_event(exc: UnderstudyError) -> bytes:
-    """A final streaming event carrying an error, as OpenAI-compatible servers send it."""
-    return b"data: " + error_body(exc) + b"\n\n"
+def stream_error_events(exc: UnderstudyError) -> tuple[bytes, bytes]:
+    """How a stream ends on an error, as OpenAI-compatible servers send it: a last ``data:``
+    event carrying the error object, then ``[DONE]``."""
+    return b"data: " + error_body(exc) + b"\n\n", DONE_EVENT

@@ -8,7 +8,7 @@ request is refused with a precise ``param`` before anything is sent or logged.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from understudy.gateway.errors import InvalidRequestError
@@ -57,7 +57,11 @@ class CompletionRequest(_Common):
     suffix: str | None = None
 
 
+WireRequest = ChatCompletionRequest | CompletionRequest
+"""A validated request body, as the pipeline carries it."""
+
 _PATH_RE = re.compile(r"at `\$\.?([^`]*)`")
+_Req = TypeVar("_Req", bound=msgspec.Struct)
 
 
 def decode_body(raw: bytes) -> dict[str, Any]:
@@ -91,7 +95,7 @@ def validate_completion(body: dict[str, Any]) -> CompletionRequest:
     return req
 
 
-def _convert(body: dict[str, Any], model: type[msgspec.Struct]) -> Any:
+def _convert(body: dict[str, Any], model: type[_Req]) -> _Req:
     if "model" not in body:
         raise InvalidRequestError("missing required parameter: 'model'", param="model")
     try:

@@ -11,17 +11,13 @@ import time
 
 import msgspec
 from litestar import Request, Response, post
-from understudy.gateway.api import auth
-from understudy.gateway.api.responses import json_response, new_request_id
-from understudy.gateway.errors import (
-    InvalidRequestError,
-    NotFoundError,
-    UnderstudyError,
-    error_body,
-)
+from litestar.di import NamedDependency
+from understudy.gateway.api.responses import json_response
+from understudy.gateway.errors import InvalidRequestError, NotFoundError
 from understudy.gateway.protocol import decode_body
-from understudy.storage.database import open_database
+from understudy.storage.database import Store
 from understudy.storage.queries import get_request
+from understudy.storage.request_log import RequestLogWriter
 
 
 class Feedback(msgspec.Struct, forbid_unknown_fields=True):
@@ -44,35 +40,28 @@ def parse_feedback(raw: bytes) -> Feedback:
     return fb
 
 
-def _exists(db_path: object, request_id: str) -> bool:
-    db = open_database(db_path, migrate_schema=False)  # type: ignore[arg-type]
-    try:
+def _exists(store: Store, request_id: str) -> bool:
+    with store.read() as db:
         return get_request(db, request_id) is not None
-    finally:
-        db.conn.close()
 
 
 @post("/v1/feedback", status_code=200)
-async def feedback(request: Request) -> Response:
-    state = request.app.state
-    request_id = new_request_id()
-    try:
-        auth.authenticate(
-            state.settings.api_keys,
-            request.headers.get("authorization"),
-            request.headers.get(auth.KEY_HEADER),
-            state.settings.teacher.pass_through_auth,
-        )
-        fb = parse_feedback(await request.body())
-        found = await asyncio.to_thread(_exists, state.settings.db_path, fb.request_id)
-        if not found:  # it may still be in the write-behind queue
-            await asyncio.to_thread(state.writer.flush, 2.0)
-            found = await asyncio.to_thread(_exists, state.settings.db_path, fb.request_id)
-        if not found:
-            raise NotFoundError(f"no logged request with id {fb.request_id!r}", param="request_id")
-    except UnderstudyError as exc:
-        return json_response(error_body(exc), exc.status_code, request_id)
-    state.writer.submit(
+async def feedback(
+    request: Request,
+    api_key_id: NamedDependency[str | None],
+    store: NamedDependency[Store],
+    writer: NamedDependency[RequestLogWriter],
+) -> Response:
+    """Record feedback on a logged request (for a caller with a gateway key, when the gateway
+    needs one)."""
+    fb = parse_feedback(await request.body())
+    found = await asyncio.to_thread(_exists, store, fb.request_id)
+    if not found:  # it may still be in the write-behind queue
+        await asyncio.to_thread(writer.flush, 2.0)
+        found = await asyncio.to_thread(_exists, store, fb.request_id)
+    if not found:
+        raise NotFoundError(f"no logged request with id {fb.request_id!r}", param="request_id")
+    writer.submit(
         "feedback",
         {
             "request_id": fb.request_id,
@@ -83,4 +72,4 @@ async def feedback(request: Request) -> Response:
         },
     )
     body = {"object": "feedback", "request_id": fb.request_id, "status": "recorded"}
-    return json_response(msgspec.json.encode(body), 200, request_id)
+    return json_response(msgspec.json.encode(body), 200, request)

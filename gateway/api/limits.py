@@ -8,7 +8,8 @@
   refused until the month ends; the request that crosses the line is still answered.
 
 Both refusals are 429 in OpenAI's shape with ``retry-after``; nothing refused reaches the
-teacher or the log.
+teacher or the log. The check is a dependency of the answering endpoints (chat and
+completions), resolved before the handler runs.
 """
 
 from __future__ import annotations
@@ -19,22 +20,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from litestar import Request, Response
+from litestar import Request
 from understudy.gateway.api import auth
-from understudy.gateway.api.responses import new_request_id
 from understudy.gateway.config import GatewayConfig, LimitConfig
-from understudy.gateway.errors import (
-    BudgetExceededError,
-    RateLimitError,
-    UnderstudyError,
-    error_body,
-)
-from understudy.storage.database import open_database
+from understudy.gateway.errors import BudgetExceededError, RateLimitError, UnderstudyError
+from understudy.storage.database import Store
+from understudy.storage.limits import usage_since
 
-LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 MAX_IDLE_BUCKETS = 10000  # buckets kept before full (idle) ones are forgotten
 
 
@@ -103,22 +97,13 @@ class MonthlyBudgets:
         self._usd: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def load(self, db_path: Path) -> None:
+    def load(self, store: Store) -> None:
         """Read this month's usage per key from the log (at start-up)."""
-        db = open_database(db_path, migrate_schema=False)
-        try:
-            has_cost = "teacher_cost_usd" in db["requests"].columns_dict
-            cost = "sum(coalesce(teacher_cost_usd, 0))" if has_cost else "0"
-            rows = db.execute(
-                f"select api_key_id, sum(coalesce(total_tokens, 0)), {cost} from requests"
-                " where created_at >= ? and api_key_id is not null group by api_key_id",
-                [self._month],
-            ).fetchall()
-        finally:
-            db.conn.close()
+        with store.read() as db:
+            usage = usage_since(db, self._month)
         with self._lock:
-            self._tokens = {key: int(tokens) for key, tokens, _ in rows}
-            self._usd = {key: float(usd) for key, _, usd in rows}
+            self._tokens = {key: tokens for key, (tokens, _) in usage.items()}
+            self._usd = {key: usd for key, (_, usd) in usage.items()}
 
     def record(self, table: str, row: dict[str, Any]) -> None:
         """Writer listener: count the usage of every logged request carrying a key id."""
@@ -159,8 +144,8 @@ class MonthlyBudgets:
 
 
 class RequestLimits:
-    """What the ``before_request`` hook consults: the buckets and the budgets (either may be
-    off)."""
+    """What the ``limited_key_id`` dependency (:mod:`gateway.api.guards`) consults: the
+    buckets and the budgets (either may be off)."""
 
     def __init__(self, settings: GatewayConfig) -> None:
         self.settings = settings
@@ -220,32 +205,11 @@ class RequestLimits:
         return None
 
 
-def open_limits(settings: GatewayConfig, db_path: Path) -> RequestLimits | None:
+def open_limits(settings: GatewayConfig, store: Store) -> RequestLimits | None:
     """The limits of ``settings`` (budgets read from the log), or None when both are off."""
     limits = RequestLimits(settings)
     if limits.buckets is None and limits.budgets is None:
         return None
     if limits.budgets is not None:
-        limits.budgets.load(db_path)
+        limits.budgets.load(store)
     return limits
-
-
-async def enforce_limits(request: Request) -> Response | None:
-    """``before_request`` hook: a 429 for a caller over its rate or budget, else None."""
-    limits: RequestLimits | None = getattr(request.app.state, "limits", None)
-    if limits is None or request.method != "POST" or request.url.path not in LIMITED_PATHS:
-        return None
-    refused = limits.check(request)
-    if refused is None:
-        return None
-    error, wait_s = refused
-    request.state.request_id = new_request_id()
-    return Response(
-        content=error_body(error),
-        status_code=error.status_code,
-        media_type="application/json",
-        headers={
-            "x-request-id": request.state.request_id,
-            "retry-after": str(max(1, math.ceil(wait_s))),
-        },
-    )

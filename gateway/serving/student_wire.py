@@ -13,18 +13,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-from understudy.gateway.protocol import ChatCompletionRequest
+from msgspec import UNSET, UnsetType
+from understudy.gateway.errors import DONE_EVENT
+from understudy.gateway.protocol import ChatCompletionRequest, ChatMessage, WireRequest
 from understudy.student.base import StudentAnswer, StudentModel, StudentRequest
 from understudy.student.config import StudentConfig
 
 
-def unsupported_reason(
-    endpoint: str, req: Any, body: Mapping[str, Any], settings: StudentConfig
-) -> str | None:
+def unsupported_reason(endpoint: str, req: WireRequest, settings: StudentConfig) -> str | None:
     """Why the student must not try this request (None: it may)."""
-    if endpoint != "chat.completions":
+    if endpoint != "chat.completions" or not isinstance(req, ChatCompletionRequest):
         return "the student serves chat completions only"
-    assert isinstance(req, ChatCompletionRequest)
     if (req.n or 1) > 1:
         return "n > 1"
     if req.tools and not settings.tools:
@@ -40,18 +39,14 @@ def unsupported_reason(
 
 
 def student_request(
-    model: StudentModel,
-    req: ChatCompletionRequest,
-    body: Mapping[str, Any],
-    settings: StudentConfig,
+    model: StudentModel, req: ChatCompletionRequest, settings: StudentConfig
 ) -> StudentRequest:
     """The student answers greedily: its confidence is calibrated on greedy answers."""
     asked = req.max_completion_tokens or req.max_tokens or settings.max_tokens
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    messages = [_plain_message(m) for m in body.get("messages") or []]
     return StudentRequest(
         model=model,
-        messages=messages,
+        messages=[_plain_message(m) for m in req.messages],
         max_tokens=min(asked, settings.max_tokens),
         temperature=0.0,
         stop=stop,
@@ -59,82 +54,108 @@ def student_request(
     )
 
 
-def _plain_message(message: Mapping[str, Any]) -> dict[str, Any]:
-    content = message.get("content")
+def _plain_message(message: ChatMessage) -> dict[str, Any]:
+    content = message.content
     if isinstance(content, list):
         content = "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    out = {"role": message.get("role"), "content": content or ""}
-    if message.get("tool_calls"):
-        out["tool_calls"] = message["tool_calls"]
+    out: dict[str, Any] = {"role": message.role, "content": content or ""}
+    if message.tool_calls:
+        out["tool_calls"] = message.tool_calls
     return out
 
 
-def completion_body(answer: StudentAnswer, requested_model: str, version: str) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-" + secrets.token_hex(12),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": requested_model,
-        "system_fingerprint": f"understudy-{version}",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": answer.text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": answer.finish_reason,
-            }
+class Usage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(msgspec.Struct, kw_only=True):
+    role: str = "assistant"
+    content: str
+    refusal: str | None = None
+
+
+class Choice(msgspec.Struct, kw_only=True):
+    index: int = 0
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: str
+
+
+class ChatCompletion(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class Delta(msgspec.Struct):
+    role: str | UnsetType = UNSET
+    content: str | UnsetType = UNSET
+
+
+class ChunkChoice(msgspec.Struct, kw_only=True):
+    index: int = 0
+    delta: Delta
+    logprobs: None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "chat.completion.chunk"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChunkChoice]
+    usage: Usage | UnsetType | None = UNSET  # present (null until the last chunk) on request
+
+
+def completion_body(answer: StudentAnswer, requested_model: str, version: str) -> ChatCompletion:
+    return ChatCompletion(
+        id="chatcmpl-" + secrets.token_hex(12),
+        created=int(time.time()),
+        model=requested_model,
+        system_fingerprint=f"understudy-{version}",
+        choices=[
+            Choice(
+                message=AssistantMessage(content=answer.text), finish_reason=answer.finish_reason
+            )
         ],
-        "usage": _usage(answer),
-    }
+        usage=_usage(answer),
+    )
 
 
 def completion_events(
     answer: StudentAnswer, requested_model: str, version: str, include_usage: bool
 ) -> list[bytes]:
     """The answer as SSE chunks, one per generated token, then ``[DONE]``."""
-    base = {
-        "id": "chatcmpl-" + secrets.token_hex(12),
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": requested_model,
-        "system_fingerprint": f"understudy-{version}",
-    }
-    extra = {"usage": None} if include_usage else {}
+    chunk_id = "chatcmpl-" + secrets.token_hex(12)
+    created = int(time.time())
+    pending_usage: UnsetType | None = None if include_usage else UNSET
 
-    def event(choices: list[dict[str, Any]], **more: Any) -> bytes:
-        return (
-            b"data: "
-            + msgspec.json.encode({**base, "choices": choices, **extra, **more})
-            + (b"\n\n")
+    def event(choices: list[ChunkChoice], usage: Usage | UnsetType | None) -> bytes:
+        chunk = ChatCompletionChunk(
+            id=chunk_id,
+            created=created,
+            model=requested_model,
+            system_fingerprint=f"understudy-{version}",
+            choices=choices,
+            usage=usage,
         )
+        return b"data: " + msgspec.json.encode(chunk) + b"\n\n"
 
-    pieces = _pieces(answer)
-    events = [
-        event(
-            [
-                {
-                    "index": 0,
-                    "delta": {"role": "assistant", "content": ""},
-                    "logprobs": None,
-                    "finish_reason": None,
-                }
-            ]
-        )
-    ]
-    events += [
-        event([{"index": 0, "delta": {"content": p}, "logprobs": None, "finish_reason": None}])
-        for p in pieces
-    ]
-    events.append(
-        event([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": answer.finish_reason}])
-    )
+    deltas = [Delta(role="assistant", content="")] + [Delta(content=p) for p in _pieces(answer)]
+    events = [event([ChunkChoice(delta=d)], pending_usage) for d in deltas]
+    last = ChunkChoice(delta=Delta(), finish_reason=answer.finish_reason)
+    events.append(event([last], pending_usage))
     if include_usage:
-        events.append(
-            b"data: "
-            + msgspec.json.encode({**base, "choices": [], "usage": _usage(answer)})
-            + b"\n\n"
-        )
-    events.append(b"data: [DONE]\n\n")
+        events.append(event([], _usage(answer)))
+    events.append(DONE_EVENT)
     return events
 
 
@@ -145,12 +166,12 @@ def _pieces(answer: StudentAnswer) -> list[str]:
     return [answer.text] if answer.text else []
 
 
-def _usage(answer: StudentAnswer) -> dict[str, int]:
-    return {
-        "prompt_tokens": answer.prompt_tokens,
-        "completion_tokens": answer.completion_tokens,
-        "total_tokens": answer.prompt_tokens + answer.completion_tokens,
-    }
+def _usage(answer: StudentAnswer) -> Usage:
+    return Usage(
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
+        total_tokens=answer.prompt_tokens + answer.completion_tokens,
+    )
 
 
 def answer_text(response: Mapping[str, Any]) -> str | None:

@@ -49,7 +49,8 @@ def fingerprint_task(body: Mapping[str, Any], endpoint: str) -> str:
     normal = _SPACE.sub(" ", _DIGITS.sub("#", fixed)).strip().lower()
     if not normal:
         # No system prompt: the model name and the tool set still separate features.
-        tools = body.get("tools") if isinstance(body.get("tools"), list) else []
+        offered = body.get("tools")
+        tools = offered if isinstance(offered, list) else []
         names = sorted(
             str((t.get("function") or {}).get("name", "")) for t in tools if isinstance(t, dict)
         )

@@ -33,8 +33,8 @@ def session_token(admin_key: str) -> str:
     ).hexdigest()
 
 
-def access(request: Request) -> Access:
-    key = request.app.state.settings.admin_key
+def access(request: Request, key: str | None) -> Access:
+    """What the caller may do, given the configured admin ``key``."""
     if not key:
         return Access(allowed=True, admin=False)
     if auth.matches(auth.bearer(request.headers.get("authorization")), [key]):
@@ -45,13 +45,12 @@ def access(request: Request) -> Access:
     return Access(allowed=False, admin=False)
 
 
-def key_matches(request: Request, presented: str | None) -> bool:
-    key = request.app.state.settings.admin_key
-    return bool(key) and auth.matches(presented, [key])
+def key_matches(key: str | None, presented: str | None) -> bool:
+    return bool(key) and auth.matches(presented, [key or ""])
 
 
-def session_cookie(request: Request, *, clear: bool = False) -> Cookie:
-    key = request.app.state.settings.admin_key or ""
+def session_cookie(request: Request, key: str | None, *, clear: bool = False) -> Cookie:
+    key = key or ""
     https = (
         request.url.scheme == "https"
         or request.headers.get("x-forwarded-proto", "").lower() == "https"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from statistics import quantiles
 from typing import Any
 
@@ -16,6 +15,7 @@ import sqlite_utils
 from understudy.gateway.accounting.summary import Summary, summarize
 from understudy.gateway.config import GatewayConfig
 from understudy.storage import reports
+from understudy.storage.database import Store
 from understudy.storage.distill_queries import get_run, list_runs
 from understudy.storage.registry import ModelVersion, all_task_states, events, get_model
 
@@ -58,15 +58,12 @@ def bucket_size(window_s: float) -> float:
     return 3600.0 if window_s <= 2 * 86400 else 86400.0
 
 
-def gather(settings: GatewayConfig, window_s: float, now: float | None = None) -> DashboardData:
-    from understudy.storage.database import open_database
-
+def gather(
+    store: Store, settings: GatewayConfig, window_s: float, now: float | None = None
+) -> DashboardData:
     now = time.time() if now is None else now
-    db = open_database(Path(settings.db_path), migrate_schema=False)
-    try:
+    with store.read() as db:
         return _gather(db, settings, window_s, now)
-    finally:
-        db.conn.close()
 
 
 def _gather(

@@ -1,0 +1,64 @@
+"""Who may call: the checks handlers take as dependencies, each raising the error to answer.
+
+* ``api_key_id``: a client's gateway key (None when the gateway is open);
+* ``limited_key_id``: the same, then its rate limit and monthly budget (the answering
+  endpoints);
+* ``admin``: the admin key as a bearer token (the admin endpoints).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from litestar import Request
+from litestar.di import NamedDependency, Provide
+from understudy.gateway.api import auth
+from understudy.gateway.api.limits import RequestLimits
+from understudy.gateway.api.services import Config
+from understudy.gateway.errors import AuthenticationError, PermissionDeniedError
+
+
+@dataclass(frozen=True)
+class Admin:
+    """Proof that the caller presented the admin key."""
+
+    key_id: str
+
+
+def api_key_id(request: Request, settings: Config) -> str | None:
+    headers = request.headers
+    return auth.authenticate(
+        settings.api_keys,
+        headers.get("authorization"),
+        headers.get(auth.KEY_HEADER),
+        settings.teacher.pass_through_auth,
+    )
+
+
+def limited_key_id(
+    request: Request,
+    api_key_id: NamedDependency[str | None],
+    limits: NamedDependency[RequestLimits | None],
+) -> str | None:
+    refused = limits.check(request) if limits is not None else None
+    if refused is None:
+        return api_key_id
+    error, wait_s = refused
+    raise error.with_headers({"retry-after": str(max(1, math.ceil(wait_s)))})
+
+
+def admin(request: Request, settings: Config) -> Admin:
+    key = settings.admin_key
+    if not key:
+        raise PermissionDeniedError("Admin endpoints are disabled: set admin_key to enable them.")
+    if not auth.matches(auth.bearer(request.headers.get("authorization")), [key]):
+        raise AuthenticationError("This endpoint needs the admin key as a bearer token.")
+    return Admin(auth.key_id(key))
+
+
+GUARDS = {
+    "api_key_id": Provide(api_key_id, sync_to_thread=False),
+    "limited_key_id": Provide(limited_key_id, sync_to_thread=False),
+    "admin": Provide(admin, sync_to_thread=False),
+}

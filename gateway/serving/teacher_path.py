@@ -1,0 +1,192 @@
+"""The teacher answers: one call (retried by the client), or a stream relayed event by event.
+
+The teacher's side of the log row (model, tokens, answer, time to first byte) is filled here;
+what the call came to is an :class:`Outcome`, final at once for a whole answer and when the
+events end for a stream. A client that leaves a stream early leaves it ``incomplete``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+from understudy.gateway.errors import UpstreamError, UpstreamTimeoutError, stream_error_events
+from understudy.gateway.serving.call import Call
+from understudy.gateway.serving.ledger import Ledger
+from understudy.gateway.serving.replies import BodyReply, Reply, StreamReply
+from understudy.gateway.teacher.client import TeacherClient, TeacherResponse, TeacherStream
+from understudy.gateway.teacher.sse import EventSplitter, StreamAssembler, event_data
+from understudy.storage.records import (
+    STATUS_CUT,
+    STATUS_ERROR,
+    STATUS_INCOMPLETE,
+    STATUS_OK,
+    RequestRecord,
+)
+
+
+@dataclass
+class Outcome:
+    """What the teacher call came to, for the log row and the student's attempt."""
+
+    status: str = STATUS_INCOMPLETE
+    http_status: int = 200
+    error: str | None = None
+    answer: dict[str, Any] | None = None  # the teacher's full answer, when it gave one
+
+
+@dataclass
+class TeacherTurn:
+    reply: Reply
+    outcome: Outcome  # final when ``reply`` is a body; when its events end for a stream
+
+
+class TeacherPath:
+    def __init__(self, teacher: TeacherClient, ledger: Ledger) -> None:
+        self.teacher = teacher
+        self.ledger = ledger
+
+    async def ask(self, call: Call) -> TeacherTurn:
+        """Call the teacher; raises :class:`UpstreamError` once the retry budget is spent."""
+        if call.req.stream:
+            return await self._stream(call)
+        return await self._unary(call)
+
+    # -- non-streaming ------------------------------------------------------------------
+
+    async def _unary(self, call: Call) -> TeacherTurn:
+        ctx, record, headers = call.ctx, call.record, call.headers
+        teacher_started = time.perf_counter()
+        answer = await self.teacher.post(
+            call.endpoint.path,
+            call.raw,
+            authorization=ctx.authorization,
+            extra=ctx.forward_headers,
+        )
+        self.ledger.teacher_retried(answer.attempts)
+        ctx.teacher_s += time.perf_counter() - teacher_started
+        self.ledger.teacher_waited(ctx.teacher_s)
+        headers.update(answer.headers)
+        reply = BodyReply(answer.status_code, headers, answer.content)
+        parsed = _parse_json(answer.content)
+        if answer.status_code == 200 and isinstance(parsed, dict):
+            _fill_from_response(record, parsed)
+            record.response_json = answer.content.decode("utf-8", "replace")
+            return TeacherTurn(reply, Outcome(STATUS_OK, 200, answer=parsed))
+        return TeacherTurn(reply, _refused(record, answer))
+
+    # -- streaming ----------------------------------------------------------------------
+
+    async def _stream(self, call: Call) -> TeacherTurn:
+        ctx, body, headers = call.ctx, call.body, call.headers
+        options = body.get("stream_options") or {}
+        client_wants_usage = bool(options.get("include_usage"))
+        upstream_body = body
+        if not client_wants_usage:
+            # Ask for usage so the log has token counts; the client does not see that chunk.
+            upstream_body = {**body, "stream_options": {**options, "include_usage": True}}
+        teacher_started = time.perf_counter()
+        opened = await self.teacher.open_stream(
+            call.endpoint.path,
+            msgspec.json.encode(upstream_body),
+            authorization=ctx.authorization,
+            extra=ctx.forward_headers,
+        )
+        self.ledger.teacher_retried(opened.attempts)
+        ctx.teacher_s += time.perf_counter() - teacher_started
+        headers.update(opened.headers)
+        if isinstance(opened, TeacherResponse):
+            reply = BodyReply(opened.status_code, headers, opened.content)
+            return TeacherTurn(reply, _refused(call.record, opened))
+        outcome = Outcome()
+        events = self._relay(call, opened, outcome, hide_usage=not client_wants_usage)
+        return TeacherTurn(StreamReply(headers, events), outcome)
+
+    async def _relay(
+        self, call: Call, stream: TeacherStream, outcome: Outcome, *, hide_usage: bool
+    ) -> AsyncGenerator[bytes, None]:
+        ctx, record = call.ctx, call.record
+        splitter = EventSplitter()
+        assembler = StreamAssembler(call.endpoint.name)
+        error = None
+        relay_started = time.perf_counter()
+        try:
+            try:
+                async for data in stream:
+                    for event in splitter.feed(data):
+                        if _keep_event(event, assembler, hide_usage):
+                            if record.ttfb_ms is None:
+                                record.ttfb_ms = ctx.elapsed_ms()
+                            yield event
+                for event in (splitter.pending,) if splitter.pending.strip() else ():
+                    if _keep_event(event + b"\n\n", assembler, hide_usage):
+                        yield event + b"\n\n"
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                error = f"the teacher's stream broke off: {type(exc).__name__}"
+            if assembler.done:
+                outcome.status = STATUS_ERROR if assembler.error else STATUS_OK
+                outcome.error = _message(assembler.error) if assembler.error else None
+            else:
+                outcome.status = STATUS_CUT
+                outcome.error = error = error or "the teacher's stream ended without [DONE]"
+                cut = (UpstreamTimeoutError if "Timeout" in error else UpstreamError)(error)
+                for event in stream_error_events(cut):
+                    yield event
+        finally:
+            await stream.aclose()
+            ctx.teacher_s += time.perf_counter() - relay_started
+            self.ledger.teacher_waited(ctx.teacher_s)
+            result = assembler.result()
+            _fill_from_response(record, result, usage=assembler.usage)
+            record.response_json = msgspec.json.encode(result).decode()
+            if outcome.status == STATUS_OK:
+                outcome.answer = result
+
+
+def _keep_event(event: bytes, assembler: StreamAssembler, hide_usage: bool) -> bool:
+    payload = event_data(event)
+    if payload is None:
+        return True
+    chunk = assembler.add(payload)
+    return not (
+        hide_usage and chunk is not None and not chunk.get("choices") and chunk.get("usage")
+    )
+
+
+def _refused(record: RequestRecord, answer: TeacherResponse) -> Outcome:
+    """A teacher 4xx (passed through as it is)."""
+    parsed = _parse_json(answer.content)
+    record.response_json = answer.content.decode("utf-8", "replace") if parsed else None
+    return Outcome(STATUS_ERROR, answer.status_code, _teacher_error_text(answer, parsed))
+
+
+def _parse_json(content: bytes) -> Any:
+    try:
+        return msgspec.json.decode(content)
+    except msgspec.DecodeError:
+        return None
+
+
+def _fill_from_response(
+    record: RequestRecord, response: Mapping[str, Any], usage: Mapping[str, Any] | None = None
+) -> None:
+    record.teacher_model = response.get("model") or record.teacher_model
+    usage = usage if usage is not None else response.get("usage")
+    if isinstance(usage, Mapping):
+        record.prompt_tokens = usage.get("prompt_tokens")
+        record.completion_tokens = usage.get("completion_tokens")
+        record.total_tokens = usage.get("total_tokens")
+
+
+def _message(error: Mapping[str, Any] | None) -> str | None:
+    return None if error is None else str(error.get("message") or error)[:1000]
+
+
+def _teacher_error_text(answer: TeacherResponse, parsed: Any) -> str:
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        return f"teacher HTTP {answer.status_code}: {_message(parsed['error'])}"
+    return f"teacher HTTP {answer.status_code}"
