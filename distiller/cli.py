@@ -1,6 +1,7 @@
 """Commands: ``distill run|schedule|history``, ``golden add|list|remove``, ``rollback``.
 
-:func:`register` adds them to the ``understudy`` parser. ``settings_loader(args)`` returns the
+:func:`register` adds their arguments to the ``understudy`` parser; what each does is in
+:mod:`understudy.distiller.commands`. ``settings_loader(args)`` returns the
 settings object: its ``data_dir`` is used, and its ``distiller`` attribute (a
 :class:`~distiller.config.DistillConfig`) when it has one.
 """
@@ -8,32 +9,11 @@ settings object: its ``data_dir`` is used, and its ``distiller`` attribute (a
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import logging
-import signal
-import sys
-import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
-
-import sqlite_utils
-from understudy.distiller.config import DistillConfig
-from understudy.distiller.history import render_history
-from understudy.distiller.lock import RunInProgress
-from understudy.distiller.pipeline import run_distillation
-from understudy.distiller.schedule import DistillScheduler
-from understudy.storage.config import db_path
-from understudy.storage.database import Store
-from understudy.storage.distill_queries import add_golden, list_golden, list_runs, remove_golden
-from understudy.storage.registry import RegistryError, rollback
 
 SettingsLoader = Callable[[argparse.Namespace], Any]
 TeacherFactory = Callable[[Any], Any]
-
-EXIT_FAILED = 1
-EXIT_BUSY = 75  # EX_TEMPFAIL: another run of the task is going
 
 
 def register(
@@ -48,8 +28,14 @@ def register(
         p.add_argument("--config", help="TOML config file (default: ./understudy.toml if present)")
         p.add_argument("--data-dir", help="data directory (default: ./understudy-data)")
 
-    def bind(p: argparse.ArgumentParser, fn: Callable[..., int]) -> None:
-        p.set_defaults(func=lambda args: fn(args, settings_loader(args), teacher_factory))
+    def bind(p: argparse.ArgumentParser, name: str) -> None:
+        def run(args: argparse.Namespace) -> int:
+            # Loaded when a command runs, not to print --help (training and storage are heavy).
+            from understudy.distiller import commands
+
+            return int(getattr(commands, name)(args, settings_loader(args), teacher_factory))
+
+        p.set_defaults(func=run)
 
     distill = subparsers.add_parser("distill", help="train, evaluate and promote students")
     steps = distill.add_subparsers(dest="distill_command", required=True)
@@ -57,16 +43,16 @@ def register(
     common(p)
     p.add_argument("--task", required=True, help="task name (see `understudy tasks`)")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
-    bind(p, cmd_run)
+    bind(p, "cmd_run")
     p = steps.add_parser("schedule", help="run the schedule: nightly and on new data")
     common(p)
-    bind(p, cmd_schedule)
+    bind(p, "cmd_schedule")
     p = steps.add_parser("history", help="every run of a task: data, gates, promoted or why not")
     common(p)
     p.add_argument("--task", required=True, help="task name")
     p.add_argument("--limit", type=int, default=50, help="most recent runs shown (default 50)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    bind(p, cmd_history)
+    bind(p, "cmd_history")
 
     golden = subparsers.add_parser("golden", help="must-pass examples of a task")
     gsteps = golden.add_subparsers(dest="golden_command", required=True)
@@ -81,156 +67,18 @@ def register(
     )
     p.add_argument("--expected", required=True, help="the answer the student must give")
     p.add_argument("--note", help="why this example matters")
-    bind(p, cmd_golden_add)
+    bind(p, "cmd_golden_add")
     p = gsteps.add_parser("list", help="list golden examples")
     common(p)
     p.add_argument("--task", help="only this task")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    bind(p, cmd_golden_list)
+    bind(p, "cmd_golden_list")
     p = gsteps.add_parser("remove", help="remove a golden example by id")
     common(p)
     p.add_argument("id", type=int, help="the example's id (see `understudy golden list`)")
-    bind(p, cmd_golden_remove)
+    bind(p, "cmd_golden_remove")
 
     p = subparsers.add_parser("rollback", help="serve a task's previous champion again")
     common(p)
     p.add_argument("--task", required=True, help="task name")
-    bind(p, cmd_rollback)
-
-
-def distill_settings(settings: Any) -> tuple[Path, DistillConfig]:
-    """The data directory and the distiller config of a settings object."""
-    config = getattr(settings, "distiller", None)
-    if isinstance(config, dict):
-        config = DistillConfig.from_mapping(config)
-    return Path(settings.data_dir), config or DistillConfig()
-
-
-@contextlib.contextmanager
-def _db(settings: Any) -> Iterator[sqlite_utils.Database]:
-    """The settings' database, its schema brought up to date first."""
-    store = Store(db_path(Path(settings.data_dir)))
-    store.migrate()
-    with store.write() as db:
-        yield db
-
-
-def _logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-
-
-def cmd_run(args: argparse.Namespace, settings: Any, teacher_factory: TeacherFactory | None) -> int:
-    _logging()
-    data_dir, config = distill_settings(settings)
-    teacher = teacher_factory(settings) if teacher_factory else None
-    try:
-        with _exit_on_sigterm():
-            outcome = run_distillation(
-                data_dir, args.task, config, trigger="manual", teacher=teacher
-            )
-    except RunInProgress as exc:
-        print(f"understudy: {exc}", file=sys.stderr)
-        return EXIT_BUSY
-    if args.json:
-        print(json.dumps(outcome.to_dict(), indent=2))
-    else:
-        promoted = f"promoted {outcome.candidate_id}" if outcome.promoted else "not promoted"
-        print(f"run {outcome.run_id}: {outcome.status}, {promoted} ({outcome.reason})")
-        for gate in outcome.gates:
-            verdict = "pass" if gate["passed"] else "FAIL"
-            print(f"  {gate['name']:<16} {gate['value']!s:>8}  {verdict}")
-    return EXIT_FAILED if outcome.status == "failed" else 0
-
-
-@contextlib.contextmanager
-def _exit_on_sigterm() -> Iterator[None]:
-    """SIGTERM ends a run like Ctrl-C: the run is marked failed and its training stopped."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def cmd_schedule(
-    args: argparse.Namespace, settings: Any, teacher_factory: TeacherFactory | None
-) -> int:
-    _logging()
-    data_dir, config = distill_settings(settings)
-    teacher = teacher_factory(settings) if teacher_factory else None
-    DistillScheduler(data_dir, config, teacher=teacher).serve_forever()
-    return 0
-
-
-def cmd_history(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    with _db(settings) as db:
-        runs = list_runs(db, args.task, limit=args.limit)
-    render_history(runs, sys.stdout, as_json=args.json)
-    return 0
-
-
-def cmd_golden_add(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    value: Any = args.input
-    if args.input.lstrip().startswith("["):
-        try:
-            value = json.loads(args.input)
-        except ValueError:
-            value = args.input
-        if isinstance(value, list) and not all(
-            isinstance(m, dict) and "role" in m and "content" in m for m in value
-        ):
-            print("understudy: --input list must hold {role, content} messages", file=sys.stderr)
-            return 2
-    with _db(settings) as db:
-        golden_id = add_golden(
-            db, args.task, input_value=value, expected=args.expected, note=args.note
-        )
-    print(f"golden example {golden_id} added to task {args.task}")
-    return 0
-
-
-def cmd_golden_list(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    with _db(settings) as db:
-        rows = list_golden(db, args.task)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
-        print("no golden examples")
-    for row in rows:
-        shown = row["input"] if isinstance(row["input"], str) else json.dumps(row["input"])
-        print(f"{row['id']:>4}  {row['task']}  {shown!r} -> {row['expected']!r}")
-    return 0
-
-
-def cmd_golden_remove(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    with _db(settings) as db:
-        removed = remove_golden(db, args.id)
-    if not removed:
-        print(f"understudy: no golden example with id {args.id}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"golden example {args.id} removed")
-    return 0
-
-
-def cmd_rollback(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    try:
-        with _db(settings) as db:
-            state = rollback(db, args.task, reason="command line")
-    except RegistryError as exc:
-        print(f"understudy: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(
-        f"task {args.task}: {state.champion_id} serves again (was {state.previous_id}); "
-        "a running gateway switches at its next registry check"
-    )
-    return 0
+    bind(p, "cmd_rollback")

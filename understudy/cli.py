@@ -1,4 +1,8 @@
-"""The ``understudy`` command line."""
+"""The ``understudy`` command line.
+
+Each command imports what it runs when it runs (the web server, sqlite-utils and pandas, the
+distiller take about a second to import), so ``--help`` and argument errors answer at once.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from understudy.commands import export, print_tasks, set_task_mode, tiny_model
+from understudy.config_reader import ConfigError
 from understudy.demo.cli import add_arguments as add_demo_arguments
-from understudy.demo.cli import main as demo
 from understudy.distiller.cli import register as register_distiller
-from understudy.gateway.accounting.summary import parse_duration
-from understudy.gateway.errors import ConfigError
-from understudy.gateway.server import serve
-from understudy.gateway.teacher.sync import SyncTeacher
-from understudy.prune import prune_log
-from understudy.report import report
-from understudy.schedule import schedule_for
 from understudy.settings import Settings, load_settings
 
 
@@ -28,6 +24,9 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from understudy.gateway.server import serve
+    from understudy.schedule import schedule_for
+
     settings = _settings(args, host=args.host, port=args.port, **{"teacher.url": args.teacher_url})
     schedule = schedule_for(settings)  # refuses to start when its packages are missing
     serve(settings, companions=[schedule] if schedule is not None else [])
@@ -35,22 +34,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
+    from understudy.commands import print_tasks
+
     return print_tasks(_settings(args), as_json=args.json)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from understudy.commands import export
+
     return export(_settings(args), task=args.task, fmt=args.format, output=args.output)
 
 
 def cmd_mode(args: argparse.Namespace) -> int:
+    from understudy.commands import set_task_mode
+
     return set_task_mode(_settings(args), task=args.task, mode=args.mode)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from understudy.report import report
+
     return report(_settings(args), window_s=args.since, fmt_name=args.format)
 
 
 def _duration(text: str) -> float:
+    from understudy.gateway.accounting.summary import parse_duration
+
     try:
         return parse_duration(text)
     except ValueError as exc:
@@ -58,6 +67,8 @@ def _duration(text: str) -> float:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from understudy.commands import tiny_model
+
     return tiny_model(
         args.path,
         texts_file=args.texts,
@@ -70,13 +81,23 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 def _augmentation_teacher(settings: Settings) -> object:
     """The teacher the distiller asks for synthetic examples (a blocking httpx call)."""
+    from understudy.gateway.teacher.sync import SyncTeacher
+
     return SyncTeacher.from_settings(settings)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from understudy.prune import prune_log
+
     return prune_log(
         _settings(args), older_than=args.older_than, dry_run=args.dry_run, vacuum_after=args.vacuum
     )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from understudy.demo.cli import main as demo
+
+    return demo(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole loop on Banking77, offline, in a few minutes")
     add_demo_arguments(p)
-    p.set_defaults(func=demo)
+    p.set_defaults(func=_demo)
 
     return parser
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from understudy.distiller.cli import EXIT_BUSY
+from understudy.distiller.commands import EXIT_BUSY
 from understudy.distiller.lock import TaskLock
 from understudy.storage.distill_queries import list_golden
 from understudy.storage.registry import champion, promote, register_model, task_state
