@@ -1,7 +1,7 @@
 """Offline generation for evaluating a student: the serving engine, in batches.
 
 Prompts go through the same code the ``local`` student serves with
-(:mod:`gateway.student.generation`): the tokenizer's chat template, greedy decoding that stops
+(:mod:`understudy.student.generation`): the tokenizer's chat template, greedy decoding that stops
 at the end-of-turn token, each generated token's log-probability and the top alternatives of
 the first, so the features the router is calibrated on are the ones it sees when serving.
 """

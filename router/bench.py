@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from understudy.router.decision import Router
@@ -71,7 +72,7 @@ def bench_decision_time(n_fit: int = 2000, n_calls: int = 20000) -> dict[str, An
     }
 
 
-def _time_per_call(call: Any, n: int) -> float:
+def _time_per_call(call: Callable[[], object], n: int) -> float:
     for _ in range(min(n, 1000)):
         call()
     start = time.perf_counter()

@@ -40,15 +40,17 @@ class Router:
         *,
         fixed_threshold: float | None = None,
     ) -> None:
-        if (threshold_choice is None) == (fixed_threshold is None):
+        if threshold_choice is not None and fixed_threshold is None:
+            threshold = threshold_choice.threshold
+        elif fixed_threshold is not None and threshold_choice is None:
+            if math.isnan(fixed_threshold):
+                raise ValueError("fixed_threshold is NaN")
+            threshold = float(fixed_threshold)
+        else:
             raise ValueError("give exactly one of threshold_choice and fixed_threshold")
-        if fixed_threshold is not None and math.isnan(fixed_threshold):
-            raise ValueError("fixed_threshold is NaN")
         self.policy = policy if policy is not None else MeanProbabilityPolicy()
         self.threshold_choice = threshold_choice
-        self.threshold = (
-            float(fixed_threshold) if fixed_threshold is not None else threshold_choice.threshold  # type: ignore[union-attr]
-        )
+        self.threshold = threshold
 
     @property
     def mode(self) -> str:

@@ -1,4 +1,4 @@
-"""One decoding step at a time: how :mod:`gateway.student.generation` steers ``generate``.
+"""One decoding step at a time: how :mod:`understudy.student.generation` steers ``generate``.
 
 :class:`Picker` is a logits processor that picks every row's next token itself (greedy, or
 sampled with the row's own temperature, top-p and seed) from the model's unmodified
@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from understudy.student.base import StudentRequest
+
+if TYPE_CHECKING:  # torch is imported when a model is loaded, not with this module
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -23,7 +27,7 @@ class Row:
     prompt_ids: list[int]
     limit: int
     """Most new tokens: the request's ``max_tokens``, cut to the model's context."""
-    generator: Any = None
+    generator: torch.Generator | None = None
     """A seeded ``torch.Generator`` when the row samples."""
 
 
@@ -31,10 +35,10 @@ class Row:
 class Steps:
     """What the picker recorded at each step, for the whole batch (CPU tensors)."""
 
-    ids: list[Any] = field(default_factory=list)
-    logprobs: list[Any] = field(default_factory=list)
-    top_ids: list[Any] = field(default_factory=list)
-    top_logprobs: list[Any] = field(default_factory=list)
+    ids: list[torch.Tensor] = field(default_factory=list)
+    logprobs: list[torch.Tensor] = field(default_factory=list)
+    top_ids: list[torch.Tensor] = field(default_factory=list)
+    top_logprobs: list[torch.Tensor] = field(default_factory=list)
 
 
 class Picker:
@@ -46,7 +50,7 @@ class Picker:
         self.steps = steps
         self.k = max(max(0, row.request.top_logprobs) for row in rows)
 
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         import torch
 
         logprobs = scores.float().log_softmax(dim=-1)
@@ -64,7 +68,7 @@ class Picker:
         return forced.scatter_(1, chosen[:, None], 0.0)
 
 
-def _sample(logprobs: Any, request: StudentRequest, generator: Any) -> int:
+def _sample(logprobs: torch.Tensor, request: StudentRequest, generator: torch.Generator) -> int:
     import torch
 
     probs = (logprobs.cpu() / request.temperature).softmax(dim=-1)
@@ -79,14 +83,18 @@ def _sample(logprobs: Any, request: StudentRequest, generator: Any) -> int:
 class Stopper:
     """Marks a row done at its own ``max_tokens`` or once its text holds a stop string."""
 
-    def __init__(self, rows: Sequence[Row], prompt_width: int, tokenizer: Any) -> None:
+    def __init__(
+        self, rows: Sequence[Row], prompt_width: int, tokenizer: PreTrainedTokenizerBase
+    ) -> None:
         self.rows = rows
         self.width = prompt_width
         self.tokenizer = tokenizer
         # A stop string of n characters spans at most 4n byte-level tokens.
         self.tails = [4 * max((len(s) for s in row.request.stop), default=0) + 1 for row in rows]
 
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
+    ) -> torch.Tensor:
         import torch
 
         generated = input_ids.shape[1] - self.width

@@ -2,7 +2,7 @@
 
 :func:`load_generator` loads a causal LM (hub id or local path, a PEFT adapter merged on top
 when given) and its tokenizer; :class:`Generator` answers a batch of
-:class:`~gateway.student.base.StudentRequest` in one ``model.generate`` call:
+:class:`~understudy.student.base.StudentRequest` in one ``model.generate`` call:
 
 * prompts are rendered with the tokenizer's chat template (plain ``prompt`` requests are used
   as they are) and left-padded;
@@ -23,10 +23,14 @@ import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from understudy.student.base import StudentAnswer, StudentError, StudentRequest, TokenAlternative
 from understudy.student.decoding import Picker, Row, Steps, Stopper
+
+if TYPE_CHECKING:  # torch and transformers are imported when a model is loaded
+    import torch
+    from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 
@@ -85,7 +89,8 @@ def _load(base: str, adapter_path: str | None, device: str) -> Generator:
 class Generator:
     """A loaded causal LM and its tokenizer, answering batches of requests."""
 
-    def __init__(self, model: Any, tokenizer: Any, device: str) -> None:
+    def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, device: str) -> None:
+        """``model``: a causal LM (a ``PreTrainedModel`` with ``generate``), on ``device``."""
         from transformers import GenerationConfig
 
         self.model = model
@@ -112,9 +117,10 @@ class Generator:
         if not getattr(self.tokenizer, "chat_template", None):
             raise StudentError("the student's tokenizer has no chat template")
         try:
-            return self.tokenizer.apply_chat_template(
+            text = self.tokenizer.apply_chat_template(
                 request.messages, add_generation_prompt=True, tokenize=False
             )
+            return cast(str, text)  # tokenize=False: the rendered text
         except Exception as exc:  # a template error is the request's problem
             raise StudentError(f"the chat template failed on these messages: {exc}") from exc
 
@@ -200,7 +206,7 @@ class Generator:
             row.generator = torch.Generator().manual_seed(seed)
         return row
 
-    def _pad(self, prompts: list[list[int]]) -> tuple[Any, Any]:
+    def _pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
         width = max(len(ids) for ids in prompts)
@@ -211,7 +217,7 @@ class Generator:
             torch.tensor(mask, dtype=torch.long, device=self.device),
         )
 
-    def _config(self, max_new_tokens: int) -> Any:
+    def _config(self, max_new_tokens: int) -> GenerationConfig:
         from transformers import GenerationConfig
 
         return GenerationConfig(
@@ -282,9 +288,10 @@ class Generator:
         return piece
 
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(
+        text = self.tokenizer.decode(
             ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
+        return cast(str, text)  # one sequence of ids: one text
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:
@@ -305,7 +312,7 @@ def _clip(pieces: list[str], cut: int) -> list[str]:
     return out
 
 
-def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
+def _stop_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Token ids that end the assistant's turn: the model's eos, the tokenizer's, and the
     usual end-of-turn markers the vocabulary has."""
     ids: set[int] = set()

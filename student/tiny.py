@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # transformers is imported when the model is built
+    from transformers import PreTrainedTokenizerFast
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -104,7 +107,9 @@ def build_tiny_model(
     return path
 
 
-def _train_tokenizer(corpus: list[str], vocab_size: int, max_positions: int) -> Any:
+def _train_tokenizer(
+    corpus: list[str], vocab_size: int, max_positions: int
+) -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
