@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -130,7 +131,9 @@ class TeacherClient:
             self.base_url + path, headers=headers, timeout=timeout_s or httpx.USE_CLIENT_DEFAULT
         )
 
-    async def _with_retries(self, once) -> tuple[httpx.Response, int]:
+    async def _with_retries(
+        self, once: Callable[[], Awaitable[httpx.Response]]
+    ) -> tuple[httpx.Response, int]:
         s = self.settings
         deadline = time.monotonic() + s.retry_budget_s
         attempt = 0
@@ -167,8 +170,6 @@ def _final_error(
 
 
 def _error_message(content: bytes) -> str:
-    import json
-
     try:
         body = json.loads(content)
         return str(body["error"]["message"])[:500]
