@@ -339,7 +339,8 @@ async def test_sampling_follows_the_seed(backend, tiny_model_dir):
 
 def test_importing_the_backend_loads_no_ml_library():
     code = (
-        "import sys, understudy.student.local, understudy.student.generation, understudy.student.tiny;"
+        "import sys, understudy.student.local, understudy.student.generation, "
+        "understudy.student.tiny;"
         "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
