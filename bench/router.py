@@ -29,17 +29,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from understudy.distiller.config import GateConfig
-from understudy.distiller.evaluate import ModelEval
-from understudy.router import (
-    CalibratedPolicy,
-    Features,
-    Router,
-    ThresholdChoice,
-    answers_agree,
-    lower_bound,
-)
-
 from bench._banking77 import (
     RESULTS,
     add_run_arguments,
@@ -54,6 +43,16 @@ from bench._banking77 import (
     reuse,
     tiny_student_config,
     write_json,
+)
+from understudy.distiller.config import GateConfig
+from understudy.distiller.evaluate import ModelEval
+from understudy.router import (
+    CalibratedPolicy,
+    Features,
+    Router,
+    ThresholdChoice,
+    answers_agree,
+    lower_bound,
 )
 
 TARGETS = (0.95, 0.97, 0.99)

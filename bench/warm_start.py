@@ -21,11 +21,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from understudy.distiller.config import TrainConfig
-from understudy.distiller.dataset import Example
-from understudy.distiller.generate import Prompt, StudentRunner
-from understudy.distiller.train import train_candidate
-
 from bench._banking77 import (
     BATCH_SIZE,
     RESULTS,
@@ -35,6 +30,10 @@ from bench._banking77 import (
     read_csv,
     write_json,
 )
+from understudy.distiller.config import TrainConfig
+from understudy.distiller.dataset import Example
+from understudy.distiller.generate import Prompt, StudentRunner
+from understudy.distiller.train import train_candidate
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+
 from understudy.distiller.config import DistillConfig
 from understudy.distiller.history import render_history
 from understudy.distiller.lock import RunInProgress

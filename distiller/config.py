@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from understudy.storage.records import valid_task_name
-
 from understudy.config_reader import ConfigError, build
+from understudy.storage.records import valid_task_name
 
 KINDS = ("label", "json", "text")
 SECTION = "distiller."

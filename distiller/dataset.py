@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import sqlite_utils
+
 from understudy.distiller.config import DatasetConfig
 from understudy.distiller.dedupe import near_duplicates, normalise
 from understudy.distiller.scrub import Scrubber

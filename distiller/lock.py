@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+
 from understudy.storage.database import Store
 from understudy.storage.distill_queries import (
     acquire_lock,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+
 from understudy.distiller.augment import Teacher, augment
 from understudy.distiller.calibrate import calibrate_router
 from understudy.distiller.config import DistillConfig

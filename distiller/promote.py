@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+
 from understudy.distiller.evaluate import ModelEval
 from understudy.storage.distill_queries import next_model_version, set_model_paths
 from understudy.storage.registry import promote, register_model

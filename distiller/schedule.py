@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+
 from understudy.distiller.augment import Teacher
 from understudy.distiller.config import DistillConfig, ScheduleConfig
 from understudy.distiller.lock import RunInProgress, recover_stale_runs

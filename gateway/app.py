@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Protocol
 
 from litestar import Litestar
+
 from understudy.gateway.accounting.cost_book import CostBook
 from understudy.gateway.accounting.metrics import Metrics
 from understudy.gateway.api import routes

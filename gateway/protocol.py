@@ -11,6 +11,7 @@ import re
 from typing import Any, TypeVar
 
 import msgspec
+
 from understudy.gateway.errors import InvalidRequestError
 
 

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 
 import uvicorn
+
 from understudy.gateway.app import Companion, create_app
 from understudy.gateway.config import GatewayConfig
 

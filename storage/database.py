@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import sqlite_utils
+
 from understudy.storage.migrations import migrate
 
 

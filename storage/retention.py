@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import sqlite_utils
+
 from understudy.storage.database import open_database
 
 log = logging.getLogger("understudy.retention")

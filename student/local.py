@@ -240,6 +240,7 @@ class LocalBackend(StudentBackend):
 def _load_and_warm(model: StudentModel, device: str) -> Generator:
     """Load ``model`` and generate once, so the first request is not the slow one."""
     from transformers.utils import logging as hf_logging
+
     from understudy.student.generation import load_generator
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars in the gateway's log

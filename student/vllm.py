@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import httpx
+
 from understudy.student.base import (
     StudentAnswer,
     StudentBackend,
@@ -120,14 +121,6 @@ class VLLMBackend(StudentBackend):
             if _route_missing(response):
                 raise StudentError(f"vLLM at {self.root}: {RUNTIME_LORA_HINT}")
             raise _error(response, f"unloading adapter {model.name!r}")
-
-    async def health(self) -> bool:
-        """Whether the server answers ``GET /health`` with 200."""
-        try:
-            response = await self._send("GET", "/health", timeout=min(self.timeout_s, 5.0))
-        except StudentError:
-            return False
-        return response.status_code == 200
 
     async def close(self) -> None:
         if self._client is not None:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
+
 from understudy.storage.database import Store
 from understudy.storage.reports import distill_run_counts, last_distill_success
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlite_utils
+
 from understudy.gateway.accounting.prices import projected_monthly
 from understudy.storage import reports
 from understudy.storage.registry import all_task_states, get_model

@@ -11,6 +11,7 @@ import sqlite_utils
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
+
 from understudy.gateway.api.guards import Admin
 from understudy.gateway.api.responses import json_response
 from understudy.gateway.errors import InvalidRequestError, NotFoundError

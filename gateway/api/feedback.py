@@ -12,6 +12,7 @@ import time
 import msgspec
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
+
 from understudy.gateway.api.responses import json_response
 from understudy.gateway.errors import InvalidRequestError, NotFoundError
 from understudy.gateway.protocol import decode_body

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from litestar import Request
 from litestar.di import NamedDependency, Provide
+
 from understudy.gateway.api import auth
 from understudy.gateway.api.limits import RequestLimits
 from understudy.gateway.api.services import Config

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
+
 from understudy.gateway.api import auth
 from understudy.gateway.config import GatewayConfig, LimitConfig
 from understudy.gateway.errors import BudgetExceededError, RateLimitError, UnderstudyError

@@ -12,6 +12,7 @@ import logging
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.response import Stream
+
 from understudy.gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,

@@ -10,6 +10,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from understudy.gateway.accounting.metrics import Metrics
 from understudy.gateway.api.responses import json_response, request_id, to_response
 from understudy.gateway.api.services import Config

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from litestar.di import NamedDependency, Provide
 from litestar.params import SkipValidation
+
 from understudy.gateway.accounting.metrics import Metrics
 from understudy.gateway.api.limits import RequestLimits
 from understudy.gateway.config import GatewayConfig

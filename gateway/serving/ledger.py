@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import msgspec
+
 from understudy.gateway.accounting.cost_book import CostBook
 from understudy.gateway.accounting.metrics import Metrics
 from understudy.gateway.serving.call import Call

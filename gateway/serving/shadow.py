@@ -15,6 +15,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import msgspec
+
 from understudy.gateway.config import GatewayConfig
 from understudy.gateway.errors import UnderstudyError
 from understudy.gateway.serving.call import Call

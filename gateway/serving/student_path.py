@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncGenerator
 
 import msgspec
+
 from understudy.gateway.config import GatewayConfig
 from understudy.gateway.protocol import ChatCompletionRequest
 from understudy.gateway.serving.call import Call

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
+
 from understudy.gateway.errors import DONE_EVENT
 from understudy.gateway.protocol import ChatCompletionRequest, ChatMessage, WireRequest
 from understudy.student.base import StudentAnswer, StudentModel, StudentRequest

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import msgspec
+
 from understudy.gateway.errors import UpstreamError, UpstreamTimeoutError, stream_error_events
 from understudy.gateway.serving.call import Call
 from understudy.gateway.serving.ledger import Ledger

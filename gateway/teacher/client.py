@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
+
 from understudy.gateway.config import TeacherConfig
 from understudy.gateway.errors import UpstreamError, UpstreamTimeoutError
 

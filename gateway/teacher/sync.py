@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from understudy.gateway.config import GatewayConfig, TeacherConfig
 from understudy.gateway.teacher.client import RETRYABLE_STATUS
 from understudy.storage import queries

@@ -6,8 +6,6 @@ from __future__ import annotations
 import random
 
 import pytest
-from understudy.distiller.evaluate import ModelEval
-from understudy.distiller.generate import Generation
 
 from bench.router import (
     calibrate,
@@ -17,6 +15,8 @@ from bench.router import (
     operating_point,
     router_of,
 )
+from understudy.distiller.evaluate import ModelEval
+from understudy.distiller.generate import Generation
 
 NAMES = {"0": "card_arrival", "1": "lost_card", "2": "refund"}
 

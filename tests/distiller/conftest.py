@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+
 from understudy.storage.database import open_database
 from understudy.storage.records import RequestRecord
 

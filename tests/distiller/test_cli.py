@@ -6,13 +6,13 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.distiller.conftest import log_intents
+from understudy.cli import main
 from understudy.distiller.commands import EXIT_BUSY
 from understudy.distiller.lock import TaskLock
 from understudy.storage.distill_queries import list_golden
 from understudy.storage.registry import champion, promote, register_model, task_state
-
-from tests.distiller.conftest import log_intents
-from understudy.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

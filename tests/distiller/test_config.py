@@ -1,9 +1,9 @@
 import dataclasses
 
 import pytest
-from understudy.distiller.config import DistillConfig, TrainConfig
 
 from understudy.config_reader import field_docs
+from understudy.distiller.config import DistillConfig, TrainConfig
 
 
 def test_every_setting_has_a_default_and_a_docstring():

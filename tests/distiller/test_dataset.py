@@ -1,9 +1,8 @@
 import json
 
+from tests.distiller.conftest import chat_response, log_attempt, log_exchange, log_feedback
 from understudy.distiller.config import DatasetConfig
 from understudy.distiller.dataset import build_dataset, infer_kind, split_by_time
-
-from tests.distiller.conftest import chat_response, log_attempt, log_exchange, log_feedback
 
 CONFIG = DatasetConfig(eval_fraction=0.2, eval_min=1, min_examples=1)
 WORDS = [

@@ -1,4 +1,5 @@
 import pytest
+
 from understudy.distiller.config import GateConfig
 from understudy.distiller.gates import evaluate_gates, failed_reason, non_inferiority
 

@@ -6,6 +6,7 @@ import textwrap
 import time
 
 import pytest
+
 from understudy.distiller.lock import RunInProgress, TaskLock, recover_stale_runs
 from understudy.storage.distill_queries import get_lock, get_run, insert_run
 

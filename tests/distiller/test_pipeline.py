@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.distiller.conftest import log_feedback, log_intents
 from understudy.distiller.config import (
     DatasetConfig,
     DistillConfig,
@@ -32,8 +34,6 @@ from understudy.storage.distill_queries import (
     remove_golden,
 )
 from understudy.storage.registry import champion, get_model, rollback, task_state
-
-from tests.distiller.conftest import log_feedback, log_intents
 
 pytestmark = pytest.mark.slow
 

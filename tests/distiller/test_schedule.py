@@ -6,12 +6,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+
+from tests.distiller.conftest import log_intents
 from understudy.distiller.config import DatasetConfig, DistillConfig, ScheduleConfig
 from understudy.distiller.lock import TaskLock
 from understudy.distiller.schedule import DistillScheduler, cron_trigger
 from understudy.storage.distill_queries import get_run, insert_run, list_runs
-
-from tests.distiller.conftest import log_intents
 
 
 def config(**schedule) -> DistillConfig:

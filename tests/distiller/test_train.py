@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+
+from tests.distiller.conftest import SYSTEM, intent_messages
 from understudy.distiller.config import TrainConfig
 from understudy.distiller.dataset import Example
 from understudy.distiller.generate import Prompt, StudentRunner
 from understudy.distiller.train import build_tiny_base, train_candidate
-
-from tests.distiller.conftest import SYSTEM, intent_messages
 
 pytestmark = pytest.mark.slow
 

@@ -6,11 +6,11 @@ import json
 from dataclasses import replace
 
 import pytest
-from understudy.distiller.pipeline import run_distillation
-from understudy.storage.database import open_database
 
 from tests.distiller.conftest import log_intents
 from tests.distiller.test_pipeline import tiny_config
+from understudy.distiller.pipeline import run_distillation
+from understudy.storage.database import open_database
 
 pytestmark = pytest.mark.slow
 

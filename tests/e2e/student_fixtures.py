@@ -225,6 +225,7 @@ def distill(data_dir: Path, config: Any) -> Any:
     machine the threads wait on each other: one thread trains about 7 times faster there.
     """
     import torch
+
     from understudy.distiller.pipeline import run_distillation
 
     threads = torch.get_num_threads()

@@ -8,11 +8,11 @@ import time
 import httpx
 import openai
 import pytest
-from understudy.storage.database import open_database
-from understudy.storage.registry import promote, register_model
 
 from tests.e2e.conftest import gateway_env
 from tests.gateway_process import GatewayProcess
+from understudy.storage.database import open_database
+from understudy.storage.registry import promote, register_model
 
 CHAT = [{"role": "user", "content": "What is 2+2?"}]
 ADMIN = {"Authorization": "Bearer admin-secret"}

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from understudy.gateway.accounting import fmt
 
 from tests.e2e.conftest import gateway_env
 from tests.e2e.seed_costs import ROUTED, SHADOWED, Seeded, seed
 from tests.gateway_process import ROOT, GatewayProcess
+from understudy.gateway.accounting import fmt
 
 ADMIN_KEY = "adm-dashboard-KEY-4e1f"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -11,6 +11,9 @@ import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.conftest import TEACHER_KEY, gateway_env
+from tests.gateway_process import ROOT, GatewayProcess
 from understudy.gateway.accounting.metrics_state import StudentCollector
 from understudy.gateway.serving.pool import Slot, student_state
 from understudy.gateway.serving.routing import build_router
@@ -19,9 +22,6 @@ from understudy.storage.database import open_database
 from understudy.storage.distill_queries import insert_run
 from understudy.storage.registry import ModelVersion
 from understudy.student.base import StudentModel
-
-from tests.e2e.conftest import TEACHER_KEY, gateway_env
-from tests.gateway_process import ROOT, GatewayProcess
 
 CLIENT_KEY = "sk-client-METRICS-91ab"
 GRAFANA = ROOT / "deploy" / "grafana" / "understudy.json"

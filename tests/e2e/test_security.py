@@ -16,15 +16,15 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from understudy.gateway.api.auth import key_id
-from understudy.gateway.app import create_app
-from understudy.storage.database import open_database
-from understudy.storage.registry import promote, register_model
 
 from tests.e2e.conftest import TEACHER_KEY, gateway_env
 from tests.gateway_process import GatewayProcess
 from tests.student.fake_vllm import BASE_MODEL, FakeVLLM
+from understudy.gateway.api.auth import key_id
+from understudy.gateway.app import create_app
 from understudy.settings import load_settings
+from understudy.storage.database import open_database
+from understudy.storage.registry import promote, register_model
 
 CHAT = [{"role": "user", "content": "What is 2+2?"}]
 STORY = [{"role": "user", "content": "Tell me a story."}]

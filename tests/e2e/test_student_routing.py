@@ -17,7 +17,6 @@ from typing import Any
 
 import openai
 import pytest
-from understudy.router import upper_bound
 
 from tests.e2e.student_fixtures import (
     MODEL,
@@ -40,6 +39,7 @@ from tests.e2e.student_fixtures import (
 )
 from tests.gateway_process import GatewayProcess
 from tests.teacher_stub import StubTeacher
+from understudy.router import upper_bound
 
 pytestmark = pytest.mark.slow
 

@@ -6,15 +6,15 @@ import math
 import time
 
 import pytest
+
 from understudy.gateway.accounting import prices as costs
 from understudy.gateway.accounting.cost_book import CostBook
 from understudy.gateway.accounting.summary import parse_duration, summarize
 from understudy.gateway.config import CostConfig
+from understudy.settings import load_settings
 from understudy.storage.database import open_database
 from understudy.storage.records import RequestRecord
 from understudy.storage.reports import cost_by, token_ratio_sums
-
-from understudy.settings import load_settings
 
 GPT4O = costs.Price(2.50, 10.00)
 

@@ -4,12 +4,12 @@ import signal
 import time
 
 import httpx
-from understudy.storage.database import open_database
-from understudy.storage.distill_queries import list_runs
 
 from tests.distiller.conftest import log_intents
 from tests.distiller.test_schedule import process_gone
 from tests.gateway_process import GatewayProcess
+from understudy.storage.database import open_database
+from understudy.storage.distill_queries import list_runs
 
 SCHEDULE_ENV = {
     "UNDERSTUDY_DISTILLER_SCHEDULE_IN_GATEWAY": "true",
@@ -58,7 +58,6 @@ def test_the_schedule_starts_and_stops_with_the_gateway(tmp_path):
 def test_the_schedule_is_only_started_when_configured(tmp_path):
     from understudy.distiller.schedule import ScheduleProcess
     from understudy.gateway.teacher.sync import SyncTeacher
-
     from understudy.schedule import schedule_for
     from understudy.settings import load_settings
 

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
-from understudy.gateway.app import create_app
 
 from tests.teacher_stub import StubTeacher
+from understudy.gateway.app import create_app
 from understudy.settings import load_settings
 
 FUZZ = settings(

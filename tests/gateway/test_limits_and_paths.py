@@ -6,6 +6,7 @@ import datetime as dt
 import os
 
 import pytest
+
 from understudy.gateway.api.limits import MonthlyBudgets, TokenBuckets, next_month_start
 from understudy.student.base import StudentModel
 from understudy.student.paths import PathNotAllowedError, check_model_ref, check_student, confine

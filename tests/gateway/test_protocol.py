@@ -1,4 +1,5 @@
 import pytest
+
 from understudy.gateway.errors import InvalidRequestError
 from understudy.gateway.protocol import decode_body, validate_chat, validate_completion
 

@@ -1,12 +1,12 @@
 from pathlib import Path
 
 import pytest
-from understudy.router.config import RouterConfig
-from understudy.storage.config import StorageConfig
-from understudy.student.config import StudentConfig
 
 from understudy.config_reader import ConfigError
+from understudy.router.config import RouterConfig
 from understudy.settings import iter_setting_docs, load_settings
+from understudy.storage.config import StorageConfig
+from understudy.student.config import StudentConfig
 
 
 def test_defaults(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
 import pytest
+
 from understudy.gateway.errors import InvalidRequestError
 from understudy.gateway.serving.tasks import fingerprint_task, resolve_task
 

@@ -3,12 +3,12 @@
 import pickle
 
 import pytest
-from understudy.gateway.config import TeacherConfig
-from understudy.gateway.teacher.sync import MAX_FAILURES_IN_A_ROW, SyncTeacher
-from understudy.storage.database import open_database
 
 from tests.distiller.conftest import log_intents
 from tests.teacher_stub import CHAT, running_stub
+from understudy.gateway.config import TeacherConfig
+from understudy.gateway.teacher.sync import MAX_FAILURES_IN_A_ROW, SyncTeacher
+from understudy.storage.database import open_database
 
 
 @pytest.fixture(scope="module")

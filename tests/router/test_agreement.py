@@ -1,4 +1,5 @@
 import pytest
+
 from understudy.router import answers_agree, chrf, normalise_label
 
 

@@ -2,6 +2,7 @@ import json
 import math
 
 import pytest
+
 from understudy.router import (
     CHECK_REASONS,
     CalibratedPolicy,

@@ -1,6 +1,7 @@
 import math
 
 import pytest
+
 from understudy.router import FEATURE_NAMES, Features, extract_features, first_token_margin
 
 LN = math.log

@@ -1,4 +1,5 @@
 import pytest
+
 from understudy.router import json_equal, matches_schema
 
 

@@ -1,6 +1,7 @@
 import random
 
 import pytest
+
 from understudy.router import AgreementMonitor, ShadowSampler
 
 

@@ -2,6 +2,7 @@ import json
 import math
 
 import pytest
+
 from understudy.router import ThresholdChoice, choose_threshold, lower_bound, threshold_stats
 
 Z2 = 1.6448536269514722**2  # one-sided 95% normal quantile, squared

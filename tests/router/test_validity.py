@@ -1,4 +1,5 @@
 import pytest
+
 from understudy.router import CHECK_REASONS, extract_features, failed_check
 from understudy.router.validity import requested_schema
 

@@ -1,4 +1,5 @@
 import pytest
+
 from understudy.storage.database import open_database
 from understudy.storage.registry import (
     DRIFT_REASON,

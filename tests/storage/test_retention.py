@@ -6,13 +6,13 @@ import sqlite3
 import time
 
 import pytest
+
+from understudy.cli import main
 from understudy.storage.database import open_database
 from understudy.storage.records import RequestRecord
 from understudy.storage.registry import register_model
 from understudy.storage.request_log import RequestLogWriter
 from understudy.storage.retention import DAY_S, RetentionWorker, count_older, parse_age, prune
-
-from understudy.cli import main
 
 NOW = time.time()
 

@@ -2,6 +2,7 @@ import sqlite3
 import threading
 
 import pytest
+
 from understudy.storage.database import Store
 from understudy.storage.migrations import applied
 

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+
 from understudy.student.base import StudentError, StudentModel, StudentRequest
 from understudy.student.local import LocalBackend
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from understudy.student.tiny import build_tiny_model
 
 TEXTS = [

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from understudy.student.base import StudentError, StudentModel, StudentRequest
-from understudy.student.vllm import VLLMBackend
 
 from tests.student.fake_vllm import BASE_MODEL, FakeVLLM, token_id
+from understudy.student.base import StudentError, StudentModel, StudentRequest
+from understudy.student.vllm import VLLMBackend
 
 TABLE = {
     "Where is my card?": "card_arrival",
@@ -357,7 +357,6 @@ async def test_a_server_that_is_down_is_a_student_error(v3):
             await backend.generate(chat(StudentModel("b", BASE_MODEL), "hi"))
         with pytest.raises(StudentError, match=r"connection to vLLM.*failed"):
             await backend.load(v3)
-        assert await backend.health() is False
     finally:
         await backend.close()
 
@@ -371,16 +370,9 @@ async def test_api_key_is_sent_and_a_wrong_one_is_reported(v3):
             assert (await good.generate(chat(v3, "Where is my card?"))).text == "card_arrival"
             with pytest.raises(StudentError, match=r"401.*Unauthorized"):
                 await bad.generate(chat(v3, "Where is my card?"))
-            assert await bad.health() is True  # /health is outside the key check, as in vLLM
         finally:
             await good.close()
             await bad.close()
-
-
-async def test_health_follows_the_server(fake, backend):
-    assert await backend.health() is True
-    fake.healthy = False
-    assert await backend.health() is False
 
 
 async def test_a_request_needs_messages_or_a_prompt(backend):
@@ -389,7 +381,6 @@ async def test_a_request_needs_messages_or_a_prompt(backend):
 
 
 async def test_close_is_idempotent(backend):
-    assert await backend.health() is True
     await backend.close()
     await backend.close()
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from litestar import Request
 from litestar.datastructures import Cookie
+
 from understudy.gateway.api import auth
 
 COOKIE = "understudy_dashboard"

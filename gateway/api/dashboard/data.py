@@ -12,6 +12,7 @@ from statistics import quantiles
 from typing import Any
 
 import sqlite_utils
+
 from understudy.gateway.accounting.summary import Summary, summarize
 from understudy.gateway.config import GatewayConfig
 from understudy.storage import reports

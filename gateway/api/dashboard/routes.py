@@ -11,6 +11,7 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect
+
 from understudy.gateway.api.dashboard.access import access, key_matches, session_cookie
 from understudy.gateway.api.dashboard.data import gather
 from understudy.gateway.api.dashboard.page import WINDOWS, render_login, render_page
