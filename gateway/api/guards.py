@@ -15,8 +15,7 @@ from litestar import Request
 from litestar.di import NamedDependency, Provide
 
 from understudy.gateway.api import auth
-from understudy.gateway.api.limits import RequestLimits
-from understudy.gateway.api.services import Config
+from understudy.gateway.api.services import Config, Services
 from understudy.gateway.errors import AuthenticationError, PermissionDeniedError
 
 
@@ -27,7 +26,8 @@ class Admin:
     key_id: str
 
 
-def api_key_id(request: Request, settings: Config) -> str | None:
+def api_key_id(request: Request, services: NamedDependency[Services]) -> str | None:
+    settings = services.settings
     headers = request.headers
     return auth.authenticate(
         settings.api_keys,
@@ -37,14 +37,15 @@ def api_key_id(request: Request, settings: Config) -> str | None:
     )
 
 
-def limited_key_id(
-    request: Request,
-    api_key_id: NamedDependency[str | None],
-    limits: NamedDependency[RequestLimits | None],
-) -> str | None:
+def limited_key_id(request: Request, services: NamedDependency[Services]) -> str | None:
+    # Depends on ``services`` alone (not on ``api_key_id``, ``limits``): litestar resolves a
+    # level of several dependencies in a task group, which costs the answering endpoints
+    # about a tenth of their throughput (bench/overhead.py).
+    key_id = api_key_id(request, services)
+    limits = services.limits
     refused = limits.check(request) if limits is not None else None
     if refused is None:
-        return api_key_id
+        return key_id
     error, wait_s = refused
     raise error.with_headers({"retry-after": str(max(1, math.ceil(wait_s)))})
 

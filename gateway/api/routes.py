@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from understudy.gateway.accounting.metrics import Metrics
 from understudy.gateway.api.responses import json_response, request_id, to_response
-from understudy.gateway.api.services import Config
+from understudy.gateway.api.services import Config, Services
 from understudy.gateway.serving.call import CHAT, COMPLETIONS, Endpoint, RequestContext
 from understudy.gateway.serving.pipeline import Pipeline
 from understudy.gateway.serving.tasks import TASK_HEADER
@@ -42,19 +42,19 @@ async def _serve(
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(
     request: Request,
-    pipeline: NamedDependency[Pipeline],
+    services: NamedDependency[Services],
     limited_key_id: NamedDependency[str | None],
 ) -> Response:
-    return await _serve(request, CHAT, pipeline, limited_key_id)
+    return await _serve(request, CHAT, services.pipeline, limited_key_id)
 
 
 @post("/v1/completions", status_code=200)
 async def completions(
     request: Request,
-    pipeline: NamedDependency[Pipeline],
+    services: NamedDependency[Services],
     limited_key_id: NamedDependency[str | None],
 ) -> Response:
-    return await _serve(request, COMPLETIONS, pipeline, limited_key_id)
+    return await _serve(request, COMPLETIONS, services.pipeline, limited_key_id)
 
 
 @get("/v1/models")
