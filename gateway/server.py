@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import signal
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 
 import uvicorn
 
@@ -22,8 +25,17 @@ def configure_logging(level: str) -> None:
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
-def serve(settings: GatewayConfig, *, companions: Sequence[Companion] = ()) -> None:
-    """Serve until SIGTERM/SIGINT; the lifespan flushes the request log before exit."""
+STARTUP_FAILED = 3
+"""Exit status of a gateway whose start-up failed (uvicorn's own)."""
+
+
+def serve(settings: GatewayConfig, *, companions: Sequence[Companion] = ()) -> int:
+    """Serve until SIGTERM/SIGINT; the lifespan flushes the request log before exit.
+
+    Returns the exit status: 0 after a clean stop (a signal that asked for the stop is not
+    re-raised, so the process ends with 0, not -15, and Ctrl-C prints no traceback),
+    :data:`STARTUP_FAILED` when the start-up failed.
+    """
     configure_logging(settings.log_level)
     config = uvicorn.Config(
         create_app(settings, companions=companions),
@@ -38,4 +50,27 @@ def serve(settings: GatewayConfig, *, companions: Sequence[Companion] = ()) -> N
         timeout_graceful_shutdown=30,
         backlog=4096,
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    with _signals_end_cleanly():
+        server.run()
+    return 0 if server.started else STARTUP_FAILED
+
+
+@contextmanager
+def _signals_end_cleanly() -> Iterator[None]:
+    """While serving, SIGTERM and SIGINT lead to uvicorn's graceful stop. After it, uvicorn
+    re-raises the signal under the handlers it found when it started; these record it and
+    return, so a stop that went well ends the process normally."""
+    if signal.getsignal(signal.SIGTERM) is None:  # not set from Python: leave it alone
+        yield
+        return
+
+    def stopped(sig: int, frame: FrameType | None) -> None:
+        logging.getLogger("understudy.gateway").info("stopped by %s", signal.Signals(sig).name)
+
+    previous = {sig: signal.signal(sig, stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

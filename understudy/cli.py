@@ -29,8 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args, host=args.host, port=args.port, **{"teacher.url": args.teacher_url})
     schedule = schedule_for(settings)  # refuses to start when its packages are missing
-    serve(settings, companions=[schedule] if schedule is not None else [])
-    return 0
+    return serve(settings, companions=[schedule] if schedule is not None else [])
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
