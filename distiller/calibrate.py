@@ -22,13 +22,13 @@ def calibrate_router(
     candidate: ModelEval, kind: str, config: GateConfig
 ) -> tuple[RouterSpec, float]:
     """The router to store with the model version, and the coverage it is expected to give
-    at ``config.quality_target`` (0 when no threshold reaches the target)."""
+    at ``config.target`` (0 when no threshold reaches the target)."""
     features, labels = candidate.features, [bool(x) for x in candidate.agreed]
     if not labels:
-        return RouterSpec(kind, config.quality_target), 0.0
+        return RouterSpec(kind, config.target), 0.0
     scores = out_of_fold_scores(features, labels)
-    choice = choose_threshold(scores, labels, config.quality_target, config.confidence)
-    router = RouterSpec(kind, config.quality_target, _fit(features, labels), choice)
+    choice = choose_threshold(scores, labels, config.target, config.confidence)
+    router = RouterSpec(kind, config.target, _fit(features, labels), choice)
     return router, float(choice.expected_coverage)
 
 

@@ -74,6 +74,8 @@ def cmd_run(args: argparse.Namespace, settings: Any, teacher_factory: TeacherFac
     else:
         promoted = f"promoted {outcome.candidate_id}" if outcome.promoted else "not promoted"
         print(f"run {outcome.run_id}: {outcome.status}, {promoted} ({outcome.reason})")
+        if outcome.metrics.get("quality_target") is not None:
+            print(f"  quality target {outcome.metrics['quality_target']:g}")
         for gate in outcome.gates:
             verdict = "pass" if gate["passed"] else "FAIL"
             print(f"  {gate['name']:<16} {gate['value']!s:>8}  {verdict}")

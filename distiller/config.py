@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from understudy.config_reader import ConfigError, build
+from understudy.router.config import RouterConfig
 from understudy.storage.records import valid_task_name
 
 KINDS = ("label", "json", "text")
+DEFAULT_QUALITY_TARGET = RouterConfig.quality_target
 SECTION = "distiller."
 """Where this section sits in the settings: the prefix of its settings' names."""
 
@@ -152,10 +154,13 @@ class GateConfig:
     """How answers are compared: ``label``, ``json``, ``text`` or ``auto`` (from the data)."""
     min_agreement: float = 0.7
     """Least agreement with the teacher on the held-out set."""
-    quality_target: float = 0.97
-    """Agreement the router must keep on the requests the student serves."""
+    quality_target: float | None = None
+    """Alias of ``router.quality_target``, the one to set: unset, it follows it; set in
+    ``[distiller.gates]``, it must equal it (start-up error otherwise). Only a per-task
+    override (``distiller.tasks.NAME.gates.quality_target``) gives one task its own target."""
     confidence: float = 0.95
     """Confidence of the lower bound used for the quality target and non-inferiority."""
+
     min_coverage: float = 0.1
     """Least share of held-out requests the student would serve at the quality target."""
     non_inferiority_margin: float = 0.02
@@ -170,6 +175,13 @@ class GateConfig:
     """Longest answer generated during evaluation."""
     eval_batch_size: int = 32
     """Prompts generated together during evaluation."""
+
+    @property
+    def target(self) -> float:
+        """The quality target the threshold is fitted with (the router's default when this
+        config stands alone, outside the assembled settings)."""
+        target = self.quality_target
+        return target if target is not None else DEFAULT_QUALITY_TARGET
 
 
 @dataclass
@@ -249,7 +261,7 @@ class DistillConfig:
             ),
             (0 < self.dataset.eval_fraction < 1, "dataset.eval_fraction must be in (0, 1)"),
             (self.dataset.failure_weight >= 1, "dataset.failure_weight must be >= 1"),
-            (0 < self.gates.quality_target <= 1, "gates.quality_target must be in (0, 1]"),
+            (0 < self.gates.target <= 1, "gates.quality_target must be in (0, 1]"),
             (self.train.epochs > 0, "train.epochs must be positive"),
             (self.train.warm_start_epochs > 0, "train.warm_start_epochs must be positive"),
             (

@@ -99,7 +99,7 @@ def evaluate_gates(
             coverage,
             config.min_coverage,
             coverage >= config.min_coverage,
-            f"share served at quality target {config.quality_target:g}",
+            f"share served at quality target {config.target:g}",
         ),
         _non_inferiority_gate(config, candidate_agreed, champion_agreed),
         GateResult(

@@ -298,6 +298,7 @@ def _metrics(
     return {
         "agreement": round(candidate.agreement, 4),
         "coverage": round(coverage, 4),
+        "quality_target": router.quality_target,
         "threshold": threshold.get("threshold"),
         "validity": round(candidate.validity, 4),
         "golden_passed": sum(candidate.golden_passed),

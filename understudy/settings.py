@@ -47,6 +47,11 @@ class Settings(GatewayConfig):
 
     distiller: DistillConfig = field(default_factory=DistillConfig)
 
+    def __post_init__(self) -> None:
+        # distiller.gates.quality_target is an alias: unset, it follows router.quality_target.
+        if self.distiller.gates.quality_target is None:
+            self.distiller.gates.quality_target = self.router.quality_target
+
     def validate(self) -> None:
         """Every section's own checks; raise ``ValueError`` naming the first bad setting."""
         super().validate()
@@ -76,11 +81,30 @@ def load_settings(
         if value is not None:
             put(data, dotted.split("."), value)
     settings = build(Settings, data)
+    _one_quality_target(settings, data)
     try:
         settings.validate()
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return settings
+
+
+def _one_quality_target(settings: Settings, data: Mapping[str, Any]) -> None:
+    """``router.quality_target`` is the quality target; ``distiller.gates.quality_target`` is
+    its alias. Set alone, the alias sets both; set to another value than the router's, it is
+    an error naming both."""
+    gates = settings.distiller.gates
+    alias_set = "quality_target" in data.get("distiller", {}).get("gates", {})
+    if not alias_set:
+        return
+    if "quality_target" not in data.get("router", {}):
+        settings.router.quality_target = gates.target
+    elif gates.quality_target != settings.router.quality_target:
+        raise ConfigError(
+            f"distiller.gates.quality_target ({gates.quality_target:g}) differs from "
+            f"router.quality_target ({settings.router.quality_target:g}): set "
+            "router.quality_target only (the distiller fits the threshold with it)"
+        )
 
 
 def iter_setting_docs() -> list[tuple[str, str, str, str]]:

@@ -69,3 +69,59 @@ def test_importing_the_distiller_loads_no_ml_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _fit_target(settings) -> float:
+    """The quality target the distiller fits the router with, as ``distill run`` gets it."""
+    from understudy.distiller.calibrate import calibrate_router
+    from understudy.distiller.commands import distill_settings
+    from understudy.distiller.evaluate import ModelEval
+    from understudy.router.features import Features
+
+    _, config = distill_settings(settings)
+    agreed = [True] * 30
+    features = [Features(-0.1, -0.1, 0.9, 0.9, 0.5, 1).to_dict()] * 30
+    candidate = ModelEval(agreed, agreed, features, ["a"] * 30)
+    router, _ = calibrate_router(candidate, "label", config.for_task("intent").gates)
+    return router.quality_target
+
+
+def test_the_router_target_alone_is_the_target_the_threshold_is_fitted_with(tmp_path):
+    from understudy.settings import load_settings
+
+    cfg = tmp_path / "u.toml"
+    cfg.write_text("[router]\nquality_target = 0.8\n")
+    assert _fit_target(load_settings(cfg, env={})) == 0.8
+    env = {"UNDERSTUDY_ROUTER_QUALITY_TARGET": "0.85"}
+    assert _fit_target(load_settings(env=env)) == 0.85
+
+
+def test_the_distiller_target_is_an_alias_that_must_agree_with_the_router(tmp_path):
+    from understudy.config_reader import ConfigError
+    from understudy.settings import load_settings
+
+    alone = tmp_path / "alone.toml"
+    alone.write_text("[distiller.gates]\nquality_target = 0.9\n")
+    settings = load_settings(alone, env={})
+    assert settings.router.quality_target == 0.9 and _fit_target(settings) == 0.9
+    both = tmp_path / "both.toml"
+    both.write_text("[router]\nquality_target = 0.8\n[distiller.gates]\nquality_target = 0.9\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"distiller\.gates\.quality_target \(0\.9\).*"
+        r"router\.quality_target \(0\.8\)",
+    ):
+        load_settings(both, env={})
+    same = tmp_path / "same.toml"
+    same.write_text("[router]\nquality_target = 0.8\n[distiller.gates]\nquality_target = 0.8\n")
+    assert _fit_target(load_settings(same, env={})) == 0.8
+
+
+def test_a_task_override_gives_that_task_its_own_target(tmp_path):
+    from understudy.settings import load_settings
+
+    cfg = tmp_path / "u.toml"
+    cfg.write_text(
+        "[router]\nquality_target = 0.8\n[distiller.tasks.intent.gates]\nquality_target = 0.95\n"
+    )
+    assert _fit_target(load_settings(cfg, env={})) == 0.95

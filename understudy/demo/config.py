@@ -83,7 +83,6 @@ def gateway_config(options: DemoOptions, *, teacher_url: str, port: int, model: 
             "logging_steps": 10,
         },
         "distiller.gates": {
-            "quality_target": options.quality_target,
             "max_new_tokens": 16,
             "eval_batch_size": 64,
         },
