@@ -36,6 +36,7 @@ from understudy.storage.distill_queries import (
     first_request_at,
     last_run,
     running_runs,
+    serving_since,
     tasks_with_teacher_answers,
     update_run,
 )
@@ -43,6 +44,11 @@ from understudy.storage.distill_queries import (
 log = logging.getLogger("understudy.distiller")
 
 RunFn = Callable[..., RunOutcome]
+
+SWAP_GRACE_S = 600.0
+"""How long after a promotion the count trigger waits for a gateway to begin serving the new
+champion; past it (no gateway serves it: none runs, or students are off) it counts from the
+promotion."""
 
 
 @contextlib.contextmanager
@@ -101,7 +107,11 @@ class DistillScheduler:
             return tasks_with_teacher_answers(db)
 
     def due_by_count(self, task: str, now: float | None = None) -> bool:
-        """Enough new teacher answers since the last run, and the cooldown is over."""
+        """Enough new teacher answers since the last run, and the cooldown is over.
+
+        After a run that promoted a student, only answers logged once a gateway serves it
+        count (the ``serving`` event); until then, for up to :data:`SWAP_GRACE_S`, none do.
+        """
         cfg = self.config.for_task(task).schedule
         if cfg.new_examples_trigger <= 0:
             return False
@@ -113,6 +123,14 @@ class DistillScheduler:
             if last is not None and (last["finished_at"] or 0) + cfg.cooldown_s > now:
                 return False
             since = last["started_at"] if last else None
+            if last is not None and last["promoted"]:
+                # Teacher answers logged while the new champion is being loaded are traffic
+                # of the swap, not new data: count from when it serves.
+                since = serving_since(db, task, last["candidate_id"])
+                promoted_at = last["finished_at"] or last["started_at"]
+                if since is None and now < promoted_at + SWAP_GRACE_S:
+                    return False
+                since = since if since is not None else promoted_at
             return count_teacher_answers(db, task, since=since) >= cfg.new_examples_trigger
 
     def missed(self, task: str, now: float | None = None) -> bool:

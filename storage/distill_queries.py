@@ -117,6 +117,20 @@ def list_runs(
     return [_decode(r) for r in rows]
 
 
+SERVING_EVENT = "serving"
+"""The event a gateway writes once a newly loaded champion answers its task's requests."""
+
+
+def serving_since(db: sqlite_utils.Database, task: str, model_id: str) -> float | None:
+    """When a gateway first began serving ``model_id`` for ``task`` (None: not yet)."""
+    row = db.execute(
+        "select min(created_at) from events where task = ? and kind = ?"
+        " and json_extract(detail_json, '$.model') = ?",
+        [task, SERVING_EVENT, model_id],
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 def last_run(
     db: sqlite_utils.Database, task: str, *, statuses: tuple[str, ...] | None = None
 ) -> dict[str, Any] | None:

@@ -18,7 +18,8 @@ from understudy.gateway.accounting.metrics_state import StudentState
 from understudy.gateway.config import GatewayConfig
 from understudy.gateway.serving.routing import TaskRouter, build_router
 from understudy.storage.database import Store
-from understudy.storage.registry import ModelVersion, all_task_states, get_model
+from understudy.storage.distill_queries import SERVING_EVENT
+from understudy.storage.registry import ModelVersion, all_task_states, get_model, log_event
 from understudy.student.base import StudentBackend, StudentModel
 from understudy.student.local import LocalBackend
 from understudy.student.vllm import VLLMBackend
@@ -155,6 +156,7 @@ class StudentPool:
             await self.backend.swap(current.model if current else None, model, switch)
         except Exception as exc:  # keep serving the old one
             if switched:
+                await self._record_serving(task, version.id)
                 raise  # the old one could not be unloaded; the new one serves
             log.error(
                 "task %s: could not load %s (%s); keeping %s",
@@ -163,6 +165,20 @@ class StudentPool:
                 exc,
                 current.version.id if current else "the teacher",
             )
+            return
+        await self._record_serving(task, version.id)
+
+    async def _record_serving(self, task: str, model_id: str) -> None:
+        """Note in the registry's events that ``model_id`` serves now: the distiller's count
+        trigger counts teacher answers from here, not those of the swap."""
+        try:
+            await asyncio.to_thread(self._write_serving_event, task, model_id)
+        except Exception as exc:  # noqa: BLE001 - bookkeeping: serving goes on without it
+            log.warning("task %s: could not record that %s serves (%s)", task, model_id, exc)
+
+    def _write_serving_event(self, task: str, model_id: str) -> None:
+        with self._store.write() as db:
+            log_event(db, task, SERVING_EVENT, {"model": model_id})
 
     def _read_states(self) -> list[tuple[str, str, float, ModelVersion]]:
         with self._store.read() as db:

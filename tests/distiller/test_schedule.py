@@ -78,6 +78,36 @@ def test_the_count_trigger_waits_for_the_cooldown(db, tmp_path):
     assert scheduler.due_by_count("intent", now=time.time() + 3601)
 
 
+def test_teacher_answers_while_a_promoted_student_loads_do_not_trigger_a_run(db, tmp_path):
+    from understudy.storage.distill_queries import SERVING_EVENT
+    from understudy.storage.registry import log_event
+
+    now = time.time()
+    run = {"id": "r1", "task": "intent", "status": "succeeded", "promoted": 1}
+    insert_run(db, run | {"started_at": now - 400, "finished_at": now - 60, "candidate_id": "v2"})
+    log_intents(db, "intent", 8, start=now - 50)  # the promoted student is still loading
+    scheduler = DistillScheduler(tmp_path, config(new_examples_trigger=5, cooldown_s=0))
+    assert not scheduler.due_by_count("intent")
+
+    log_event(db, "intent", SERVING_EVENT, {"model": "v2"})  # the gateway serves it now
+    assert not scheduler.due_by_count("intent")  # the answers of the swap do not count
+    log_intents(db, "intent", 5, start=time.time() + 1, seed=1)
+    assert scheduler.due_by_count("intent")
+
+
+def test_a_promotion_no_gateway_serves_counts_from_the_promotion_after_a_grace(db, tmp_path):
+    from understudy.distiller.schedule import SWAP_GRACE_S
+
+    now = time.time()
+    run = {"id": "r1", "task": "intent", "status": "succeeded", "promoted": 1}
+    insert_run(db, run | {"started_at": now - 400, "finished_at": now - 300, "candidate_id": "v2"})
+    log_intents(db, "intent", 5, start=now - 350)  # during the run: not counted
+    log_intents(db, "intent", 5, start=now - 200, seed=1)
+    scheduler = DistillScheduler(tmp_path, config(new_examples_trigger=5, cooldown_s=0))
+    assert not scheduler.due_by_count("intent")
+    assert scheduler.due_by_count("intent", now=now - 300 + SWAP_GRACE_S + 1)
+
+
 def test_a_missed_scheduled_run_runs_once_on_start(db, tmp_path, scheduler_for):
     log_intents(db, "intent", 5, start=time.time() - 5 * 86400)
     two_days_ago = time.time() - 2 * 86400

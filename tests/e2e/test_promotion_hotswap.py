@@ -70,6 +70,28 @@ def champion_of(gateway: GatewayProcess) -> str:
         db.conn.close()
 
 
+def serving_since_of(gateway: GatewayProcess, model_id: str) -> float | None:
+    from understudy.storage.database import open_database
+    from understudy.storage.distill_queries import serving_since
+
+    db = open_database(gateway.db_path)
+    try:
+        return serving_since(db, TASK, model_id)
+    finally:
+        db.conn.close()
+
+
+def promoted_at(gateway: GatewayProcess, model_id: str) -> float:
+    from understudy.storage.database import open_database
+    from understudy.storage.registry import get_model
+
+    db = open_database(gateway.db_path)
+    try:
+        return float(get_model(db, model_id).promoted_at)
+    finally:
+        db.conn.close()
+
+
 def test_a_new_promotion_is_served_without_a_restart(served):
     from understudy.storage.database import open_database
     from understudy.storage.registry import promote, register_model
@@ -91,6 +113,10 @@ def test_a_new_promotion_is_served_without_a_restart(served):
     wait_for(lambda: version_served(gateway, text) == f"{TASK}@v2", what="v2 to serve")
     assert gateway.proc.pid == pid and gateway.proc.poll() is None
     assert "now served by banking@v2" in gateway.output()
+    # Once loaded and switched in, the gateway notes when v2 began serving: the distiller's
+    # count trigger counts teacher answers from there, not those sent while it loaded.
+    wait_for(lambda: serving_since_of(gateway, v2.id) is not None, what="the serving event")
+    assert serving_since_of(gateway, v2.id) >= promoted_at(gateway, v2.id)
 
 
 def test_rollback_restores_the_previous_champion(served):
