@@ -19,11 +19,13 @@ from understudy.gateway.api.dashboard.routes import DASHBOARD_HANDLERS
 from understudy.gateway.api.feedback import feedback
 from understudy.gateway.api.guards import GUARDS
 from understudy.gateway.api.limits import open_limits
+from understudy.gateway.api.passthrough import HANDLERS as PASSTHROUGH_HANDLERS
 from understudy.gateway.api.responses import error_response
 from understudy.gateway.api.services import ServiceBox, Services, service_dependencies
 from understudy.gateway.config import GatewayConfig
 from understudy.gateway.serving.ledger import Ledger
 from understudy.gateway.serving.pipeline import Pipeline
+from understudy.gateway.serving.passthrough import Passthrough
 from understudy.gateway.serving.pool import StudentPool, backend_factory
 from understudy.gateway.serving.shadow import Shadow
 from understudy.gateway.serving.student_path import StudentPath
@@ -85,7 +87,8 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
         )
         metrics.watch(pool, settings.db_path)
         cost_refresh = asyncio.create_task(ledger.costs.keep_fresh(settings.db_path))
-        box.put(Services(settings, store, writer, teacher, metrics, pool, pipeline, limits))
+        relay = Passthrough(settings.passthrough, teacher, ledger)
+        box.put(Services(settings, store, writer, teacher, metrics, pool, pipeline, limits, relay))
         await pool.start()
         for companion in companions:
             await asyncio.to_thread(companion.start)
@@ -111,7 +114,13 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
             )
 
     return Litestar(
-        route_handlers=[*routes.HANDLERS, *ADMIN_HANDLERS, *DASHBOARD_HANDLERS, feedback],
+        route_handlers=[
+            *routes.HANDLERS,
+            *ADMIN_HANDLERS,
+            *DASHBOARD_HANDLERS,
+            feedback,
+            *PASSTHROUGH_HANDLERS,
+        ],
         lifespan=[lifespan],
         dependencies={**service_dependencies(box), **GUARDS},
         exception_handlers={Exception: error_response},

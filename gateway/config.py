@@ -72,14 +72,50 @@ class LimitConfig:
 
 
 @dataclass
+class PassthroughConfig:
+    """Every other path under ``/v1/`` (embeddings, files, audio, ...), relayed to the teacher
+    as it comes and logged as a metered metadata row."""
+
+    allow: list[str] = field(default_factory=lambda: ["/v1/"])
+    """Path prefixes relayed to the teacher (empty: none); others get 403."""
+    deny: list[str] = field(default_factory=list)
+    """Path prefixes refused with 403 even when allowed, e.g. ``["/v1/fine_tuning"]``."""
+    max_body_bytes: int = 512 * 1024 * 1024
+    """Largest request body relayed (uploads); larger ones get 413. Chat keeps
+    ``max_body_bytes``."""
+    store_json_bodies: bool = False
+    """Also store JSON request and response bodies of at most ``store_max_bytes`` in the log
+    (never used for training)."""
+    store_max_bytes: int = 64 * 1024
+    """Largest JSON body stored when ``store_json_bodies`` is on."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first ``passthrough.*`` setting out of range."""
+        for name in ("allow", "deny"):
+            for prefix in getattr(self, name):
+                if not prefix.startswith("/v1/"):
+                    raise ValueError(f"passthrough.{name}: {prefix!r} must start with /v1/")
+        if self.max_body_bytes <= 0:
+            raise ValueError("passthrough.max_body_bytes must be positive")
+        if self.store_max_bytes < 0:
+            raise ValueError("passthrough.store_max_bytes must be >= 0")
+
+    def refuses(self, path: str) -> bool:
+        """True when ``path`` is not allowed, or denied."""
+        allowed = any(path.startswith(p) for p in self.allow)
+        return not allowed or any(path.startswith(p) for p in self.deny)
+
+
+@dataclass
 class CostConfig:
     """Prices used to account teacher spend and student savings (USD)."""
 
     prices: dict[str, str] = field(default_factory=dict)
     """Teacher prices, model to ``"INPUT/OUTPUT"`` USD per 1M tokens, over the built-in table
     (``gpt-4o``, ``gpt-4o-mini``, ``gpt-4.1``, ``gpt-4.1-mini``, ``gpt-4.1-nano``, ``o3``,
-    ``o4-mini``, ``gpt-3.5-turbo``); a dated name (``gpt-4o-2024-08-06``) takes its prefix's
-    price."""
+    ``o4-mini``, ``gpt-3.5-turbo``, and the embedding models ``text-embedding-3-small``,
+    ``text-embedding-3-large``, ``text-embedding-ada-002``); a dated name
+    (``gpt-4o-2024-08-06``) takes its prefix's price."""
     teacher_model: str | None = None
     """Model whose price a student answer is valued at (default: the task's latest teacher
     model, else the requested model)."""
@@ -121,7 +157,8 @@ class GatewayConfig:
     admin_key: str | None = None
     """Key for admin endpoints and the dashboard (empty: admin endpoints are disabled)."""
     max_body_bytes: int = 8 * 1024 * 1024
-    """Largest accepted request body; larger ones get 413."""
+    """Largest accepted request body of chat and completions; larger ones get 413
+    (pass-through paths: ``passthrough.max_body_bytes``)."""
     log_level: str = "info"
     """Log level of the gateway process (debug, info, warning, error)."""
     routes: dict[str, str] = field(default_factory=dict)
@@ -132,6 +169,7 @@ class GatewayConfig:
     router: RouterConfig = field(default_factory=RouterConfig)
     costs: CostConfig = field(default_factory=CostConfig)
     limits: LimitConfig = field(default_factory=LimitConfig)
+    passthrough: PassthroughConfig = field(default_factory=PassthroughConfig)
 
     @property
     def db_path(self) -> Path:
@@ -146,6 +184,7 @@ class GatewayConfig:
         self.teacher.validate()
         self.storage.validate()
         self.limits.validate()
+        self.passthrough.validate()
         self.student.validate()
         self.router.validate()
         if self.log_level not in ("debug", "info", "warning", "error"):

@@ -215,3 +215,17 @@ def _costs(db: sqlite_utils.Database) -> None:
         alter table requests add column saved_usd real;
         """
     )
+
+
+@migration("0004_passthrough_rows")
+def _passthrough_rows(db: sqlite_utils.Database) -> None:
+    """Pass-through calls (embeddings, files, audio, ...) are logged as metadata rows: the
+    method, the path with ids replaced, and the bytes each way."""
+    db.executescript(
+        """
+        alter table requests add column http_method text;
+        alter table requests add column path_label text;
+        alter table requests add column bytes_in integer;
+        alter table requests add column bytes_out integer;
+        """
+    )

@@ -39,6 +39,12 @@ class RequestRecord:
     student_cost_usd: float | None = None
     avoided_cost_usd: float | None = None
     saved_usd: float | None = None
+    # Pass-through calls (``served_by = "passthrough"``, ``endpoint`` the family): the method,
+    # the path with ids replaced (``/v1/files/{id}/content``) and the body bytes each way.
+    http_method: str | None = None
+    path_label: str | None = None
+    bytes_in: int | None = None
+    bytes_out: int | None = None
 
     TABLE = "requests"
 
@@ -54,6 +60,8 @@ STATUS_ERROR = "error"  # the client received an error (teacher 4xx/5xx, timeout
 STATUS_INCOMPLETE = "incomplete"  # the client went away before the answer ended
 STATUS_CUT = "cut"  # the teacher's stream broke off; the client got an error event
 
+
+SERVED_PASSTHROUGH = "passthrough"  # ``served_by`` of a relayed call: never a training example
 
 def valid_task_name(name: str) -> bool:
     """Task names are 1-64 characters of letters, digits, ``.``, ``_`` and ``-``."""

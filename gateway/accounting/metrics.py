@@ -144,6 +144,38 @@ class Metrics:
             ["task"],
             registry=self.registry,
         )
+        self.passthrough = Counter(
+            "understudy_passthrough_requests",
+            "Calls relayed to the teacher as they are (embeddings, files, audio, ...) by "
+            "endpoint family, method and HTTP status",
+            ["endpoint", "method", "code"],
+            registry=self.registry,
+        )
+        self.passthrough_latency = Histogram(
+            "understudy_passthrough_latency_seconds",
+            "Latency of relayed calls (to the last byte)",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.passthrough_bytes = Counter(
+            "understudy_passthrough_bytes",
+            "Body bytes of relayed calls, in (from clients) and out (from the teacher)",
+            ["endpoint", "direction"],
+            registry=self.registry,
+        )
+        self.passthrough_tokens = Counter(
+            "understudy_passthrough_tokens",
+            "Tokens the teacher reported on relayed calls (embeddings, ...)",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.passthrough_spend = Counter(
+            "understudy_passthrough_spend_usd",
+            "Teacher cost in USD of relayed calls that report usage",
+            ["endpoint"],
+            registry=self.registry,
+        )
         self._served: dict[str, deque[bool]] = {}
         self.registry.register(_LogCollector(writer))
 
@@ -161,6 +193,20 @@ class Metrics:
             overhead = record.latency_ms / 1000 - teacher_s - student_s
             self.overhead.observe(max(overhead, 0.0))
         self.observe_costs(record)
+
+    def observe_passthrough(self, record: RequestRecord) -> None:
+        """A relayed call: its family, method and status; latency, bytes, tokens, cost."""
+        family = record.endpoint
+        code = str(record.http_status) if record.http_status is not None else "none"
+        self.passthrough.labels(family, record.http_method or "", code).inc()
+        if record.latency_ms is not None:
+            self.passthrough_latency.labels(family).observe(record.latency_ms / 1000)
+        self.passthrough_bytes.labels(family, "in").inc(record.bytes_in or 0)
+        self.passthrough_bytes.labels(family, "out").inc(record.bytes_out or 0)
+        if record.total_tokens:
+            self.passthrough_tokens.labels(family).inc(record.total_tokens)
+        if record.teacher_cost_usd:
+            self.passthrough_spend.labels(family).inc(record.teacher_cost_usd)
 
     def observe_costs(self, record: RequestRecord) -> None:
         task = record.task

@@ -12,6 +12,7 @@ import logging
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.response import Stream
+from litestar.response.streaming import ASGIStreamingResponse
 
 from understudy.gateway.errors import (
     MethodNotAllowedError,
@@ -20,6 +21,7 @@ from understudy.gateway.errors import (
     UnderstudyError,
     error_body,
 )
+from understudy.gateway.serving.passthrough import PassReply
 from understudy.gateway.serving.replies import BodyReply, Reply, new_request_id
 
 log = logging.getLogger("understudy.gateway")
@@ -54,6 +56,17 @@ def to_response(reply: Reply) -> Response:
         )
     headers = {**reply.headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
     return Stream(content=reply.events, headers=headers, media_type="text/event-stream")
+
+
+def relay_response(reply: PassReply) -> ASGIStreamingResponse:
+    """A relayed answer: the teacher's status, headers and bytes, sent as they arrive."""
+    content_type = {"content-type": reply.content_type} if reply.content_type else None
+    return ASGIStreamingResponse(
+        iterator=reply.body,
+        status_code=reply.status_code,
+        headers=content_type,
+        encoded_headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers],
+    )
 
 
 def error_response(request: Request, exc: Exception) -> Response:

@@ -16,6 +16,7 @@ from understudy.gateway.accounting.metrics import Metrics
 from understudy.gateway.api.limits import RequestLimits
 from understudy.gateway.config import GatewayConfig
 from understudy.gateway.errors import ServiceUnavailableError
+from understudy.gateway.serving.passthrough import Passthrough
 from understudy.gateway.serving.pipeline import Pipeline
 from understudy.gateway.serving.pool import StudentPool
 from understudy.gateway.teacher.client import TeacherClient
@@ -37,6 +38,7 @@ class Services:
     pool: StudentPool
     pipeline: Pipeline
     limits: RequestLimits | None
+    passthrough: Passthrough
 
 
 class ServiceBox:

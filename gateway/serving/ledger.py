@@ -52,6 +52,11 @@ class Ledger:
         self.writer.submit(RequestRecord.TABLE, record.as_row())
         self.metrics.observe_costs(record)
 
+    def passthrough_row(self, record: RequestRecord) -> None:
+        """Write a relayed call's metadata row (costed by the relay) and count it."""
+        self.writer.submit(RequestRecord.TABLE, record.as_row())
+        self.metrics.observe_passthrough(record)
+
     def student_answered(self, call: Call, answer: StudentAnswer) -> None:
         """The student's time and cost go on the request's row."""
         call.ctx.student_s = answer.latency_ms / 1000

@@ -3,6 +3,9 @@
 5xx answers, connection errors and timeouts are retried with exponential backoff within
 ``retry_budget_s``; 4xx answers are returned as they are (the caller passes them through).
 A stream is retried only until its status line arrives: once bytes flow, never.
+:meth:`TeacherClient.relay` sends a pass-through call with its body streamed as it comes;
+only a call that is safe to repeat (no body: GET, HEAD, DELETE) is retried, or one whose
+connection failed before a byte of its body was read.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
@@ -23,6 +27,7 @@ POOL_SHARDS = 16
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504, 520, 521, 522, 524, 529})
 # Teacher response headers worth passing back to the client.
 PASSED_HEADERS = ("openai-processing-ms", "openai-version", "retry-after", "x-ratelimit-")
+SAFE_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
 
 @dataclass
@@ -46,6 +51,14 @@ class TeacherStream:
 
     async def aclose(self) -> None:
         await self.response.aclose()
+
+
+class RelayBody(Protocol):
+    """A request body read as it is sent; ``started`` once its first chunk was taken."""
+
+    started: bool
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
 
 
 def passed_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -131,6 +144,48 @@ class TeacherClient:
         return await self._client.get(
             self.base_url + path, headers=headers, timeout=timeout_s or httpx.USE_CLIENT_DEFAULT
         )
+
+    async def relay(
+        self,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[str, str]],
+        body: RelayBody | None,
+        *,
+        authorization: str | None,
+    ) -> tuple[httpx.Response, int]:
+        """Send a pass-through call to ``target`` (path and query under the base URL) and
+        return the open response, whatever its status, with the attempts made; the caller
+        reads it as a stream and closes it. A retryable status of a safe call is retried
+        within the budget, then returned as it is."""
+        sent = [(k, v) for k, v in headers if k != "authorization"]
+        if self.settings.pass_through_auth and authorization:
+            sent.append(("authorization", authorization))
+        elif self.settings.api_key:
+            sent.append(("authorization", f"Bearer {self.settings.api_key}"))
+        client, url = self._client, self.base_url + target
+        safe = method in SAFE_METHODS and body is None
+        s = self.settings
+        deadline = time.monotonic() + s.retry_budget_s
+        attempt = 0
+        while True:
+            attempt += 1
+            delay = s.backoff_s * (2 ** (attempt - 1))
+            last = attempt > s.max_retries or time.monotonic() + delay > deadline
+            request = client.build_request(method, url, headers=sent, content=body)
+            try:
+                response = await client.send(request, stream=True)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) and (
+                    body is None or not body.started
+                )
+                if last or not (safe or unsent):
+                    raise _final_error(None, exc, attempt) from None
+            else:
+                if last or not safe or response.status_code not in RETRYABLE_STATUS:
+                    return response, attempt
+                await response.aclose()
+            await asyncio.sleep(delay)
 
     async def _with_retries(
         self, once: Callable[[], Awaitable[httpx.Response]]
