@@ -22,7 +22,8 @@ def list_tasks(db: sqlite_utils.Database) -> list[dict[str, Any]]:
                    sum(status != 'ok') as failed,
                    min(created_at) as first_at,
                    max(created_at) as last_at
-            from requests group by task order by last_at desc
+            from requests where served_by != 'passthrough'
+            group by task order by last_at desc
             """
         )
     )

@@ -1,7 +1,9 @@
 """Aggregations over the request log for cost reports, the dashboard and the token ratios.
 
 Thin SQL over the cost columns each request row carries (``teacher_cost_usd``,
-``student_cost_usd``, ``avoided_cost_usd``, ``saved_usd``); no pricing logic here.
+``student_cost_usd``, ``avoided_cost_usd``, ``saved_usd``); no pricing logic here. Relayed
+calls (``served_by = 'passthrough'``: embeddings, files, ...) have their own sums
+(:func:`passthrough_by_endpoint`) and stay out of the tasks' (coverage, savings, latency).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ GROUPS = {
     "day": "date(created_at, 'unixepoch')",
     "api_key": "coalesce(api_key_id, '-')",
 }
+
+_NOT_RELAYED = "served_by != 'passthrough'"
 
 _SUMS = """
     sum(served_by != 'shadow') as requests,
@@ -40,7 +44,8 @@ def cost_totals(db: sqlite_utils.Database, since: float, until: float) -> dict[s
     """One row of sums over every request in ``[since, until)``."""
     rows = list(
         db.query(
-            f"select {_SUMS} from requests where created_at >= ? and created_at < ?",
+            f"select {_SUMS} from requests where created_at >= ? and created_at < ?"
+            f" and {_NOT_RELAYED}",
             [since, until],
         )
     )
@@ -54,7 +59,7 @@ def cost_by(
     key = GROUPS[group]
     rows = db.query(
         f"select {key} as key, {_SUMS} from requests where created_at >= ? and created_at < ?"
-        f" group by key order by key",
+        f" and {_NOT_RELAYED} group by key order by key",
         [since, until],
     )
     return [_clean(r) for r in rows]
@@ -69,10 +74,28 @@ def cost_series(
         " sum(served_by != 'shadow') as requests, sum(served_by = 'student') as student,"
         " coalesce(sum(saved_usd), 0.0) as saved_usd"
         " from requests where created_at >= ? and created_at < ?"
-        " group by task, bucket order by task, bucket",
+        f" and {_NOT_RELAYED} group by task, bucket order by task, bucket",
         [since, bucket_s, since, until],
     )
     return [{**r, "start": since + r.pop("bucket") * bucket_s} for r in rows]
+
+
+def passthrough_by_endpoint(
+    db: sqlite_utils.Database, since: float, until: float
+) -> list[dict[str, Any]]:
+    """Relayed calls per endpoint family in the window: calls, failures, body bytes each way,
+    tokens and teacher spend (where the answers carried usage), mean latency."""
+    rows = db.query(
+        "select endpoint, count(*) as requests, sum(status != 'ok') as failed,"
+        " coalesce(sum(bytes_in), 0) as bytes_in, coalesce(sum(bytes_out), 0) as bytes_out,"
+        " coalesce(sum(total_tokens), 0) as tokens,"
+        " coalesce(sum(teacher_cost_usd), 0.0) as teacher_spend_usd,"
+        " avg(latency_ms) as mean_latency_ms"
+        " from requests where served_by = 'passthrough' and created_at >= ? and created_at < ?"
+        " group by endpoint order by endpoint",
+        [since, until],
+    )
+    return [dict(r) for r in rows]
 
 
 def live_agreement(db: sqlite_utils.Database, since: float, until: float) -> dict[str, Any]:
@@ -93,7 +116,7 @@ def latencies(
     return list(
         db.query(
             "select task, served_by, latency_ms from requests where created_at >= ?"
-            " and created_at < ? and status = 'ok' and served_by != 'shadow'"
+            " and created_at < ? and status = 'ok' and served_by not in ('shadow', 'passthrough')"
             " and latency_ms is not null order by created_at desc limit ?",
             [since, until, limit],
         )

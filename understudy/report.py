@@ -70,6 +70,8 @@ def write_csv(summary: Summary, out: IO[str]) -> None:
         for row in rows:
             coverage = row["student"] / row["requests"] if row["requests"] else 0.0
             writer.writerow(_csv_row(group, row["key"], row | {"coverage": coverage}))
+    for row in summary.passthrough:
+        writer.writerow(_csv_row("passthrough", row["endpoint"], row))
 
 
 def _csv_row(group: str, key: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +102,7 @@ def render_table(s: Summary, window_s: float) -> str:
     ]
     if not s.tasks:
         lines.append("no requests in this window")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + _passthrough_lines(s)) + "\n"
     header = (
         "task",
         "requests",
@@ -150,7 +152,27 @@ def render_table(s: Summary, window_s: float) -> str:
         for r in s.by_key
     ]
     lines += ["", *_table(("api key", "requests", "saved", "teacher spend"), by_key)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _passthrough_lines(s)) + "\n"
+
+
+def _passthrough_lines(s: Summary) -> list[str]:
+    """Relayed calls per endpoint family (not in the numbers above)."""
+    if not s.passthrough:
+        return []
+    rows = [
+        (
+            r["endpoint"],
+            fmt.count(r["requests"]),
+            fmt.count(r["failed"] or 0),
+            fmt.count(r["tokens"]),
+            fmt.usd(r["teacher_spend_usd"]),
+            fmt.count(r["bytes_in"]),
+            fmt.count(r["bytes_out"]),
+        )
+        for r in s.passthrough
+    ]
+    header = ("passed through", "requests", "failed", "tokens", "teacher spend", "bytes in")
+    return ["", *_table((*header, "bytes out"), rows)]
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:

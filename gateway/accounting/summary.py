@@ -71,6 +71,9 @@ class Summary:
     tasks: list[TaskSummary] = field(default_factory=list)
     by_day: list[dict[str, Any]] = field(default_factory=list)
     by_key: list[dict[str, Any]] = field(default_factory=list)
+    passthrough: list[dict[str, Any]] = field(default_factory=list)
+    """Relayed calls (embeddings, files, audio, ...) per endpoint family: calls, failures,
+    bytes each way, tokens and teacher spend. Not in the numbers above."""
 
 
 def summarize(
@@ -115,6 +118,7 @@ def summarize(
         tasks=tasks,
         by_day=reports.cost_by(db, "day", since, until),
         by_key=reports.cost_by(db, "api_key", since, until),
+        passthrough=reports.passthrough_by_endpoint(db, since, until),
     )
 
 

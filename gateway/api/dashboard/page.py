@@ -10,7 +10,12 @@ from html import escape
 from understudy.gateway.accounting import fmt
 from understudy.gateway.api.dashboard import svg
 from understudy.gateway.api.dashboard.data import DashboardData
-from understudy.gateway.api.dashboard.sections import latency_table, runs_table, student_cards
+from understudy.gateway.api.dashboard.sections import (
+    latency_table,
+    passthrough_table,
+    runs_table,
+    student_cards,
+)
 from understudy.gateway.api.dashboard.style import CSS
 
 REFRESH_S = 30
@@ -50,6 +55,9 @@ def render_page(data: DashboardData, *, window: str, admin: bool, nonce: str) ->
         '<div class="grid2" style="margin-top:14px">',
         latency_table(data),
         runs_table(data),
+        "</div>",
+        '<div style="margin-top:14px">',
+        passthrough_table(data),
         "</div>",
         _footer(data, admin),
         "</main>",

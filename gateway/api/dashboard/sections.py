@@ -133,6 +133,32 @@ def latency_table(data: DashboardData) -> str:
     return f'<div class="panel">{title}<table>{head}{rows}</table></div>'
 
 
+def passthrough_table(data: DashboardData) -> str:
+    """Relayed calls (embeddings, files, audio, ...) per endpoint family: metered, never
+    distilled."""
+    title = "<h3>Passed through to the teacher</h3>"
+    found = data.summary.passthrough
+    if not found:
+        return f'<div class="panel">{title}<div class="empty">no relayed calls</div></div>'
+    rows = "".join(
+        f"<tr><td>{escape(r['endpoint'])}</td><td class='num'>{fmt.count(r['requests'])}</td>"
+        f"<td class='num'>{fmt.count(r['failed'] or 0)}</td>"
+        f"<td class='num'>{fmt.count(r['tokens'])}</td>"
+        f"<td class='num'>{fmt.usd(r['teacher_spend_usd'])}</td>"
+        f"<td class='num'>{fmt.count(r['bytes_in'])}</td>"
+        f"<td class='num'>{fmt.count(r['bytes_out'])}</td>"
+        f"<td class='num'>{fmt.ms(r['mean_latency_ms'])}</td></tr>"
+        for r in found
+    )
+    head = (
+        "<tr><th>endpoint</th><th class='num'>requests</th><th class='num'>failed</th>"
+        "<th class='num'>tokens</th><th class='num'>teacher spend</th>"
+        "<th class='num'>bytes in</th><th class='num'>bytes out</th>"
+        "<th class='num'>mean latency</th></tr>"
+    )
+    return f'<div class="panel" id="passthrough">{title}<table>{head}{rows}</table></div>'
+
+
 def runs_table(data: DashboardData) -> str:
     title = "<h3>Recent distill runs</h3>"
     if not data.runs:
