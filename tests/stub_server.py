@@ -27,6 +27,7 @@ from tests.stub_answers import (
 )
 from tests.stub_faults import Controls, Fault, error_body, parse_fault
 from tests.stub_http import SSE, Exchange, read_body
+from tests.stub_passthrough import StubPassthrough
 from tests.stub_wire import (
     Reply,
     chat_completion,
@@ -81,6 +82,9 @@ class StubApp:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
 
+        self.passthrough = StubPassthrough(
+            self._new_id, lambda ex, status, obj: ex.json(status, obj, [self._request_id()])
+        )
     # -- configuration and inspection ----------------------------------------------------------
 
     @property
@@ -125,7 +129,7 @@ class StubApp:
             return
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        raw = await read_body(receive)
+        raw = b"" if StubPassthrough.reads_body(scope) else await read_body(receive)
         exchange = Exchange(receive, send, self._stopping)
         try:
             if scope["path"].startswith("/_"):
@@ -155,10 +159,16 @@ class StubApp:
             self.counts[f"fault:{_label(fault)}"] += 1
             if fault.kind not in ("cut", "stall"):
                 return await self._fail(ex, fault, lambda: self._route(ex, method, path, body))
-        await self._route(ex, method, path, body, fault)
+        await self._route(ex, method, path, body, fault, headers)
 
     async def _route(
-        self, ex: Exchange, method: str, path: str, body: Any, cut: Fault | None = None
+        self,
+        ex: Exchange,
+        method: str,
+        path: str,
+        body: Any,
+        cut: Fault | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         if method == "POST" and path in (CHAT, TEXT):
             return await self._generate(ex, path == CHAT, body, cut)
@@ -174,6 +184,8 @@ class StubApp:
         await self._error(ex, 404, f"Invalid URL ({method} {path})", code="unknown_url")
 
     async def _fail(self, ex: Exchange, fault: Fault, answer: Callable[[], Any]) -> None:
+        if await self.passthrough.route(ex, method, path, body, headers or {}):
+            return
         if fault.kind == "drop":
             return await ex.abort()
         if fault.kind == "timeout":  # answer only if the client is still there after it
