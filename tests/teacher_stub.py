@@ -2,7 +2,8 @@
 misbehaves on demand.
 
 Endpoints: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (streamed or not),
-``GET /v1/models[/{id}]``; ``POST /_control`` (change the fault script, JSON as for
+``GET /v1/models[/{id}]``; the endpoints the gateway relays as they are (embeddings,
+moderations, files, audio, batches: ``tests/stub_passthrough.py``); ``POST /_control`` (change the fault script, JSON as for
 :meth:`StubTeacher.control`), ``GET /_control``, ``GET /_requests`` (recent requests and
 counters), ``DELETE /_requests``.
 
