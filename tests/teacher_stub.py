@@ -2,10 +2,10 @@
 misbehaves on demand.
 
 Endpoints: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (streamed or not),
-``GET /v1/models[/{id}]``; the endpoints the gateway relays as they are (embeddings,
-moderations, files, audio, batches: ``tests/stub_passthrough.py``); ``POST /_control`` (change the fault script, JSON as for
-:meth:`StubTeacher.control`), ``GET /_control``, ``GET /_requests`` (recent requests and
-counters), ``DELETE /_requests``.
+``GET /v1/models[/{id}]``; the endpoints the gateway relays as they are (embeddings, moderations,
+files, audio, batches: ``tests/stub_passthrough.py``); ``POST /_control`` (change the fault
+script, JSON as for :meth:`StubTeacher.control`), ``GET /_control``, ``GET /_requests`` (recent
+requests and counters), ``DELETE /_requests``.
 
 The answer is the table entry for the last user message (chat) or the prompt (completions),
 matched exactly; otherwise ``"ok: "`` and the prompt's first three words. An entry is a string,
