@@ -15,6 +15,7 @@ from typing import Any
 from understudy.distiller.config import GateConfig
 from understudy.distiller.dataset import Example, parses_json
 from understudy.distiller.generate import Generation, Prompt, StudentRunner
+from understudy.router import answers_agree, extract_features, failed_check
 
 
 @dataclass
@@ -68,8 +69,6 @@ def evaluate_student(
     latency_samples: int = 16,
 ) -> ModelEval:
     """Generate answers for ``examples`` and ``golden`` and judge each one."""
-    from understudy.router import answers_agree
-
     started = time.perf_counter()
     prompts = [Prompt(ex.messages, ex.prompt) for ex in examples]
     gens = runner.generate(
@@ -106,16 +105,12 @@ def evaluate_student(
 def is_valid(gen: Generation, kind: str, response_format: Any = None) -> bool:
     """The router's validity checks (complete, not empty, JSON / schema when the request asked
     for it); a JSON task's answer must parse even when the request did not say so."""
-    from understudy.router import failed_check
-
     if failed_check(gen.text, gen.finish_reason, response_format) is not None:
         return False
     return kind != "json" or parses_json(gen.text)
 
 
 def _features(gen: Generation, ex: Example) -> dict[str, Any]:
-    from understudy.router import extract_features
-
     return extract_features(
         token_logprobs=gen.logprobs,
         first_token_alternatives=gen.first_alternatives,

@@ -8,13 +8,11 @@ up a promoted student through the registry, as it does for any other worker.
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING
 
+from understudy.distiller.schedule import ScheduleProcess
 from understudy.gateway.errors import ConfigError
+from understudy.gateway.teacher.sync import SyncTeacher
 from understudy.settings import Settings
-
-if TYPE_CHECKING:
-    from understudy.distiller.schedule import ScheduleProcess
 
 
 def schedule_for(settings: Settings) -> ScheduleProcess | None:
@@ -26,9 +24,6 @@ def schedule_for(settings: Settings) -> ScheduleProcess | None:
             "distiller.schedule.in_gateway needs the distiller's packages: "
             'pip install "understudy[train]"'
         )
-    from understudy.distiller.schedule import ScheduleProcess
-    from understudy.gateway.teacher.sync import SyncTeacher
-
     return ScheduleProcess(
         settings.data_dir,
         settings.distiller,

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from understudy.demo.config import ADMIN_KEY
+from understudy.settings import load_settings
 
 
 class DemoError(RuntimeError):
@@ -193,8 +194,6 @@ def _outcome(stdout: str) -> dict[str, Any] | None:
 
 
 def _runs_dir(config_path: Path, task: str) -> Path:
-    from understudy.settings import load_settings
-
     return Path(load_settings(config_file=config_path, env={}).data_dir) / "distill" / task
 
 
