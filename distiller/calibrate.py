@@ -50,3 +50,12 @@ def out_of_fold_scores(
 
 def _fit(features: Sequence[Mapping[str, Any]], labels: Sequence[bool]) -> CalibratedPolicy:
     return CalibratedPolicy.fit(list(features), list(labels))
+
+
+def confidence_levels(router: RouterSpec, features: Sequence[Mapping[str, Any]]) -> int:
+    """Distinct confidences (to 6 decimals) the stored policy gives the held-out answers: few
+    levels mean the threshold cannot tell answers apart, so coverage cannot be traded for
+    quality between them."""
+    if router.policy is None:
+        return 0
+    return len({round(score, 6) for score in router.policy.scores(list(features))})

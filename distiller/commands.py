@@ -74,8 +74,13 @@ def cmd_run(args: argparse.Namespace, settings: Any, teacher_factory: TeacherFac
     else:
         promoted = f"promoted {outcome.candidate_id}" if outcome.promoted else "not promoted"
         print(f"run {outcome.run_id}: {outcome.status}, {promoted} ({outcome.reason})")
-        if outcome.metrics.get("quality_target") is not None:
-            print(f"  quality target {outcome.metrics['quality_target']:g}")
+        metrics = outcome.metrics
+        if metrics.get("quality_target") is not None:
+            print(
+                f"  quality target {metrics['quality_target']:g}, "
+                f"{metrics.get('confidence_levels', 0)} confidence levels "
+                f"on {metrics.get('eval_examples', 0)} held-out answers"
+            )
         for gate in outcome.gates:
             verdict = "pass" if gate["passed"] else "FAIL"
             print(f"  {gate['name']:<16} {gate['value']!s:>8}  {verdict}")

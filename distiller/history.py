@@ -28,6 +28,13 @@ def render_history(runs: Sequence[dict[str, Any]], out: IO[str], *, as_json: boo
                 f"    {gate['name']:<16} {_num(gate['value']):>7} "
                 f"(threshold {_num(gate['threshold'])})  {verdict}  {gate.get('detail', '')}\n"
             )
+        metrics = run.get("metrics") or {}
+        if metrics.get("confidence_levels") is not None:
+            out.write(
+                f"    router: quality target {metrics['quality_target']:g}, "
+                f"{metrics['confidence_levels']} confidence levels on "
+                f"{metrics.get('eval_examples', 0)} held-out answers\n"
+            )
         if run.get("reason"):
             out.write(f"    {'why' if not run['promoted'] else 'result'}: {run['reason']}\n")
 

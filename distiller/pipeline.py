@@ -20,7 +20,7 @@ from typing import Any
 import sqlite_utils
 
 from understudy.distiller.augment import Teacher, augment
-from understudy.distiller.calibrate import calibrate_router
+from understudy.distiller.calibrate import calibrate_router, confidence_levels
 from understudy.distiller.config import DistillConfig
 from understudy.distiller.dataset import Dataset, build_dataset
 from understudy.distiller.evaluate import ModelEval
@@ -299,6 +299,7 @@ def _metrics(
         "agreement": round(candidate.agreement, 4),
         "coverage": round(coverage, 4),
         "quality_target": router.quality_target,
+        "confidence_levels": confidence_levels(router, candidate.features),
         "threshold": threshold.get("threshold"),
         "validity": round(candidate.validity, 4),
         "golden_passed": sum(candidate.golden_passed),

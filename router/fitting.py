@@ -6,6 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 ISOTONIC_FOLDS = 3
+BLEND = 0.05
+"""Share of the logistic probability mixed into the isotonic value (``CalibratedPolicy.blend``):
+enough that no two answers the logistic regression ranks apart share a confidence, too little
+to move a calibrated value by more than a few points."""
 MIN_PER_LABEL_LOGISTIC = 2
 MIN_PER_LABEL_ISOTONIC = 5
 
@@ -52,7 +56,7 @@ def fit_calibrated(
     }
     if n >= isotonic_min_samples and minority >= MIN_PER_LABEL_ISOTONIC:
         xs, ys = _isotonic_map(z, y)
-        params.update(method="logistic_isotonic", isotonic_x=xs, isotonic_y=ys)
+        params.update(method="logistic_isotonic", isotonic_x=xs, isotonic_y=ys, blend=BLEND)
     return params
 
 
@@ -63,8 +67,13 @@ def _logistic(z: Any, y: Any) -> Any:
 
 
 def _isotonic_map(z: Any, y: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Isotonic breakpoints from logistic probabilities to P(agree), fitted on out-of-fold
-    probabilities (folds stratified by label, assigned round-robin, so it is deterministic)."""
+    """Smoothed isotonic map from logistic probabilities to P(agree), fitted on out-of-fold
+    probabilities (folds stratified by label, assigned round-robin, so it is deterministic).
+
+    Isotonic regression gives a step function: one value per block of neighbouring
+    probabilities, so every answer of a block (often all the confident ones) would get the
+    same confidence. The map goes instead through each block's centre (the mean probability
+    of its answers, the block's agreement rate), linear in between: it rises across a block."""
     import numpy as np
     from sklearn.isotonic import IsotonicRegression
 
@@ -78,7 +87,7 @@ def _isotonic_map(z: Any, y: Any) -> tuple[tuple[float, ...], tuple[float, ...]]
         model = _logistic(z[~held], y[~held])
         oof[held] = model.predict_proba(z[held])[:, 1]
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(oof, y)
-    return (
-        tuple(float(v) for v in iso.X_thresholds_),
-        tuple(float(v) for v in iso.y_thresholds_),
-    )
+    fitted = iso.predict(oof)
+    blocks = sorted({float(v) for v in fitted})
+    centres = [float(oof[fitted == value].mean()) for value in blocks]
+    return tuple(centres), tuple(blocks)

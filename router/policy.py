@@ -102,7 +102,9 @@ class CalibratedPolicy(ConfidencePolicy):
 
     * ``logistic_isotonic``: logistic regression on standardised features, its output mapped
       through isotonic calibration (breakpoints ``isotonic_x`` -> ``isotonic_y``, linear in
-      between, clipped at the ends);
+      between, clipped at the ends), then mixed with a ``blend`` share of the logistic output
+      itself, so the confidence keeps the logistic ranking where the isotonic map is flat
+      (policies stored before ``blend`` existed have 0: their scores are unchanged);
     * ``logistic``: the logistic output alone (too few examples for isotonic);
     * ``prior``: labels all alike or too few to fit: the smoothed agreement rate
       ``(agreed + 1) / (n + 2)`` times the geometric mean token probability, so it never
@@ -119,6 +121,7 @@ class CalibratedPolicy(ConfidencePolicy):
     prior: float = 0.5
     n_samples: int = 0
     n_agreed: int = 0
+    blend: float = 0.0
     _weights: tuple[float, ...] = field(default=(), init=False, repr=False, compare=False)
     _bias: float = field(default=0.0, init=False, repr=False, compare=False)
 
@@ -135,6 +138,8 @@ class CalibratedPolicy(ConfidencePolicy):
             raise ValueError("isotonic_x and isotonic_y differ in length")
         if self.method == "logistic_isotonic" and not self.isotonic_x:
             raise ValueError("logistic_isotonic needs isotonic breakpoints")
+        if not 0.0 <= self.blend < 1.0:
+            raise ValueError("blend must be in [0, 1)")
         # Standardisation folded into the weights: w.z + b with z = (x - mean) / scale.
         weights = tuple(c / s for c, s in zip(self.coef, self.scale, strict=True))
         bias = self.intercept - math.fsum(w * m for w, m in zip(weights, self.mean, strict=True))
@@ -180,7 +185,8 @@ class CalibratedPolicy(ConfidencePolicy):
         p = _sigmoid(self.logit(features))
         if self.method == "logistic":
             return p
-        return _interpolate(p, self.isotonic_x, self.isotonic_y)
+        calibrated = _interpolate(p, self.isotonic_x, self.isotonic_y)
+        return (1.0 - self.blend) * calibrated + self.blend * p
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -196,6 +202,7 @@ class CalibratedPolicy(ConfidencePolicy):
             "prior": self.prior,
             "n_samples": self.n_samples,
             "n_agreed": self.n_agreed,
+            "blend": self.blend,
         }
 
     @classmethod
@@ -215,6 +222,7 @@ class CalibratedPolicy(ConfidencePolicy):
             prior=float(data.get("prior", 0.5)),
             n_samples=int(data.get("n_samples", 0)),
             n_agreed=int(data.get("n_agreed", 0)),
+            blend=float(data.get("blend", 0.0)),
         )
 
 

@@ -104,10 +104,14 @@ def test_history_shows_each_gate_with_value_threshold_and_verdict(cli, db):
                 "reason": "golden 0.500 < 1.000",
                 "dataset_json": json.dumps({"train": 900, "eval": 100}),
                 "gates_json": json.dumps(gates),
+                "metrics_json": json.dumps(
+                    {"quality_target": 0.8, "confidence_levels": 37, "eval_examples": 100}
+                ),
                 "promoted": 0,
             }
         )
     out = cli("distill", "history", "--task", "intent")[1]
+    assert "router: quality target 0.8, 37 confidence levels on 100 held-out answers" in out
     assert "2001-09-09 01:46:40  42s   succeeded  cron     900    100   no" in out
     assert "agreement          0.910 (threshold 0.700)  pass" in out
     assert "golden             0.500 (threshold 1.000)  FAIL  1/2" in out

@@ -107,6 +107,8 @@ def test_a_full_run_in_its_own_process_trains_evaluates_and_promotes(data_dir, d
     assert Path(model.model_path) == data_dir / "models" / TASK / "v1"
     assert (Path(model.model_path) / "config.json").is_file()
     assert model.router["kind"] == "label" and model.router["quality_target"] == 0.9
+    assert outcome.metrics["quality_target"] == 0.9
+    assert 1 <= outcome.metrics["confidence_levels"] <= outcome.metrics["eval_examples"]
     assert model.router["policy"]["name"] == "calibrated"
     assert model.router["threshold"]["threshold"] is not None
     coverage = model.router["threshold"]["expected_coverage"]

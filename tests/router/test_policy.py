@@ -82,11 +82,54 @@ def test_isotonic_map_is_applied_as_stored():
     assert policy.method == "logistic_isotonic"
     assert list(policy.isotonic_x) == sorted(policy.isotonic_x)
     assert list(policy.isotonic_y) == sorted(policy.isotonic_y)
+    assert 0 < policy.blend < 0.1
     for f in features[:50]:
+        p = 1 / (1 + math.exp(-policy.logit(f)))
+        calibrated = float(np.interp(p, policy.isotonic_x, policy.isotonic_y))
+        assert policy.score(f) == pytest.approx((1 - policy.blend) * calibrated + policy.blend * p)
+
+
+def test_a_policy_stored_without_blend_scores_as_before():
+    features, labels = synthetic_answers(500, seed=4)
+    stored = CalibratedPolicy.fit(features, labels).to_dict()
+    del stored["blend"]
+    policy = CalibratedPolicy.from_dict(stored)
+    for f in features[:20]:
         p = 1 / (1 + math.exp(-policy.logit(f)))
         assert policy.score(f) == pytest.approx(
             float(np.interp(p, policy.isotonic_x, policy.isotonic_y))
         )
+
+
+def test_confident_answers_keep_distinct_confidences():
+    """The isotonic step function gave every answer of a block, often all the confident ones,
+    one confidence: a threshold could not serve some of them and not the others."""
+    features, labels = synthetic_answers(300, seed=1)
+    policy = CalibratedPolicy.fit(features, labels)
+    test_f, _ = synthetic_answers(300, seed=2)
+    logistic = [1 / (1 + math.exp(-policy.logit(f))) for f in test_f]
+    top = sorted(range(300), key=logistic.__getitem__)[-100:]
+    scores = policy.scores([test_f[i] for i in top])
+    assert len({round(s, 4) for s in scores}) >= 90
+    ranked = [policy.score(test_f[i]) for i in sorted(top, key=logistic.__getitem__)]
+    assert ranked == sorted(ranked)  # the logistic ranking is kept
+
+
+def test_a_higher_target_trades_coverage_inside_the_confident_answers():
+    from understudy.router import choose_threshold
+
+    features, labels = synthetic_answers(3000, seed=5)
+    policy = CalibratedPolicy.fit(features[:1000], labels[:1000])
+    scores, held = policy.scores(features[1000:]), labels[1000:]
+    coverages = [
+        choose_threshold(scores, held, target, 0.95).expected_coverage
+        for target in (0.85, 0.9, 0.93)
+    ]
+    assert coverages[0] > coverages[1] > coverages[2] > 0
+    for target in (0.85, 0.9, 0.93):  # the bound still holds on what is served
+        choice = choose_threshold(scores, held, target, 0.95)
+        served = [y for s, y in zip(scores, held, strict=True) if s >= choice.threshold]
+        assert sum(served) / len(served) >= target
 
 
 @pytest.mark.parametrize(
