@@ -229,3 +229,24 @@ def _passthrough_rows(db: sqlite_utils.Database) -> None:
         alter table requests add column bytes_out integer;
         """
     )
+
+
+@migration("0005_responses_state")
+def _responses_state(db: sqlite_utils.Database) -> None:
+    """Responses API state: the response id a row answered with (the gateway's for a student
+    answer, the teacher's otherwise), whether it is stored (``store``), and when it was
+    deleted (``DELETE /v1/responses/{id}``)."""
+    db.executescript(
+        """
+        alter table requests add column response_id text;
+        alter table requests add column stored integer;
+        alter table requests add column deleted_at real;
+        create index requests_response_id on requests (response_id);
+        """
+    )
+
+
+@migration("0006_cost_estimates")
+def _cost_estimates(db: sqlite_utils.Database) -> None:
+    """Whether a row's avoided cost is an estimate (valued before the token ratio was known)."""
+    db.executescript("alter table requests add column cost_estimated integer;")
