@@ -23,9 +23,10 @@ from understudy.gateway.api.passthrough import HANDLERS as PASSTHROUGH_HANDLERS
 from understudy.gateway.api.responses import error_response
 from understudy.gateway.api.services import ServiceBox, Services, service_dependencies
 from understudy.gateway.config import GatewayConfig
+from understudy.gateway.serving.conversations import Conversations
 from understudy.gateway.serving.ledger import Ledger
-from understudy.gateway.serving.pipeline import Pipeline
 from understudy.gateway.serving.passthrough import Passthrough
+from understudy.gateway.serving.pipeline import Pipeline
 from understudy.gateway.serving.pool import StudentPool, backend_factory
 from understudy.gateway.serving.shadow import Shadow
 from understudy.gateway.serving.student_path import StudentPath
@@ -83,7 +84,12 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
         ledger = Ledger(CostBook(settings.costs), writer, metrics)
         shadow = Shadow(settings, teacher, ledger, store)
         pipeline = Pipeline(
-            settings, StudentPath(settings, pool), TeacherPath(teacher, ledger), shadow, ledger
+            settings,
+            StudentPath(settings, pool),
+            TeacherPath(teacher, ledger),
+            shadow,
+            ledger,
+            Conversations(store, writer),
         )
         metrics.watch(pool, settings.db_path)
         cost_refresh = asyncio.create_task(ledger.costs.keep_fresh(settings.db_path))

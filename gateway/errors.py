@@ -134,3 +134,16 @@ def stream_error_events(exc: UnderstudyError) -> tuple[bytes, bytes]:
     """How a stream ends on an error, as OpenAI-compatible servers send it: a last ``data:``
     event carrying the error object, then ``[DONE]``."""
     return b"data: " + error_body(exc) + b"\n\n", DONE_EVENT
+
+
+class ResponsesErrorEvent(msgspec.Struct, tag="error", tag_field="type"):
+    code: str | None
+    message: str
+    param: str | None
+    sequence_number: int
+
+
+def responses_error_event(exc: UnderstudyError, sequence_number: int) -> bytes:
+    """How a Responses API stream ends on an error: a typed ``error`` event (no ``[DONE]``)."""
+    event = ResponsesErrorEvent(exc.code, exc.message, exc.param, sequence_number)
+    return b"event: error\ndata: " + msgspec.json.encode(event) + b"\n\n"

@@ -58,7 +58,37 @@ class CompletionRequest(_Common):
     suffix: str | None = None
 
 
-WireRequest = ChatCompletionRequest | CompletionRequest
+class ResponsesRequest(msgspec.Struct):
+    """``POST /v1/responses``: the fields the gateway reads; the rest go to the teacher."""
+
+    model: str
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | list[dict[str, Any]] | None = None
+    stream: bool | None = None
+    store: bool | None = None
+    background: bool | None = None
+    previous_response_id: str | None = None
+    conversation: str | dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    text: dict[str, Any] | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_logprobs: int | None = None
+    include: list[str] | None = None
+    prompt: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    user: str | None = None
+
+    @property
+    def stored(self) -> bool:
+        """``store`` defaults to true in this API."""
+        return self.store is not False
+
+
+WireRequest = ChatCompletionRequest | CompletionRequest | ResponsesRequest
 """A validated request body, as the pipeline carries it."""
 
 _PATH_RE = re.compile(r"at `\$\.?([^`]*)`")
@@ -93,6 +123,26 @@ def validate_completion(body: dict[str, Any]) -> CompletionRequest:
     if req.prompt is None:
         raise InvalidRequestError("missing required parameter: 'prompt'", param="prompt")
     _check_common(req)
+    return req
+
+
+def validate_responses(body: dict[str, Any]) -> ResponsesRequest:
+    req = _convert(body, ResponsesRequest)
+    if req.input is None and req.previous_response_id is None and req.prompt is None:
+        raise InvalidRequestError("missing required parameter: 'input'", param="input")
+    if req.conversation is not None and req.previous_response_id is not None:
+        raise InvalidRequestError(
+            "'previous_response_id' and 'conversation' cannot be used together",
+            param="previous_response_id",
+        )
+    if req.temperature is not None and not 0 <= req.temperature <= 2:
+        raise InvalidRequestError("'temperature' must be between 0 and 2", param="temperature")
+    if req.top_p is not None and not 0 <= req.top_p <= 1:
+        raise InvalidRequestError("'top_p' must be between 0 and 1", param="top_p")
+    if req.max_output_tokens is not None and req.max_output_tokens < 1:
+        raise InvalidRequestError(
+            "'max_output_tokens' must be at least 1", param="max_output_tokens"
+        )
     return req
 
 

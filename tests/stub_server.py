@@ -28,6 +28,7 @@ from tests.stub_answers import (
 from tests.stub_faults import Controls, Fault, error_body, parse_fault
 from tests.stub_http import SSE, Exchange, read_body
 from tests.stub_passthrough import StubPassthrough
+from tests.stub_responses import RESPONSES, StubResponses, response_events
 from tests.stub_wire import (
     Reply,
     chat_completion,
@@ -71,6 +72,7 @@ class StubApp:
         self.max_requests = max_requests
         self.retry_after_s = retry_after_s
         self.fingerprint = f"fp_{zlib.crc32(model.encode()):010x}"
+        self.responses = StubResponses()
         self.requests: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()
         self._initial = {"chunk_delay_ms": chunk_delay_ms, "timeout_s": timeout_s}
@@ -81,10 +83,10 @@ class StubApp:
         self._serial = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
-
         self.passthrough = StubPassthrough(
             self._new_id, lambda ex, status, obj: ex.json(status, obj, [self._request_id()])
         )
+
     # -- configuration and inspection ----------------------------------------------------------
 
     @property
@@ -148,7 +150,7 @@ class StubApp:
             delay_ms = float(headers.get("x-stub-delay-ms") or 0)
         except ValueError as exc:
             return await self._error(ex, 400, str(exc))
-        generation = method == "POST" and path in (CHAT, TEXT)
+        generation = method == "POST" and path in (CHAT, TEXT, RESPONSES)
         stream = generation and isinstance(body, dict) and body.get("stream") is True
         if generation:
             fault = fault or self.controls.next_fault(stream)
@@ -172,6 +174,8 @@ class StubApp:
     ) -> None:
         if method == "POST" and path in (CHAT, TEXT):
             return await self._generate(ex, path == CHAT, body, cut)
+        if path == RESPONSES or path.startswith(RESPONSES + "/"):
+            return await self._respond(ex, method, path, body, cut)
         if method == "GET" and path == "/v1/models":
             data = [_model(m) for m in self.models]
             return await self._json(ex, 200, {"object": "list", "data": data}, cut)
@@ -181,11 +185,11 @@ class StubApp:
                 return await self._json(ex, 200, _model(name), cut)
             message = f"The model `{name}` does not exist or you do not have access to it."
             return await self._error(ex, 404, message)
+        if await self.passthrough.route(ex, method, path, body, headers or {}):
+            return
         await self._error(ex, 404, f"Invalid URL ({method} {path})", code="unknown_url")
 
     async def _fail(self, ex: Exchange, fault: Fault, answer: Callable[[], Any]) -> None:
-        if await self.passthrough.route(ex, method, path, body, headers or {}):
-            return
         if fault.kind == "drop":
             return await ex.abort()
         if fault.kind == "timeout":  # answer only if the client is still there after it
@@ -236,6 +240,22 @@ class StubApp:
         await self._json(ex, 200, obj, cut)
         if cut is None:
             self.counts["answered"] += 1
+
+    async def _respond(
+        self, ex: Exchange, method: str, path: str, body: Any, cut: Fault | None
+    ) -> None:
+        """The Responses API (``tests/stub_responses.py``)."""
+        if method == "POST" and path == RESPONSES:
+            status, obj = self.responses.answer(body, self._table, self.model, self._new_id)
+            if status == 200 and body.get("stream") is True:
+                return await self._stream(ex, response_events(obj), cut)
+            await self._json(ex, status, obj, cut)
+            self.counts["answered" if status == 200 and cut is None else "invalid"] += 1
+            return None
+        found = self.responses.route(method, path)
+        if found is None:
+            return await self._error(ex, 404, f"Invalid URL ({method} {path})", code="unknown_url")
+        await self._json(ex, *found)
 
     def _chat_choices(self, body: dict[str, Any]) -> tuple[list[Choice], int, list[int]]:
         """The choices, prompt tokens and (for chat, no) prompt offsets of one request."""

@@ -7,15 +7,17 @@ import asyncio
 
 import httpx
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Request, Response, delete, get, post
 from litestar.di import NamedDependency
+from litestar.params import FromPath
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from understudy.gateway.accounting.metrics import Metrics
 from understudy.gateway.api.responses import json_response, request_id, to_response
 from understudy.gateway.api.services import Config, Services
-from understudy.gateway.serving.call import CHAT, COMPLETIONS, Endpoint, RequestContext
+from understudy.gateway.serving.call import CHAT, COMPLETIONS, RESPONSES, Endpoint, RequestContext
 from understudy.gateway.serving.pipeline import Pipeline
+from understudy.gateway.serving.stored import StoredResponses
 from understudy.gateway.serving.tasks import TASK_HEADER
 from understudy.gateway.teacher.client import TeacherClient
 from understudy.storage.request_log import RequestLogWriter
@@ -23,20 +25,28 @@ from understudy.storage.request_log import RequestLogWriter
 FORWARDED_HEADERS = ("openai-organization", "openai-project", "openai-beta")
 
 
-async def _serve(
-    request: Request, endpoint: Endpoint, pipeline: Pipeline, key_id: str | None
-) -> Response:
+def _context(request: Request, key_id: str | None) -> RequestContext:
     headers = request.headers
-    rid = request_id(request)
-    raw = await request.body()
-    ctx = RequestContext(
-        request_id=rid,
+    return RequestContext(
+        request_id=request_id(request),
         authorization=headers.get("authorization"),
         api_key_id=key_id,
         task_header=headers.get(TASK_HEADER),
         forward_headers={h: headers[h] for h in FORWARDED_HEADERS if h in headers},
     )
+
+
+async def _serve(
+    request: Request, endpoint: Endpoint, pipeline: Pipeline, key_id: str | None
+) -> Response:
+    ctx = _context(request, key_id)
+    raw = await request.body()
     return to_response(await pipeline.handle(endpoint, ctx, raw))
+
+
+def _stored(services: Services) -> StoredResponses:
+    assert services.pipeline.conversations is not None
+    return StoredResponses(services.pipeline.conversations, services.teacher)
 
 
 @post("/v1/chat/completions", status_code=200)
@@ -55,6 +65,49 @@ async def completions(
     limited_key_id: NamedDependency[str | None],
 ) -> Response:
     return await _serve(request, COMPLETIONS, services.pipeline, limited_key_id)
+
+
+@post("/v1/responses", status_code=200)
+async def responses(
+    request: Request,
+    services: NamedDependency[Services],
+    limited_key_id: NamedDependency[str | None],
+) -> Response:
+    return await _serve(request, RESPONSES, services.pipeline, limited_key_id)
+
+
+@get("/v1/responses/{response_id:str}")
+async def retrieve_response(
+    request: Request,
+    response_id: FromPath[str],
+    services: NamedDependency[Services],
+    api_key_id: NamedDependency[str | None],
+) -> Response:
+    ctx = _context(request, api_key_id)
+    return to_response(await _stored(services).retrieve(response_id, request.query_params, ctx))
+
+
+@get("/v1/responses/{response_id:str}/input_items")
+async def response_input_items(
+    request: Request,
+    response_id: FromPath[str],
+    services: NamedDependency[Services],
+    api_key_id: NamedDependency[str | None],
+) -> Response:
+    ctx = _context(request, api_key_id)
+    stored = _stored(services)
+    return to_response(await stored.input_items(response_id, request.query_params, ctx))
+
+
+@delete("/v1/responses/{response_id:str}", status_code=200)
+async def delete_response(
+    request: Request,
+    response_id: FromPath[str],
+    services: NamedDependency[Services],
+    api_key_id: NamedDependency[str | None],
+) -> Response:
+    ctx = _context(request, api_key_id)
+    return to_response(await _stored(services).delete(response_id, ctx))
 
 
 @get("/v1/models")
@@ -131,4 +184,15 @@ async def _teacher_reachable(teacher: TeacherClient) -> tuple[bool, str]:
     return True, f"HTTP {response.status_code}"
 
 
-HANDLERS = [chat_completions, completions, models, health, ready, metrics]
+HANDLERS = [
+    chat_completions,
+    completions,
+    responses,
+    retrieve_response,
+    response_input_items,
+    delete_response,
+    models,
+    health,
+    ready,
+    metrics,
+]

@@ -8,19 +8,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from understudy.gateway.protocol import WireRequest, validate_chat, validate_completion
+from understudy.gateway.protocol import (
+    WireRequest,
+    validate_chat,
+    validate_completion,
+    validate_responses,
+)
 from understudy.storage.records import RequestRecord
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    name: str  # "chat.completions" or "completions": also the log's endpoint column
+    name: str  # "chat.completions", "completions" or "responses": the log's endpoint column
     path: str  # the teacher path
     validate: Callable[[dict[str, Any]], WireRequest]
 
 
 CHAT = Endpoint("chat.completions", "/chat/completions", validate_chat)
 COMPLETIONS = Endpoint("completions", "/completions", validate_completion)
+RESPONSES = Endpoint("responses", "/responses", validate_responses)
 
 
 @dataclass
@@ -50,3 +56,12 @@ class Call:
     req: WireRequest
     record: RequestRecord
     headers: dict[str, str]  # the response headers gathered so far
+    # Responses: the body the teacher gets when not ``raw`` (a chain expanded), the
+    # conversation as the student reads it, and why the student may not answer, if known early.
+    upstream: bytes | None = None
+    messages: list[dict[str, Any]] | None = None
+    no_student: str | None = None
+
+    @property
+    def teacher_body(self) -> bytes:
+        return self.raw if self.upstream is None else self.upstream

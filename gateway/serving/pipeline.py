@@ -1,4 +1,4 @@
-"""The request pipeline, written once for chat and completions, streaming and not.
+"""The request pipeline, written once for chat, completions and responses, streaming and not.
 
 One request, top to bottom: parse -> validate -> resolve task -> the student path's verdict ->
 the student's answer, or the teacher's -> settle (the student's attempt, then the log row).
@@ -17,6 +17,7 @@ from understudy.gateway.config import GatewayConfig
 from understudy.gateway.errors import UnderstudyError, UpstreamError
 from understudy.gateway.protocol import decode_body
 from understudy.gateway.serving.call import Call, Endpoint, RequestContext
+from understudy.gateway.serving.conversations import Conversations
 from understudy.gateway.serving.ledger import Ledger
 from understudy.gateway.serving.replies import Reply, StreamReply
 from understudy.gateway.serving.shadow import Shadow
@@ -37,8 +38,10 @@ class Pipeline:
         teacher: TeacherPath,
         shadow: Shadow,
         ledger: Ledger,
+        conversations: Conversations | None = None,
     ) -> None:
         self.settings = settings
+        self.conversations = conversations
         self.students = students
         self.teacher = teacher
         self.shadow = shadow
@@ -47,6 +50,11 @@ class Pipeline:
     async def handle(self, endpoint: Endpoint, ctx: RequestContext, raw: bytes) -> Reply:
         """Serve one request; a failure raises an :class:`UnderstudyError` to answer with."""
         call = self._open(endpoint, ctx, raw)
+        if self.conversations is not None and endpoint.name == "responses":
+            try:
+                await self.conversations.prepare(call)
+            except UnderstudyError as exc:
+                raise exc.with_headers(call.headers) from None
         verdict = await self.students.verdict(call) if self.students else NoStudent()
         if isinstance(verdict, NoStudent):
             if verdict.reason is not None:

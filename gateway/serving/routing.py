@@ -8,7 +8,7 @@ itself lives in ``router/``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,14 @@ class TaskRouter:
             settings.drift_confidence,
         )
 
-    def judge(self, answer: StudentAnswer, body: Mapping[str, Any]) -> Judgement:
+    def judge(
+        self,
+        answer: StudentAnswer,
+        body: Mapping[str, Any],
+        tool_calls: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Judgement:
+        """``body``'s ``response_format`` and ``tools`` (chat's shape) and the answer's
+        ``tool_calls``, if it makes any, feed the validity checks."""
         first_alternatives = (
             [alt.logprob for alt in answer.top_logprobs[0]]
             if (answer.top_logprobs and answer.top_logprobs[0])
@@ -68,6 +75,7 @@ class TaskRouter:
             finish_reason=answer.finish_reason,
             response_format=body.get("response_format"),
             tools=body.get("tools"),
+            tool_calls=tool_calls,
         )
         decision = self.router.decide(features)
         return Judgement(decision.serve, decision.confidence, decision.reason, features.to_dict())

@@ -68,7 +68,10 @@ class Shadow:
             self._spawn(self._check(call, attempt))
 
     async def _check(self, call: Call, attempt: Attempt) -> None:
-        body = {k: v for k, v in call.body.items() if k not in ("stream", "stream_options")}
+        sent = call.body if call.upstream is None else msgspec.json.decode(call.upstream)
+        body = {k: v for k, v in sent.items() if k not in ("stream", "stream_options")}
+        if call.endpoint.name == "responses":
+            body["store"] = False  # a comparison, not a response the client may come back to
         slot = attempt.slot
         started = time.perf_counter()
         record = RequestRecord(
@@ -104,8 +107,8 @@ class Shadow:
             record.response_json = result.content.decode("utf-8", "replace")
             record.teacher_model = parsed.get("model")
             usage = parsed.get("usage") or {}
-            record.prompt_tokens = usage.get("prompt_tokens")
-            record.completion_tokens = usage.get("completion_tokens")
+            record.prompt_tokens = usage.get("prompt_tokens", usage.get("input_tokens"))
+            record.completion_tokens = usage.get("completion_tokens", usage.get("output_tokens"))
             record.total_tokens = usage.get("total_tokens")
         self.ledger.shadow_row(record)
         if not isinstance(parsed, dict) or answer_text(parsed) is None:

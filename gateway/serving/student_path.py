@@ -15,18 +15,21 @@ from collections.abc import AsyncGenerator
 import msgspec
 
 from understudy.gateway.config import GatewayConfig
-from understudy.gateway.protocol import ChatCompletionRequest
+from understudy.gateway.protocol import ChatCompletionRequest, ResponsesRequest
+from understudy.gateway.serving import responses_wire
 from understudy.gateway.serving.call import Call
 from understudy.gateway.serving.pool import Slot, StudentPool
 from understudy.gateway.serving.replies import BodyReply, Reply, StreamReply
+from understudy.gateway.serving.routing import Judgement
 from understudy.gateway.serving.student_wire import (
     completion_body,
     completion_events,
+    pieces,
     student_request,
     unsupported_reason,
 )
 from understudy.gateway.serving.verdict import Attempt, Defer, NoStudent, Serve, Verdict
-from understudy.student.base import StudentAnswer, StudentBackend, StudentError
+from understudy.student.base import StudentAnswer, StudentBackend, StudentError, StudentRequest
 
 log = logging.getLogger("understudy.gateway")
 
@@ -42,25 +45,39 @@ class StudentPath:
         backend = self.pool.backend
         if slot is None or slot.mode == "teacher-only" or backend is None:
             return NoStudent()
-        reason = unsupported_reason(call.endpoint.name, call.req, self.settings.student)
+        if isinstance(call.req, ResponsesRequest):
+            reason = call.no_student or responses_wire.unsupported_reason(
+                call.req, self.settings.student
+            )
+            if reason is None and call.messages is None:
+                reason = "input the student cannot read (images, files or tool items)"
+        else:
+            reason = unsupported_reason(call.endpoint.name, call.req, self.settings.student)
         if reason is not None:
             return NoStudent(f"teacher: {reason}")
-        assert isinstance(call.req, ChatCompletionRequest)  # the student serves chat only
-        answer = await self._generate(backend, slot, call.req)
+        answer = await self._generate(backend, slot, self._request(slot, call))
         if isinstance(answer, str):
             return NoStudent(answer)
-        attempt = Attempt(slot, answer, slot.router.judge(answer, call.body))
+        attempt = Attempt(slot, answer, _judge(slot, answer, call))
         if slot.mode == "shadow":
             return Defer(attempt, "shadow", "shadow mode: the teacher serves")
         if attempt.judgement.serve:
             return Serve(attempt)
         return Defer(attempt, "failure", f"deferred: {attempt.judgement.reason}")
 
+    def _request(self, slot: Slot, call: Call) -> StudentRequest:
+        if isinstance(call.req, ResponsesRequest):
+            assert call.messages is not None
+            return responses_wire.student_request(
+                slot.model, call.req, call.messages, self.settings.student
+            )
+        assert isinstance(call.req, ChatCompletionRequest)  # the student serves chat too
+        return student_request(slot.model, call.req, self.settings.student)
+
     async def _generate(
-        self, backend: StudentBackend, slot: Slot, req: ChatCompletionRequest
+        self, backend: StudentBackend, slot: Slot, request: StudentRequest
     ) -> StudentAnswer | str:
         """The student's answer, or why there is none."""
-        request = student_request(slot.model, req, self.settings.student)
         try:
             return await asyncio.wait_for(
                 backend.generate(request), self.settings.student.timeout_s
@@ -68,6 +85,14 @@ class StudentPath:
         except (StudentError, TimeoutError) as exc:
             log.warning("student %s failed: %s", slot.version.id, exc)
             return f"teacher: student failed ({type(exc).__name__}: {exc})"
+
+
+def _judge(slot: Slot, answer: StudentAnswer, call: Call) -> Judgement:
+    if isinstance(call.req, ResponsesRequest):
+        fields = responses_wire.router_fields(call.req)
+        calls = responses_wire.function_calls(answer.text, call.req)
+        return slot.router.judge(answer, fields, tool_calls=calls)
+    return slot.router.judge(answer, call.body)
 
 
 def student_reply(call: Call, attempt: Attempt, *, degraded: bool = False) -> Reply:
@@ -83,6 +108,8 @@ def student_reply(call: Call, attempt: Attempt, *, degraded: bool = False) -> Re
     record.prompt_tokens = answer.prompt_tokens
     record.completion_tokens = answer.completion_tokens
     record.total_tokens = answer.prompt_tokens + answer.completion_tokens
+    if isinstance(call.req, ResponsesRequest):
+        return _response_reply(call, answer, call.req)
     body = msgspec.json.encode(completion_body(answer, call.req.model, version))
     record.response_json = body.decode()
     if call.req.stream:
@@ -92,6 +119,20 @@ def student_reply(call: Call, attempt: Attempt, *, degraded: bool = False) -> Re
         record.ttfb_ms = call.ctx.elapsed_ms()
         return StreamReply(dict(headers), _replay(events))
     return BodyReply(200, dict(headers), body)
+
+
+def _response_reply(call: Call, answer: StudentAnswer, req: ResponsesRequest) -> Reply:
+    """A served Responses answer: the response object the log keeps and ``GET`` returns."""
+    calls = responses_wire.function_calls(answer.text, req)
+    response = responses_wire.response_object(answer, req, calls, responses_wire.new_id("resp"))
+    body = msgspec.json.encode(response)
+    call.record.response_id = response.id
+    call.record.response_json = body.decode()
+    if req.stream:
+        events = responses_wire.response_events(response, pieces(answer))
+        call.record.ttfb_ms = call.ctx.elapsed_ms()
+        return StreamReply(dict(call.headers), _replay(events))
+    return BodyReply(200, dict(call.headers), body)
 
 
 async def _replay(events: list[bytes]) -> AsyncGenerator[bytes, None]:

@@ -19,6 +19,7 @@ from understudy.gateway.errors import DONE_EVENT
 from understudy.gateway.protocol import ChatCompletionRequest, ChatMessage, WireRequest
 from understudy.student.base import StudentAnswer, StudentModel, StudentRequest
 from understudy.student.config import StudentConfig
+from understudy.student.conversation import response_text
 
 
 def unsupported_reason(endpoint: str, req: WireRequest, settings: StudentConfig) -> str | None:
@@ -150,7 +151,7 @@ def completion_events(
         )
         return b"data: " + msgspec.json.encode(chunk) + b"\n\n"
 
-    deltas = [Delta(role="assistant", content="")] + [Delta(content=p) for p in _pieces(answer)]
+    deltas = [Delta(role="assistant", content="")] + [Delta(content=p) for p in pieces(answer)]
     events = [event([ChunkChoice(delta=d)], pending_usage) for d in deltas]
     last = ChunkChoice(delta=Delta(), finish_reason=answer.finish_reason)
     events.append(event([last], pending_usage))
@@ -160,7 +161,7 @@ def completion_events(
     return events
 
 
-def _pieces(answer: StudentAnswer) -> list[str]:
+def pieces(answer: StudentAnswer) -> list[str]:
     """Split the text along its tokens when they add up to it, else in one piece."""
     if answer.tokens and "".join(answer.tokens) == answer.text:
         return [t for t in answer.tokens if t]
@@ -176,7 +177,10 @@ def _usage(answer: StudentAnswer) -> Usage:
 
 
 def answer_text(response: Mapping[str, Any]) -> str | None:
-    """The first choice's text of a teacher answer (chat or completions)."""
+    """The first choice's text of a teacher answer (chat or completions; a Responses answer's
+    text, function calls as JSON)."""
+    if response.get("object") == "response":
+        return response_text(response)
     choices = response.get("choices") or []
     if not choices:
         return None

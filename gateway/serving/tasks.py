@@ -1,8 +1,9 @@
 """Task identity: which task a request belongs to.
 
 In order: the ``X-Understudy-Task`` header; a configured route for the requested ``model``;
-a fingerprint of the prompt's fixed part (the system/developer messages of a chat, or the
-first line of a completion prompt), so a drop-in user gets per-task logs without changing code.
+a fingerprint of the prompt's fixed part (the system/developer messages of a chat, a Responses
+request's ``instructions`` and system/developer input items, or the first line of a completion
+prompt), so a drop-in user gets per-task logs without changing code.
 Numbers in the fixed part are masked so templated prompts ("Today is 2026-11-22") keep one task.
 """
 
@@ -52,7 +53,7 @@ def fingerprint_task(body: Mapping[str, Any], endpoint: str) -> str:
         offered = body.get("tools")
         tools = offered if isinstance(offered, list) else []
         names = sorted(
-            str((t.get("function") or {}).get("name", "")) for t in tools if isinstance(t, dict)
+            str((t.get("function") or t).get("name", "")) for t in tools if isinstance(t, dict)
         )
         normal = f"model:{body.get('model')}|tools:{','.join(names)}"
     digest = hashlib.sha256(normal.encode()).hexdigest()[:6]
@@ -68,7 +69,13 @@ def _fixed_part(body: Mapping[str, Any], endpoint: str) -> str:
             prompt = prompt[0]
         return prompt.split("\n", 1)[0] if isinstance(prompt, str) else ""
     parts: list[str] = []
-    for message in body.get("messages") or []:
+    messages = body.get("messages") or []
+    if endpoint == "responses":
+        instructions = body.get("instructions")
+        parts += [instructions] if isinstance(instructions, str) and instructions else []
+        given = body.get("input")
+        messages = given if isinstance(given, list) else []
+    for message in messages:
         if isinstance(message, Mapping) and message.get("role") in ("system", "developer"):
             parts.append(_text(message.get("content")))
     return "\n".join(parts)

@@ -15,12 +15,24 @@ from typing import Any
 import httpx
 import msgspec
 
-from understudy.gateway.errors import UpstreamError, UpstreamTimeoutError, stream_error_events
+from understudy.gateway.errors import (
+    UnderstudyError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    responses_error_event,
+    stream_error_events,
+)
 from understudy.gateway.serving.call import Call
 from understudy.gateway.serving.ledger import Ledger
 from understudy.gateway.serving.replies import BodyReply, Reply, StreamReply
 from understudy.gateway.teacher.client import TeacherClient, TeacherResponse, TeacherStream
-from understudy.gateway.teacher.sse import EventSplitter, StreamAssembler, event_data
+from understudy.gateway.teacher.sse import (
+    EventSplitter,
+    ResponsesAssembler,
+    StreamAssembler,
+    assembler_for,
+    event_data,
+)
 from understudy.storage.records import (
     STATUS_CUT,
     STATUS_ERROR,
@@ -64,7 +76,7 @@ class TeacherPath:
         teacher_started = time.perf_counter()
         answer = await self.teacher.post(
             call.endpoint.path,
-            call.raw,
+            call.teacher_body,
             authorization=ctx.authorization,
             extra=ctx.forward_headers,
         )
@@ -86,14 +98,17 @@ class TeacherPath:
         ctx, body, headers = call.ctx, call.body, call.headers
         options = body.get("stream_options") or {}
         client_wants_usage = bool(options.get("include_usage"))
-        upstream_body = body
-        if not client_wants_usage:
+        upstream = call.teacher_body
+        if call.endpoint.name == "responses":
+            client_wants_usage = True  # the last event carries usage in this API
+        elif not client_wants_usage:
             # Ask for usage so the log has token counts; the client does not see that chunk.
             upstream_body = {**body, "stream_options": {**options, "include_usage": True}}
+            upstream = msgspec.json.encode(upstream_body)
         teacher_started = time.perf_counter()
         opened = await self.teacher.open_stream(
             call.endpoint.path,
-            msgspec.json.encode(upstream_body),
+            upstream,
             authorization=ctx.authorization,
             extra=ctx.forward_headers,
         )
@@ -112,7 +127,7 @@ class TeacherPath:
     ) -> AsyncGenerator[bytes, None]:
         ctx, record = call.ctx, call.record
         splitter = EventSplitter()
-        assembler = StreamAssembler(call.endpoint.name)
+        assembler = assembler_for(call.endpoint.name)
         error = None
         relay_started = time.perf_counter()
         try:
@@ -133,9 +148,9 @@ class TeacherPath:
                 outcome.error = _message(assembler.error) if assembler.error else None
             else:
                 outcome.status = STATUS_CUT
-                outcome.error = error = error or "the teacher's stream ended without [DONE]"
+                outcome.error = error = error or "the teacher's stream ended before its end"
                 cut = (UpstreamTimeoutError if "Timeout" in error else UpstreamError)(error)
-                for event in stream_error_events(cut):
+                for event in _stream_end(cut, assembler):
                     yield event
         finally:
             await stream.aclose()
@@ -148,7 +163,18 @@ class TeacherPath:
                 outcome.answer = result
 
 
-def _keep_event(event: bytes, assembler: StreamAssembler, hide_usage: bool) -> bool:
+def _stream_end(
+    error: UnderstudyError, assembler: StreamAssembler | ResponsesAssembler
+) -> tuple[bytes, ...]:
+    """The events that end a stream the teacher broke off, in its API's way."""
+    if isinstance(assembler, ResponsesAssembler):
+        return (responses_error_event(error, assembler.sequence_number + 1),)
+    return stream_error_events(error)
+
+
+def _keep_event(
+    event: bytes, assembler: StreamAssembler | ResponsesAssembler, hide_usage: bool
+) -> bool:
     payload = event_data(event)
     if payload is None:
         return True
@@ -177,9 +203,13 @@ def _fill_from_response(
 ) -> None:
     record.teacher_model = response.get("model") or record.teacher_model
     usage = usage if usage is not None else response.get("usage")
+    if response.get("object") == "response" and isinstance(response.get("id"), str):
+        record.response_id = response["id"]
     if isinstance(usage, Mapping):
-        record.prompt_tokens = usage.get("prompt_tokens")
-        record.completion_tokens = usage.get("completion_tokens")
+        # Chat's names, or the Responses API's (input_tokens includes cached tokens and
+        # output_tokens reasoning tokens, as prompt and completion tokens do in chat).
+        record.prompt_tokens = usage.get("prompt_tokens", usage.get("input_tokens"))
+        record.completion_tokens = usage.get("completion_tokens", usage.get("output_tokens"))
         record.total_tokens = usage.get("total_tokens")
 
 

@@ -145,6 +145,23 @@ class TeacherClient:
             self.base_url + path, headers=headers, timeout=timeout_s or httpx.USE_CLIENT_DEFAULT
         )
 
+    async def send(
+        self, method: str, target: str, *, authorization: str | None, extra: Mapping[str, str]
+    ) -> TeacherResponse:
+        """A call without a body (GET, DELETE) to ``target`` (path and query), read whole;
+        retried like :meth:`post`."""
+        headers = self._headers(authorization, extra)
+        headers.pop("content-type")
+        url = self.base_url + target
+
+        async def once() -> httpx.Response:
+            return await self._client.request(method, url, headers=headers)
+
+        response, attempts = await self._with_retries(once)
+        return TeacherResponse(
+            response.status_code, passed_headers(response.headers), response.content, attempts
+        )
+
     async def relay(
         self,
         method: str,

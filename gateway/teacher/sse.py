@@ -1,5 +1,6 @@
 """Server-sent events: split a byte stream into events as they arrive, and rebuild the full
-response object from the chunks so a streamed answer is logged like a non-streamed one."""
+response object from the chunks so a streamed answer is logged like a non-streamed one (chat
+and completions chunks; the Responses API's typed events)."""
 
 from __future__ import annotations
 
@@ -119,6 +120,67 @@ class StreamAssembler:
         if self.usage is not None:
             out["usage"] = self.usage
         return out
+
+
+TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+
+
+class ResponsesAssembler:
+    """The Responses API's typed events: the terminal one (``response.completed``,
+    ``response.incomplete`` or ``response.failed``) carries the whole response; until it
+    arrives the output items are kept as they finish, so a cut stream logs what it had."""
+
+    def __init__(self) -> None:
+        self.response: dict[str, Any] = {}
+        self.items: dict[int, dict[str, Any]] = {}
+        self.error: dict[str, Any] | None = None
+        self.done = False
+        self.chunks = 0
+        self.sequence_number = -1
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        usage = self.response.get("usage")
+        return usage if isinstance(usage, dict) else None
+
+    def add(self, payload: bytes) -> dict[str, Any] | None:
+        """Take one event's data; return it parsed (None for garbage)."""
+        try:
+            event = msgspec.json.decode(payload)
+        except msgspec.DecodeError:
+            return None
+        if not isinstance(event, dict):
+            return None
+        self.chunks += 1
+        number = event.get("sequence_number")
+        if isinstance(number, int):
+            self.sequence_number = max(self.sequence_number, number)
+        kind = event.get("type")
+        response = event.get("response")
+        if isinstance(response, dict):
+            self.response = response
+        if kind in TERMINAL_EVENTS:
+            self.done = True
+            if kind == "response.failed":
+                error = self.response.get("error")
+                self.error = error if isinstance(error, dict) else {"message": "response failed"}
+        elif kind == "response.output_item.done" and isinstance(event.get("item"), dict):
+            self.items[int(event.get("output_index") or 0)] = event["item"]
+        elif kind == "error":
+            self.error = {k: event.get(k) for k in ("message", "code", "param")}
+            self.done = True
+        return event
+
+    def result(self) -> dict[str, Any]:
+        out = dict(self.response)
+        if not self.done or not out.get("output"):
+            out["output"] = [self.items[i] for i in sorted(self.items)] or out.get("output", [])
+        return out
+
+
+def assembler_for(endpoint: str) -> StreamAssembler | ResponsesAssembler:
+    """The assembler of ``endpoint``'s stream."""
+    return ResponsesAssembler() if endpoint == "responses" else StreamAssembler(endpoint)
 
 
 def _merge_tool_call(message: dict[str, Any], call: dict[str, Any]) -> None:
