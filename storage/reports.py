@@ -35,6 +35,7 @@ _SUMS = """
     coalesce(sum(avoided_cost_usd), 0.0) as avoided_usd,
     coalesce(sum(student_cost_usd), 0.0) as student_cost_usd,
     coalesce(sum(saved_usd), 0.0) as saved_usd,
+    coalesce(sum(cost_estimated), 0) as estimated,
     min(created_at) as first_at,
     max(created_at) as last_at
 """
@@ -144,6 +145,20 @@ def token_ratio_sums(db: sqlite_utils.Database, since: float) -> dict[str, dict[
         f" sum(sc) as sc from ({pairs}) where tp is not null and sp is not null"
         f" and tc is not null and sc is not null group by task",
         {"since": since},
+    )
+    return {r["task"]: r for r in rows}
+
+
+def teacher_token_means(db: sqlite_utils.Database, since: float) -> dict[str, dict[str, Any]]:
+    """Per task, the mean prompt and completion tokens of its teacher answers since ``since``
+    (served or shadow): what a student answer of the task is worth before its token ratio is
+    learned."""
+    rows = db.query(
+        "select task, count(*) as answers, avg(prompt_tokens) as prompt,"
+        " avg(completion_tokens) as completion from requests"
+        " where created_at >= ? and served_by in ('teacher', 'shadow') and status = 'ok'"
+        " and prompt_tokens is not null and completion_tokens is not null group by task",
+        [since],
     )
     return {r["task"]: r for r in rows}
 

@@ -26,6 +26,7 @@ CSV_COLUMNS = (
     "avoided_usd",
     "student_cost_usd",
     "saved_usd",
+    "estimated",
     "agreement",
 )
 
@@ -82,13 +83,22 @@ def _csv_row(group: str, key: str, values: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _estimate_note(estimated: int) -> str:
+    if not estimated:
+        return ""
+    return (
+        f"   (estimate: {fmt.count(estimated)} student answers valued before the token ratio"
+        " was learned)"
+    )
+
+
 def render_table(s: Summary, window_s: float) -> str:
     lines = [
         f"Understudy report: last {fmt.duration(window_s)} "
         f"({fmt.utc(s.since)} to {fmt.utc(s.until)} UTC)",
         "",
         f"  saved             {fmt.usd(s.saved_usd):>12}   "
-        f"projected {fmt.usd(s.projected_monthly_usd)} / month",
+        f"projected {fmt.usd(s.projected_monthly_usd)} / month{_estimate_note(s.estimated)}",
         f"  coverage          {fmt.pct(s.coverage):>12}   "
         f"{fmt.count(s.student)} of {fmt.count(s.requests)} requests served by the student",
         f"  live agreement    {fmt.pct(s.agreement):>12}   target {fmt.pct(s.quality_target)}"

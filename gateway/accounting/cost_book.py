@@ -16,7 +16,11 @@ from understudy.gateway.accounting import prices as costs
 from understudy.gateway.config import CostConfig
 from understudy.storage.database import Store
 from understudy.storage.records import RequestRecord
-from understudy.storage.reports import latest_teacher_models, token_ratio_sums
+from understudy.storage.reports import (
+    latest_teacher_models,
+    teacher_token_means,
+    token_ratio_sums,
+)
 
 log = logging.getLogger("understudy.costs")
 
@@ -32,6 +36,7 @@ class CostBook:
         )
         self.ratios: dict[str, costs.TokenRatio] = {}
         self.teacher_models: dict[str, str] = {}
+        self.teacher_means: dict[str, tuple[float, float]] = {}
 
     def price(self, model: str | None) -> costs.Price | None:
         return costs.find_price(self.prices, model)
@@ -55,13 +60,7 @@ class CostBook:
         prompt, completion = record.prompt_tokens or 0, record.completion_tokens or 0
         student_cost = record.student_cost_usd or 0.0
         if record.served_by == "student":
-            cost = costs.student_served(
-                self.price(self.valued_model(record)),
-                prompt,
-                completion,
-                self.ratio(record.task),
-                student_cost,
-            )
+            cost = self._student_served(record, prompt, completion, student_cost)
         else:
             teacher_model = record.teacher_model or record.requested_model
             if record.teacher_model:
@@ -75,7 +74,19 @@ class CostBook:
         record.student_cost_usd = cost.student_cost
         record.avoided_cost_usd = cost.avoided
         record.saved_usd = cost.saved
+        record.cost_estimated = 1 if cost.estimated else None
         return cost
+
+    def _student_served(
+        self, record: RequestRecord, prompt: int, completion: int, student_cost: float
+    ) -> costs.RequestCost:
+        """Valued with the learned token ratio, or conservatively (an estimate) until then."""
+        price = self.price(self.valued_model(record))
+        ratio = self.ratio(record.task)
+        if ratio.pairs > 0:
+            return costs.student_served(price, prompt, completion, ratio, student_cost)
+        mean = self.teacher_means.get(record.task)
+        return costs.student_served_estimate(price, prompt, completion, mean, student_cost)
 
     # -- learning from the log -----------------------------------------------------------
 
@@ -88,11 +99,13 @@ class CostBook:
             since = time.time() - RATIO_WINDOW_S
             sums = token_ratio_sums(db, since)
             models = latest_teacher_models(db, since)
+            means = teacher_token_means(db, since)
         self.ratios = {
             task: costs.TokenRatio.from_sums(r["tp"], r["tc"], r["sp"], r["sc"], r["pairs"])
             for task, r in sums.items()
         }
         self.teacher_models = {**models, **self.teacher_models}
+        self.teacher_means = {t: (r["prompt"], r["completion"]) for t, r in means.items()}
 
     async def keep_fresh(self, db_path: Path) -> None:
         """Refresh every ``ratio_refresh_s`` until cancelled."""

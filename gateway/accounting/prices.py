@@ -137,6 +137,8 @@ class RequestCost:
     student_cost: float = 0.0
     avoided: float = 0.0
     saved: float = 0.0
+    estimated: bool = False
+    """``avoided`` is an estimate: valued before the task's token ratio was learned."""
 
 
 def teacher_served(
@@ -154,6 +156,28 @@ def student_served(
     """A request the student answered: the teacher cost avoided, less the student's cost."""
     avoided = price.cost(prompt * ratio.prompt, completion * ratio.completion) if price else 0.0
     return RequestCost(student_cost=student_cost, avoided=avoided, saved=avoided - student_cost)
+
+
+def student_served_estimate(
+    price: Price | None,
+    prompt: int,
+    completion: int,
+    teacher_mean: tuple[float, float] | None,
+    student_cost: float,
+) -> RequestCost:
+    """A request the student answered before its task's token ratio is known, valued
+    conservatively: each side's tokens at most the mean of the task's logged teacher answers
+    (``teacher_mean``: prompt, completion), since the student's own counts (another tokenizer)
+    can be several times the teacher's. Marked as an estimate."""
+    if teacher_mean is not None:
+        prompt_tokens = min(float(prompt), teacher_mean[0])
+        completion_tokens = min(float(completion), teacher_mean[1])
+    else:
+        prompt_tokens, completion_tokens = float(prompt), float(completion)
+    avoided = price.cost(prompt_tokens, completion_tokens) if price else 0.0
+    return RequestCost(
+        student_cost=student_cost, avoided=avoided, saved=avoided - student_cost, estimated=True
+    )
 
 
 def shadow_call(price: Price | None, prompt: int, completion: int) -> RequestCost:

@@ -47,6 +47,8 @@ class TaskSummary:
     quality_target: float
     mode: str
     champion: str | None
+    estimated: int = 0
+    """Student answers whose saving is an estimate (valued before the token ratio was known)."""
 
 
 @dataclass
@@ -74,6 +76,8 @@ class Summary:
     passthrough: list[dict[str, Any]] = field(default_factory=list)
     """Relayed calls (embeddings, files, audio, ...) per endpoint family: calls, failures,
     bytes each way, tokens and teacher spend. Not in the numbers above."""
+    estimated: int = 0
+    """Student answers whose saving is an estimate (valued before the token ratio was known)."""
 
 
 def summarize(
@@ -119,6 +123,7 @@ def summarize(
         by_day=reports.cost_by(db, "day", since, until),
         by_key=reports.cost_by(db, "api_key", since, until),
         passthrough=reports.passthrough_by_endpoint(db, since, until),
+        estimated=totals["estimated"],
     )
 
 
@@ -175,6 +180,7 @@ def _task(
         quality_target=target,
         mode=state.mode if state is not None else "teacher-only",
         champion=state.champion_id if state is not None else None,
+        estimated=row["estimated"],
     )
 
 

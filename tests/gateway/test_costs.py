@@ -215,3 +215,64 @@ def _attempt(request_id: str, kind: str, at: float, prompt: int, completion: int
         "prompt_tokens": prompt,
         "completion_tokens": completion,
     }
+
+
+def test_before_the_token_ratio_is_learned_a_student_answer_is_a_conservative_estimate(tmp_path):
+    """Right after a promotion no (student, teacher) pair exists yet: the student's own token
+    counts (a small tokenizer: several times the teacher's) must not be valued at ratio 1."""
+    from understudy.report import render_table
+
+    db = open_database(tmp_path / "u.db")
+    book = CostBook(CostConfig())
+    now = time.time()
+    teacher = [
+        _row(
+            "t",
+            "teacher",
+            now - 100 + i,
+            teacher_model="gpt-4o",
+            prompt_tokens=p,
+            completion_tokens=c,
+        )
+        for i, (p, c) in enumerate([(900, 80), (1100, 120)])
+    ]
+    for record in teacher:
+        book.fill(record)
+    db["requests"].insert_all([r.as_row() for r in teacher])
+    book.refresh(tmp_path / "u.db")
+
+    student = _row("t", "student", now - 10, prompt_tokens=5500, completion_tokens=400)
+    book.fill(student)
+    # At most the task's mean teacher answer: 1000 prompt and 100 completion tokens, not the
+    # student's 5500 and 400 (which would be 0.01775).
+    assert student.avoided_cost_usd == pytest.approx((1000 * 2.5 + 100 * 10) / 1e6)
+    assert student.cost_estimated == 1
+    small = _row("t", "student", now - 9, prompt_tokens=500, completion_tokens=20)
+    book.fill(small)  # fewer tokens than the mean: its own count, the smaller
+    assert small.avoided_cost_usd == pytest.approx((500 * 2.5 + 20 * 10) / 1e6)
+    db["requests"].insert_all([student.as_row(), small.as_row()])
+
+    summary = summarize(db, window_s=3600, quality_target=0.97, student_free=True, now=now)
+    assert summary.estimated == 2 and summary.tasks[0].estimated == 2
+    assert "(estimate: 2 student answers valued before the token ratio was learned)" in (
+        render_table(summary, 3600)
+    )
+    page = _dashboard(tmp_path / "u.db", now)
+    assert "Saved (estimate)" in page
+    assert "estimate: 2 student answers valued before the token ratio was learned" in page
+
+    db["student_attempts"].insert_all([_attempt(teacher[1].id, "failure", now - 99, 4400, 240)])
+    book.refresh(tmp_path / "u.db")  # a pair: the ratio is known
+    learned = _row("t", "student", now - 5, prompt_tokens=4400, completion_tokens=240)
+    book.fill(learned)
+    assert learned.cost_estimated is None
+    assert learned.avoided_cost_usd == pytest.approx((1100 * 2.5 + 120 * 10) / 1e6)
+
+
+def _dashboard(db_path, now: float) -> str:
+    from understudy.gateway.api.dashboard.data import gather
+    from understudy.gateway.api.dashboard.page import render_page
+    from understudy.storage.database import Store
+
+    data = gather(Store(db_path), load_settings(env={}), 3600, now=now)
+    return render_page(data, window="1h", admin=False, nonce="n")

@@ -122,13 +122,19 @@ def _tiles(data: DashboardData) -> str:
             f"{verdict} {fmt.pct(target)} · {fmt.count(s.compared)} shadow comparisons on {where}"
         )
     saved_cls = "good" if s.saved_usd > 0 else ("bad" if s.saved_usd < 0 else "")
+    estimate = (
+        f" · estimate: {fmt.count(s.estimated)} student answers valued before the token ratio"
+        " was learned"
+        if s.estimated
+        else ""
+    )
     tiles = [
         (
-            "Saved",
+            "Saved (estimate)" if s.estimated else "Saved",
             fmt.usd(s.saved_usd),
             saved_cls,
             f"avoided {fmt.usd(s.avoided_usd)} - student {fmt.usd(s.student_cost_usd)}"
-            f" - shadow {fmt.usd(s.shadow_spend_usd)}",
+            f" - shadow {fmt.usd(s.shadow_spend_usd)}{estimate}",
             "saved",
         ),
         (
