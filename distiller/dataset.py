@@ -1,17 +1,19 @@
 """Step 1: the training and held-out sets of one task, built from the request log.
 
-Teacher answers (served and shadow) are read in time order; errored, cut, truncated, empty,
-tool-calling and (for JSON tasks) unparsable answers are filtered out; feedback is applied (a
-correction replaces the answer, a negative score drops the example); secrets and configured
-PII are scrubbed; exact and near-duplicate prompts are removed (the newest copy is kept); the
-newest slice becomes the held-out set. Failure cases carry ``weight = failure_weight``.
+Teacher answers (served and shadow; chat, completions and Responses API exchanges alike, a
+Responses chain expanded into its whole conversation) are read in time order; errored, cut,
+truncated, empty, tool-calling and (for JSON tasks) unparsable answers are filtered out;
+feedback is applied (a correction replaces the answer, a negative score drops the example);
+secrets and configured PII are scrubbed; exact and near-duplicate prompts are removed (the
+newest copy is kept); the newest slice becomes the held-out set. Failure cases carry
+``weight = failure_weight``.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,6 +23,13 @@ from understudy.distiller.config import DatasetConfig
 from understudy.distiller.dedupe import near_duplicates, normalise
 from understudy.distiller.scrub import Scrubber
 from understudy.storage.distill_queries import failure_request_ids, iter_log_rows, latest_feedback
+from understudy.storage.responses import find_response
+from understudy.student.conversation import (
+    Turn,
+    exchange_answer,
+    exchange_messages,
+    requested_format,
+)
 
 
 @dataclass
@@ -87,7 +96,7 @@ def build_dataset(
     feedback = latest_feedback(db, task)
     rows = list(iter_log_rows(db, task, limit=config.max_examples))
     stats["log_rows"] = len(rows)
-    examples = list(_examples(rows, failures, feedback, config, stats))
+    examples = list(_examples(rows, failures, feedback, config, stats, log_turns(db)))
     if kind == "auto":
         kind = infer_kind(examples)
     if kind == "json":
@@ -147,6 +156,7 @@ def _examples(
     feedback: dict[str, dict[str, Any]],
     config: DatasetConfig,
     stats: Counter[str],
+    turns: Callable[[str], Turn | None],
 ) -> Iterable[Example]:
     scrubber = Scrubber.build(
         secrets=config.scrub_secrets, pii=config.scrub_pii, extra=config.pii_patterns
@@ -161,7 +171,7 @@ def _examples(
         if row["served_by"] == "student" and not correction:
             continue  # no teacher answer on this row (its shadow row has it, if any)
         request = _loads(row["request_json"])
-        prompt = _prompt(row["endpoint"], request)
+        prompt = _prompt(row["endpoint"], request, turns)
         if prompt is None:
             stats["dropped_unsupported_prompt"] += 1
             continue
@@ -185,7 +195,7 @@ def _examples(
             answer=answer.strip(),
             source="correction" if correction else row["served_by"],
             failure=row["id"] in failures or (origin in failures if origin else False),
-            response_format=request.get("response_format") if request else None,
+            response_format=_response_format(row["endpoint"], request),
             **prompt,
         )
         if scrubber:
@@ -209,9 +219,40 @@ def _loads(text: str | None) -> Any:
         return None
 
 
-def _prompt(endpoint: str, request: Any) -> dict[str, Any] | None:
+def log_turns(db: sqlite_utils.Database) -> Callable[[str], Turn | None]:
+    """Responses the log holds, by id, as turns of a conversation (a chain's links)."""
+
+    def lookup(response_id: str) -> Turn | None:
+        row = find_response(db, response_id)
+        if row is None:
+            return None
+        response = _loads(row["response_json"])
+        request = _loads(row["request_json"])
+        if not isinstance(request, dict) or not isinstance(response, dict):
+            return None
+        return Turn(response_id, request, response, row["served_by"])
+
+    return lookup
+
+
+def _response_format(endpoint: str, request: Any) -> dict[str, Any] | None:
     if not isinstance(request, dict):
         return None
+    if endpoint == "responses":
+        return requested_format(request)
+    return request.get("response_format")
+
+
+def _prompt(
+    endpoint: str, request: Any, turns: Callable[[str], Turn | None]
+) -> dict[str, Any] | None:
+    if not isinstance(request, dict):
+        return None
+    if endpoint == "responses":
+        chat = exchange_messages(request, turns)
+        if chat is None or any(m.get("tool_calls") or m["role"] == "tool" for m in chat):
+            return None  # as for chat: a conversation with tool calls is not learned from
+        return {"messages": chat} if chat else None
     if endpoint == "completions":
         prompt = request.get("prompt")
         return {"prompt": prompt} if isinstance(prompt, str) and prompt else None
@@ -235,6 +276,10 @@ def _text_content(content: Any) -> str | None:
 
 
 def _answer(endpoint: str, response: Any) -> tuple[str | None, str | None]:
+    if endpoint == "responses":
+        return (
+            exchange_answer(response) if isinstance(response, dict) else (None, "dropped_no_answer")
+        )
     choices = response.get("choices") if isinstance(response, dict) else None
     if not choices or not isinstance(choices[0], dict):
         return None, "dropped_no_answer"

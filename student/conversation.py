@@ -156,3 +156,90 @@ def walk_chain(
         previous = turn.request.get("previous_response_id")
         current = previous if isinstance(previous, str) and previous else None
     return Chain(turns[::-1], current)
+
+
+def exchange_messages(
+    request: Mapping[str, Any], lookup: Callable[[str], Turn | None]
+) -> list[dict[str, Any]] | None:
+    """The chat messages a logged Responses request stands for, its chain expanded through
+    ``lookup``; None when part of the chain is not logged or cannot be read as chat."""
+    chain = walk_chain(_previous(request), lookup)
+    if chain.rest is not None:
+        return None
+    items = chain.items() + input_items(request.get("input"))
+    return chat_messages(request.get("instructions"), items)
+
+
+def _previous(request: Mapping[str, Any]) -> str | None:
+    previous = request.get("previous_response_id")
+    return previous if isinstance(previous, str) and previous else None
+
+
+def exchange_answer(response: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """A Responses answer's text, or why it teaches nothing (the distiller's reasons, as for
+    chat: truncated, a tool call, a refusal, no answer)."""
+    if response.get("status") == "incomplete":
+        return None, "dropped_truncated"
+    if has_function_calls(response):
+        return None, "dropped_tool_call"
+    for item in output_items(response):
+        for part in item.get("content") or [] if item.get("type") == "message" else []:
+            if isinstance(part, Mapping) and part.get("type") == "refusal":
+                return None, "dropped_refusal"
+    text = response_text(response)
+    return (text, None) if text is not None else (None, "dropped_no_answer")
+
+
+def chat_tools(tools: Any) -> list[dict[str, Any]]:
+    """A Responses request's function tools in chat's shape."""
+    out = []
+    for tool in tools or []:
+        if isinstance(tool, Mapping) and tool.get("type") == "function":
+            keys = ("name", "description", "parameters", "strict")
+            function = {k: tool[k] for k in keys if tool.get(k) is not None}
+            out.append({"type": "function", "function": function})
+    return out
+
+
+def fine_tuning_example(
+    request: Mapping[str, Any],
+    response: Mapping[str, Any],
+    lookup: Callable[[str], Turn | None],
+) -> dict[str, Any] | None:
+    """A logged Responses exchange in the chat fine-tuning format (``messages``, the answer
+    last; ``tools``); None when it cannot be read as chat."""
+    messages = exchange_messages(request, lookup)
+    if messages is None:
+        return None
+    calls = [i for i in output_items(response) if i.get("type") == "function_call"]
+    if calls:
+        answer = chat_messages(None, calls)
+        if not answer:
+            return None
+        messages += answer
+    else:
+        text = response_text(response)
+        if text is None:
+            return None
+        messages.append({"role": "assistant", "content": text})
+    example: dict[str, Any] = {"messages": messages}
+    tools = chat_tools(request.get("tools"))
+    if tools:
+        example["tools"] = tools
+    if request.get("parallel_tool_calls") is not None:
+        example["parallel_tool_calls"] = request["parallel_tool_calls"]
+    return example
+
+
+def requested_format(request: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A Responses request's ``text.format`` as chat's ``response_format`` (None for text)."""
+    text = request.get("text")
+    fmt = text.get("format") if isinstance(text, Mapping) else None
+    if not isinstance(fmt, Mapping):
+        return None
+    if fmt.get("type") == "json_schema":
+        spec = {k: v for k, v in fmt.items() if k != "type"}
+        return {"type": "json_schema", "json_schema": spec}
+    if fmt.get("type") == "json_object":
+        return {"type": "json_object"}
+    return None

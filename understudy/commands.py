@@ -5,14 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from understudy.distiller.dataset import log_turns
 from understudy.settings import Settings
 from understudy.storage.database import Store
 from understudy.storage.queries import iter_teacher_pairs, list_tasks
 from understudy.storage.registry import set_mode
+from understudy.student.conversation import Turn, fine_tuning_example
 from understudy.student.tiny import build_tiny_model
 
 
@@ -95,18 +97,26 @@ def export(settings: Settings, *, task: str, fmt: str = "jsonl", output: str | N
         _store(settings).read() as db,
         Path(output).open("w", encoding="utf-8") if output else _stdout() as target,
     ):
-        for example in training_examples(iter_teacher_pairs(db, task)):
+        for example in training_examples(iter_teacher_pairs(db, task), log_turns(db)):
             target.write(json.dumps(example, ensure_ascii=False) + "\n")
             count += 1
     print(f"exported {count} examples of task {task!r}", file=sys.stderr)
     return 0
 
 
-def training_examples(pairs: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def training_examples(
+    pairs: Iterator[dict[str, Any]], turns: Callable[[str], Turn | None] = lambda _: None
+) -> Iterator[dict[str, Any]]:
     """Logged pairs in OpenAI fine-tuning format: chat ``messages`` (+ ``tools``), or
-    ``prompt``/``completion`` for the legacy completions endpoint."""
+    ``prompt``/``completion`` for the legacy completions endpoint. A Responses API exchange is
+    written as chat, its ``previous_response_id`` chain expanded through ``turns``."""
     for pair in pairs:
         request, response = pair["request"], pair["response"]
+        if pair["endpoint"] == "responses":
+            example = fine_tuning_example(request, response, turns)
+            if example is not None:
+                yield example
+            continue
         choices = response.get("choices") or []
         if not choices:
             continue

@@ -20,6 +20,7 @@ import msgspec
 from understudy.gateway.protocol import ResponsesRequest
 from understudy.student.base import StudentAnswer, StudentModel, StudentRequest
 from understudy.student.config import StudentConfig
+from understudy.student.conversation import chat_tools, requested_format
 
 BUILT_IN_TOOLS = "built-in tools (web or file search, code interpreter, computer use, MCP, ...)"
 
@@ -65,25 +66,16 @@ def student_request(
 
 
 def router_fields(req: ResponsesRequest) -> dict[str, Any]:
-    """The request's output format and tools in chat's shape, which the router's validity
-    checks read (``response_format``, ``tools``)."""
+    """The request's output format and function tools in chat's shape, which the router's
+    validity checks read (``response_format``, ``tools``)."""
+    request = {"text": req.text, "tools": req.tools}
     fields: dict[str, Any] = {}
-    fmt = (req.text or {}).get("format")
-    if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
-        spec = {k: v for k, v in fmt.items() if k != "type"}
-        fields["response_format"] = {"type": "json_schema", "json_schema": spec}
-    elif isinstance(fmt, Mapping) and fmt.get("type") == "json_object":
-        fields["response_format"] = {"type": "json_object"}
-    tools = req.tools or []
-    functions = [t for t in tools if isinstance(t, Mapping) and t.get("type") == "function"]
-    if functions:
-        fields["tools"] = [
-            {
-                "type": "function",
-                "function": {k: v for k, v in t.items() if k in ("name", "parameters")},
-            }
-            for t in functions
-        ]
+    response_format = requested_format(request)
+    if response_format is not None:
+        fields["response_format"] = response_format
+    tools = chat_tools(req.tools)
+    if tools:
+        fields["tools"] = tools
     return fields
 
 

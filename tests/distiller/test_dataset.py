@@ -1,6 +1,12 @@
 import json
 
-from tests.distiller.conftest import chat_response, log_attempt, log_exchange, log_feedback
+from tests.distiller.conftest import (
+    SYSTEM,
+    chat_response,
+    log_attempt,
+    log_exchange,
+    log_feedback,
+)
 from understudy.distiller.config import DatasetConfig
 from understudy.distiller.dataset import build_dataset, infer_kind, split_by_time
 
@@ -209,3 +215,74 @@ def test_kind_is_inferred_from_the_answers(db):
     assert build_dataset(db, "prose", CONFIG).kind == "text"
     assert build_dataset(db, "json", CONFIG).kind == "json"
     assert infer_kind([]) == "text"
+
+
+def log_response(db, task, at, request, response_id, text, **response):
+    """Write one Responses API row as the gateway logs it."""
+    body = {
+        "id": response_id,
+        "object": "response",
+        "status": "completed",
+        "output": [
+            {
+                "id": f"msg_{response_id}",
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ],
+        **response,
+    }
+    request_id = log_exchange(
+        db, task, "", None, at=at, response_json=json.dumps(body), system=None
+    )
+    with db.conn:
+        db["requests"].update(
+            request_id,
+            {
+                "endpoint": "responses",
+                "request_json": json.dumps({"model": "gpt-4o-mini", **request}),
+                "response_id": response_id,
+                "stored": 1,
+            },
+        )
+    return request_id
+
+
+def test_responses_exchanges_are_examples_like_chat_ones_and_chains_are_expanded(db):
+    log_exchange(db, "mixed", "card arrived?", "delivery", at=1)
+    log_response(db, "mixed", 2, {"instructions": SYSTEM, "input": "pin change"}, "resp_a", "pin")
+    log_response(
+        db,
+        "mixed",
+        3,
+        {
+            "input": [{"role": "user", "content": [{"type": "input_text", "text": "and atm?"}]}],
+            "previous_response_id": "resp_a",
+            "instructions": SYSTEM,
+        },
+        "resp_b",
+        "atm",
+    )
+    log_response(
+        db, "mixed", 4, {"input": "cut", "instructions": SYSTEM}, "resp_c", "x", status="incomplete"
+    )
+    log_response(
+        db, "mixed", 5, {"input": "lost?", "previous_response_id": "resp_gone"}, "resp_d", "lost"
+    )
+    config = DatasetConfig(eval_fraction=0.0, eval_min=0, near_duplicate_threshold=1.0)
+    dataset = build_dataset(db, "mixed", config)
+    examples = dataset.train + dataset.eval
+    assert [ex.messages for ex in examples] == [
+        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "card arrived?"}],
+        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "pin change"}],
+        [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": "pin change"},
+            {"role": "assistant", "content": "pin"},
+            {"role": "user", "content": "and atm?"},
+        ],
+    ]
+    assert [ex.answer for ex in examples] == ["delivery", "pin", "atm"]
+    assert dataset.stats["dropped_truncated"] == 1  # resp_c
+    assert dataset.stats["dropped_unsupported_prompt"] == 1  # resp_d: its chain is not logged

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 
 import httpx
 import openai
 import pytest
 
 from tests.e2e.conftest import TEACHER_KEY, TEACHER_MODEL
+from tests.gateway_process import ROOT
 
 ARITHMETIC = "You answer arithmetic."
 
@@ -205,3 +208,71 @@ def test_a_body_that_is_not_json_and_a_bad_listing_get_openai_shaped_errors(gate
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     r = httpx.delete(gateway.base_url + "/responses/resp_missing", timeout=10)
     assert r.status_code == 404 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_export_writes_responses_exchanges_in_the_chat_fine_tuning_format(gateway, teacher):
+    c = client(gateway)
+    task = {"X-Understudy-Task": "mixed-export"}
+    c.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Name a colour."},
+        ],
+        extra_headers=task,
+    )
+    first = c.responses.create(
+        model="gpt-4o-mini", instructions="Be brief.", input="What is 2+2?", extra_headers=task
+    )
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+    second = c.responses.create(
+        model="gpt-4o-mini",
+        input="Weather in Paris?",
+        tools=[tool],
+        previous_response_id=first.id,
+        extra_headers=task,
+    )
+    gateway.wait_rows("task = 'mixed-export'", count=3)
+    out = gateway.data_dir.parent / "mixed.jsonl"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "understudy.cli",
+            "export",
+            "--task",
+            "mixed-export",
+            "--data-dir",
+            str(gateway.data_dir),
+            "-o",
+            str(out),
+        ],
+        cwd=ROOT,
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [ex["messages"] for ex in lines[:2]] == [
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Name a colour."},
+            {"role": "assistant", "content": "blue"},
+        ],
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": "4"},
+        ],
+    ]
+    chained = lines[2]
+    assert chained["messages"][:3] == [
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "Weather in Paris?"},
+    ]
+    (call,) = chained["messages"][3]["tool_calls"]
+    assert call["function"] == {"name": "get_weather", "arguments": second.output[0].arguments}
+    assert chained["tools"] == [
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    ]
