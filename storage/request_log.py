@@ -5,12 +5,20 @@ by one thread in group commits.
 * The writer commits at least every ``commit_interval_ms``, so a crash loses at most that much.
 * A failing write (locked file, disk full, read-only file) keeps the rows and retries on the
   next tick; serving is never affected. ``healthy`` and ``last_error`` tell the state.
-* ``close`` flushes everything before returning.
+* A row can never stop the log: when a batch fails for a reason other than the file (a value
+  SQLite cannot store, a lone surrogate, a wrong type), its rows are written one at a time; a
+  row that fails is written again with its unstorable values coerced (see :func:`clean_row`),
+  and one that still fails is dropped and counted (``poison_rows``). An unexpected error in the
+  writer restarts it (``restarts``), and a writer thread found dead is started again.
+* The database file deleted or replaced while running is noticed before the next write: the
+  writer opens (and migrates) the file at the path again and counts it (``reopened``).
+* ``close`` flushes everything before returning; rows it could not write are counted dropped.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -27,6 +35,46 @@ log = logging.getLogger("understudy.storage")
 
 _STOP = object()
 
+_INT_RANGE = (-(2**63), 2**63 - 1)
+_FILE_PROBLEMS = ("locked", "busy", "full", "readonly", "read-only", "disk i/o", "unable to open")
+"""Words of an SQLite error about the file rather than the row: the rows are kept and retried."""
+
+
+def _is_file_problem(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and any(
+        word in str(exc).lower() for word in _FILE_PROBLEMS
+    )
+
+
+def clean_value(value: Any) -> tuple[Any, bool]:
+    """``value`` as SQLite can store it, and whether it had to change: integers beyond 64 bits
+    and values of other types (dicts, lists, objects) become NULL, text with lone surrogates
+    has them replaced."""
+    if value is None or isinstance(value, float | bytes):
+        return value, False
+    if isinstance(value, bool):
+        return int(value), False
+    if isinstance(value, int):
+        ok = _INT_RANGE[0] <= value <= _INT_RANGE[1]
+        return (value, False) if ok else (None, True)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "replace").decode("utf-8"), True
+        return value, False
+    return None, True
+
+
+def clean_row(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """``row`` with every value storable (:func:`clean_value`) and how many were changed."""
+    cleaned: dict[str, Any] = {}
+    changed = 0
+    for key, value in row.items():
+        cleaned[key], was_changed = clean_value(value)
+        changed += was_changed
+    return cleaned, changed
+
 
 @dataclass
 class LogStats:
@@ -36,6 +84,12 @@ class LogStats:
     failed_commits: int
     healthy: bool
     last_error: str | None
+    poison_rows: int = 0
+    coerced_rows: int = 0
+    restarts: int = 0
+    reopened: int = 0
+    notice: str | None = None
+    """The last thing an operator should know that is not an error (a database reopened)."""
 
 
 class RequestLogWriter:
@@ -65,8 +119,16 @@ class RequestLogWriter:
         self.written = 0
         self.dropped = 0
         self.failed_commits = 0
+        self.poison_rows = 0
+        self.coerced_rows = 0
+        self.restarts = 0
+        self.reopened = 0
+        self.notice: str | None = None
         self.healthy = True
         self.last_error: str | None = None
+        self._closing = False
+        self._abandoned = False
+        self._file_id: tuple[int, int] | None = None
         self._last_warning = 0.0
         self._close_deadline = float("inf")
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
@@ -75,8 +137,19 @@ class RequestLogWriter:
 
     def start(self) -> None:
         open_database(self.path, busy_timeout_ms=self.busy_timeout_ms).close()
+        self._start_thread()
+
+    def _start_thread(self) -> None:
         self._thread = threading.Thread(target=self._run, name="understudy-log", daemon=True)
         self._thread.start()
+
+    def _ensure_running(self) -> None:
+        """Start the writer again if its thread is gone without being asked to stop."""
+        thread = self._thread
+        if thread is not None and not thread.is_alive() and not self._closing:
+            self.restarts += 1
+            log.error("request log writer thread was found stopped; starting it again")
+            self._start_thread()
 
     def add_listener(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
         """Call ``listener(table, row)`` for every row submitted (on the submitting thread)."""
@@ -93,6 +166,7 @@ class RequestLogWriter:
             return False
         with self._idle:
             self._submitted += 1
+        self._ensure_running()
         return True
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -112,17 +186,25 @@ class RequestLogWriter:
         """Write everything queued (retrying failed writes until ``timeout``), then stop."""
         if self._thread is None:
             return
+        self._closing = True
         self._close_deadline = time.monotonic() + timeout
         self._queue.put(_STOP)
         self._wake.set()
-        self._thread.join(timeout)
+        self._thread.join(timeout + 1.0)
+        self._abandoned = self._thread.is_alive()  # stuck in a write: counted here, not there
         self._thread = None
+        with self._idle:
+            unwritten = self._submitted - self._settled
+        if unwritten > 0:  # the writer could not finish: say so, do not pretend
+            self._count_drop(unwritten, "log writer stopped with unwritten rows")
+            self._settle(unwritten)
 
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def stats(self) -> LogStats:
+        self._ensure_running()
         return LogStats(
             depth=self._queue.qsize() + len(self._retry),
             written=self.written,
@@ -130,6 +212,11 @@ class RequestLogWriter:
             failed_commits=self.failed_commits,
             healthy=self.healthy,
             last_error=self.last_error,
+            poison_rows=self.poison_rows,
+            coerced_rows=self.coerced_rows,
+            restarts=self.restarts,
+            reopened=self.reopened,
+            notice=self.notice,
         )
 
     def check_writable(self, timeout_s: float = 1.0) -> str | None:
@@ -145,32 +232,75 @@ class RequestLogWriter:
                 conn.close()
         except sqlite3.Error as exc:
             return f"database not writable: {exc}"
+        if not self.healthy:  # a tiny heartbeat may fit where the log's rows do not
+            return f"request log cannot write: {self.last_error}"
         return None
 
     # -- writer thread -------------------------------------------------------------------
 
     def _run(self) -> None:
-        db = open_database(self.path, busy_timeout_ms=self.busy_timeout_ms, migrate_schema=False)
-        stopping = False
+        """Serve until stopped; an unexpected error restarts the loop, never ends logging."""
+        while True:
+            try:
+                self._serve()
+                break
+            except Exception as exc:  # noqa: BLE001 - the log must outlive any bug
+                if self._closing and time.monotonic() > self._close_deadline:
+                    break
+                self.restarts += 1
+                self.healthy = False
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("request log writer failed (%s); starting again", self.last_error)
+                time.sleep(min(self.interval, 0.05) if self.restarts < 10 else 1.0)
+        if self._retry and not self._abandoned:
+            self._count_drop(len(self._retry), "log writer stopped with unwritten rows")
+            self._settle(len(self._retry))
+            self._retry.clear()
+
+    def _serve(self) -> None:
+        db = self._open()
         try:
             while True:
-                self._wake.wait(self.interval)
-                self._wake.clear()
-                stopping = self._drain_into_retry() or stopping
-                while self._retry:
-                    if not self._write_batch(db):
-                        break
-                    stopping = self._drain_into_retry() or stopping
+                if not self._closing:
+                    self._wake.wait(self.interval)
+                    self._wake.clear()
+                stopping = self._drain_into_retry() or self._closing
+                if self._retry and self._file_replaced():
+                    db.conn.close()
+                    db = self._reopen()
+                while self._retry and self._write_batch(db):
+                    self._drain_into_retry()
                 if stopping and (not self._retry or time.monotonic() > self._close_deadline):
-                    break
-                if stopping:
-                    time.sleep(min(self.interval, 0.05))
+                    return
         finally:
-            if self._retry:
-                self._count_drop(len(self._retry), "log writer stopped with unwritten rows")
-                self._settle(len(self._retry))
-                self._retry.clear()
             db.conn.close()
+
+    def _open(self) -> Any:
+        db = open_database(self.path, busy_timeout_ms=self.busy_timeout_ms)
+        self._file_id = self._current_file_id()
+        return db
+
+    def _reopen(self) -> Any:
+        """The file at the path is not the one open: open (create, migrate) it again."""
+        db = self._open()
+        self.reopened += 1
+        self.notice = (
+            f"the database file {self.path} was deleted or replaced while the gateway ran; "
+            f"reopened at {time.strftime('%Y-%m-%d %H:%M:%S')} (rows logged before are in the "
+            "old file)"
+        )
+        log.warning("request log: %s", self.notice)
+        return db
+
+    def _current_file_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def _file_replaced(self) -> bool:
+        return self._file_id is not None and self._current_file_id() != self._file_id
 
     def _drain_into_retry(self) -> bool:
         """Move queued rows into the pending buffer; True when the stop marker was seen."""
@@ -192,38 +322,77 @@ class RequestLogWriter:
                 self._settle(overflow)
 
     def _write_batch(self, db: Any) -> bool:
+        """Write the first rows pending; False (rows kept) when the file refused them."""
         batch = [self._retry[i] for i in range(min(self.batch_size, len(self._retry)))]
-        by_table: dict[str, list[dict[str, Any]]] = {}
-        for table, row in batch:
-            by_table.setdefault(table, []).append(row)
         try:
-            with db.conn:
-                for table, rows in by_table.items():
-                    cols = list(rows[0].keys())
-                    sql = (
-                        f"insert or ignore into [{table}] ({', '.join(cols)}) "
-                        f"values ({', '.join('?' for _ in cols)})"
-                    )
-                    db.conn.executemany(sql, [[r.get(c) for c in cols] for r in rows])
-        except sqlite3.Error as exc:
-            self.failed_commits += 1
-            self.healthy = False
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            self._warn(
-                f"request log write failed ({self.last_error}); "
-                f"{len(self._retry)} rows kept for retry"
-            )
-            time.sleep(min(self.interval, 0.05))
-            return False
+            _insert(db, batch)
+        except Exception as exc:  # noqa: BLE001 - a row must not stop the log
+            if _is_file_problem(exc):
+                return self._failed(exc)
+            return self._write_one_by_one(db, len(batch))
         for _ in batch:
             self._retry.popleft()
-        self.written += len(batch)
+        self._written(len(batch))
+        return True
+
+    def _write_one_by_one(self, db: Any, n: int) -> bool:
+        """A batch failed because of a row: write its rows alone, isolating the bad ones."""
+        for _ in range(n):
+            table, row = self._retry[0]
+            try:
+                _insert(db, [(table, row)])
+            except Exception as exc:  # noqa: BLE001
+                if _is_file_problem(exc):
+                    return self._failed(exc)
+                if not self._write_cleaned(db, table, row, exc):
+                    return False
+            else:
+                self._retry.popleft()
+                self._written(1)
+        return True
+
+    def _write_cleaned(self, db: Any, table: str, row: dict[str, Any], first: Exception) -> bool:
+        """Write ``row`` with its values coerced; a row that still fails is dropped, counted.
+        False when the file refused the write (the row is kept)."""
+        cleaned, changed = clean_row(row)
+        try:
+            if not changed:
+                raise first
+            _insert(db, [(table, cleaned)])
+        except Exception as exc:  # noqa: BLE001
+            if _is_file_problem(exc):
+                self._failed(exc)
+                return False
+            self._retry.popleft()
+            self.poison_rows += 1
+            self._count_drop(
+                1, f"a row for {table} could not be written ({type(exc).__name__}: {exc})"
+            )
+            self._settle(1)
+            return True
+        self._retry.popleft()
+        self.coerced_rows += 1
+        self._warn(f"request log row for {table}: {changed} unstorable values written as NULL")
+        self._written(1)
+        return True
+
+    def _failed(self, exc: BaseException) -> bool:
+        self.failed_commits += 1
+        self.healthy = False
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._warn(
+            f"request log write failed ({self.last_error}); {len(self._retry)} rows kept for retry"
+        )
+        time.sleep(min(self.interval, 0.05))
+        return False
+
+    def _written(self, n: int) -> None:
+        self.written += n
         if not self.healthy:
             log.warning("request log writes resumed")
         self.healthy = True
         self.last_error = None
-        self._settle(len(batch))
-        return True
+        self._settle(n)
 
     def _settle(self, n: int) -> None:
         with self._idle:
@@ -239,3 +408,18 @@ class RequestLogWriter:
         if now - self._last_warning >= 5.0:
             self._last_warning = now
             log.warning(message)
+
+
+def _insert(db: Any, rows: list[tuple[str, dict[str, Any]]]) -> None:
+    """Insert ``rows`` (table, row) in one transaction."""
+    by_table: dict[str, list[dict[str, Any]]] = {}
+    for table, row in rows:
+        by_table.setdefault(table, []).append(row)
+    with db.conn:
+        for table, table_rows in by_table.items():
+            cols = list(table_rows[0].keys())
+            sql = (
+                f"insert or ignore into [{table}] ({', '.join(cols)}) "
+                f"values ({', '.join('?' for _ in cols)})"
+            )
+            db.conn.executemany(sql, [[r.get(c) for c in cols] for r in table_rows])

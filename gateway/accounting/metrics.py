@@ -50,6 +50,21 @@ class _LogCollector(Collector):
             "Request log commits that failed and were retried",
             value=stats.failed_commits,
         )
+        yield CounterMetricFamily(
+            "understudy_log_poison_rows",
+            "Request log rows that could not be written even with their values coerced: dropped",
+            value=stats.poison_rows,
+        )
+        yield CounterMetricFamily(
+            "understudy_log_writer_restarts",
+            "Times the request log writer was started again after an unexpected error",
+            value=stats.restarts,
+        )
+        yield CounterMetricFamily(
+            "understudy_log_reopened",
+            "Times the database file was found deleted or replaced and opened again",
+            value=stats.reopened,
+        )
         yield GaugeMetricFamily(
             "understudy_log_healthy",
             "1 when the last request log write succeeded",

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
@@ -18,6 +19,7 @@ from understudy.gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
+    ServiceUnavailableError,
     UnderstudyError,
     error_body,
 )
@@ -85,6 +87,9 @@ def _as_understudy_error(request: Request, exc: Exception) -> UnderstudyError:
         return exc
     if isinstance(exc, HTTPException):
         return _from_litestar(request, exc)
+    if isinstance(exc, sqlite3.OperationalError):  # locked, full, deleted: a state, not a bug
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return ServiceUnavailableError("The database is unavailable; try again shortly.")
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return UnderstudyError("The server had an error while processing your request.")
 

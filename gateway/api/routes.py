@@ -147,7 +147,8 @@ async def ready(
     teacher: NamedDependency[TeacherClient],
     writer: NamedDependency[RequestLogWriter],
 ) -> Response:
-    """Readiness: the teacher answers and the database takes writes."""
+    """Readiness: the teacher answers and the database takes writes (the request log's own
+    writes included: 503 while they fail)."""
     teacher_ok, teacher_detail = await _teacher_reachable(teacher)
     db_problem = await asyncio.to_thread(writer.check_writable)
     if db_problem is None and not writer.alive:
@@ -163,6 +164,10 @@ async def ready(
             "log_last_error": stats.last_error,
             "queue_depth": stats.depth,
             "dropped_rows": stats.dropped,
+            "poison_rows": stats.poison_rows,
+            "writer_restarts": stats.restarts,
+            "reopened": stats.reopened,
+            "notice": stats.notice,
         },
     }
     status = 200 if body["status"] == "ready" else 503

@@ -165,3 +165,29 @@ def test_tasks_and_export_commands(stub, teacher, tmp_path):
         {"role": "assistant", "content": "blue"},
     ]
     assert lines[0]["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+def test_a_deleted_database_is_reopened_and_ready_says_so(stub, teacher, tmp_path):
+    """The writer once kept writing into the unlinked file (rows lost) with /ready all green,
+    and feedback answered 500."""
+    with GatewayProcess(stub.base_url, tmp_path / "data", env=gateway_env()) as gw:
+        c = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+        c.chat.completions.create(model="m", messages=CHAT)
+        assert len(gw.wait_rows()) == 1
+        for suffix in ("", "-wal", "-shm"):
+            gw.db_path.with_name(gw.db_path.name + suffix).unlink(missing_ok=True)
+        raw = c.chat.completions.with_raw_response.create(model="m", messages=CHAT)
+        rid = raw.headers["x-request-id"]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            ready = httpx.get(gw.url + "/ready")
+            database = ready.json()["database"]
+            if database["reopened"]:
+                break
+            time.sleep(0.05)
+        assert ready.status_code == 200 and database["reopened"] == 1
+        assert gw.row(rid)["status"] == "ok"  # in the new file
+        assert "deleted" in database["notice"]
+        feedback = httpx.post(gw.url + "/v1/feedback", json={"request_id": rid, "score": 1})
+        assert feedback.status_code == 200, feedback.text
+        assert "understudy_log_reopened_total 1.0" in httpx.get(gw.url + "/metrics").text

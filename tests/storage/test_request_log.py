@@ -109,3 +109,129 @@ def test_submit_is_thread_safe(tmp_path):
         t.join()
     writer.close()
     assert count(path) == 2000
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_unstorable_values_never_stop_the_writer(tmp_path):
+    """A 10**20 token count or a lone surrogate once ended the writer thread for good."""
+    path = tmp_path / "u.db"
+    writer = RequestLogWriter(path, commit_interval_ms=10)
+    writer.start()
+    huge = {**record(0), "prompt_tokens": 10**20}
+    surrogate = {**record(1), "error": "teacher said \ud83d", "response_json": '{"x": "\ud83d"}'}
+    writer.submit("requests", huge)
+    writer.submit("requests", surrogate)
+    assert writer.flush(timeout=5)
+    for i in range(2, 12):
+        writer.submit("requests", record(i))
+    assert writer.flush(timeout=5)
+    assert writer.alive and writer.healthy
+    assert count(path) == 12 and writer.stats().coerced_rows == 2 and writer.dropped == 0
+    conn = sqlite3.connect(path)
+    tokens, error = conn.execute(
+        "select prompt_tokens, error from requests where id in ('req_0', 'req_1') order by id"
+    ).fetchall()
+    conn.close()
+    assert tokens[0] is None and error[1] == "teacher said ?"
+    writer.close()
+
+
+def test_a_poison_row_is_isolated_and_counted_and_the_rest_written(tmp_path):
+    """A wrongly typed value (an object) once stalled the whole log, batch after batch."""
+    path = tmp_path / "u.db"
+    writer = RequestLogWriter(path, commit_interval_ms=10)
+    writer.start()
+    for i in range(3):
+        writer.submit("requests", record(i))
+    writer.submit("requests", {**record(3), "total_tokens": {"a": 1}})  # coerced to NULL
+    writer.submit("requests", {**record(4), "no_such_column": 1})  # cannot be written at all
+    for i in range(5, 8):
+        writer.submit("requests", record(i))
+    assert writer.flush(timeout=5)
+    stats = writer.stats()
+    assert count(path) == 7 and stats.poison_rows == 1 and stats.dropped == 1
+    assert stats.coerced_rows == 1 and stats.healthy
+    writer.close()
+    assert writer.written == 7 and writer.dropped == 1
+
+
+def test_a_crashed_writer_starts_again_and_logging_goes_on(tmp_path, monkeypatch):
+    path = tmp_path / "u.db"
+    writer = RequestLogWriter(path, commit_interval_ms=10)
+    real = writer._drain_into_retry
+    raised = []
+
+    def flaky() -> bool:
+        if not raised and writer._queue.qsize() > 0:
+            raised.append(1)
+            raise RuntimeError("a bug in the writer")
+        return real()
+
+    monkeypatch.setattr(writer, "_drain_into_retry", flaky)
+    writer.start()
+    for i in range(5):
+        writer.submit("requests", record(i))
+    assert writer.flush(timeout=5)
+    assert count(path) == 5 and writer.stats().restarts >= 1 and writer.alive
+    writer.close()
+
+
+def test_a_dead_writer_thread_is_started_again(tmp_path):
+    path = tmp_path / "u.db"
+    writer = RequestLogWriter(path, commit_interval_ms=10)
+    writer.start()
+    writer._closing = True  # the thread ends as if stopped ...
+    writer._wake.set()
+    assert wait_for(lambda: not writer.alive)
+    writer._closing = False  # ... without anyone having asked
+    writer.submit("requests", record(0))
+    assert writer.alive and writer.flush(timeout=5) and count(path) == 1
+    assert writer.restarts == 1
+    writer.close()
+
+
+def test_close_counts_rows_it_could_not_write(tmp_path):
+    path = tmp_path / "u.db"
+    writer = RequestLogWriter(path, commit_interval_ms=10, busy_timeout_ms=20)
+    writer.start()
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("begin exclusive")
+    for i in range(4):
+        writer.submit("requests", record(i))
+    writer.close(timeout=0.3)
+    locker.execute("rollback")
+    locker.close()
+    assert writer.written == 0 and writer.dropped == 4
+
+
+def test_an_unhealthy_log_is_not_writable(tmp_path):
+    """/ready reads ``check_writable``: a heartbeat that fits is not enough when rows do not."""
+    writer = RequestLogWriter(tmp_path / "u.db", commit_interval_ms=10)
+    writer.start()
+    assert writer.check_writable() is None
+    writer.healthy, writer.last_error = False, "OperationalError: database or disk is full"
+    assert "disk is full" in (writer.check_writable() or "")
+    writer.close()
+
+
+def test_a_deleted_database_is_noticed_and_reopened(tmp_path):
+    path = tmp_path / "u.db"
+    writer = RequestLogWriter(path, commit_interval_ms=10)
+    writer.start()
+    writer.submit("requests", record(0))
+    assert writer.flush(timeout=5) and count(path) == 1
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"u.db{suffix}").unlink(missing_ok=True)
+    for i in range(1, 4):
+        writer.submit("requests", record(i))
+    assert writer.flush(timeout=5)
+    assert count(path) == 3  # in the new file, not the unlinked one
+    stats = writer.stats()
+    assert stats.reopened == 1 and "deleted" in (stats.notice or "")
+    writer.close()
