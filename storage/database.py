@@ -3,7 +3,10 @@ one way the rest of the product reaches it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +40,42 @@ def open_database(
     if migrate_schema:
         migrate(db)
     return db
+
+
+PROBE_BYTES = 64 * 1024
+"""Size of the file :func:`data_dir_problem` writes: a disk that cannot take it is full."""
+
+
+def data_dir_problem(data_dir: str | Path, db: str | Path) -> str | None:
+    """Why the gateway could not log into ``data_dir`` (one line naming the path), or None.
+
+    Creates the directory, writes and removes a small file, opens and migrates the database and
+    writes its heartbeat: a read-only, full or unreachable data directory is told at start-up."""
+    data_dir = Path(data_dir)
+    probe = data_dir / ".understudy-write-check"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with probe.open("wb") as fh:
+            fh.write(b"\0" * PROBE_BYTES)
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+        return f"cannot write to the data directory {data_dir}: {exc.strerror or exc}"
+    try:
+        database = open_database(db)
+        try:
+            with database.conn:
+                database.conn.execute(
+                    "insert or replace into heartbeat (id, at) values (1, ?)", [time.time()]
+                )
+        finally:
+            database.conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        return f"cannot write the database {db}: {exc}"
+    return None
 
 
 class Store:

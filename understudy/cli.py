@@ -24,10 +24,15 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from understudy.gateway.server import serve
+    from understudy.gateway.server import STARTUP_FAILED, serve
     from understudy.schedule import schedule_for
+    from understudy.storage.database import data_dir_problem
 
     settings = _settings(args, host=args.host, port=args.port, **{"teacher.url": args.teacher_url})
+    problem = data_dir_problem(settings.data_dir, settings.db_path)
+    if problem is not None:  # one line, not the lifespan's traceback
+        print(f"understudy: {problem}", file=sys.stderr)
+        return STARTUP_FAILED
     schedule = schedule_for(settings)  # refuses to start when its packages are missing
     return serve(settings, companions=[schedule] if schedule is not None else [])
 
@@ -74,6 +79,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
         hidden=args.hidden,
         layers=args.layers,
         vocab_size=args.vocab_size,
+        context=args.context,
         seed=args.seed,
     )
 
@@ -154,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=128, help="hidden size (default 128)")
     p.add_argument("--layers", type=int, default=2, help="transformer layers (default 2)")
     p.add_argument("--vocab-size", type=int, default=2048, help="vocabulary size (default 2048)")
+    p.add_argument(
+        "--context", type=int, default=256, help="context length in tokens (default 256)"
+    )
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
     p.set_defaults(func=cmd_tiny_model)
 

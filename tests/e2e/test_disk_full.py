@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import openai
 import pytest
 
 from tests.e2e.conftest import gateway_env
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import ROOT, GatewayProcess
 
 CHAT = [{"role": "user", "content": "What is 2+2?"}]
 
@@ -63,3 +64,37 @@ def test_full_disk_does_not_stop_serving(stub, teacher, small_disk):
         filler.unlink()
         assert len(gw.wait_rows(count=6, timeout=10)) == 6  # kept, then written
         assert httpx.get(gw.url + "/ready").status_code == 200
+
+
+def serve_once(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "understudy.cli", "serve", "--data-dir", str(data_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "UNDERSTUDY_STUDENT_BACKEND": "none", "UNDERSTUDY_PORT": "1"},
+    )
+
+
+def test_start_up_on_a_full_disk_says_so_in_one_line(small_disk):
+    fill(small_disk / "filler")
+    result = serve_once(small_disk / "data")
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    assert str(small_disk / "data") in result.stderr and "No space left" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_start_up_on_a_read_only_data_dir_says_so_in_one_line(small_disk):
+    (small_disk / "data").mkdir()
+    ro = subprocess.run(
+        ["mount", "-o", "remount,ro", str(small_disk)], capture_output=True, text=True
+    )
+    if ro.returncode != 0:
+        pytest.skip(f"cannot remount read-only here: {ro.stderr.strip()}")
+    result = serve_once(small_disk / "data")
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    assert str(small_disk / "data") in result.stderr and "Read-only" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
