@@ -133,6 +133,7 @@ OutputItem = OutputMessage | FunctionCall
 
 class InputTokensDetails(msgspec.Struct):
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 class OutputTokensDetails(msgspec.Struct):

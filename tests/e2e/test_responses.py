@@ -276,3 +276,20 @@ def test_export_writes_responses_exchanges_in_the_chat_fine_tuning_format(gatewa
     assert chained["tools"] == [
         {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
     ]
+
+
+def test_a_teacher_stream_cut_off_ends_with_a_typed_error_event_and_is_logged_cut(gateway, teacher):
+    teacher.control(cut_stream_after=4)
+    body = {"model": "gpt-4o-mini", "input": "Tell me a story.", "stream": True}
+    with httpx.stream("POST", gateway.base_url + "/responses", json=body, timeout=30) as r:
+        request_id = r.headers["x-request-id"]
+        events = [line for line in r.iter_lines() if line.startswith(("event: ", "data: "))]
+    assert events[0] == "event: response.created"
+    assert events[-2] == "event: error"
+    error = json.loads(events[-1].removeprefix("data: "))
+    assert error["type"] == "error" and error["code"] == "teacher_unavailable"
+    assert error["sequence_number"] == 4  # numbered after the last event relayed
+    assert "[DONE]" not in "".join(events)
+    row = gateway.row(request_id)
+    assert row["status"] == "cut" and row["stream"] == 1
+    assert json.loads(row["response_json"])["id"].startswith("resp_")

@@ -196,7 +196,11 @@ def test_a_student_answer_is_retrieved_listed_and_deleted_from_the_log(served, t
     assert fetched.id == created.id and fetched.output_text == created.output_text
     items = c.responses.input_items.list(created.id)
     assert [i.content[0].text for i in items.data] == [student.confident[2].text]
+    with pytest.raises(openai.BadRequestError) as bad:
+        c.responses.input_items.list(created.id, limit=0)
+    assert bad.value.body["param"] == "limit"
     assert c.responses.delete(created.id) is None
+    assert rows_of(gateway, created.id)["deleted_at"] is not None
     with pytest.raises(openai.NotFoundError):
         c.responses.retrieve(created.id)
     with pytest.raises(openai.NotFoundError) as caught:

@@ -134,3 +134,42 @@ def test_error_chunk_and_garbage():
     assert asm.add(b"not json") is None
     asm.add(b'{"error": {"message": "boom"}}')
     assert asm.error == {"message": "boom"} and not asm.done
+
+
+def test_responses_events_assemble_from_the_terminal_event_and_a_cut_keeps_finished_items():
+    from understudy.gateway.teacher.sse import assembler_for
+
+    asm = assembler_for("responses")
+    item = {"id": "msg_1", "type": "message", "content": [{"type": "output_text", "text": "hi"}]}
+    opening = {"id": "resp_1", "status": "in_progress", "output": []}
+    events = [
+        {"type": "response.created", "sequence_number": 0, "response": opening},
+        {"type": "response.output_text.delta", "sequence_number": 1, "delta": "hi"},
+        {
+            "type": "response.output_item.done",
+            "sequence_number": 2,
+            "output_index": 0,
+            "item": item,
+        },
+    ]
+    for event in events:
+        asm.add(json.dumps(event).encode())
+    assert not asm.done and asm.sequence_number == 2
+    assert asm.result() == {**opening, "output": [item]}  # what a cut stream logs
+
+    usage = {"input_tokens": 5, "output_tokens": 1, "total_tokens": 6}
+    final = {"id": "resp_1", "status": "completed", "output": [item], "usage": usage}
+    asm.add(json.dumps({"type": "response.completed", "response": final}).encode())
+    assert asm.done and asm.error is None and asm.result() == final and asm.usage == usage
+
+
+def test_a_failed_response_or_an_error_event_is_an_error():
+    from understudy.gateway.teacher.sse import assembler_for
+
+    failed = assembler_for("responses")
+    error = {"code": "server_error", "message": "boom"}
+    failed.add(json.dumps({"type": "response.failed", "response": {"error": error}}).encode())
+    assert failed.done and failed.error == error
+    errored = assembler_for("responses")
+    errored.add(b'{"type": "error", "message": "bad", "code": "x", "param": null}')
+    assert errored.done and errored.error == {"message": "bad", "code": "x", "param": None}

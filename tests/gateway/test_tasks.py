@@ -53,3 +53,22 @@ def test_fingerprint_of_completion_prompt_uses_first_line():
     a = fingerprint_task({"prompt": "Translate to French:\nhello"}, "completions")
     b = fingerprint_task({"prompt": "Translate to French:\ngoodbye"}, "completions")
     assert a == b and a.startswith("auto-translate-to-french")
+
+
+def test_a_responses_request_is_fingerprinted_by_its_instructions_and_system_items():
+    from understudy.gateway.serving.tasks import fingerprint_task
+
+    chat = {
+        "messages": [
+            {"role": "system", "content": "Sort tickets."},
+            {"role": "user", "content": "a"},
+        ]
+    }
+    by_instructions = {"instructions": "Sort tickets.", "input": "b"}
+    by_items = {
+        "input": [{"role": "system", "content": "Sort tickets."}, {"role": "user", "content": "c"}]
+    }
+    task = fingerprint_task(chat, "chat.completions")
+    assert task.startswith("auto-sort-tickets")
+    assert fingerprint_task(by_instructions, "responses") == task
+    assert fingerprint_task(by_items, "responses") == task
