@@ -9,12 +9,13 @@ import time
 
 from litestar import Request, WebSocket, route, websocket
 from litestar.di import NamedDependency
-from litestar.response.streaming import ASGIStreamingResponse
+from litestar.response.base import ASGIResponse
 
 from understudy.gateway.api.responses import relay_response, request_id
 from understudy.gateway.api.services import Services
 from understudy.gateway.errors import InvalidRequestError
 from understudy.gateway.serving.passthrough import REALTIME_MESSAGE, PassCall
+from understudy.gateway.serving.passthrough_wire import WHOLE_BYTES
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 REALTIME_CLOSE_CODE = 1008  # policy violation
@@ -30,7 +31,7 @@ async def passthrough(
     request: Request,
     services: NamedDependency[Services],
     limited_key_id: NamedDependency[str | None],
-) -> ASGIStreamingResponse:
+) -> ASGIResponse:
     started, created_at = time.perf_counter(), time.time()
     scope = request.scope
     path = scope["path"]
@@ -40,6 +41,8 @@ async def passthrough(
         raise InvalidRequestError(f"Invalid path: {path}.", headers=headers)
     sent = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
     length = request.headers.get("content-length")
+    size = int(length) if length and length.isdigit() else None
+    small = size is not None and size <= WHOLE_BYTES
     call = PassCall(
         request_id=request_id(request),
         method=request.method,
@@ -47,8 +50,8 @@ async def passthrough(
         raw_path=(scope.get("raw_path") or path.encode()).decode("latin-1"),
         query=scope.get("query_string", b"").decode("latin-1"),
         headers=sent,
-        body=request.stream(),
-        content_length=int(length) if length and length.isdigit() else None,
+        body=await request.body() if small else request.stream(),
+        content_length=size,
         authorization=request.headers.get("authorization"),
         api_key_id=limited_key_id,
         started=started,

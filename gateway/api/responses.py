@@ -13,6 +13,7 @@ import sqlite3
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.response import Stream
+from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse
 
 from understudy.gateway.errors import (
@@ -60,14 +61,23 @@ def to_response(reply: Reply) -> Response:
     return Stream(content=reply.events, headers=headers, media_type="text/event-stream")
 
 
-def relay_response(reply: PassReply) -> ASGIStreamingResponse:
-    """A relayed answer: the teacher's status, headers and bytes, sent as they arrive."""
+def relay_response(reply: PassReply) -> ASGIResponse:
+    """A relayed answer: the teacher's status, headers and bytes, sent as they arrive (a small
+    one read whole, in one piece)."""
     content_type = {"content-type": reply.content_type} if reply.content_type else None
+    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+    if isinstance(reply.body, bytes):
+        return ASGIResponse(
+            body=reply.body,
+            status_code=reply.status_code,
+            headers=content_type,
+            encoded_headers=encoded,
+        )
     return ASGIStreamingResponse(
         iterator=reply.body,
         status_code=reply.status_code,
         headers=content_type,
-        encoded_headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers],
+        encoded_headers=encoded,
     )
 
 

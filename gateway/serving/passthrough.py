@@ -26,9 +26,11 @@ from understudy.gateway.errors import (
     PayloadTooLargeError,
     PermissionDeniedError,
     UnderstudyError,
+    UpstreamError,
 )
 from understudy.gateway.serving.ledger import Ledger
 from understudy.gateway.serving.passthrough_wire import (
+    WHOLE_BYTES,
     BodyProbe,
     client_headers,
     family,
@@ -65,7 +67,7 @@ class PassCall:
     raw_path: str  # as the client sent it, still percent-encoded: what the teacher gets
     query: str
     headers: Sequence[tuple[str, str]]  # lower-case names, as received
-    body: AsyncIterable[bytes]
+    body: AsyncIterable[bytes] | bytes  # bytes: a small body of known length, read already
     content_length: int | None
     authorization: str | None
     api_key_id: str | None
@@ -75,27 +77,38 @@ class PassCall:
 
 @dataclass
 class PassReply:
-    """The teacher's answer on its way back: status, headers, and the body as it arrives."""
+    """The teacher's answer on its way back: status, headers, and the body as it arrives (or
+    whole, when the teacher said it is small)."""
 
     status_code: int
     headers: list[tuple[str, str]]
     content_type: str | None
-    body: AsyncGenerator[bytes, None]
+    body: AsyncGenerator[bytes, None] | bytes
 
 
 class RequestBody:
     """The client's body read as it is sent upstream: counted, held to the size limit,
     probed (JSON only) for its model and, when asked, kept whole if small."""
 
-    def __init__(self, source: AsyncIterable[bytes], limit: int, probe: BodyProbe | None) -> None:
+    def __init__(
+        self, source: AsyncIterable[bytes] | bytes, limit: int, probe: BodyProbe | None
+    ) -> None:
         self.source = source
         self.limit = limit
         self.probe = probe
         self.started = False
         self.size = 0
+        self.whole = source if isinstance(source, bytes) else None
+        if self.whole is not None:
+            self.size = len(self.whole)
+            if self.size > limit:
+                raise _too_large(limit)
+            if probe is not None:
+                probe.feed(self.whole)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         self.started = True
+        assert not isinstance(self.source, bytes)
         async for chunk in self.source:
             if not chunk:
                 continue
@@ -134,7 +147,7 @@ class Passthrough:
                 call.method,
                 target,
                 teacher_headers(call.headers),
-                body if has_body else None,
+                (body.whole if body.whole is not None else body) if has_body else None,
                 authorization=call.authorization,
             )
         except UnderstudyError as exc:
@@ -148,8 +161,40 @@ class Passthrough:
         record.stream = (content_type or "").startswith("text/event-stream")
         headers = client_headers(response.headers.multi_items())
         headers.append(("x-request-id", call.request_id))
-        events = self._answer(call, record, body, response, _is_json(content_type))
+        json_out = _is_json(content_type)
+        if call.method != "HEAD" and _small(response.headers.get("content-length")):
+            content = await self._read(call, record, body, response, json_out)
+            headers = [(k, v) for k, v in headers if k != "content-length"]
+            return PassReply(response.status_code, headers, content_type, content)
+        events = self._answer(call, record, body, response, json_out)
         return PassReply(response.status_code, headers, content_type, events)
+
+    async def _read(
+        self,
+        call: PassCall,
+        record: RequestRecord,
+        body: RequestBody,
+        response: httpx.Response,
+        json_out: bool,
+    ) -> bytes:
+        """A small answer of known length, read whole (undecoded) and settled at once."""
+        status = response.status_code
+        try:
+            content = b"".join([chunk async for chunk in response.aiter_raw()])
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            error = f"the teacher's answer broke off: {type(exc).__name__}"
+            self._settle(record, call, body, None, STATUS_CUT, 502, error)
+            raise UpstreamError(error, headers={"x-request-id": call.request_id}) from None
+        finally:
+            await response.aclose()
+        probe = BodyProbe(self._keep_bytes(), response.headers.get("content-encoding"))
+        if json_out:
+            probe.feed(content)
+        record.bytes_out = len(content)
+        outcome = STATUS_OK if status < 400 else STATUS_ERROR
+        error = probe.error_text(status) if status >= 400 else None
+        self._settle(record, call, body, probe if json_out else None, outcome, status, error)
+        return content
 
     def _check(self, call: PassCall) -> None:
         headers = {"x-request-id": call.request_id}
@@ -251,6 +296,14 @@ class Passthrough:
                 record.teacher_cost_usd = price.cost(prompt or 0, completion or 0)
         if answer.kept is not None and record.status == STATUS_OK:
             record.response_json = answer.kept
+
+
+def _small(content_length: str | None) -> bool:
+    return (
+        content_length is not None
+        and content_length.isdigit()
+        and (int(content_length) <= WHOLE_BYTES)
+    )
 
 
 def _is_json(content_type: str | None) -> bool:

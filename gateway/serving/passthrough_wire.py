@@ -34,6 +34,7 @@ _NOT_TO_TEACHER = frozenset({"host", "authorization", "cookie", "expect", "accep
 _NOT_TO_CLIENT = frozenset({"set-cookie", "x-request-id", "date", "server", "alt-svc"})
 READABLE_ENCODINGS = ("gzip", "deflate")
 
+WHOLE_BYTES = 256 * 1024  # a body of known length up to this size is read whole, not streamed
 HEAD_BYTES = 1024 * 1024  # a JSON body up to this size is read whole for its usage
 TAIL_BYTES = 16 * 1024  # of a larger one, the last bytes (where ``usage`` sits)
 _INFLATE_STEP = 256 * 1024
@@ -41,9 +42,31 @@ _INFLATE_STEP = 256 * 1024
 _WORD = re.compile(r"^[a-z]+(?:_[a-z]+)*$")
 # OpenAI's collections: the segment after one is an id (unless it is a collection itself).
 COLLECTIONS = frozenset(
-    """assistants batches checkpoints completions containers conversations evals file_batches
-    files items jobs messages models output_items permissions projects runs steps threads
-    uploads users vector_stores videos""".split()
+    {
+        "assistants",
+        "batches",
+        "checkpoints",
+        "completions",
+        "containers",
+        "conversations",
+        "evals",
+        "file_batches",
+        "files",
+        "items",
+        "jobs",
+        "messages",
+        "models",
+        "output_items",
+        "permissions",
+        "projects",
+        "runs",
+        "steps",
+        "threads",
+        "uploads",
+        "users",
+        "vector_stores",
+        "videos",
+    }
 )
 
 

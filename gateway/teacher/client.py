@@ -167,7 +167,7 @@ class TeacherClient:
         method: str,
         target: str,
         headers: Sequence[tuple[str, str]],
-        body: RelayBody | None,
+        body: RelayBody | bytes | None,
         *,
         authorization: str | None,
     ) -> tuple[httpx.Response, int]:
@@ -194,7 +194,7 @@ class TeacherClient:
                 response = await client.send(request, stream=True)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) and (
-                    body is None or not body.started
+                    body is None or isinstance(body, bytes) or not body.started
                 )
                 if last or not (safe or unsent):
                     raise _final_error(None, exc, attempt) from None

@@ -136,9 +136,11 @@ def test_files_multipart_list_retrieve_content_delete_and_batches(
     assert c.batches.retrieve(batch.id).input_file_id == uploaded.id
     assert batch.id in [b.id for b in c.batches.list().data]
     assert c.batches.cancel(batch.id).status == "cancelling"
-    assert c.files.delete(uploaded.id).deleted is True
+    deleted = c.files.with_raw_response.delete(uploaded.id)
+    assert deleted.parse().deleted is True
 
-    rows = relay.wait_rows("endpoint in ('files', 'batches')", count=9)
+    relay.row(deleted.http_response.headers["x-request-id"])  # the last call's row is written
+    rows = relay.rows("endpoint in ('files', 'batches')")
     labels = {(r["http_method"], r["path_label"]) for r in rows}
     assert {
         ("POST", "/v1/files"),
@@ -204,6 +206,13 @@ def test_teacher_errors_pass_through_and_only_safe_calls_are_retried(
         c.files.list(extra_headers={"x-stub-fail": "503"})
     assert busy.value.status_code == 503
     assert len(teacher.requests) == 3  # a GET is retried (teacher.max_retries = 2), then passed
+
+    # An answer that breaks off before its announced length is a 502, not a short body.
+    with pytest.raises(openai.InternalServerError) as cut:
+        c.models.retrieve(teacher.model, extra_headers={"x-stub-fail": "cut:10"})
+    assert cut.value.status_code == 502
+    assert cut.value.body["code"] == "teacher_unavailable"
+    assert relay.row(cut.value.response.headers["x-request-id"])["status"] == "cut"
 
 
 def test_denied_prefix_realtime_and_unknown_paths(
