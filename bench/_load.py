@@ -18,10 +18,13 @@ class Sample:
 
 
 def build_request(
-    base_url: str, body: bytes, api_key: str = "sk-bench-0123456789abcdef0123456789abcdef"
+    base_url: str,
+    body: bytes,
+    api_key: str = "sk-bench-0123456789abcdef0123456789abcdef",
+    endpoint: str = "/chat/completions",
 ) -> tuple[str, int, bytes]:
     url = urlsplit(base_url)
-    path = url.path.rstrip("/") + "/chat/completions"
+    path = url.path.rstrip("/") + endpoint
     head = (
         f"POST {path} HTTP/1.1\r\nhost: {url.hostname}:{url.port}\r\n"
         f"content-type: application/json\r\nauthorization: Bearer {api_key}\r\n"
@@ -72,10 +75,11 @@ async def run_load(
     total: int | None = None,
     keep_ids: bool = False,
     warmup: float = 0.5,
+    endpoint: str = "/chat/completions",
 ) -> tuple[Sample, float]:
-    """Closed-loop load: ``concurrency`` connections, each sending one request at a time.
-    Returns the samples (after warm-up) and the measured wall time."""
-    host, port, request = build_request(base_url, body)
+    """Closed-loop load: ``concurrency`` connections, each sending one request at a time to
+    ``endpoint``. Returns the samples (after warm-up) and the measured wall time."""
+    host, port, request = build_request(base_url, body, endpoint=endpoint)
     sample = Sample()
     sent = 0
     t0 = time.perf_counter()

@@ -1,6 +1,7 @@
 """The fastest stand-in upstream we can write: a raw asyncio HTTP/1.1 server that answers every
-POST with one fixed ``chat.completion`` (or, for ``"stream": true``, a fixed SSE stream), so its
-cost is small and equal for direct and proxied runs. ``python bench/_upstream.py --port N``."""
+POST with one fixed ``chat.completion`` (or, for ``"stream": true``, a fixed SSE stream; on
+``/embeddings``, a fixed embeddings list), so its cost is small and equal for direct and
+proxied runs. ``python bench/_upstream.py --port N``."""
 
 from __future__ import annotations
 
@@ -50,6 +51,14 @@ STREAM_EVENTS = [
 ]
 USAGE_EVENT = _chunk({}, usage={"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23})
 DONE = b"data: [DONE]\n\n"
+EMBEDDINGS = json.dumps(
+    {
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.0123] * 256}],
+        "model": "text-embedding-3-small",
+        "usage": {"prompt_tokens": 12, "total_tokens": 12},
+    }
+).encode()
 MODELS = (
     b'{"object":"list","data":[{"id":"bench-teacher","object":"model","created":0,'
     b'"owned_by":"bench"}]}'
@@ -86,6 +95,9 @@ class Upstream(asyncio.Protocol):
     def respond(self, path: str, body: bytes) -> None:
         if path.endswith("/models"):
             self._send(b"application/json", MODELS)
+            return
+        if path.endswith("/embeddings"):
+            self._send(b"application/json", EMBEDDINGS)
             return
         if b'"stream":true' in body.replace(b" ", b""):
             events = list(STREAM_EVENTS)

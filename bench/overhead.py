@@ -3,7 +3,8 @@
     python bench/overhead.py [--quick] [--litellm] [--other NAME=URL] [--durability 10000]
 
 Starts a minimal upstream and the gateway as separate processes, then measures non-streaming
-and streaming chat completions at concurrency 1, 8 and 64 directly and through the gateway
+and streaming chat completions, and embeddings (which the gateway passes through, metered),
+at concurrency 1, 8 and 64 directly and through the gateway
 (and through any other gateway given), prints a table and writes JSON. The durability check
 sends N requests through the gateway, sends SIGTERM, and counts the rows logged.
 """
@@ -42,6 +43,15 @@ BODY = json.dumps(
 ).encode()
 BENCH_KEY = "sk-bench-0123456789abcdef0123456789abcdef"
 STREAM_BODY = json.dumps({**json.loads(BODY), "stream": True}).encode()
+EMBEDDINGS_BODY = json.dumps(
+    {"model": "text-embedding-3-small", "input": "My card has not arrived yet, where is it?"}
+).encode()
+# (mode, body, endpoint) of each row.
+MODES = [
+    ("non-stream", BODY, "/chat/completions"),
+    ("stream", STREAM_BODY, "/chat/completions"),
+    ("embeddings", EMBEDDINGS_BODY, "/embeddings"),
+]
 
 
 def free_port() -> int:
@@ -137,9 +147,11 @@ def pct(values: list[float], q: float) -> float:
 def measure(targets: dict[str, str], duration: float, rows: list[dict]) -> None:
     """Measure every cell for ``targets`` (run one gateway at a time: they share 2 cores)."""
     for name, url in targets.items():
-        for mode, body in (("non-stream", BODY), ("stream", STREAM_BODY)):
+        for mode, body, endpoint in MODES:
             for conc in (1, 8, 64):
-                sample, wall = asyncio.run(run_load(url, body, conc, duration=duration))
+                sample, wall = asyncio.run(
+                    run_load(url, body, conc, duration=duration, endpoint=endpoint)
+                )
                 rows.append(
                     {
                         "mode": mode,
@@ -274,7 +286,8 @@ def main() -> int:
                 litellm_proc.terminate()
                 litellm_proc.wait(30)
         add_deltas(rows)
-        rows.sort(key=lambda r: (r["mode"] != "non-stream", r["concurrency"]))
+        order = [mode for mode, _, _ in MODES]
+        rows.sort(key=lambda r: (order.index(r["mode"]), r["concurrency"]))
         print_table(rows)
         result = {"machine": machine(), "duration_s": duration, "rows": rows}
         if args.durability:
