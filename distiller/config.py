@@ -122,7 +122,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     """AdamW weight decay."""
     max_length: int = 128
-    """Longest tokenised example; longer ones are truncated."""
+    """Longest tokenised example (prompt and answer; at most the model's context). A longer
+    one loses the start of its prompt, never its answer; one whose answer alone is longer is
+    left out. The run logs how many examples were shortened and trained on."""
     completion_only_loss: bool = True
     """Loss on the answer only; off puts loss on the whole sequence (helps scarce data)."""
     seed: int = 0
@@ -137,6 +139,9 @@ class TrainConfig:
     """Tiny students: transformer layers."""
     tiny_vocab_size: int = 2048
     """Tiny students: tokenizer vocabulary size (trained on the task's texts)."""
+    tiny_context: int = 256
+    """Tiny students: context length in tokens (prompt and answer). A longer prompt keeps its
+    end, in training and when the student answers."""
     isolation: str = "process"
     """``process`` (train and evaluate in a spawned process) or ``inline`` (this process)."""
     timeout_s: float = 6 * 3600.0
@@ -263,6 +268,8 @@ class DistillConfig:
             (self.dataset.failure_weight >= 1, "dataset.failure_weight must be >= 1"),
             (0 < self.gates.target <= 1, "gates.quality_target must be in (0, 1]"),
             (self.train.epochs > 0, "train.epochs must be positive"),
+            (self.train.max_length >= 2, "train.max_length must be >= 2"),
+            (self.train.tiny_context >= 16, "train.tiny_context must be >= 16"),
             (self.train.warm_start_epochs > 0, "train.warm_start_epochs must be positive"),
             (
                 0 < self.train.warm_start_lr_scale <= 1,

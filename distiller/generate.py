@@ -91,8 +91,9 @@ class StudentRunner:
         }
 
     def _batch(self, prompts: Sequence[Prompt], max_new_tokens: int) -> list[Generation]:
-        """A prompt the student cannot take (longer than its context) gets an empty answer:
-        it fails the validity checks, as the router would send it to the teacher."""
+        """A prompt the student cannot take gets an empty answer: it fails the validity
+        checks, as the router would send it to the teacher. (A prompt longer than the
+        student's context keeps its end, as in training.)"""
         requests = [self.request(p, max_new_tokens) for p in prompts]
         return [
             Generation.from_answer(result)

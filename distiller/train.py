@@ -17,6 +17,7 @@ from typing import Any
 
 from understudy.distiller.config import TrainConfig
 from understudy.distiller.dataset import Example
+from understudy.distiller.sequences import fit_sequences
 
 log = logging.getLogger("understudy.distiller")
 
@@ -32,12 +33,17 @@ class TrainResult:
     adapter_path: str | None
     """LoRA: the directory with the adapter (load it on top of ``base``)."""
     examples: int
+    """Examples given to training (repeats of up-weighted failure cases included)."""
     steps: int
     seconds: float
     examples_per_s: float
     final_loss: float | None
     warm_start_from: str | None = None
     """The champion whose weights training started from (``train.warm_start``), if any."""
+    trained_examples: int | None = None
+    """Examples actually trained on: those whose answer fits ``train.max_length``."""
+    shortened_prompts: int = 0
+    """Examples whose prompt lost its start to fit ``train.max_length`` (the answer is whole)."""
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -96,6 +102,7 @@ def build_tiny_base(path: Path, examples: Sequence[Example], config: TrainConfig
         hidden=config.tiny_hidden,
         layers=config.tiny_layers,
         vocab_size=config.tiny_vocab_size,
+        max_positions=config.tiny_context,
         seed=config.seed,
     )
 
@@ -137,6 +144,12 @@ def train_candidate(
     device = _device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, **_load_kwargs(config, device))
+    max_length = _max_length(config, model)
+    fitted = fit_sequences(training_rows(examples), tokenizer, max_length)
+    if not fitted.rows:
+        raise ValueError(
+            f"no example fits train.max_length = {max_length} tokens: every answer is longer"
+        )
     peft_config = None
     if config.method == "lora" and warm_start:
         from peft import PeftModel
@@ -160,7 +173,7 @@ def train_candidate(
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
-        max_length=config.max_length,
+        max_length=max_length,
         completion_only_loss=config.completion_only_loss,
         seed=config.seed,
         data_seed=config.seed,
@@ -175,10 +188,20 @@ def train_candidate(
     trainer = _trainer_class(SFTTrainer)(
         model=model,
         args=args,
-        train_dataset=HFDataset.from_list(training_rows(examples)),
+        train_dataset=HFDataset.from_list(fitted.rows),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[_progress_callback(log_path, len(examples))],
+        callbacks=[_progress_callback(log_path)],
+    )
+    trained = len(trainer.train_dataset)
+    log.info(
+        "training on %d of %d examples (max_length %d: %d prompts shortened to their end, "
+        "%d left out with an answer longer than that)",
+        trained,
+        len(examples),
+        max_length,
+        fitted.shortened,
+        len(examples) - trained,
     )
     started = time.perf_counter()
     output = trainer.train()
@@ -187,7 +210,7 @@ def train_candidate(
     trainer.save_model(str(final_dir))
     tokenizer.save_pretrained(str(final_dir))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    seen = len(examples) * epochs
+    seen = trained * epochs
     return TrainResult(
         base=base,
         model_path=str(final_dir) if config.method == "full" else None,
@@ -198,8 +221,24 @@ def train_candidate(
         examples_per_s=round(seen / seconds, 1) if seconds else 0.0,
         final_loss=losses[-1] if losses else float(output.training_loss),
         warm_start_from=warm_start.id if warm_start else None,
+        trained_examples=trained,
+        shortened_prompts=fitted.shortened,
         log_history=list(trainer.state.log_history),
     )
+
+
+def _max_length(config: TrainConfig, model: Any) -> int:
+    """``train.max_length``, at most the positions the model has."""
+    positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    if positions is not None and config.max_length > positions:
+        log.warning(
+            "train.max_length %d is beyond the model's %d positions; training uses %d",
+            config.max_length,
+            positions,
+            positions,
+        )
+        return int(positions)
+    return config.max_length
 
 
 def _trainer_class(base: type) -> type:
@@ -262,7 +301,7 @@ def _lora_config(config: TrainConfig) -> Any:
     )
 
 
-def _progress_callback(log_path: Path | None, examples: int) -> Any:
+def _progress_callback(log_path: Path | None) -> Any:
     from transformers import TrainerCallback
 
     class ProgressLog(TrainerCallback):
@@ -270,7 +309,7 @@ def _progress_callback(log_path: Path | None, examples: int) -> Any:
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.started = time.perf_counter()
-            log.info("training on %d examples for %d steps", examples, state.max_steps)
+            log.info("training for %d steps", state.max_steps)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             record = {

@@ -125,16 +125,20 @@ class Generator:
             raise StudentError(f"the chat template failed on these messages: {exc}") from exc
 
     def encode(self, request: StudentRequest) -> list[int]:
-        """Prompt token ids; a prompt the model cannot continue is a :class:`StudentError`."""
+        """Prompt token ids; a prompt the model cannot continue is a :class:`StudentError`.
+
+        A prompt too long for the student's context keeps its end (as in training): room is
+        left for ``max_tokens`` of answer, or half the context, whichever is less."""
         chat = request.messages is not None
-        ids = self.tokenizer(self.render(request), add_special_tokens=not chat)["input_ids"]
+        ids = list(self.tokenizer(self.render(request), add_special_tokens=not chat)["input_ids"])
         if not ids:
             raise StudentError("the prompt is empty")
-        if self.max_positions is not None and len(ids) >= self.max_positions:
-            raise StudentError(
-                f"the prompt has {len(ids)} tokens; the student's context is {self.max_positions}"
-            )
-        return list(ids)
+        if self.max_positions is not None:
+            answer = min(max(1, request.max_tokens), self.max_positions // 2)
+            room = self.max_positions - answer
+            if len(ids) > room:
+                ids = ids[-room:]
+        return ids
 
     # -- generation -----------------------------------------------------------------------
 

@@ -73,6 +73,7 @@ def tiny_model(
     hidden: int = 128,
     layers: int = 2,
     vocab_size: int = 2048,
+    context: int = 256,
     seed: int = 0,
 ) -> int:
     """Build a tiny Llama-architecture student and its tokenizer at ``path``."""
@@ -84,7 +85,13 @@ def tiny_model(
             print(f"understudy: {texts_file} has no text", file=sys.stderr)
             return 2
     out = build_tiny_model(
-        path, texts, hidden=hidden, layers=layers, vocab_size=vocab_size, seed=seed
+        path,
+        texts,
+        hidden=hidden,
+        layers=layers,
+        vocab_size=vocab_size,
+        max_positions=context,
+        seed=seed,
     )
     print(f"tiny model written to {out}")
     return 0

@@ -127,3 +127,80 @@ def test_a_warm_start_continues_training_the_champions_adapter(tmp_path, tiny_ba
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert any("lora_B" in k and after[k].abs().sum() > 0 for k in after)
+
+
+def long_examples(n: int, words: int = 300) -> list[Example]:
+    """Reviews far longer than ``max_length``, each with a one-word answer."""
+    filler = " ".join(["the film goes on and on with more scenes"] * (words // 10))
+    return [
+        Example(
+            str(i),
+            i,
+            label,
+            messages=[
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": f"{filler} and in the end {text}"},
+            ],
+        )
+        for i, (text, label) in enumerate(intent_messages(n))
+    ]
+
+
+def test_long_prompts_keep_their_end_and_whole_answer_and_are_all_trained_on(
+    tmp_path, tiny_base, caplog
+):
+    """trl cut the end off long sequences (the answer with it) and dropped them as fully
+    masked, while the run logged every example as trained on."""
+    from transformers import AutoTokenizer
+
+    from understudy.distiller.sequences import fit_sequences
+    from understudy.distiller.train import training_rows
+
+    data = long_examples(16)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    fitted = fit_sequences(training_rows(data), tokenizer, max_length=64)
+    assert len(fitted.rows) == 16 and fitted.shortened == 16
+    for row, ex in zip(fitted.rows, data, strict=True):
+        assert len(row["input_ids"]) == 64
+        answer = [t for t, m in zip(row["input_ids"], row["completion_mask"], strict=True) if m]
+        assert tokenizer.decode(answer).startswith(ex.answer)  # the whole answer, then <|im_end|>
+        prompt = tokenizer.decode(row["input_ids"][: len(row["input_ids"]) - len(answer)])
+        assert prompt.endswith(
+            f"in the end {ex.prompt_text().rsplit('in the end ', 1)[1]}"
+            "<|im_end|>\n<|im_start|>assistant\n"
+        )
+
+    config = TrainConfig(
+        base_model=tiny_base, method="full", epochs=1, max_length=64, batch_size=8, device="cpu"
+    )
+    with caplog.at_level("INFO", logger="understudy.distiller"):
+        result = train_candidate(data, config, tmp_path / "out")
+    assert (result.trained_examples, result.shortened_prompts, result.steps) == (16, 16, 2)
+    assert "training on 16 of 16 examples (max_length 64: 16 prompts shortened" in caplog.text
+
+
+def test_an_answer_longer_than_max_length_is_left_out_and_counted(tmp_path, tiny_base):
+    data = examples(8)
+    data[0] = Example("long", 0, " ".join(["card_arrival"] * 80), messages=data[0].messages)
+    config = TrainConfig(
+        base_model=tiny_base, method="full", epochs=1, max_length=48, batch_size=8, device="cpu"
+    )
+    result = train_candidate(data, config, tmp_path / "out")
+    assert result.examples == 8 and result.trained_examples == 7
+
+
+def test_a_tiny_students_context_is_a_setting_and_long_prompts_keep_their_end(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from understudy.distiller.generate import StudentRunner
+
+    config = TrainConfig(
+        base_model="tiny", method="full", tiny_hidden=32, tiny_layers=1, tiny_context=96
+    )
+    path = build_tiny_base(tmp_path / "base", long_examples(8), config)
+    assert AutoModelForCausalLM.from_pretrained(path).config.max_position_embeddings == 96
+
+    runner = StudentRunner(str(path), device="cpu")
+    long_prompt = Prompt(messages=long_examples(1, words=600)[0].messages)
+    (gen,) = runner.generate([long_prompt], max_new_tokens=8)  # no "context" error
+    assert 1 <= len(gen.logprobs) <= 8  # an answer, not the empty one of a refused prompt

@@ -288,20 +288,36 @@ async def test_load_and_unload_are_idempotent_and_unloaded_models_are_refused(ba
 async def test_a_request_the_model_cannot_take_fails_alone(taught_dir):
     engine = LocalBackend(device="cpu", max_batch_size=8, batch_window_ms=100)
     model = StudentModel("count@v1", str(taught_dir))
-    too_long = StudentRequest(model, chat("count " * 300))
+    empty = StudentRequest(model, prompt="")
     try:
         await engine.load(model)
         results = await asyncio.gather(
-            engine.generate(too_long),
+            engine.generate(empty),
             engine.generate(StudentRequest(model, chat("ping"))),
             return_exceptions=True,
         )
     finally:
         await engine.close()
 
-    assert isinstance(results[0], StudentError) and "context" in str(results[0])
+    assert isinstance(results[0], StudentError) and "empty" in str(results[0])
     assert results[1].text == "pong"
     assert engine.stats.batches == 1
+
+
+async def test_a_prompt_longer_than_the_context_is_answered_from_its_end(taught_dir):
+    """It was refused ("the student's context is 256"): a long-text task could never be
+    served, nor pass the validity gate. It keeps its end, as training does."""
+    engine = LocalBackend(device="cpu", max_batch_size=8, batch_window_ms=0)
+    model = StudentModel("count@v1", str(taught_dir))
+    try:
+        await engine.load(model)
+        request = StudentRequest(model, chat("count " * 300 + "ping"), max_tokens=16)
+        answer = await engine.generate(request)
+    finally:
+        await engine.close()
+
+    # The context is 256: the prompt's last 240 tokens, leaving room for the 16 asked for.
+    assert answer.prompt_tokens == 240 and 1 <= answer.completion_tokens <= 16
 
 
 async def test_closing_fails_waiting_requests_instead_of_leaving_them_hanging(tiny_model_dir):
