@@ -1,6 +1,7 @@
 """The fastest stand-in upstream we can write: a raw asyncio HTTP/1.1 server that answers every
 POST with one fixed ``chat.completion`` (or, for ``"stream": true``, a fixed SSE stream; on
-``/embeddings``, a fixed embeddings list), so its cost is small and equal for direct and
+``/embeddings``, a fixed embeddings list; on ``/responses``, a fixed ``response`` or its typed
+events), so its cost is small and equal for direct and
 proxied runs. ``python bench/_upstream.py --port N``."""
 
 from __future__ import annotations
@@ -59,6 +60,47 @@ EMBEDDINGS = json.dumps(
         "usage": {"prompt_tokens": 12, "total_tokens": 12},
     }
 ).encode()
+RESPONSE = {
+    "id": "resp_bench",
+    "object": "response",
+    "created_at": 0,
+    "status": "completed",
+    "model": "bench-teacher-2024",
+    "output": [
+        {
+            "id": "msg_bench",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "card_arrival", "annotations": []}],
+        }
+    ],
+    "usage": {
+        "input_tokens": 20,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 3,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 23,
+    },
+}
+
+
+def _typed(kind: str, n: int, **fields: object) -> bytes:
+    data = json.dumps({"type": kind, "sequence_number": n, **fields})
+    return f"event: {kind}\ndata: {data}\n\n".encode()
+
+
+_PART = {"item_id": "msg_bench", "output_index": 0, "content_index": 0}
+RESPONSE_EVENTS = [
+    _typed("response.created", 0, response={**RESPONSE, "status": "in_progress", "output": []}),
+    _typed("response.output_item.added", 1, output_index=0, item={**RESPONSE["output"][0]}),
+    _typed("response.output_text.delta", 2, delta="card", **_PART),
+    _typed("response.output_text.delta", 3, delta="_arr", **_PART),
+    _typed("response.output_text.delta", 4, delta="ival", **_PART),
+    _typed("response.output_text.done", 5, text="card_arrival", **_PART),
+    _typed("response.output_item.done", 6, output_index=0, item=RESPONSE["output"][0]),
+    _typed("response.completed", 7, response=RESPONSE),
+]
 MODELS = (
     b'{"object":"list","data":[{"id":"bench-teacher","object":"model","created":0,'
     b'"owned_by":"bench"}]}'
@@ -99,19 +141,29 @@ class Upstream(asyncio.Protocol):
         if path.endswith("/embeddings"):
             self._send(b"application/json", EMBEDDINGS)
             return
-        if b'"stream":true' in body.replace(b" ", b""):
+        stream = b'"stream":true' in body.replace(b" ", b"")
+        if path.endswith("/responses"):
+            if stream:
+                self._send_events(RESPONSE_EVENTS)
+            else:
+                self._send(b"application/json", json.dumps(RESPONSE).encode())
+            return
+        if stream:
             events = list(STREAM_EVENTS)
             if b'"include_usage":true' in body.replace(b" ", b""):
                 events.append(USAGE_EVENT)
             events.append(DONE)
-            out = (
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                b"transfer-encoding: chunked\r\n\r\n"
-            )
-            out += b"".join(_http_chunk(e) for e in events) + b"0\r\n\r\n"
-            self.transport.write(out)
+            self._send_events(events)
             return
         self._send(b"application/json", COMPLETION)
+
+    def _send_events(self, events: list[bytes]) -> None:
+        out = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        out += b"".join(_http_chunk(e) for e in events) + b"0\r\n\r\n"
+        self.transport.write(out)
 
     def _send(self, ctype: bytes, payload: bytes) -> None:
         self.transport.write(

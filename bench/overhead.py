@@ -3,8 +3,8 @@
     python bench/overhead.py [--quick] [--litellm] [--other NAME=URL] [--durability 10000]
 
 Starts a minimal upstream and the gateway as separate processes, then measures non-streaming
-and streaming chat completions, and embeddings (which the gateway passes through, metered),
-at concurrency 1, 8 and 64 directly and through the gateway
+and streaming chat completions, the same for the Responses API, and embeddings (which the
+gateway passes through, metered), at concurrency 1, 8 and 64 directly and through the gateway
 (and through any other gateway given), prints a table and writes JSON. The durability check
 sends N requests through the gateway, sends SIGTERM, and counts the rows logged.
 """
@@ -46,10 +46,20 @@ STREAM_BODY = json.dumps({**json.loads(BODY), "stream": True}).encode()
 EMBEDDINGS_BODY = json.dumps(
     {"model": "text-embedding-3-small", "input": "My card has not arrived yet, where is it?"}
 ).encode()
+RESPONSES_BODY = json.dumps(
+    {
+        "model": "bench",
+        "instructions": "Classify the banking intent.",
+        "input": "My card has not arrived yet, where is it?",
+    }
+).encode()
+RESPONSES_STREAM_BODY = json.dumps({**json.loads(RESPONSES_BODY), "stream": True}).encode()
 # (mode, body, endpoint) of each row.
 MODES = [
     ("non-stream", BODY, "/chat/completions"),
     ("stream", STREAM_BODY, "/chat/completions"),
+    ("responses", RESPONSES_BODY, "/responses"),
+    ("responses-stream", RESPONSES_STREAM_BODY, "/responses"),
     ("embeddings", EMBEDDINGS_BODY, "/embeddings"),
 ]
 
