@@ -112,7 +112,7 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
             await teacher.close()
             if retention is not None:
                 await asyncio.to_thread(retention.stop)
-            await asyncio.to_thread(writer.close)
+            await asyncio.to_thread(writer.close, settings.server.shutdown_flush_s)
             box.put(None)
             stats = writer.stats()
             log.info(

@@ -143,6 +143,42 @@ class CostConfig:
 
 
 @dataclass
+class ServerConfig:
+    """The HTTP server's limits towards clients, and how a stop drains."""
+
+    header_timeout_s: float = 10.0
+    """Longest time a client may take to send a request's headers (from connecting, or from the
+    request's first byte); slower connections are closed."""
+    keep_alive_s: float = 5.0
+    """How long an idle keep-alive connection stays open between requests."""
+    max_header_bytes: int = 64 * 1024
+    """Largest request line and headers together; larger ones get 431."""
+    max_headers: int = 128
+    """Most header lines in one request; more get 431."""
+    max_connections: int = 4096
+    """Open connections (and requests in progress) beyond which new requests get 503; the
+    process's open-file limit is raised to fit it where the system allows."""
+    shutdown_drain_s: float = 5.0
+    """On SIGTERM, how long requests in flight may finish before they are cancelled (their rows
+    logged ``incomplete``); with ``shutdown_flush_s`` it must fit the platform's grace period
+    (Docker: 10 s by default; ``stop_grace_period`` in ``deploy/compose.yaml``)."""
+    shutdown_flush_s: float = 3.0
+    """On stop, how long the request log may keep retrying writes that fail (a locked or full
+    database) before the rows left are counted dropped."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first ``server.*`` setting out of range."""
+        for name in ("header_timeout_s", "keep_alive_s", "shutdown_flush_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"server.{name} must be positive")
+        if self.shutdown_drain_s < 0:
+            raise ValueError("server.shutdown_drain_s must be >= 0")
+        for name in ("max_header_bytes", "max_headers", "max_connections"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"server.{name} must be positive")
+
+
+@dataclass
 class GatewayConfig:
     """Everything the gateway needs: top-level settings and the sections it serves with."""
 
@@ -170,6 +206,7 @@ class GatewayConfig:
     costs: CostConfig = field(default_factory=CostConfig)
     limits: LimitConfig = field(default_factory=LimitConfig)
     passthrough: PassthroughConfig = field(default_factory=PassthroughConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     @property
     def db_path(self) -> Path:
@@ -185,6 +222,7 @@ class GatewayConfig:
         self.storage.validate()
         self.limits.validate()
         self.passthrough.validate()
+        self.server.validate()
         self.student.validate()
         self.router.validate()
         if self.log_level not in ("debug", "info", "warning", "error"):

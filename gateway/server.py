@@ -12,6 +12,7 @@ import uvicorn
 
 from understudy.gateway.app import Companion, create_app
 from understudy.gateway.config import GatewayConfig
+from understudy.gateway.http_limits import protocol_class, raise_open_file_limit
 
 
 def configure_logging(level: str) -> None:
@@ -42,14 +43,17 @@ def serve(settings: GatewayConfig, *, companions: Sequence[Companion] = ()) -> i
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(settings.server),  # httptools, with header deadline and size limits
         lifespan="on",
         access_log=False,
         log_config=None,  # one logging set-up for the gateway and uvicorn: ours
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        timeout_keep_alive=settings.server.keep_alive_s,  # type: ignore[arg-type]
+        limit_concurrency=settings.server.max_connections,
+        timeout_graceful_shutdown=settings.server.shutdown_drain_s,  # type: ignore[arg-type]
         backlog=4096,
     )
+    raise_open_file_limit(settings.server.max_connections)
     server = uvicorn.Server(config)
     with _signals_end_cleanly():
         server.run()

@@ -195,3 +195,13 @@ def test_the_base_install_needs_no_ml_packages():
     assert {"gpu", "train", "dev"} <= set(extras)
     assert any(d.startswith("vllm") for d in extras["gpu"])
     assert any(d.startswith("hypothesis") for d in extras["dev"])
+
+
+def test_compose_stop_fits_the_gateway_drain_and_flush(compose):
+    """The gateway's drain and flush must end before Docker's SIGKILL, or rows in flight die."""
+    gateway = compose["services"]["gateway"]
+    grace = float(str(gateway["stop_grace_period"]).rstrip("s"))
+    env = gateway["environment"]
+    drain = float(env["UNDERSTUDY_SERVER_SHUTDOWN_DRAIN_S"])
+    flush = float(env["UNDERSTUDY_SERVER_SHUTDOWN_FLUSH_S"])
+    assert drain + flush + 2 <= grace
