@@ -64,20 +64,13 @@ def to_response(reply: Reply) -> Response:
 def relay_response(reply: PassReply) -> ASGIResponse:
     """A relayed answer: the teacher's status, headers and bytes, sent as they arrive (a small
     one read whole, in one piece)."""
-    content_type = {"content-type": reply.content_type} if reply.content_type else None
-    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+    headers = list(reply.headers)  # a list: a header may come more than once
+    if reply.content_type:
+        headers.append(("content-type", reply.content_type))
     if isinstance(reply.body, bytes):
-        return ASGIResponse(
-            body=reply.body,
-            status_code=reply.status_code,
-            headers=content_type,
-            encoded_headers=encoded,
-        )
+        return ASGIResponse(body=reply.body, status_code=reply.status_code, headers=headers)
     return ASGIStreamingResponse(
-        iterator=reply.body,
-        status_code=reply.status_code,
-        headers=content_type,
-        encoded_headers=encoded,
+        iterator=reply.body, status_code=reply.status_code, headers=headers
     )
 
 
