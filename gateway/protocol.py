@@ -103,9 +103,38 @@ def decode_body(raw: bytes) -> dict[str, Any]:
         body = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        body = _TOO_DEEP  # deeper than the decoder goes
+    if body is _TOO_DEEP or _deeper_than(body, MAX_JSON_DEPTH):
+        raise InvalidRequestError(
+            f"the request body nests JSON deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
     if not isinstance(body, dict):
         raise InvalidRequestError("the request body must be a JSON object")
     return body
+
+
+MAX_JSON_DEPTH = 128
+"""Deepest nesting of objects and arrays a request body may have (OpenAI's JSON schemas nest a
+few levels); deeper bodies get 400 before anything recurses over them."""
+
+_TOO_DEEP = object()
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests objects/arrays more than ``limit`` deep (iterative, no recursion)."""
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def validate_chat(body: dict[str, Any]) -> ChatCompletionRequest:

@@ -11,6 +11,7 @@ connection failed before a byte of its body was read.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import itertools
 import json
 import time
@@ -61,8 +62,43 @@ class RelayBody(Protocol):
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
 
+MAX_RETRY_AFTER_S = 600
+"""Longest wait a relayed ``retry-after`` (``retry-after-ms``) may ask of a client."""
+
+
 def passed_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k.lower().startswith(PASSED_HEADERS)}
+    """The teacher's headers a client sees; ``retry-after`` clamped to 0-600 s (a date read
+    as the seconds until it), one that is not a number or a date left out."""
+    passed: dict[str, str] = {}
+    for k, v in headers.items():
+        name = k.lower()
+        if not name.startswith(PASSED_HEADERS):
+            continue
+        if name in ("retry-after", "retry-after-ms"):
+            clamped = clamp_retry_after(v, 1000 if name.endswith("-ms") else 1)
+            if clamped is None:
+                continue
+            v = clamped
+        passed[k] = v
+    return passed
+
+
+def clamp_retry_after(value: str, per_second: int = 1) -> str | None:
+    """``value`` (seconds, or milliseconds with ``per_second=1000``, or an HTTP date) within
+    0..:data:`MAX_RETRY_AFTER_S`, as text; None when it is neither a number nor a date."""
+    try:
+        wait = float(value.strip())
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        wait = (when.timestamp() - time.time()) * per_second
+    if wait != wait:  # NaN
+        return None
+    return str(int(min(max(wait, 0.0), MAX_RETRY_AFTER_S * per_second)))
 
 
 class TeacherClient:

@@ -6,28 +6,59 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import msgspec
 
 DONE = b"[DONE]"
 
 
-class EventSplitter:
-    """Feed raw bytes; get back complete events (each ending in a blank line)."""
+MAX_EVENT_BYTES = 1024 * 1024
+"""Largest server-sent event taken from the teacher (OpenAI's chunks are a few KiB): a larger
+one breaks the stream off (the client gets an error event, then ``[DONE]``)."""
 
-    def __init__(self) -> None:
-        self._buffer = b""
+
+class EventTooLarge(httpx.RemoteProtocolError):
+    """The teacher sent an event larger than :data:`MAX_EVENT_BYTES` (a broken stream)."""
+
+
+class EventSplitter:
+    """Feed raw bytes; get back complete events (each ending in a blank line).
+
+    Linear in the bytes fed: each byte is searched once and ``\r\n`` is normalised as it
+    arrives; an event growing past ``max_event_bytes`` raises :class:`EventTooLarge`."""
+
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self.max_event_bytes = max_event_bytes
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer already searched for a blank line
+        self._cr = False  # the last chunk ended in "\r": it may start a "\r\n"
 
     def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
-        if b"\n\n" not in self._buffer and b"\r\n\r\n" not in self._buffer:
-            return []
-        normal = self._buffer.replace(b"\r\n", b"\n")
-        *events, self._buffer = normal.split(b"\n\n")
-        return [e + b"\n\n" for e in events if e.strip()]
+        if self._cr:
+            data, self._cr = b"\r" + data, False
+        if data.endswith(b"\r"):
+            data, self._cr = data[:-1], True
+        self._buffer += data.replace(b"\r\n", b"\n")
+        events: list[bytes] = []
+        start = 0
+        search = max(self._scanned - 1, 0)
+        while (cut := self._buffer.find(b"\n\n", search)) >= 0:
+            event = bytes(self._buffer[start:cut])
+            if event.strip():
+                events.append(event + b"\n\n")
+            start = search = cut + 2
+        if start:
+            del self._buffer[:start]
+        self._scanned = len(self._buffer)
+        if self._scanned > self.max_event_bytes:
+            raise EventTooLarge(
+                f"the teacher sent an event over {self.max_event_bytes} bytes without an end"
+            )
+        return events
 
     @property
     def pending(self) -> bytes:
-        return self._buffer
+        return bytes(self._buffer) + (b"\r" if self._cr else b"")
 
 
 def event_data(event: bytes) -> bytes | None:

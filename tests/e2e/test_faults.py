@@ -187,3 +187,44 @@ def test_teacher_unreachable_is_a_502_and_not_ready(tmp_path):
         ready = httpx.get(gw.url + "/ready")
         assert ready.status_code == 503
         assert ready.json()["teacher"]["ok"] is False and ready.json()["database"]["ok"] is True
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model":"m","messages":[{"role":"user","content":"hi"}],"x":'
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}",
+        b'{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x","o":'
+        + b'{"a":' * 1000
+        + b"1"
+        + b"}" * 1000
+        + b"}]}]}",
+    ],
+    ids=["100k-nested-arrays", "1000-nested-objects"],
+)
+def test_deeply_nested_json_is_a_400(gateway, teacher, raw):
+    """Deep nesting was a 500 (RecursionError)."""
+    before = teacher.served
+    r = httpx.post(
+        gateway.base_url + "/chat/completions",
+        content=raw,
+        headers={"content-type": "application/json"},
+    )
+    assert "deeper than" in assert_openai_error(r, 400)["message"]
+    assert teacher.served == before
+
+
+def test_a_huge_retry_after_from_the_teacher_is_clamped(gateway, teacher):
+    """retry-after: 999999999999 was relayed as it came."""
+    saved = teacher.retry_after_s
+    teacher.retry_after_s = 999_999_999_999
+    try:
+        teacher.control(fail_next=[429])
+        with pytest.raises(openai.RateLimitError) as info:
+            client(gateway).chat.completions.create(model="m", messages=CHAT)
+    finally:
+        teacher.retry_after_s = saved
+    headers = info.value.response.headers
+    assert headers["retry-after"] == "600" and headers["retry-after-ms"] == "600000"

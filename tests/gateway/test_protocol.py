@@ -51,3 +51,26 @@ def test_completion_needs_prompt():
         validate_completion({"model": "m"})
     assert info.value.param == "prompt"
     assert validate_completion({"model": "m", "prompt": "x"}).prompt == "x"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model":"m","messages":[],"extra":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x","o":'
+        + b'{"a":' * 1000
+        + b"1"
+        + b"}" * 1000
+        + b"}]}]}",
+        b'{"x":' + b"[" * 200 + b"]" * 200 + b"}",
+    ],
+    ids=["100k-arrays", "1000-objects-in-a-part", "200-levels"],
+)
+def test_deeply_nested_bodies_are_a_400_not_a_recursion_error(raw):
+    with pytest.raises(InvalidRequestError, match="deeper than 128"):
+        decode_body(raw)
+
+
+def test_nesting_up_to_the_limit_is_accepted():
+    body = decode_body(b'{"x":' + b"[" * 127 + b"]" * 127 + b"}")
+    assert "x" in body

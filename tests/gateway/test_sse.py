@@ -1,6 +1,13 @@
 import json
 
-from understudy.gateway.teacher.sse import EventSplitter, StreamAssembler, event_data
+import pytest
+
+from understudy.gateway.teacher.sse import (
+    EventSplitter,
+    EventTooLarge,
+    StreamAssembler,
+    event_data,
+)
 
 
 def _event(obj) -> bytes:
@@ -21,6 +28,36 @@ def test_splitter_accepts_crlf():
     splitter = EventSplitter()
     assert splitter.feed(b"data: x\r\n\r\ndata: y") == [b"data: x\n\n"]
     assert splitter.pending == b"data: y"
+
+
+def test_splitter_joins_a_crlf_split_between_reads():
+    splitter = EventSplitter()
+    stream = b"data: x\r\n\r\ndata: y\r\n\r\n: keep-alive\r\n\r\n"
+    out = []
+    for i in range(len(stream)):
+        out += splitter.feed(stream[i : i + 1])
+    assert out == [b"data: x\n\n", b"data: y\n\n", b": keep-alive\n\n"]
+    assert splitter.pending == b""
+
+
+def test_an_event_without_an_end_is_refused_past_the_cap():
+    """A teacher streaming megabytes with no blank line once held the event loop for seconds
+    (the buffer was copied and rescanned on every read)."""
+    splitter = EventSplitter(max_event_bytes=1024 * 1024)
+    piece = b"data: " + b"x" * 65536
+    with pytest.raises(EventTooLarge):
+        for _ in range(64):
+            splitter.feed(piece)
+    assert len(splitter.pending) <= 1024 * 1024 + len(piece)
+
+
+def test_the_default_cap_is_a_mebibyte_and_a_large_event_under_it_passes():
+    splitter = EventSplitter()
+    big = b"data: " + b"y" * 900_000
+    assert splitter.feed(big[:400_000]) == []
+    assert splitter.feed(big[400_000:] + b"\n\n") == [big + b"\n\n"]
+    with pytest.raises(EventTooLarge):
+        splitter.feed(b"z" * (1024 * 1024 + 1))
 
 
 def test_chat_chunks_assemble_into_a_completion_with_tool_calls_and_logprobs():
