@@ -12,8 +12,20 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from understudy.storage.records import valid_task_name
+
 SettingsLoader = Callable[[argparse.Namespace], Any]
 TeacherFactory = Callable[[Any], Any]
+
+
+def task_name(value: str) -> str:
+    """An argparse type: a valid task name (1-64 of ``[A-Za-z0-9._-]``, not ``.``/``..``)."""
+    if not valid_task_name(value):
+        raise argparse.ArgumentTypeError(
+            f"invalid task name {value[:80]!r}: 1-64 characters of letters, digits, '.', '_' "
+            "and '-' (not '.' or '..')"
+        )
+    return value
 
 
 def register(
@@ -41,7 +53,9 @@ def register(
     steps = distill.add_subparsers(dest="distill_command", required=True)
     p = steps.add_parser("run", help="one distillation run of a task, now")
     common(p)
-    p.add_argument("--task", required=True, help="task name (see `understudy tasks`)")
+    p.add_argument(
+        "--task", required=True, type=task_name, help="task name (see `understudy tasks`)"
+    )
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     bind(p, "cmd_run")
     p = steps.add_parser("schedule", help="run the schedule: nightly and on new data")
@@ -49,7 +63,7 @@ def register(
     bind(p, "cmd_schedule")
     p = steps.add_parser("history", help="every run of a task: data, gates, promoted or why not")
     common(p)
-    p.add_argument("--task", required=True, help="task name")
+    p.add_argument("--task", required=True, type=task_name, help="task name")
     p.add_argument("--limit", type=int, default=50, help="most recent runs shown (default 50)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bind(p, "cmd_history")
@@ -58,7 +72,7 @@ def register(
     gsteps = golden.add_subparsers(dest="golden_command", required=True)
     p = gsteps.add_parser("add", help="add a golden example")
     common(p)
-    p.add_argument("--task", required=True, help="task name")
+    p.add_argument("--task", required=True, type=task_name, help="task name")
     p.add_argument(
         "--input",
         required=True,
@@ -70,7 +84,7 @@ def register(
     bind(p, "cmd_golden_add")
     p = gsteps.add_parser("list", help="list golden examples")
     common(p)
-    p.add_argument("--task", help="only this task")
+    p.add_argument("--task", type=task_name, help="only this task")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bind(p, "cmd_golden_list")
     p = gsteps.add_parser("remove", help="remove a golden example by id")
@@ -78,7 +92,10 @@ def register(
     p.add_argument("id", type=int, help="the example's id (see `understudy golden list`)")
     bind(p, "cmd_golden_remove")
 
-    p = subparsers.add_parser("rollback", help="serve a task's previous champion again")
+    p = subparsers.add_parser("rollback", help="serve an earlier champion of a task again")
     common(p)
-    p.add_argument("--task", required=True, help="task name")
+    p.add_argument("--task", required=True, type=task_name, help="task name")
+    p.add_argument(
+        "--to", help="the version to serve, e.g. intent@v1 (default: the newest earlier champion)"
+    )
     bind(p, "cmd_rollback")

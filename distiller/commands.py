@@ -26,7 +26,7 @@ from understudy.distiller.schedule import DistillScheduler
 from understudy.storage.config import db_path
 from understudy.storage.database import Store
 from understudy.storage.distill_queries import add_golden, list_golden, list_runs, remove_golden
-from understudy.storage.registry import RegistryError, rollback
+from understudy.storage.registry import RegistryError, rollback, task_state
 
 TeacherFactory = Callable[[Any], Any]
 
@@ -168,12 +168,13 @@ def cmd_golden_remove(args: argparse.Namespace, settings: Any, _: TeacherFactory
 def cmd_rollback(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
     try:
         with _db(settings) as db:
-            state = rollback(db, args.task, reason="command line")
+            left = task_state(db, args.task).champion_id
+            state = rollback(db, args.task, reason="command line", to=args.to)
     except RegistryError as exc:
         print(f"understudy: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(
-        f"task {args.task}: {state.champion_id} serves again (was {state.previous_id}); "
+        f"task {args.task}: {state.champion_id} serves again (was {left}); "
         "a running gateway switches at its next registry check"
     )
     return 0

@@ -132,12 +132,13 @@ def champion(db: sqlite_utils.Database, task: str) -> ModelVersion | None:
 
 
 def promote(db: sqlite_utils.Database, model_id: str, reason: str = "promoted") -> TaskState:
-    """Make ``model_id`` the champion of its task; the old champion becomes ``previous``."""
+    """Make ``model_id`` the champion of its task; ``previous`` becomes the newest earlier
+    former champion (the old one, as a rule): what a rollback would serve."""
     model = get_model(db, model_id)
     now = time.time()
     with db.conn:
         old = task_state(db, model.task)
-        previous = old.champion_id if old.champion_id != model_id else old.previous_id
+        previous = _earlier_champion(db, model.task, model.version)  # what a rollback picks
         # A task that drift sent back to the teacher serves again once a new student is promoted.
         mode = (
             "routed"
@@ -159,19 +160,56 @@ def promote(db: sqlite_utils.Database, model_id: str, reason: str = "promoted") 
     return task_state(db, model.task)
 
 
-def rollback(db: sqlite_utils.Database, task: str, reason: str = "rollback") -> TaskState:
-    """Switch back to the previous champion (instant: it is still registered)."""
+def rollback(
+    db: sqlite_utils.Database, task: str, reason: str = "rollback", *, to: str | None = None
+) -> TaskState:
+    """Serve an earlier champion again (instant: it is still registered).
+
+    The target is ``to`` (an earlier version of the task that was champion once), else the
+    newest earlier version that was champion once and has not been rolled back. The version
+    left is marked ``rolled_back`` and is never picked again by a rollback: repeating one goes
+    further back (or fails), it never re-promotes what was rolled back. ``previous`` becomes
+    the next rollback target (None when there is none).
+    """
     with db.conn:
         state = task_state(db, task)
-        if not state.previous_id:
-            raise RegistryError(f"task {task!r} has no previous champion to roll back to")
+        if not state.champion_id:
+            raise RegistryError(f"task {task!r} has no champion to roll back from")
+        current = get_model(db, state.champion_id)
+        target = _rollback_target(db, task, current.version, to)
         now = time.time()
-        _upsert_state(db, task, state.mode, state.previous_id, state.champion_id, now, reason)
-        db.execute("update models set status = 'champion' where id = ?", [state.previous_id])
-        if state.champion_id:
-            db.execute("update models set status = 'rolled_back' where id = ?", [state.champion_id])
-        _event(db, task, "rollback", {"model": state.previous_id, "from": state.champion_id})
+        previous = _earlier_champion(db, task, target.version)
+        _upsert_state(db, task, state.mode, target.id, previous, now, reason)
+        db.execute("update models set status = 'champion' where id = ?", [target.id])
+        db.execute("update models set status = 'rolled_back' where id = ?", [current.id])
+        _event(db, task, "rollback", {"model": target.id, "from": current.id, "reason": reason})
     return task_state(db, task)
+
+
+def _rollback_target(
+    db: sqlite_utils.Database, task: str, below: int, to: str | None
+) -> ModelVersion:
+    if to is None:
+        found = _earlier_champion(db, task, below)
+        if found is None:
+            raise RegistryError(f"task {task!r} has no earlier champion to roll back to")
+        return get_model(db, found)
+    model = get_model(db, to)
+    if model.task != task or model.version >= below:
+        raise RegistryError(f"{to!r} is not an earlier version of task {task!r}")
+    if model.promoted_at is None:
+        raise RegistryError(f"{to!r} was never promoted: only a former champion can serve again")
+    return model
+
+
+def _earlier_champion(db: sqlite_utils.Database, task: str, below: int) -> str | None:
+    """The newest version below ``below`` that was champion once and was not rolled back."""
+    row = db.execute(
+        "select id from models where task = ? and version < ? and promoted_at is not null"
+        " and status != 'rolled_back' order by version desc limit 1",
+        [task, below],
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 def set_mode(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from understudy.config_reader import ConfigError
 from understudy.demo.cli import add_arguments as add_demo_arguments
 from understudy.distiller.cli import register as register_distiller
+from understudy.distiller.cli import task_name
 from understudy.settings import Settings, load_settings
 
 
@@ -130,14 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write logged teacher answers as fine-tuning data")
     common(p)
-    p.add_argument("--task", required=True, help="task name (see `understudy tasks`)")
+    p.add_argument(
+        "--task", required=True, type=task_name, help="task name (see `understudy tasks`)"
+    )
     p.add_argument("--format", default="jsonl", choices=["jsonl"], help="output format")
     p.add_argument("--output", "-o", help="output file (default: stdout)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("mode", help="set a task's serving mode (picked up by a running gateway)")
     common(p)
-    p.add_argument("--task", required=True, help="task name")
+    p.add_argument("--task", required=True, type=task_name, help="task name")
     p.add_argument("mode", choices=["teacher-only", "shadow", "routed"], help="the new mode")
     p.set_defaults(func=cmd_mode)
 

@@ -1,4 +1,8 @@
-"""Admin endpoints: task modes and rollback. They need the admin key; client keys do not work."""
+"""Admin endpoints: task modes and rollback. They need the admin key; client keys do not work.
+
+A task name in a path must be a valid one (1-64 of ``[A-Za-z0-9._-]``, not ``.`` or ``..``):
+anything else is a 400 before the registry is touched.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from understudy.gateway.errors import InvalidRequestError, NotFoundError
 from understudy.gateway.protocol import decode_body
 from understudy.gateway.serving.pool import StudentPool
 from understudy.storage.database import Store
+from understudy.storage.records import valid_task_name
 from understudy.storage.registry import (
     MODES,
     RegistryError,
@@ -52,6 +57,17 @@ async def _change(store: Store, change: Callable[[sqlite_utils.Database], TaskSt
     return await asyncio.to_thread(run)
 
 
+def checked_task(task: str) -> str:
+    """``task`` when it is a valid task name, else a 400 naming the rule."""
+    if not valid_task_name(task):
+        raise InvalidRequestError(
+            "Invalid task name: 1-64 characters of letters, digits, '.', '_' and '-' "
+            "(not '.' or '..').",
+            param="task",
+        )
+    return task
+
+
 def _read_states(store: Store) -> list[TaskState]:
     with store.read() as db:
         return all_task_states(db)
@@ -74,6 +90,7 @@ async def admin_set_mode(
     store: NamedDependency[Store],
     pool: NamedDependency[StudentPool],
 ) -> Response:
+    task = checked_task(task)
     body = decode_body(await request.body())
     mode = body.get("mode")
     if mode not in MODES:
@@ -91,7 +108,14 @@ async def admin_rollback(
     store: NamedDependency[Store],
     pool: NamedDependency[StudentPool],
 ) -> Response:
-    state = await _change(store, lambda db: rollback(db, task, reason="admin API"))
+    """Serve an earlier champion: ``{"to": "task@vN"}`` names it; without it, the newest
+    earlier champion not rolled back. Repeating a rollback never re-promotes what it left."""
+    task = checked_task(task)
+    raw = await request.body()
+    to = decode_body(raw).get("to") if raw.strip() else None
+    if to is not None and not isinstance(to, str):
+        raise InvalidRequestError("'to' must be a model version such as task@v1", param="to")
+    state = await _change(store, lambda db: rollback(db, task, reason="admin API", to=to))
     await pool.refresh_now()
     return json_response(msgspec.json.encode(_state_dict(state)), 200, request)
 

@@ -135,6 +135,36 @@ def test_rollback_switches_to_the_previous_champion(cli, db):
     assert champion(db, "intent").id == "intent@v1"
 
 
+def test_a_repeated_rollback_never_re_promotes_and_to_names_the_version(cli, db):
+    v1, v2, v3 = (register_model(db, "intent", base="tiny") for _ in range(3))
+    for v in (v1, v2, v3):
+        promote(db, v.id)
+    code, out, _ = cli("rollback", "--task", "intent", "--to", v1.id)
+    assert code == 0 and "intent@v1 serves again (was intent@v3)" in out
+    code, _, err = cli("rollback", "--task", "intent")
+    assert code == 1 and "no earlier champion" in err
+    assert champion(db, "intent").id == v1.id
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("distill", "run", "--task", "../../outside-data-dir"),
+        ("distill", "history", "--task", "a/b"),
+        ("mode", "--task", "../../../x", "shadow"),
+        ("rollback", "--task", ".."),
+        ("export", "--task", "A" * 65),
+        ("golden", "add", "--task", "x y", "--input", "hi", "--expected", "x"),
+    ],
+)
+def test_a_task_name_outside_the_rule_is_refused_by_every_command(cli, tmp_path, argv):
+    before = {p for p in tmp_path.parent.rglob("*")}
+    with pytest.raises(SystemExit) as exited:
+        cli(*argv)
+    assert exited.value.code == 2
+    assert {p for p in tmp_path.parent.rglob("*")} == before  # no folder or database made
+
+
 def test_the_config_file_reaches_the_distiller(cli, db, tmp_path, monkeypatch):
     monkeypatch.delenv("UNDERSTUDY_DISTILLER_DATASET_MIN_EXAMPLES")  # it would beat the file
     log_intents(db, "intent", 12)

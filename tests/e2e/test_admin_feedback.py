@@ -93,11 +93,29 @@ def test_admin_mode_and_rollback(admin_gw, teacher):
     shadow = httpx.post(base + "/mode", headers=ADMIN, json={"mode": "shadow"})
     assert shadow.status_code == 200 and shadow.json()["mode"] == "shadow"
     back = httpx.post(base + "/rollback", headers=ADMIN)
-    assert back.json()["champion"] == "intent@v1" and back.json()["previous"] == "intent@v2"
+    assert back.json()["champion"] == "intent@v1" and back.json()["previous"] is None
     listed = httpx.get(admin_gw.url + "/admin/tasks", headers=ADMIN).json()["data"]
     assert listed == [back.json()]
+    again = httpx.post(base + "/rollback", headers=ADMIN)  # it used to toggle back to v2
+    assert again.status_code == 404 and "no earlier champion" in again.json()["error"]["message"]
+    later = httpx.post(base + "/rollback", headers=ADMIN, json={"to": "intent@v2"})
+    assert later.status_code == 404 and "not an earlier version" in later.text
+    listed = httpx.get(admin_gw.url + "/admin/tasks", headers=ADMIN).json()["data"]
+    assert listed[0]["champion"] == "intent@v1"
     none = httpx.post(admin_gw.url + "/admin/tasks/unknown/rollback", headers=ADMIN)
     assert none.status_code == 404
+
+
+@pytest.mark.parametrize("task", ["A" * 5000, "a b", "caf\u00e9", "%2e%2e"])
+def test_admin_refuses_a_task_name_outside_the_rule(admin_gw, teacher, task):
+    for path, body in (("/mode", {"mode": "shadow"}), ("/rollback", None)):
+        r = httpx.post(f"{admin_gw.url}/admin/tasks/{task}{path}", headers=ADMIN, json=body)
+        assert r.status_code == 400, (task, path, r.text)
+        assert r.json()["error"]["param"] == "task"
+    names = [
+        s["task"] for s in httpx.get(admin_gw.url + "/admin/tasks", headers=ADMIN).json()["data"]
+    ]
+    assert task not in names
 
 
 def test_admin_disabled_without_admin_key(gateway, teacher):

@@ -43,9 +43,38 @@ def test_promote_and_rollback_switch_the_champion(db):
     assert (state.champion_id, state.previous_id) == (v2.id, v1.id)
     assert get_model(db, v1.id).status == "retired"
     state = rollback(db, "intent")
-    assert (state.champion_id, state.previous_id) == (v1.id, v2.id)
+    assert (state.champion_id, state.previous_id) == (v1.id, None)
     assert champion(db, "intent").id == v1.id and get_model(db, v2.id).status == "rolled_back"
     assert [e["kind"] for e in events(db, "intent")] == ["rollback", "promoted", "promoted"]
+
+
+def test_a_repeated_rollback_goes_further_back_never_forward_again(db):
+    v1, v2, v3 = (register_model(db, "intent", base="tiny") for _ in range(3))
+    for v in (v1, v2, v3):
+        promote(db, v.id)
+    state = rollback(db, "intent")
+    assert (state.champion_id, state.previous_id) == (v2.id, v1.id)
+    state = rollback(db, "intent")
+    assert (state.champion_id, state.previous_id) == (v1.id, None)
+    with pytest.raises(RegistryError, match="no earlier champion"):
+        rollback(db, "intent")  # it used to toggle back to what was rolled back
+    assert champion(db, "intent").id == v1.id
+    assert get_model(db, v2.id).status == get_model(db, v3.id).status == "rolled_back"
+
+
+def test_a_named_rollback_takes_only_an_earlier_former_champion(db):
+    v1, v2, v3 = (register_model(db, "intent", base="tiny") for _ in range(3))
+    promote(db, v1.id)
+    promote(db, v3.id)  # v2 was never promoted (the gates refused it)
+    with pytest.raises(RegistryError, match="never promoted"):
+        rollback(db, "intent", to=v2.id)
+    with pytest.raises(RegistryError, match="not an earlier version"):
+        rollback(db, "intent", to=v3.id)
+    other = register_model(db, "other", base="tiny")
+    with pytest.raises(RegistryError, match="not an earlier version"):
+        rollback(db, "intent", to=other.id)
+    state = rollback(db, "intent", to=v1.id)
+    assert (state.champion_id, state.previous_id) == (v1.id, None)
 
 
 def test_modes_and_drift_fallback_until_next_promotion(db):

@@ -12,6 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect
 
+from understudy.gateway.api.admin import checked_task
 from understudy.gateway.api.dashboard.access import access, key_matches, session_cookie
 from understudy.gateway.api.dashboard.data import gather
 from understudy.gateway.api.dashboard.page import WINDOWS, render_login, render_page
@@ -102,7 +103,7 @@ async def dashboard_rollback(
         raise AuthenticationError("Sign in to the dashboard with the admin key first.")
     if request.headers.get(DASHBOARD_HEADER) != "1":
         raise PermissionDeniedError(f"Missing the {DASHBOARD_HEADER} header.")
-    state = await asyncio.to_thread(_rollback, store, task)
+    state = await asyncio.to_thread(_rollback, store, checked_task(task))
     await pool.refresh_now()
     body = {"task": state.task, "champion": state.champion_id, "previous": state.previous_id}
     return json_response(msgspec.json.encode(body), 200, request)
