@@ -131,6 +131,11 @@ class TrainConfig:
     """Seed for data order, initialisation and dropout."""
     device: str = "auto"
     """``auto`` (a GPU when present), ``cpu`` or ``cuda``."""
+    threads: int = 0
+    """Torch threads of the training process on CPU (``OMP_NUM_THREADS`` and
+    ``MKL_NUM_THREADS`` too). 0: the cores available to it less one (for the gateway and
+    whatever else runs there), halved when the schedule runs inside the gateway
+    (``schedule.in_gateway``), at least 1: one thread on a 2-core box."""
     logging_steps: int = 20
     """Steps between progress lines in the log."""
     tiny_hidden: int = 128
@@ -268,6 +273,7 @@ class DistillConfig:
             (self.dataset.failure_weight >= 1, "dataset.failure_weight must be >= 1"),
             (0 < self.gates.target <= 1, "gates.quality_target must be in (0, 1]"),
             (self.train.epochs > 0, "train.epochs must be positive"),
+            (self.train.threads >= 0, "train.threads must be >= 0 (0: auto)"),
             (self.train.max_length >= 2, "train.max_length must be >= 2"),
             (self.train.tiny_context >= 16, "train.tiny_context must be >= 16"),
             (self.train.warm_start_epochs > 0, "train.warm_start_epochs must be positive"),

@@ -13,7 +13,7 @@ import shutil
 import socket
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from understudy.storage.config import db_path
 from understudy.storage.database import Store
 from understudy.storage.distill_queries import insert_run, list_golden, update_run
 from understudy.storage.registry import ModelVersion, champion, log_event
+from understudy.student.threads import auto_threads
 
 log = logging.getLogger("understudy.distiller")
 
@@ -155,6 +156,7 @@ def _run(
     if config.train.isolation == "process":
         result = run_job_process(
             job_path,
+            threads=job.train.threads,
             timeout_s=config.train.timeout_s,
             launcher=config.train.launcher,
             on_progress=_progress_logger(task),
@@ -240,11 +242,14 @@ def _write_job(
         champ = ChampionWeights(current.id, current.weights, current.adapter_path)
     elif current is not None:
         log.warning("champion %s: weights not found; compared with nothing", current.id)
+    share = 2 if config.schedule.in_gateway else 1  # the gateway serves beside it
+    threads = auto_threads(config.train.threads, share=share)
+    log.info("task %s: training with %d torch threads", dataset.task, threads)
     job = Job(
         run_dir=str(run_dir),
         kind=dataset.kind,
         system_prompt=dataset.system_prompt,
-        train=config.train,
+        train=replace(config.train, threads=threads),
         gates=config.gates,
         champion=champ,
         warm_start=_warm_start(current, config) if current and champ else None,

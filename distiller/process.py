@@ -21,6 +21,7 @@ from typing import Any
 
 from understudy.distiller.job import JobResult
 from understudy.distiller.worker import LOG_FILE, PROGRESS_FILE, RESULT_FILE
+from understudy.student.threads import thread_environment
 
 log = logging.getLogger("understudy.distiller")
 
@@ -35,11 +36,14 @@ def run_job_process(
     job_path: Path,
     *,
     timeout_s: float,
+    threads: int = 0,
     launcher: Sequence[str] = (),
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     poll_s: float = 0.5,
 ) -> JobResult:
-    """Run the job to its end and return its result; raise :class:`TrainingFailed`."""
+    """Run the job to its end and return its result; raise :class:`TrainingFailed`.
+
+    ``threads`` > 0 holds the job's math libraries (OpenMP, MKL) to that many threads."""
     run_dir = job_path.parent
     command = [*launcher, "-m", "understudy.distiller.worker", str(job_path)]
     if not launcher:
@@ -48,6 +52,8 @@ def run_job_process(
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if threads > 0:
+        env.update(thread_environment(threads))
     with (run_dir / LOG_FILE).open("ab") as out:
         proc = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=run_dir, close_fds=True

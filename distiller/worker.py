@@ -18,6 +18,7 @@ from pathlib import Path
 
 from understudy.distiller.dataset import Example
 from understudy.distiller.job import Job, JobResult
+from understudy.student.threads import use_threads
 
 log = logging.getLogger("understudy.distiller")
 
@@ -46,6 +47,9 @@ def run_job(job: Job) -> JobResult | None:
     from understudy.distiller.train import train_candidate
 
     run_dir = Path(job.run_dir)
+    if job.train.threads > 0:
+        use_threads(job.train.threads)
+        log.info("torch threads: %d", job.train.threads)
     train = read_examples(run_dir / "train.jsonl")
     held_out = read_examples(run_dir / "eval.jsonl")
     golden = json.loads((run_dir / "golden.json").read_text())

@@ -17,6 +17,9 @@ class StudentConfig:
     """Key for the vLLM server, if it was started with ``--api-key``."""
     device: str = "auto"
     """Local backend device: ``auto`` (a GPU when present), ``cpu`` or ``cuda``."""
+    threads: int = 0
+    """Local backend: torch threads of the in-process student. 0: the cores available to the
+    gateway less one (for its event loop), at least 1."""
     max_batch_size: int = 16
     """Local backend: most requests generated together in one batch."""
     batch_window_ms: float = 5.0
@@ -38,3 +41,5 @@ class StudentConfig:
             raise ValueError("student.backend must be one of local, vllm, none")
         if self.degraded_mode not in ("serve", "fail"):
             raise ValueError("student.degraded_mode must be serve or fail")
+        if self.threads < 0:
+            raise ValueError("student.threads must be >= 0 (0: auto)")

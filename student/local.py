@@ -29,6 +29,7 @@ from understudy.student.base import (
     StudentModel,
     StudentRequest,
 )
+from understudy.student.threads import use_threads
 
 if TYPE_CHECKING:
     from understudy.student.generation import Generator
@@ -58,9 +59,15 @@ class LocalBackend(StudentBackend):
     name = "local"
 
     def __init__(
-        self, device: str = "auto", max_batch_size: int = 16, batch_window_ms: float = 5.0
+        self,
+        device: str = "auto",
+        max_batch_size: int = 16,
+        batch_window_ms: float = 5.0,
+        threads: int = 0,
     ) -> None:
+        """``threads``: torch threads of generation (0: torch's own choice)."""
         self.device = device
+        self.threads = threads
         self.max_batch_size = max(1, max_batch_size)
         self.batch_window_s = max(0.0, batch_window_ms) / 1000
         self.stats = BatchStats()
@@ -73,8 +80,15 @@ class LocalBackend(StudentBackend):
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="understudy-student")
+        # OpenMP's thread count is per calling thread: set it in the one that generates.
+        self._thread = ThreadPoolExecutor(
+            1, thread_name_prefix="understudy-student", initializer=self._set_threads
+        )
         self._closed = False
+
+    def _set_threads(self) -> None:
+        if self.threads > 0:
+            use_threads(self.threads)
 
     # -- models ---------------------------------------------------------------------------
 
@@ -90,7 +104,7 @@ class LocalBackend(StudentBackend):
             if model in self._generators:
                 return
             started = time.perf_counter()
-            generator = await asyncio.to_thread(_load_and_warm, model, self.device)
+            generator = await asyncio.to_thread(_load_and_warm, model, self.device, self.threads)
             if model in self._retired or self._closed:
                 return  # unloaded (or closed) while it loaded
             self._generators[model] = generator
@@ -237,11 +251,14 @@ class LocalBackend(StudentBackend):
             raise StudentError("the student backend is closed")
 
 
-def _load_and_warm(model: StudentModel, device: str) -> Generator:
+def _load_and_warm(model: StudentModel, device: str, threads: int = 0) -> Generator:
     """Load ``model`` and generate once, so the first request is not the slow one."""
     from transformers.utils import logging as hf_logging
 
     from understudy.student.generation import load_generator
+
+    if threads > 0:
+        use_threads(threads)
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars in the gateway's log
     generator = load_generator(model.base, model.adapter_path, device)

@@ -22,6 +22,7 @@ from understudy.storage.distill_queries import SERVING_EVENT
 from understudy.storage.registry import ModelVersion, all_task_states, get_model, log_event
 from understudy.student.base import StudentBackend, StudentModel
 from understudy.student.local import LocalBackend
+from understudy.student.threads import auto_threads
 from understudy.student.vllm import VLLMBackend
 
 log = logging.getLogger("understudy.students")
@@ -205,10 +206,13 @@ def backend_factory(settings: GatewayConfig) -> Callable[[], StudentBackend] | N
         return make_vllm
 
     def make_local() -> StudentBackend:
+        threads = auto_threads(student.threads)
+        log.info("in-process student: %d torch threads", threads)
         return LocalBackend(
             device=student.device,
             max_batch_size=student.max_batch_size,
             batch_window_ms=student.batch_window_ms,
+            threads=threads,
         )
 
     return make_local

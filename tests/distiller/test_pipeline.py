@@ -34,6 +34,7 @@ from understudy.storage.distill_queries import (
     remove_golden,
 )
 from understudy.storage.registry import champion, get_model, rollback, task_state
+from understudy.student.threads import auto_threads
 
 pytestmark = pytest.mark.slow
 
@@ -101,6 +102,9 @@ def test_a_full_run_in_its_own_process_trains_evaluates_and_promotes(data_dir, d
     run_dir = Path(run["run_dir"])
     assert (run_dir / "train.log").stat().st_size > 0
     assert (run_dir / "progress.jsonl").read_text().count("loss") > 0
+    # train.threads = 0: the training process holds torch to the cores less one (1 on 2).
+    assert f"torch threads: {auto_threads(0)}" in (run_dir / "train.log").read_text()
+    assert outcome.metrics["train"]["trained_examples"] == 120
 
     model = champion(db, TASK)
     assert model.id == "intent@v1" and model.run_id == outcome.run_id

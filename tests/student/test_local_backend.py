@@ -362,3 +362,18 @@ def test_importing_the_backend_loads_no_ml_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_the_in_process_student_generates_with_its_threads(tiny_model_dir):
+    import torch
+
+    engine = LocalBackend(device="cpu", threads=1)
+    model = StudentModel("untrained@v1", str(tiny_model_dir))
+    try:
+        await engine.load(model)
+        await engine.generate(StudentRequest(model, chat("card"), max_tokens=2))
+        loop = asyncio.get_running_loop()
+        # The thread count is the generating thread's own (OpenMP's is per thread).
+        assert await loop.run_in_executor(engine._thread, torch.get_num_threads) == 1
+    finally:
+        await engine.close()
