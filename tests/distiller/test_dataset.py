@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from tests.distiller.conftest import (
     SYSTEM,
     chat_response,
@@ -9,6 +11,7 @@ from tests.distiller.conftest import (
 )
 from understudy.distiller.config import DatasetConfig
 from understudy.distiller.dataset import build_dataset, infer_kind, split_by_time
+from understudy.distiller.scrub import PII_PATTERNS, Scrubber
 
 CONFIG = DatasetConfig(eval_fraction=0.2, eval_min=1, min_examples=1)
 WORDS = [
@@ -286,3 +289,39 @@ def test_responses_exchanges_are_examples_like_chat_ones_and_chains_are_expanded
     assert [ex.answer for ex in examples] == ["delivery", "pin", "atm"]
     assert dataset.stats["dropped_truncated"] == 1  # resp_c
     assert dataset.stats["dropped_unsupported_prompt"] == 1  # resp_d: its chain is not logged
+
+
+PEM = (
+    "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,3F1B\n\n"
+    "MIIEowIBAAKCAQEA0Z3VS5JJcds3xfn/ygWyF8PbnGy0AHB7MhgHcTz6sE2I2yPB\naqPZ8w==\n"
+    "-----END RSA PRIVATE KEY-----"
+)
+
+
+def test_a_private_key_is_scrubbed_alone_not_the_text_before_a_stray_begin_line():
+    scrubber = Scrubber.build()
+    text = f"Keys start with -----BEGIN PRIVATE KEY----- and here is mine: {PEM} thanks"
+    scrubbed, n = scrubber.scrub(text)
+    assert n == 1
+    assert (
+        scrubbed == "Keys start with -----BEGIN PRIVATE KEY----- and here is mine: [SECRET] thanks"
+    )
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "-----BEGIN PRIVATE KEY-----\n" * 4000,
+        "-----BEGIN RSA PRIVATE KEY-----\n" + "A" * 100_000,
+        "-eyJ" * 20_000,
+        "a." * 40_000,
+    ],
+)
+def test_hostile_text_is_left_alone_and_a_real_secret_after_it_is_still_found(hostile):
+    """Text built to make a backtracking pattern rescan the rest of the prompt from every
+    start (its time per size is bench/scrub.py's); what it must still do is scrub right."""
+    scrubber = Scrubber.build(pii=list(PII_PATTERNS))
+    assert scrubber.scrub(hostile)[1] == 0
+    scrubbed, n = scrubber.scrub(hostile + "\n" + PEM + " mail ops@example.com")
+    assert scrubbed.startswith(hostile) and scrubbed.endswith("\n[SECRET] mail [EMAIL]")
+    assert n == 2
