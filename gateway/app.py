@@ -66,7 +66,7 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
         )
         await asyncio.to_thread(writer.start)
         store = Store(settings.db_path, busy_timeout_ms=storage.busy_timeout_ms)
-        teacher = TeacherClient(settings.teacher)
+        teacher = TeacherClient(settings.teacher, secrets=[*settings.api_keys, settings.admin_key])
         metrics = Metrics(writer)
         limits = await asyncio.to_thread(open_limits, settings, store)
         if limits is not None and limits.budgets is not None:
@@ -81,7 +81,8 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
             )
             retention.start()
         pool = StudentPool(settings, confined_factory(backend_factory(settings), settings.data_dir))
-        ledger = Ledger(CostBook(settings.costs), writer, metrics)
+        book = CostBook(settings.costs, conservative=settings.limits.monthly_usd > 0)
+        ledger = Ledger(book, writer, metrics)
         shadow = Shadow(settings, teacher, ledger, store)
         pipeline = Pipeline(
             settings,

@@ -40,6 +40,20 @@ class TeacherConfig:
     """First retry delay; doubles on each retry, capped by the remaining budget."""
     max_connections: int = 512
     """Connection pool size towards the teacher."""
+    deadline_s: float = 600.0
+    """Longest a whole (non-streamed) teacher call may take in all, retries and a slow body
+    included, and a stream until its first byte; past it the client gets 504
+    ``teacher_timeout``."""
+    stream_idle_s: float = 120.0
+    """Longest a teacher stream may go without an event carrying data (keep-alive comments do
+    not count); past it the stream ends with a ``teacher_timeout`` error event."""
+    stream_max_s: float = 1800.0
+    """Longest a teacher stream may last in all; past it the stream ends with a
+    ``teacher_timeout`` error event."""
+    max_answer_bytes: int = 64 * 1024 * 1024
+    """Largest teacher answer taken, whole or streamed, counted after decompression (a gzip
+    answer is inflated step by step and refused once past it); larger ones are a 502 (a stream
+    ends with an error event). Pass-through calls are relayed as they are, not held to it."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first ``teacher.*`` setting with an impossible value."""
@@ -47,8 +61,11 @@ class TeacherConfig:
             raise ValueError("teacher.url must be an http(s) URL")
         if self.max_retries < 0:
             raise ValueError("teacher.max_retries must be >= 0")
-        if self.timeout_s <= 0:
-            raise ValueError("teacher.timeout_s must be positive")
+        for name in ("timeout_s", "deadline_s", "stream_idle_s", "stream_max_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"teacher.{name} must be positive")
+        if self.max_answer_bytes <= 0:
+            raise ValueError("teacher.max_answer_bytes must be positive")
 
 
 @dataclass
@@ -62,7 +79,8 @@ class LimitConfig:
     monthly_tokens: int = 0
     """Tokens (prompt + completion) each gateway key may use per calendar month, UTC; 0: off."""
     monthly_usd: float = 0.0
-    """Teacher spend (USD, priced by ``[costs]``) each gateway key may run up a month; 0: off."""
+    """Teacher spend (USD, priced by ``[costs]``; an unpriced model at the table's highest prices)
+    each gateway key may run up a month; 0: off."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first ``limits.*`` setting below zero."""
@@ -115,7 +133,9 @@ class CostConfig:
     (``gpt-4o``, ``gpt-4o-mini``, ``gpt-4.1``, ``gpt-4.1-mini``, ``gpt-4.1-nano``, ``o3``,
     ``o4-mini``, ``gpt-3.5-turbo``, and the embedding models ``text-embedding-3-small``,
     ``text-embedding-3-large``, ``text-embedding-ada-002``); a dated name
-    (``gpt-4o-2024-08-06``) takes its prefix's price."""
+    (``gpt-4o-2024-08-06``, ``gpt-4-0613``) takes its name's price, a longer name
+    (``o3-pro``) never a shorter one's. While ``limits.monthly_usd`` is on, a model with no
+    price is charged the table's highest prices (warned once per model)."""
     teacher_model: str | None = None
     """Model whose price a student answer is valued at (default: the task's latest teacher
     model, else the requested model)."""

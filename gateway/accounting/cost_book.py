@@ -28,9 +28,17 @@ RATIO_WINDOW_S = 30 * 86400  # pairs from the last 30 days teach the token ratio
 
 
 class CostBook:
-    def __init__(self, settings: CostConfig) -> None:
+    """``conservative``: a teacher model with no price (not in the table, not a dated snapshot
+    of a name in it) is charged the table's highest prices instead of nothing, counted in
+    ``unpriced`` and warned about once per model. On while a USD budget is on, so that an
+    unpriced model cannot spend without limit."""
+
+    def __init__(self, settings: CostConfig, *, conservative: bool = False) -> None:
         self.settings = settings
         self.prices = costs.price_table(settings.prices)
+        self.conservative = conservative
+        self.unpriced: dict[str, int] = {}
+        self._dearest = costs.highest_price(self.prices)
         self.student = costs.StudentCostModel(
             settings.student_per_million, settings.student_gpu_hour, settings.student_tokens_per_s
         )
@@ -39,7 +47,22 @@ class CostBook:
         self.teacher_means: dict[str, tuple[float, float]] = {}
 
     def price(self, model: str | None) -> costs.Price | None:
-        return costs.find_price(self.prices, model)
+        """What the teacher charges for ``model`` (see ``conservative``)."""
+        price = costs.find_price(self.prices, model)
+        if price is not None or not self.conservative:
+            return price
+        name = model or "(none)"
+        self.unpriced[name] = self.unpriced.get(name, 0) + 1
+        if self.unpriced[name] == 1:
+            log.warning(
+                "teacher model %r has no price; charged the highest prices in the table "
+                "(%g/%g USD per 1M tokens) while limits.monthly_usd is on: add it to "
+                "[costs] prices",
+                name,
+                self._dearest.input,
+                self._dearest.output,
+            )
+        return self._dearest
 
     def ratio(self, task: str) -> costs.TokenRatio:
         return self.ratios.get(task, costs.UNKNOWN_RATIO)
@@ -81,7 +104,7 @@ class CostBook:
         self, record: RequestRecord, prompt: int, completion: int, student_cost: float
     ) -> costs.RequestCost:
         """Valued with the learned token ratio, or conservatively (an estimate) until then."""
-        price = self.price(self.valued_model(record))
+        price = costs.find_price(self.prices, self.valued_model(record))  # savings: never guessed
         ratio = self.ratio(record.task)
         if ratio.pairs > 0:
             return costs.student_served(price, prompt, completion, ratio, student_cost)

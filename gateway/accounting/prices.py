@@ -14,6 +14,7 @@ Prices are USD per million tokens. For each logged request:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -65,15 +66,32 @@ def price_table(overrides: Mapping[str, str]) -> dict[str, Price]:
     return {**DEFAULT_PRICES, **{model: parse_price(v) for model, v in overrides.items()}}
 
 
+DATED = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4})")
+"""What may follow a priced name for a dated snapshot to take its price: ``-2024-08-06``,
+``-0613``."""
+
+
 def find_price(table: Mapping[str, Price], model: str | None) -> Price | None:
-    """The price of ``model``: an exact entry, else the longest entry it starts with followed
-    by ``-`` (``gpt-4o-mini-2024-07-18`` is priced as ``gpt-4o-mini``); None when unknown."""
+    """The price of ``model``: an exact entry, else the entry it is a dated snapshot of
+    (``gpt-4o-mini-2024-07-18`` is priced as ``gpt-4o-mini``); None when unknown. A longer
+    name is never priced as a shorter one by its prefix alone: ``o3-pro`` is not ``o3``."""
     if not model:
         return None
     if model in table:
         return table[model]
-    best = max((k for k in table if model.startswith(k + "-")), key=len, default=None)
-    return table[best] if best is not None else None
+    for name in sorted(table, key=len, reverse=True):
+        if model.startswith(name) and DATED.fullmatch(model[len(name) :]):
+            return table[name]
+    return None
+
+
+def highest_price(table: Mapping[str, Price]) -> Price:
+    """The dearest input and the dearest output price of ``table``: what an unpriced model
+    is charged while a USD budget is on, so a budget never fails open."""
+    return Price(
+        max((p.input for p in table.values()), default=0.0),
+        max((p.output for p in table.values()), default=0.0),
+    )
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,36 @@ def _row(task: str, served_by: str, at: float, **kw) -> RequestRecord:
     )
 
 
+def test_a_longer_model_name_is_never_priced_as_a_cheaper_shorter_one():
+    table = costs.price_table({})
+    assert costs.find_price(table, "o3-2025-04-16") == costs.Price(2.0, 8.0)
+    assert costs.find_price(table, "gpt-4.1-mini-2025-04-14") == costs.Price(0.40, 1.60)
+    assert costs.find_price(table, "gpt-3.5-turbo-0125") == costs.Price(0.50, 1.50)
+    for model in ("o3-pro-2025-06-10", "o3-pro", "o3-deep-research", "gpt-4o-audio-preview"):
+        assert costs.find_price(table, model) is None, model
+
+
+def test_an_unpriced_teacher_model_is_charged_the_highest_prices_while_a_usd_budget_is_on(
+    caplog,
+):
+    dearest = costs.highest_price(costs.price_table({}))
+    assert dearest == costs.Price(2.50, 10.00)
+    row = _row("t", "teacher", time.time(), prompt_tokens=1000, completion_tokens=1000)
+    row.teacher_model = "o1-2024-12-17"
+    assert CostBook(CostConfig()).fill(row).teacher_cost == 0.0  # no budget: unpriced is 0
+    book = CostBook(CostConfig(), conservative=True)
+    with caplog.at_level("WARNING", logger="understudy.costs"):
+        for model in ("o1-2024-12-17", "gpt-5-2025-08-07", "o1-2024-12-17"):
+            row.teacher_model = model
+            assert book.fill(row).teacher_cost == pytest.approx(dearest.cost(1000, 1000))
+    assert book.unpriced == {"o1-2024-12-17": 2, "gpt-5-2025-08-07": 1}
+    warned = [r for r in caplog.records if "has no price" in r.getMessage()]
+    assert len(warned) == 2  # once per model
+    student = _row("t", "student", time.time(), prompt_tokens=10, completion_tokens=10)
+    student.requested_model = "o1-2024-12-17"
+    assert book.fill(student).avoided == 0.0  # savings are never valued at a guessed price
+
+
 def test_cost_book_fills_rows_and_sql_sums_them_per_task_day_and_key(tmp_path):
     """A teacher answer, a deferral, a student answer and a shadow call, all hand-computed."""
     db = open_database(tmp_path / "u.db")
