@@ -108,6 +108,14 @@ class UpstreamTimeoutError(UpstreamError):
     code = "teacher_timeout"
 
 
+class ClientLeftError(UnderstudyError):
+    """The client closed its connection before the answer was ready (nobody reads this one)."""
+
+    status_code = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
+
+
 class ServiceUnavailableError(UnderstudyError):
     status_code = 503
     type = "server_error"

@@ -105,7 +105,7 @@ def decode_body(raw: bytes) -> dict[str, Any]:
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
         body = _TOO_DEEP  # deeper than the decoder goes
-    if body is _TOO_DEEP or _deeper_than(body, MAX_JSON_DEPTH):
+    if body is _TOO_DEEP or deeper_than(body, MAX_JSON_DEPTH):
         raise InvalidRequestError(
             f"the request body nests JSON deeper than {MAX_JSON_DEPTH} levels"
         ) from None
@@ -121,7 +121,7 @@ few levels); deeper bodies get 400 before anything recurses over them."""
 _TOO_DEEP = object()
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
+def deeper_than(value: Any, limit: int) -> bool:
     """Whether ``value`` nests objects/arrays more than ``limit`` deep (iterative, no recursion)."""
     if not isinstance(value, dict | list):
         return False

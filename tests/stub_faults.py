@@ -12,7 +12,10 @@ import random
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.stub_misbehave import Misbehaviour
 
 # status -> (type, code, message), as OpenAI words them
 _ERRORS: dict[int, tuple[str, str | None, str]] = {
@@ -127,6 +130,8 @@ class Controls:
     cut_stream_after: int | None = None  # every stream: N events, then the connection closes
     random: RandomFaults | None = None
     timeout_s: float = 30.0  # how long "timeout" and "stall" hang
+    misbehave_next: deque[Misbehaviour] = field(default_factory=deque)  # one per request
+    misbehave: Misbehaviour | None = None  # every request, until reset
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply ``changes`` (control keys, JSON values); raise ValueError on a bad one."""
@@ -157,6 +162,23 @@ class Controls:
             None if value is None else int(_non_negative("cut_stream_after", value))
         )
 
+    def _set_misbehave_next(self, value: Any) -> None:
+        from tests.stub_misbehave import parse_misbehaviour  # it uses this module's error_body
+
+        items = value if isinstance(value, list | tuple) else [value]
+        self.misbehave_next = deque(parse_misbehaviour(v) for v in items)
+
+    def _set_misbehave(self, value: Any) -> None:
+        from tests.stub_misbehave import parse_misbehaviour
+
+        self.misbehave = None if value is None else parse_misbehaviour(value)
+
+    def next_misbehaviour(self) -> Misbehaviour | None:
+        """The scripted misbehaviour for the next generation request, if any."""
+        if self.misbehave_next:
+            return self.misbehave_next.popleft()
+        return self.misbehave
+
     def _set_random(self, value: Any) -> None:
         self.random = None if value is None else RandomFaults(value)
 
@@ -181,6 +203,8 @@ class Controls:
             "cut_stream_after": self.cut_stream_after,
             "random": self.random.spec if self.random else None,
             "timeout_s": self.timeout_s,
+            "misbehave_next": [m.spec() for m in self.misbehave_next],
+            "misbehave": self.misbehave.spec() if self.misbehave else None,
         }
 
 

@@ -27,6 +27,8 @@ from tests.stub_answers import (
 )
 from tests.stub_faults import Controls, Fault, error_body, parse_fault
 from tests.stub_http import SSE, Exchange, read_body
+from tests.stub_misbehave import Misbehaviour, alter, alter_events, parse_misbehaviour
+from tests.stub_misbehave import answer as misbehave_answer
 from tests.stub_passthrough import StubPassthrough
 from tests.stub_responses import RESPONSES, StubResponses, response_events
 from tests.stub_wire import (
@@ -150,18 +152,54 @@ class StubApp:
             delay_ms = float(headers.get("x-stub-delay-ms") or 0)
         except ValueError as exc:
             return await self._error(ex, 400, str(exc))
+        try:
+            mis = (
+                parse_misbehaviour(headers["x-stub-misbehave"])
+                if "x-stub-misbehave" in headers
+                else None
+            )
+        except ValueError as exc:
+            return await self._error(ex, 400, str(exc))
         generation = method == "POST" and path in (CHAT, TEXT, RESPONSES)
         stream = generation and isinstance(body, dict) and body.get("stream") is True
         if generation:
             fault = fault or self.controls.next_fault(stream)
+            mis = mis or self.controls.next_misbehaviour()
             delay_ms += self.latency_ms + self.controls.delay_ms
         if not await ex.sleep(delay_ms / 1000):
             return await ex.abort()
+        if mis is not None:
+            self.counts[f"misbehave:{mis.name}"] += 1
+            if mis.whole:
+                return await self._misbehave(ex, mis, method, path, body, headers, stream)
         if fault is not None:
             self.counts[f"fault:{_label(fault)}"] += 1
             if fault.kind not in ("cut", "stall"):
                 return await self._fail(ex, fault, lambda: self._route(ex, method, path, body))
-        await self._route(ex, method, path, body, fault, headers)
+        await self._route(ex, method, path, body, fault, headers, mis)
+
+    async def _misbehave(
+        self,
+        ex: Exchange,
+        mis: Misbehaviour,
+        method: str,
+        path: str,
+        body: Any,
+        headers: dict[str, str],
+        stream: bool,
+    ) -> None:
+        """Answer with ``mis`` (``tests/stub_misbehave.py``) instead of the real answer."""
+        valid = b""
+        if mis.name == "drip" and method == "POST" and path == CHAT and isinstance(body, dict):
+            valid = self._valid_chat(body)
+        await misbehave_answer(
+            ex,
+            mis,
+            stream=stream,
+            authorization=headers.get("authorization"),
+            request_id=self._request_id(),
+            valid=valid or b'{"object": "list", "data": []}',
+        )
 
     async def _route(
         self,
@@ -171,11 +209,12 @@ class StubApp:
         body: Any,
         cut: Fault | None = None,
         headers: dict[str, str] | None = None,
+        mis: Misbehaviour | None = None,
     ) -> None:
         if method == "POST" and path in (CHAT, TEXT):
-            return await self._generate(ex, path == CHAT, body, cut)
+            return await self._generate(ex, path == CHAT, body, cut, mis)
         if path == RESPONSES or path.startswith(RESPONSES + "/"):
-            return await self._respond(ex, method, path, body, cut)
+            return await self._respond(ex, method, path, body, cut, mis)
         if method == "GET" and path == "/v1/models":
             data = [_model(m) for m in self.models]
             return await self._json(ex, 200, {"object": "list", "data": data}, cut)
@@ -212,7 +251,14 @@ class StubApp:
 
     # -- answers -------------------------------------------------------------------------------
 
-    async def _generate(self, ex: Exchange, chat: bool, body: Any, cut: Fault | None) -> None:
+    async def _generate(
+        self,
+        ex: Exchange,
+        chat: bool,
+        body: Any,
+        cut: Fault | None,
+        mis: Misbehaviour | None = None,
+    ) -> None:
         problem = check_request(body, chat)
         if problem is not None:
             self.counts["invalid"] += 1
@@ -232,30 +278,57 @@ class StubApp:
                 events = chat_events(reply, choices, body, prompt_tokens)
             else:
                 events = text_events(reply, choices, body, prompt_tokens, offsets)
-            return await self._stream(ex, events, cut)
+            return await self._stream(ex, events if mis is None else alter_events(mis, events), cut)
         if chat:
             obj = chat_completion(reply, choices, body, prompt_tokens)
         else:
             obj = text_completion(reply, choices, body, prompt_tokens, offsets)
-        await self._json(ex, 200, obj, cut)
+        await self._json(ex, 200, obj if mis is None else alter(mis, obj), cut)
         if cut is None:
             self.counts["answered"] += 1
 
     async def _respond(
-        self, ex: Exchange, method: str, path: str, body: Any, cut: Fault | None
+        self,
+        ex: Exchange,
+        method: str,
+        path: str,
+        body: Any,
+        cut: Fault | None,
+        mis: Misbehaviour | None = None,
     ) -> None:
         """The Responses API (``tests/stub_responses.py``)."""
         if method == "POST" and path == RESPONSES:
             status, obj = self.responses.answer(body, self._table, self.model, self._new_id)
             if status == 200 and body.get("stream") is True:
-                return await self._stream(ex, response_events(obj), cut)
-            await self._json(ex, status, obj, cut)
+                events = response_events(obj)
+                return await self._stream(
+                    ex, events if mis is None else alter_events(mis, events), cut
+                )
+            await self._json(
+                ex, status, obj if mis is None or status != 200 else alter(mis, obj), cut
+            )
             self.counts["answered" if status == 200 and cut is None else "invalid"] += 1
             return None
         found = self.responses.route(method, path)
         if found is None:
             return await self._error(ex, 404, f"Invalid URL ({method} {path})", code="unknown_url")
         await self._json(ex, *found)
+
+    def _valid_chat(self, body: dict[str, Any]) -> bytes:
+        """The real answer to a chat request, encoded (what ``drip`` sends byte by byte)."""
+        if check_request(body, True) is not None:
+            return b""
+        reply = Reply(
+            id=self._new_id("chatcmpl-"),
+            created=int(time.time()),
+            model=self.model,
+            fingerprint=self.fingerprint,
+            new_call_id=lambda: self._new_id("call_"),
+        )
+        choices, prompt_tokens, _ = self._chat_choices(body)
+        if body.get("stream") is True:
+            return b"".join(chat_events(reply, choices, body, prompt_tokens))
+        return msgspec.json.encode(chat_completion(reply, choices, body, prompt_tokens))
 
     def _chat_choices(self, body: dict[str, Any]) -> tuple[list[Choice], int, list[int]]:
         """The choices, prompt tokens and (for chat, no) prompt offsets of one request."""

@@ -543,3 +543,52 @@ def test_runs_as_its_own_process(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(5) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it caught
+
+
+def test_the_misbehaving_teacher_replaces_answers_outside_the_contract(stub):
+    body = {"model": "m", "messages": ask("What is 2+2?")}
+
+    def misbehave(spec: str, **kw) -> httpx.Response:
+        return post(stub, body, headers={"x-stub-misbehave": spec, "authorization": "Bearer k"})
+
+    html = misbehave("html")
+    assert html.status_code == 200 and html.headers["content-type"] == "text/html"
+    assert misbehave("array").json() == [1, 2, 3]
+    assert misbehave("not_json").headers["content-type"] == "application/json"
+    assert misbehave("status:501").status_code == 501
+    moved = misbehave("status:302")
+    assert moved.status_code == 302 and "location" not in moved.headers
+    assert misbehave("deep:500").text.count("[") == 500
+    assert "Bearer k" in misbehave("echo_auth:400").json()["error"]["message"]
+    assert "\\ud83d" in misbehave("surrogate").text
+    bomb = misbehave("gzip_bomb:8")
+    assert bomb.headers["content-encoding"] == "gzip" and len(bomb.content) == 8 * 1024**2 + 9
+    assert len(misbehave("huge:1").json()["choices"][0]["message"]["content"]) == 1024**2
+    with pytest.raises(httpx.ReadTimeout):  # headers at once, then a byte every 2 s
+        post(stub, body, headers={"x-stub-misbehave": "drip"}, timeout=httpx.Timeout(0.5))
+    assert stub.counts["misbehave:drip"] == 1
+    with pytest.raises(ValueError, match="unknown misbehaviour"):
+        stub.control(misbehave="nonsense")
+
+
+def test_the_misbehaving_teacher_alters_real_answers_whole_and_streamed(stub):
+    body = {"model": "m", "messages": ask("What is 2+2?")}
+    stub.control(misbehave_next=["usage_str", "model_obj", "usage_obj"])
+    assert post(stub, body).json()["usage"]["prompt_tokens"] == "12"
+    assert post(stub, body).json()["model"] == {}
+    assert post(stub, body).json()["usage"]["total_tokens"] == {}
+    stream = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    stub.control(misbehave="usage_huge")
+    usage = [json.loads(e)["usage"] for e in raw_events(stub, stream)[:-1]]
+    assert usage[-1]["prompt_tokens"] == 10**20
+    stub.control(misbehave="sse_html")
+    assert raw_events(stub, stream)[1].startswith("<html>")
+    stub.control(reset=True)
+    with httpx.stream(
+        "POST",
+        stub.base_url + "/chat/completions",
+        json=stream,
+        headers={"x-stub-misbehave": "keepalive:50"},
+    ) as response:
+        lines = itertools.islice(response.iter_lines(), 6)
+        assert [ln for ln in lines if ln] == [": keep-alive"] * 3

@@ -13,6 +13,7 @@ from litestar.params import FromPath
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from understudy.gateway.accounting.metrics import Metrics
+from understudy.gateway.api.disconnect import unless_client_leaves
 from understudy.gateway.api.responses import json_response, request_id, to_response
 from understudy.gateway.api.services import Config, Services
 from understudy.gateway.serving.call import CHAT, COMPLETIONS, RESPONSES, Endpoint, RequestContext
@@ -41,7 +42,7 @@ async def _serve(
 ) -> Response:
     ctx = _context(request, key_id)
     raw = await request.body()
-    return to_response(await pipeline.handle(endpoint, ctx, raw))
+    return to_response(await unless_client_leaves(request, pipeline.handle(endpoint, ctx, raw)))
 
 
 def _stored(services: Services) -> StoredResponses:

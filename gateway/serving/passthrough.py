@@ -187,7 +187,10 @@ class Passthrough:
             raise UpstreamError(error, headers={"x-request-id": call.request_id}) from None
         finally:
             await response.aclose()
-        probe = BodyProbe(self._keep_bytes(), response.headers.get("content-encoding"))
+        encoding = response.headers.get("content-encoding")
+        if not encoding or encoding.strip().lower() == "identity":
+            content = self.teacher.redactor.bytes(content, call.authorization)
+        probe = BodyProbe(self._keep_bytes(), encoding)
         if json_out:
             probe.feed(content)
         record.bytes_out = len(content)
@@ -272,16 +275,20 @@ class Passthrough:
         http_status: int,
         error: str | None,
     ) -> None:
-        record.status, record.http_status, record.error = status, http_status, error
+        redact = self.teacher.redactor.text
+        record.status, record.http_status = status, http_status
+        record.error = None if error is None else redact(error, call.authorization)
         record.bytes_in = body.size
         record.latency_ms = _ms_since(call.started)
         asked = body.probe.parsed() if body.probe is not None else None
         if isinstance(asked, dict) and isinstance(asked.get("model"), str):
             record.requested_model = asked["model"]
         if body.probe is not None and body.probe.kept is not None:
-            record.request_json = body.probe.kept
+            record.request_json = redact(body.probe.kept, call.authorization)
         if answer is not None:
             self._fill_usage(record, answer)
+            if record.response_json:
+                record.response_json = redact(record.response_json, call.authorization)
         self.ledger.passthrough_row(record)
 
     def _fill_usage(self, record: RequestRecord, answer: BodyProbe) -> None:

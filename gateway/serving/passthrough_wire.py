@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from understudy.gateway.teacher.client import clamp_retry_after
+
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -105,12 +107,17 @@ def teacher_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]
 
 def client_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """The teacher's response headers as the client gets them; ``content-type`` is set by the
-    response itself."""
+    response itself, ``retry-after`` clamped as on the teacher's own answers."""
     out = []
     for k, v in headers:
         name = k.lower()
         if name in HOP_BY_HOP or name in _NOT_TO_CLIENT or name == "content-type":
             continue
+        if name in ("retry-after", "retry-after-ms"):
+            clamped = clamp_retry_after(v, 1000 if name.endswith("-ms") else 1)
+            if clamped is None:
+                continue
+            v = clamped
         out.append((name, v))
     return out
 

@@ -8,6 +8,7 @@ Nothing here is called back: the pipeline owns the order. A failure is raised as
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -126,6 +127,9 @@ class Pipeline:
             raise self._failed(call, deferred, exc) from None
         except UnderstudyError as exc:
             raise self._failed(call, deferred, exc) from None
+        except asyncio.CancelledError:  # the client left before the teacher answered
+            self._settle(call, Outcome(STATUS_INCOMPLETE, 499, "the client left"), deferred)
+            raise
         if isinstance(turn.reply, StreamReply):
             events = self._settled_stream(call, turn.reply.events, turn.outcome, deferred)
             return StreamReply(turn.reply.headers, events)

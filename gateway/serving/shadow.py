@@ -20,6 +20,7 @@ from understudy.gateway.config import GatewayConfig
 from understudy.gateway.errors import UnderstudyError
 from understudy.gateway.serving.call import Call
 from understudy.gateway.serving.ledger import Ledger
+from understudy.gateway.serving.passthrough_wire import usage_tokens
 from understudy.gateway.serving.pool import Slot
 from understudy.gateway.serving.replies import new_request_id
 from understudy.gateway.serving.routing import Judgement
@@ -97,21 +98,24 @@ class Shadow:
             )
         except UnderstudyError as exc:
             record.error = exc.message
+            record.http_status = exc.status_code
+            record.latency_ms = (time.perf_counter() - started) * 1000
             self.ledger.shadow_row(record)
             return
         record.latency_ms = (time.perf_counter() - started) * 1000
         record.http_status = result.status_code
-        parsed = msgspec.json.decode(result.content) if result.status_code == 200 else None
-        if isinstance(parsed, dict):
+        parsed = result.answer
+        if parsed is None:
+            record.error = f"teacher HTTP {result.status_code}"
+        else:
             record.status = STATUS_OK
             record.response_json = result.content.decode("utf-8", "replace")
             record.teacher_model = parsed.get("model")
-            usage = parsed.get("usage") or {}
-            record.prompt_tokens = usage.get("prompt_tokens", usage.get("input_tokens"))
-            record.completion_tokens = usage.get("completion_tokens", usage.get("output_tokens"))
-            record.total_tokens = usage.get("total_tokens")
+            prompt, completion, total = usage_tokens(parsed.get("usage") or {})
+            record.prompt_tokens, record.completion_tokens = prompt, completion
+            record.total_tokens = total
         self.ledger.shadow_row(record)
-        if not isinstance(parsed, dict) or answer_text(parsed) is None:
+        if parsed is None or answer_text(parsed) is None:
             return
         served = Judgement(True, call.record.confidence or 0.0, "served", {})
         self.keep_attempt(
@@ -141,7 +145,13 @@ class Shadow:
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        """A background job ended: forget it; an error it raised is logged, not left unread."""
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a shadow job failed", exc_info=task.exception())
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait for shadow calls in flight (at shutdown)."""

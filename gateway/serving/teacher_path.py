@@ -26,8 +26,8 @@ from understudy.gateway.serving.call import Call
 from understudy.gateway.serving.ledger import Ledger
 from understudy.gateway.serving.replies import BodyReply, Reply, StreamReply
 from understudy.gateway.teacher.client import TeacherClient, TeacherResponse, TeacherStream
+from understudy.gateway.teacher.contract import TeacherContractError
 from understudy.gateway.teacher.sse import (
-    EventSplitter,
     ResponsesAssembler,
     StreamAssembler,
     assembler_for,
@@ -85,11 +85,10 @@ class TeacherPath:
         self.ledger.teacher_waited(ctx.teacher_s)
         headers.update(answer.headers)
         reply = BodyReply(answer.status_code, headers, answer.content)
-        parsed = _parse_json(answer.content)
-        if answer.status_code == 200 and isinstance(parsed, dict):
-            _fill_from_response(record, parsed)
+        if answer.answer is not None:
+            _fill_from_response(record, answer.answer)
             record.response_json = answer.content.decode("utf-8", "replace")
-            return TeacherTurn(reply, Outcome(STATUS_OK, 200, answer=parsed))
+            return TeacherTurn(reply, Outcome(STATUS_OK, 200, answer=answer.answer))
         return TeacherTurn(reply, _refused(record, answer))
 
     # -- streaming ----------------------------------------------------------------------
@@ -126,30 +125,26 @@ class TeacherPath:
         self, call: Call, stream: TeacherStream, outcome: Outcome, *, hide_usage: bool
     ) -> AsyncGenerator[bytes, None]:
         ctx, record = call.ctx, call.record
-        splitter = EventSplitter()
         assembler = assembler_for(call.endpoint.name)
-        error = None
         relay_started = time.perf_counter()
         try:
+            broke: UpstreamError | None = None
             try:
-                async for data in stream:
-                    for event in splitter.feed(data):
-                        if _keep_event(event, assembler, hide_usage):
-                            if record.ttfb_ms is None:
-                                record.ttfb_ms = ctx.elapsed_ms()
-                            yield event
-                for event in (splitter.pending,) if splitter.pending.strip() else ():
-                    if _keep_event(event + b"\n\n", assembler, hide_usage):
-                        yield event + b"\n\n"
+                async for event in stream.events():
+                    if _keep_event(event, assembler, hide_usage):
+                        if record.ttfb_ms is None:
+                            record.ttfb_ms = ctx.elapsed_ms()
+                        yield event
             except (httpx.TimeoutException, httpx.TransportError) as exc:
-                error = f"the teacher's stream broke off: {type(exc).__name__}"
-            if assembler.done:
-                outcome.status = STATUS_ERROR if assembler.error else STATUS_OK
-                outcome.error = _message(assembler.error) if assembler.error else None
-            else:
-                outcome.status = STATUS_CUT
-                outcome.error = error = error or "the teacher's stream ended before its end"
-                cut = (UpstreamTimeoutError if "Timeout" in error else UpstreamError)(error)
+                timed_out = isinstance(exc, httpx.TimeoutException)
+                broke = (UpstreamTimeoutError if timed_out else UpstreamError)(
+                    f"the teacher's stream broke off: {type(exc).__name__}"
+                )
+            except UpstreamError as exc:
+                broke = exc
+            _conclude(outcome, assembler, broke)
+            if broke is not None or not assembler.done:
+                cut = broke or UpstreamError(str(outcome.error))
                 for event in _stream_end(cut, assembler):
                     yield event
         finally:
@@ -161,6 +156,23 @@ class TeacherPath:
             record.response_json = msgspec.json.encode(result).decode()
             if outcome.status == STATUS_OK:
                 outcome.answer = result
+
+
+def _conclude(
+    outcome: Outcome, assembler: StreamAssembler | ResponsesAssembler, broke: UpstreamError | None
+) -> None:
+    """The stream's outcome: its own end (ok, or the error it ended with), broken off (a cut,
+    or an error when what the teacher sent broke the contract), or ended early."""
+    if isinstance(broke, TeacherContractError):
+        outcome.status, outcome.http_status, outcome.error = STATUS_ERROR, 502, broke.message
+    elif broke is not None:
+        outcome.status, outcome.error = STATUS_CUT, broke.message
+    elif assembler.done:
+        outcome.status = STATUS_ERROR if assembler.error else STATUS_OK
+        outcome.error = _message(assembler.error) if assembler.error else None
+    else:
+        outcome.status = STATUS_CUT
+        outcome.error = "the teacher's stream ended before its end"
 
 
 def _stream_end(
@@ -194,7 +206,7 @@ def _refused(record: RequestRecord, answer: TeacherResponse) -> Outcome:
 def _parse_json(content: bytes) -> Any:
     try:
         return msgspec.json.decode(content)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
 
 

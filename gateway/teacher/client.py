@@ -6,6 +6,11 @@ A stream is retried only until its status line arrives: once bytes flow, never.
 :meth:`TeacherClient.relay` sends a pass-through call with its body streamed as it comes;
 only a call that is safe to repeat (no body: GET, HEAD, DELETE) is retried, or one whose
 connection failed before a byte of its body was read.
+
+The teacher's answer is held to its contract here, once: whole answers and stream openings
+within ``deadline_s``, bodies within ``max_answer_bytes`` after decompression
+(:mod:`.body`), a 200 checked against its endpoint's shape (:mod:`.contract`), a status that is
+neither 200 nor 4xx turned into a 502, and known secrets redacted (:mod:`.redact`).
 """
 
 from __future__ import annotations
@@ -15,14 +20,30 @@ import email.utils
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
 from understudy.gateway.config import TeacherConfig
-from understudy.gateway.errors import UpstreamError, UpstreamTimeoutError
+from understudy.gateway.errors import (
+    InvalidRequestError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    error_body,
+)
+from understudy.gateway.teacher.body import ACCEPTED_ENCODINGS, read_body
+from understudy.gateway.teacher.contract import (
+    TeacherContractError,
+    check_answer,
+    decode_object,
+    endpoint_of,
+)
+from understudy.gateway.teacher.redact import Redactor
+from understudy.gateway.teacher.stream import TeacherStream
+
+__all__ = ["TeacherClient", "TeacherResponse", "TeacherStream", "passed_headers"]
 
 POOL_SHARDS = 16
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504, 520, 521, 522, 524, 529})
@@ -37,21 +58,20 @@ class TeacherResponse:
     headers: dict[str, str]
     content: bytes
     attempts: int
+    answer: dict[str, Any] | None = None  # a 200's answer, checked against its contract
 
 
-class TeacherStream:
-    """An open streaming response from the teacher (status 200); iterate, then ``aclose``."""
+@dataclass
+class _Got:
+    """One attempt's answer: read whole, or (``stream``) open for its events."""
 
-    def __init__(self, response: httpx.Response, attempts: int) -> None:
-        self.response = response
-        self.attempts = attempts
-        self.headers = passed_headers(response.headers)
+    status_code: int
+    headers: httpx.Headers
+    content: bytes = b""
+    stream: httpx.Response | None = None
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self.response.aiter_raw()
 
-    async def aclose(self) -> None:
-        await self.response.aclose()
+_T = TypeVar("_T")
 
 
 class RelayBody(Protocol):
@@ -102,9 +122,16 @@ def clamp_retry_after(value: str, per_second: int = 1) -> str | None:
 
 
 class TeacherClient:
-    def __init__(self, settings: TeacherConfig, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        settings: TeacherConfig,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        secrets: Iterable[str | None] = (),
+    ):
         self.settings = settings
         self.base_url = settings.url.rstrip("/")
+        self.redactor = Redactor([settings.api_key, *secrets])
         # httpcore scans its whole pool on every request, so one large pool costs time in
         # proportion to the requests in flight; several small pools, used in turn, keep each
         # scan short.
@@ -128,6 +155,7 @@ class TeacherClient:
 
     def _headers(self, authorization: str | None, extra: Mapping[str, str]) -> dict[str, str]:
         headers = {"content-type": "application/json", **extra}
+        headers["accept-encoding"] = ACCEPTED_ENCODINGS
         if self.settings.pass_through_auth and authorization:
             headers["authorization"] = authorization
         elif self.settings.api_key:
@@ -137,40 +165,50 @@ class TeacherClient:
     async def post(
         self, path: str, body: bytes, *, authorization: str | None, extra: Mapping[str, str]
     ) -> TeacherResponse:
-        """POST and read the whole answer; 4xx are returned, 5xx/timeouts retried then raised."""
+        """POST and read the whole answer within ``deadline_s``: a 200 checked against its
+        endpoint's contract, a 4xx returned in OpenAI's error shape; 5xx/timeouts retried, then
+        raised, as is any other status."""
+        client = self._client
         headers = self._headers(authorization, extra)
         url = self.base_url + path
 
-        async def once() -> httpx.Response:
-            return await self._client.post(url, content=body, headers=headers)
+        async def once() -> _Got:
+            response = await client.send(
+                client.build_request("POST", url, content=body, headers=headers), stream=True
+            )
+            return await self._read(response)
 
-        response, attempts = await self._with_retries(once)
-        return TeacherResponse(
-            response.status_code, passed_headers(response.headers), response.content, attempts
-        )
+        got, attempts = await self._within_deadline(self._with_retries(once, authorization))
+        return self._answer(endpoint_of(path), got, attempts, authorization)
 
     async def open_stream(
         self, path: str, body: bytes, *, authorization: str | None, extra: Mapping[str, str]
     ) -> TeacherStream | TeacherResponse:
-        """Open a stream. A 200 gives a :class:`TeacherStream`; any other status is read whole
-        and returned as a :class:`TeacherResponse` (5xx retried first)."""
+        """Open a stream within ``deadline_s``. A 200 of events gives a :class:`TeacherStream`;
+        a 4xx is read whole and returned as a :class:`TeacherResponse` (5xx retried first);
+        anything else is raised."""
         headers = self._headers(authorization, extra)
         client = self._client
         request = client.build_request("POST", self.base_url + path, content=body, headers=headers)
 
-        async def once() -> httpx.Response:
+        async def once() -> _Got:
             response = await client.send(request, stream=True)
-            if response.status_code != 200:
-                await response.aread()
-                await response.aclose()
-            return response
+            content_type = response.headers.get("content-type", "")
+            if response.status_code == 200 and content_type.startswith("text/event-stream"):
+                return _Got(200, response.headers, stream=response)
+            return await self._read(response)
 
-        response, attempts = await self._with_retries(once)
-        if response.status_code == 200:
-            return TeacherStream(response, attempts)
-        return TeacherResponse(
-            response.status_code, passed_headers(response.headers), response.content, attempts
-        )
+        got, attempts = await self._within_deadline(self._with_retries(once, authorization))
+        if got.stream is not None:
+            redact = self._redacting(authorization)
+            passed = passed_headers(got.headers)
+            return TeacherStream(got.stream, attempts, passed, self.settings, redact)
+        if got.status_code == 200:
+            kind = got.headers.get("content-type") or "no content type"
+            raise TeacherContractError(
+                f"the teacher answered a stream request with {kind}, not server-sent events"
+            )
+        return self._answer(None, got, attempts, authorization)
 
     async def get(
         self, path: str, *, authorization: str | None = None, timeout_s: float | None = None
@@ -185,17 +223,60 @@ class TeacherClient:
         self, method: str, target: str, *, authorization: str | None, extra: Mapping[str, str]
     ) -> TeacherResponse:
         """A call without a body (GET, DELETE) to ``target`` (path and query), read whole;
-        retried like :meth:`post`."""
+        held and retried like :meth:`post` (a 200 must be a JSON object)."""
+        client = self._client
         headers = self._headers(authorization, extra)
         headers.pop("content-type")
         url = self.base_url + target
 
-        async def once() -> httpx.Response:
-            return await self._client.request(method, url, headers=headers)
+        async def once() -> _Got:
+            request = client.build_request(method, url, headers=headers)
+            return await self._read(await client.send(request, stream=True))
 
-        response, attempts = await self._with_retries(once)
-        return TeacherResponse(
-            response.status_code, passed_headers(response.headers), response.content, attempts
+        got, attempts = await self._within_deadline(self._with_retries(once, authorization))
+        return self._answer(None, got, attempts, authorization)
+
+    async def _read(self, response: httpx.Response) -> _Got:
+        """The whole answer, decoded within ``max_answer_bytes``; the response closed."""
+        try:
+            encoding = response.headers.get("content-encoding")
+            content = await read_body(
+                response.aiter_raw(), encoding, self.settings.max_answer_bytes
+            )
+        finally:
+            await response.aclose()
+        return _Got(response.status_code, response.headers, content)
+
+    async def _within_deadline(self, work: Awaitable[_T]) -> _T:
+        deadline = self.settings.deadline_s
+        try:
+            async with asyncio.timeout(deadline):
+                return await work
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"the teacher did not finish its answer within {deadline:g} s (teacher.deadline_s)"
+            ) from None
+
+    def _redacting(self, authorization: str | None) -> Callable[[bytes], bytes]:
+        return lambda data: self.redactor.bytes(data, authorization)
+
+    def _answer(
+        self, endpoint: str | None, got: _Got, attempts: int, authorization: str | None
+    ) -> TeacherResponse:
+        """A final answer held to the contract: 200 checked, 4xx in OpenAI's shape, any other
+        status a 502."""
+        status = got.status_code
+        content = self.redactor.bytes(got.content, authorization)
+        headers = passed_headers(got.headers)
+        if status == 200:
+            answer = check_answer(endpoint, content)
+            return TeacherResponse(200, headers, content, attempts, answer)
+        if 400 <= status < 500:
+            return TeacherResponse(status, headers, _refusal(status, content), attempts)
+        detail = _error_message(content)
+        raise UpstreamError(
+            f"the teacher answered HTTP {status}, which is not an answer to pass on"
+            + (f": {detail}" if detail else "")
         )
 
     async def relay(
@@ -233,7 +314,7 @@ class TeacherClient:
                     body is None or isinstance(body, bytes) or not body.started
                 )
                 if last or not (safe or unsent):
-                    raise _final_error(None, exc, attempt) from None
+                    raise _final_error(None, b"", exc, attempt) from None
             else:
                 if last or not safe or response.status_code not in RETRYABLE_STATUS:
                     return response, attempt
@@ -241,40 +322,41 @@ class TeacherClient:
             await asyncio.sleep(delay)
 
     async def _with_retries(
-        self, once: Callable[[], Awaitable[httpx.Response]]
-    ) -> tuple[httpx.Response, int]:
+        self, once: Callable[[], Awaitable[_Got]], authorization: str | None
+    ) -> tuple[_Got, int]:
         s = self.settings
         deadline = time.monotonic() + s.retry_budget_s
         attempt = 0
         while True:
             attempt += 1
             error: Exception | None = None
+            got: _Got | None = None
             try:
-                response = await once()
-                if response.status_code not in RETRYABLE_STATUS:
-                    return response, attempt
+                got = await once()
+                if got.status_code not in RETRYABLE_STATUS:
+                    return got, attempt
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 error = exc
-                response = None
             delay = s.backoff_s * (2 ** (attempt - 1))
             if attempt > s.max_retries or time.monotonic() + delay > deadline:
-                raise _final_error(response, error, attempt)
+                if got is None:
+                    raise _final_error(None, b"", error, attempt)
+                content = self.redactor.bytes(got.content, authorization)
+                raise _final_error(got.status_code, content, error, attempt)
             await asyncio.sleep(delay)
 
 
 def _final_error(
-    response: httpx.Response | None, error: Exception | None, attempts: int
+    status: int | None, content: bytes, error: Exception | None, attempts: int
 ) -> UpstreamError:
     tries = f"after {attempts} attempt{'s' if attempts > 1 else ''}"
     if isinstance(error, httpx.TimeoutException):
         return UpstreamTimeoutError(f"the teacher did not answer in time ({tries})")
     if error is not None:
         return UpstreamError(f"could not reach the teacher: {type(error).__name__} ({tries})")
-    assert response is not None
-    detail = _error_message(response.content)
+    detail = _error_message(content)
     return UpstreamError(
-        f"the teacher returned HTTP {response.status_code} {tries}"
-        + (f": {detail}" if detail else "")
+        f"the teacher returned HTTP {status} {tries}" + (f": {detail}" if detail else "")
     )
 
 
@@ -282,5 +364,20 @@ def _error_message(content: bytes) -> str:
     try:
         body = json.loads(content)
         return str(body["error"]["message"])[:500]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return content[:200].decode("utf-8", "replace").strip()
+
+
+def _refusal(status: int, content: bytes) -> bytes:
+    """A teacher 4xx as the client gets it: its own OpenAI error as it is, anything else (an
+    HTML page, text) wrapped in OpenAI's error shape with the same status."""
+    try:
+        body = decode_object(content)
+    except UpstreamError:
+        body = None
+    if body is not None and isinstance(body.get("error"), dict):
+        return content
+    error = InvalidRequestError(
+        f"The teacher answered HTTP {status}: {_error_message(content) or 'no detail'}"
+    )
+    return error_body(error)

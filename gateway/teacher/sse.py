@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import msgspec
+
+from understudy.gateway.teacher.contract import check_part
 
 DONE = b"[DONE]"
 
@@ -80,16 +81,12 @@ class StreamAssembler:
         self.chunks = 0
 
     def add(self, payload: bytes) -> dict[str, Any] | None:
-        """Take one event's data; return the parsed chunk (None for ``[DONE]`` or garbage)."""
+        """Take one event's data; return the parsed chunk (None for ``[DONE]``). A chunk that
+        is not one of this endpoint's raises :class:`TeacherContractError`."""
         if payload.strip() == DONE:
             self.done = True
             return None
-        try:
-            chunk = msgspec.json.decode(payload)
-        except msgspec.DecodeError:
-            return None
-        if not isinstance(chunk, dict):
-            return None
+        chunk = check_part(self.endpoint, payload)
         self.chunks += 1
         if "error" in chunk:
             self.error = (
@@ -175,13 +172,9 @@ class ResponsesAssembler:
         return usage if isinstance(usage, dict) else None
 
     def add(self, payload: bytes) -> dict[str, Any] | None:
-        """Take one event's data; return it parsed (None for garbage)."""
-        try:
-            event = msgspec.json.decode(payload)
-        except msgspec.DecodeError:
-            return None
-        if not isinstance(event, dict):
-            return None
+        """Take one event's data; return it parsed. An event that is not one of this API's
+        raises :class:`TeacherContractError`."""
+        event = check_part("responses", payload)
         self.chunks += 1
         number = event.get("sequence_number")
         if isinstance(number, int):

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from understudy.gateway.teacher.contract import TeacherContractError
 from understudy.gateway.teacher.sse import (
     EventSplitter,
     EventTooLarge,
@@ -168,9 +169,13 @@ def test_completions_chunks_assemble():
 
 def test_error_chunk_and_garbage():
     asm = StreamAssembler("chat.completions")
-    assert asm.add(b"not json") is None
     asm.add(b'{"error": {"message": "boom"}}')
     assert asm.error == {"message": "boom"} and not asm.done
+    # HTML inside the stream was relayed as it came: it breaks the contract now.
+    with pytest.raises(TeacherContractError, match="not JSON"):
+        asm.add(b"<html><body>502 Bad Gateway</body></html>")
+    with pytest.raises(TeacherContractError, match=r"usage\.prompt_tokens"):
+        asm.add(b'{"choices": [], "usage": {"prompt_tokens": "12"}}')
 
 
 def test_responses_events_assemble_from_the_terminal_event_and_a_cut_keeps_finished_items():
