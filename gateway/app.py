@@ -15,11 +15,14 @@ from understudy.gateway.accounting.cost_book import CostBook
 from understudy.gateway.accounting.metrics import Metrics
 from understudy.gateway.api import routes
 from understudy.gateway.api.admin import ADMIN_HANDLERS
+from understudy.gateway.api.dashboard.access import Sessions
 from understudy.gateway.api.dashboard.routes import DASHBOARD_HANDLERS
+from understudy.gateway.api.failed_auth import FailedAuth
 from understudy.gateway.api.feedback import feedback
 from understudy.gateway.api.guards import GUARDS
 from understudy.gateway.api.limits import open_limits
 from understudy.gateway.api.passthrough import HANDLERS as PASSTHROUGH_HANDLERS
+from understudy.gateway.api.readiness import Readiness
 from understudy.gateway.api.responses import error_response
 from understudy.gateway.api.services import ServiceBox, Services, service_dependencies
 from understudy.gateway.config import GatewayConfig
@@ -95,7 +98,22 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
         metrics.watch(pool, settings.db_path)
         cost_refresh = asyncio.create_task(ledger.costs.keep_fresh(settings.db_path))
         relay = Passthrough(settings.passthrough, teacher, ledger)
-        box.put(Services(settings, store, writer, teacher, metrics, pool, pipeline, limits, relay))
+        failed_auth = FailedAuth(settings.limits.failed_auth_per_minute)
+        services = Services(
+            settings,
+            store,
+            writer,
+            teacher,
+            metrics,
+            pool,
+            pipeline,
+            limits,
+            relay,
+            failed_auth,
+            Sessions(),
+            Readiness(teacher, writer),
+        )
+        box.put(services)
         await pool.start()
         for companion in companions:
             await asyncio.to_thread(companion.start)

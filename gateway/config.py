@@ -9,6 +9,7 @@ section checks its own values (``validate``, a ``ValueError`` naming the setting
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,16 @@ from understudy.router.config import RouterConfig
 from understudy.storage.config import StorageConfig, db_path
 from understudy.storage.records import valid_task_name
 from understudy.student.config import StudentConfig
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -81,10 +92,15 @@ class LimitConfig:
     monthly_usd: float = 0.0
     """Teacher spend (USD, priced by ``[costs]``; an unpriced model at the table's highest prices)
     each gateway key may run up a month; 0: off."""
+    failed_auth_per_minute: int = 10
+    """Failed key checks (gateway, admin, dashboard sign-in) an address may make a minute before
+    its key checks get 429 until the minute has passed; each failure is logged without the key.
+    0: off."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first ``limits.*`` setting below zero."""
-        for name in ("requests_per_minute", "burst", "monthly_tokens", "monthly_usd"):
+        names = ("requests_per_minute", "burst", "monthly_tokens", "monthly_usd")
+        for name in (*names, "failed_auth_per_minute"):
             if getattr(self, name) < 0:
                 raise ValueError(f"limits.{name} must be >= 0")
 
@@ -211,7 +227,16 @@ class GatewayConfig:
     api_keys: list[str] = field(default_factory=list)
     """Gateway keys clients must present as ``Authorization: Bearer KEY`` (empty: open)."""
     admin_key: str | None = None
-    """Key for admin endpoints and the dashboard (empty: admin endpoints are disabled)."""
+    """Key for admin endpoints and the dashboard (empty: admin endpoints are disabled, and the
+    dashboard is open only on a gateway with no ``api_keys``)."""
+    allow_open: bool = False
+    """Serve on a non-loopback ``host`` with no ``api_keys`` (anyone who reaches it spends the
+    teacher key and reads the dashboard; in pass-through mode, without ``admin_key``): refused
+    unless this is true."""
+    trusted_proxies: list[str] = field(default_factory=list)
+    """Addresses of reverse proxies whose ``X-Forwarded-For``/``X-Forwarded-Proto`` are believed
+    (e.g. ``["10.0.0.5"]``, ``["*"]`` behind a private load balancer); empty: a client's address
+    is the connection's, so the header cannot dodge per-address limits."""
     max_body_bytes: int = 8 * 1024 * 1024
     """Largest accepted request body of chat and completions; larger ones get 413
     (pass-through paths: ``passthrough.max_body_bytes``)."""
@@ -231,6 +256,25 @@ class GatewayConfig:
     @property
     def db_path(self) -> Path:
         return db_path(self.data_dir)
+
+    def exposure_problem(self) -> str | None:
+        """Why serving on ``host`` as configured would be open to anyone who reaches it (None:
+        the address is loopback, ``allow_open`` says so, ``api_keys`` are set, or clients bring
+        their own teacher keys and the dashboard has ``admin_key``)."""
+        if self.allow_open or is_loopback(self.host) or self.api_keys:
+            return None
+        if self.teacher.pass_through_auth and self.admin_key:
+            return None
+        exposed = (
+            "its dashboard would be open to anyone who reaches it (set admin_key)"
+            if self.teacher.pass_through_auth
+            else "anyone who reaches it could spend the teacher key and read the dashboard "
+            "(set api_keys)"
+        )
+        return (
+            f"refusing to serve on {self.host}: {exposed}. Listen on 127.0.0.1, or set "
+            "allow_open = true (UNDERSTUDY_ALLOW_OPEN=true) if an open gateway is meant."
+        )
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting with an impossible value."""

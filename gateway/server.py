@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
@@ -35,9 +36,14 @@ def serve(settings: GatewayConfig, *, companions: Sequence[Companion] = ()) -> i
 
     Returns the exit status: 0 after a clean stop (a signal that asked for the stop is not
     re-raised, so the process ends with 0, not -15, and Ctrl-C prints no traceback),
-    :data:`STARTUP_FAILED` when the start-up failed.
+    :data:`STARTUP_FAILED` when the start-up failed, or was refused: a non-loopback address
+    with no keys needs ``allow_open`` (:meth:`GatewayConfig.exposure_problem`).
     """
     configure_logging(settings.log_level)
+    problem = settings.exposure_problem()
+    if problem is not None:
+        print(f"understudy: {problem}", file=sys.stderr)
+        return STARTUP_FAILED
     config = uvicorn.Config(
         create_app(settings, companions=companions),
         host=settings.host,
@@ -46,6 +52,11 @@ def serve(settings: GatewayConfig, *, companions: Sequence[Companion] = ()) -> i
         http=protocol_class(settings.server),  # httptools, with header deadline and size limits
         lifespan="on",
         access_log=False,
+        # A client's address is the connection's: X-Forwarded-For is believed only from the
+        # configured proxies (uvicorn's default trusts it from loopback, which let a local
+        # client pick its own address and dodge per-address limits).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
         log_config=None,  # one logging set-up for the gateway and uvicorn: ours
         log_level=settings.log_level,
         timeout_keep_alive=settings.server.keep_alive_s,  # type: ignore[arg-type]

@@ -156,6 +156,16 @@ class GatewayProcess:
             time.sleep(0.02)
         raise AssertionError(f"request {request_id} was not logged within {timeout}s")
 
+    def ready_status(self, expected: int, timeout: float = 5.0) -> int:
+        """``/ready``'s status once it is ``expected`` (or the last one after ``timeout``): its
+        answer is reused for a second, so a change shows a moment later."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = httpx.get(self.url + "/ready").status_code
+            if status == expected or time.monotonic() > deadline:
+                return status
+            time.sleep(0.1)
+
     def __enter__(self) -> GatewayProcess:
         return self.start()
 

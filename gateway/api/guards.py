@@ -4,6 +4,10 @@
 * ``limited_key_id``: the same, then its rate limit and monthly budget (the answering
   endpoints);
 * ``admin``: the admin key as a bearer token (the admin endpoints).
+
+A failed key check is counted against the caller's address (:mod:`gateway.api.failed_auth`):
+an address that fails too often gets 429 on its key checks for a while, and each failure is
+logged without the key.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from litestar import Request
 from litestar.di import NamedDependency, Provide
 
 from understudy.gateway.api import auth
-from understudy.gateway.api.services import Config, Services
+from understudy.gateway.api.failed_auth import client_address
+from understudy.gateway.api.services import Services
 from understudy.gateway.errors import AuthenticationError, PermissionDeniedError
 
 
@@ -29,12 +34,19 @@ class Admin:
 def api_key_id(request: Request, services: NamedDependency[Services]) -> str | None:
     settings = services.settings
     headers = request.headers
-    return auth.authenticate(
-        settings.api_keys,
-        headers.get("authorization"),
-        headers.get(auth.KEY_HEADER),
-        settings.teacher.pass_through_auth,
-    )
+    failed = services.failed_auth
+    address = client_address(request)
+    failed.check(address)
+    try:
+        return auth.authenticate(
+            settings.api_keys,
+            headers.get("authorization"),
+            headers.get(auth.KEY_HEADER),
+            settings.teacher.pass_through_auth,
+        )
+    except AuthenticationError:
+        failed.failed(address, request.url.path)
+        raise
 
 
 def limited_key_id(request: Request, services: NamedDependency[Services]) -> str | None:
@@ -50,11 +62,14 @@ def limited_key_id(request: Request, services: NamedDependency[Services]) -> str
     raise error.with_headers({"retry-after": str(max(1, math.ceil(wait_s)))})
 
 
-def admin(request: Request, settings: Config) -> Admin:
-    key = settings.admin_key
+def admin(request: Request, services: NamedDependency[Services]) -> Admin:
+    key = services.settings.admin_key
     if not key:
         raise PermissionDeniedError("Admin endpoints are disabled: set admin_key to enable them.")
+    address = client_address(request)
+    services.failed_auth.check(address)
     if not auth.matches(auth.bearer(request.headers.get("authorization")), [key]):
+        services.failed_auth.failed(address, request.url.path)
         raise AuthenticationError("This endpoint needs the admin key as a bearer token.")
     return Admin(auth.key_id(key))
 

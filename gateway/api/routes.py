@@ -3,8 +3,6 @@ and calls the pipeline. Errors are raised; :mod:`gateway.api.responses` answers 
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import msgspec
 from litestar import Request, Response, delete, get, post
@@ -21,7 +19,6 @@ from understudy.gateway.serving.pipeline import Pipeline
 from understudy.gateway.serving.stored import StoredResponses
 from understudy.gateway.serving.tasks import TASK_HEADER
 from understudy.gateway.teacher.client import TeacherClient
-from understudy.storage.request_log import RequestLogWriter
 
 FORWARDED_HEADERS = ("openai-organization", "openai-project", "openai-beta")
 
@@ -143,51 +140,17 @@ async def health(request: Request) -> Response:
 
 
 @get("/ready")
-async def ready(
-    request: Request,
-    teacher: NamedDependency[TeacherClient],
-    writer: NamedDependency[RequestLogWriter],
-) -> Response:
+async def ready(request: Request, services: NamedDependency[Services]) -> Response:
     """Readiness: the teacher answers and the database takes writes (the request log's own
-    writes included: 503 while they fail)."""
-    teacher_ok, teacher_detail = await _teacher_reachable(teacher)
-    db_problem = await asyncio.to_thread(writer.check_writable)
-    if db_problem is None and not writer.alive:
-        db_problem = "the request log writer is not running"
-    stats = writer.stats()
-    body = {
-        "status": "ready" if teacher_ok and db_problem is None else "not_ready",
-        "teacher": {"ok": teacher_ok, "detail": teacher_detail},
-        "database": {
-            "ok": db_problem is None,
-            "detail": db_problem or "writable",
-            "log_healthy": stats.healthy,
-            "log_last_error": stats.last_error,
-            "queue_depth": stats.depth,
-            "dropped_rows": stats.dropped,
-            "poison_rows": stats.poison_rows,
-            "writer_restarts": stats.restarts,
-            "reopened": stats.reopened,
-            "notice": stats.notice,
-        },
-    }
-    status = 200 if body["status"] == "ready" else 503
+    writes included: 503 while they fail); checked at most once a second
+    (:mod:`gateway.api.readiness`)."""
+    status, body = await services.readiness.answer()
     return json_response(msgspec.json.encode(body), status, request)
 
 
 @get("/metrics")
 async def metrics(metrics: NamedDependency[Metrics]) -> Response:
     return Response(content=generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-async def _teacher_reachable(teacher: TeacherClient) -> tuple[bool, str]:
-    try:
-        response = await teacher.get("/models", timeout_s=3.0)
-    except httpx.HTTPError as exc:
-        return False, f"unreachable: {type(exc).__name__}"
-    if response.status_code >= 500:
-        return False, f"HTTP {response.status_code}"
-    return True, f"HTTP {response.status_code}"
 
 
 HANDLERS = [

@@ -63,7 +63,7 @@ def test_full_disk_does_not_stop_serving(stub, teacher, small_disk):
         assert ready.status_code == 503 and ready.json()["database"]["ok"] is False
         filler.unlink()
         assert len(gw.wait_rows(count=6, timeout=10)) == 6  # kept, then written
-        assert httpx.get(gw.url + "/ready").status_code == 200
+        assert gw.ready_status(200) == 200
 
 
 def serve_once(data_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -100,7 +100,7 @@ def test_locked_database_does_not_stop_serving(stub, teacher, tmp_path):
         while len(gw.rows()) < 5 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(gw.rows()) == 5  # kept and written once the lock cleared
-        assert httpx.get(gw.url + "/ready").status_code == 200
+        assert gw.ready_status(200) == 200
         metrics = httpx.get(gw.url + "/metrics").text
         assert "understudy_log_failed_commits_total" in metrics
 

@@ -81,6 +81,9 @@ def secured(stub, vllm, tmp_path_factory) -> Iterator[GatewayProcess]:
         UNDERSTUDY_ADMIN_KEY=ADMIN_KEY,
         UNDERSTUDY_LOG_LEVEL="debug",
         UNDERSTUDY_LIMITS_REQUESTS_PER_MINUTE=str(RPM),
+        # Every admin path is tried with wrong keys from one address: logged, not throttled
+        # (throttling has its own tests, tests/e2e/test_access.py).
+        UNDERSTUDY_LIMITS_FAILED_AUTH_PER_MINUTE="0",
         UNDERSTUDY_STUDENT_BACKEND="vllm",
         UNDERSTUDY_STUDENT_VLLM_URL=vllm.base_url,
         UNDERSTUDY_STUDENT_RELOAD_INTERVAL_S="0.2",

@@ -80,6 +80,16 @@ def render_login(message: str | None = None) -> str:
     return _document("Understudy: sign in", form, refresh=False)
 
 
+def render_closed() -> str:
+    """The page of a dashboard that is closed: clients need keys and ``admin_key`` is not set."""
+    body = (
+        '<div class="login"><h2 style="margin-top:0">Understudy dashboard</h2>'
+        "<p>The dashboard is closed: this gateway asks its clients for keys, and no "
+        "<code>admin_key</code> is set. Set <code>admin_key</code> to open it.</p></div>"
+    )
+    return _document("Understudy: dashboard closed", body, refresh=False)
+
+
 def _document(title: str, body: str, *, refresh: bool) -> str:
     meta = f'<meta http-equiv="refresh" content="{REFRESH_S}">' if refresh else ""
     return (

@@ -13,11 +13,12 @@ from litestar.params import FromPath
 from litestar.response import Redirect
 
 from understudy.gateway.api.admin import checked_task
-from understudy.gateway.api.dashboard.access import access, key_matches, session_cookie
+from understudy.gateway.api.dashboard.access import COOKIE, access, key_matches, session_cookie
 from understudy.gateway.api.dashboard.data import gather
-from understudy.gateway.api.dashboard.page import WINDOWS, render_login, render_page
+from understudy.gateway.api.dashboard.page import WINDOWS, render_closed, render_login, render_page
+from understudy.gateway.api.failed_auth import client_address
 from understudy.gateway.api.responses import json_response
-from understudy.gateway.api.services import Config
+from understudy.gateway.api.services import Services
 from understudy.gateway.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 from understudy.gateway.serving.pool import StudentPool
 from understudy.storage.database import Store
@@ -49,42 +50,51 @@ def _html(content: str, status: int = 200, nonce: str = "") -> Response:
 
 
 @get("/dashboard")
-async def dashboard(request: Request, settings: Config, store: NamedDependency[Store]) -> Response:
-    key = settings.admin_key
+async def dashboard(request: Request, services: NamedDependency[Services]) -> Response:
+    settings = services.settings
     window = request.query_params.get("window", "7d")
     window_s = dict(WINDOWS).get(window)
     if window_s is None:
         window, window_s = "7d", dict(WINDOWS)["7d"]
     presented = request.query_params.get("key")
     if presented is not None:  # a bookmarked link: trade the key for a cookie, drop it from the URL
-        if not key_matches(key, presented):
-            return _html(render_login("That key is not the admin key."), 401)
-        redirect = Redirect(f"/dashboard?window={window}", status_code=303)
-        redirect.set_cookie(session_cookie(request, key))
-        return redirect
-    who = access(request, key)
+        return _sign_in(request, services, presented, f"/dashboard?window={window}")
+    who = access(request, settings, services.sessions)
+    if who.closed:
+        return _html(render_closed(), 403)
     if not who.allowed:
         return _html(render_login(), 401)
-    data = await asyncio.to_thread(gather, store, settings, window_s)
+    data = await asyncio.to_thread(gather, services.store, settings, window_s)
     nonce = secrets.token_urlsafe(16)
     return _html(render_page(data, window=window, admin=who.admin, nonce=nonce), nonce=nonce)
 
 
 @post("/dashboard/login", status_code=303)
-async def dashboard_login(request: Request, settings: Config) -> Response:
+async def dashboard_login(request: Request, services: NamedDependency[Services]) -> Response:
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     presented = next(iter(form.get("key") or []), None)
-    if not key_matches(settings.admin_key, presented):
+    return _sign_in(request, services, presented, "/dashboard")
+
+
+def _sign_in(request: Request, services: Services, presented: str | None, to: str) -> Response:
+    """A new session for the admin key, or the sign-in form again (a failure is counted
+    against the address, like any failed key check)."""
+    address = client_address(request)
+    services.failed_auth.check(address)
+    if not key_matches(services.settings.admin_key, presented):
+        services.failed_auth.failed(address, request.url.path)
         return _html(render_login("That key is not the admin key."), 401)
-    redirect = Redirect("/dashboard", status_code=303)
-    redirect.set_cookie(session_cookie(request, settings.admin_key))
+    redirect = Redirect(to, status_code=303)
+    redirect.set_cookie(session_cookie(request, services.sessions.start()))
     return redirect
 
 
 @post("/dashboard/logout", status_code=303)
-async def dashboard_logout(request: Request, settings: Config) -> Response:
+async def dashboard_logout(request: Request, services: NamedDependency[Services]) -> Response:
+    """Sign out: the session ends on the gateway too, not only in this browser."""
+    services.sessions.end(request.cookies.get(COOKIE))
     redirect = Redirect("/dashboard", status_code=303)
-    redirect.set_cookie(session_cookie(request, settings.admin_key, clear=True))
+    redirect.set_cookie(session_cookie(request, None))
     return redirect
 
 
@@ -92,18 +102,18 @@ async def dashboard_logout(request: Request, settings: Config) -> Response:
 async def dashboard_rollback(
     request: Request,
     task: FromPath[str],
-    settings: Config,
-    store: NamedDependency[Store],
+    services: NamedDependency[Services],
     pool: NamedDependency[StudentPool],
 ) -> Response:
-    who = access(request, settings.admin_key)
+    settings = services.settings
+    who = access(request, settings, services.sessions)
     if not settings.admin_key:
         raise PermissionDeniedError("Rollback is disabled: set admin_key to enable it.")
     if not who.admin:
         raise AuthenticationError("Sign in to the dashboard with the admin key first.")
     if request.headers.get(DASHBOARD_HEADER) != "1":
         raise PermissionDeniedError(f"Missing the {DASHBOARD_HEADER} header.")
-    state = await asyncio.to_thread(_rollback, store, checked_task(task))
+    state = await asyncio.to_thread(_rollback, services.store, checked_task(task))
     await pool.refresh_now()
     body = {"task": state.task, "champion": state.champion_id, "previous": state.previous_id}
     return json_response(msgspec.json.encode(body), 200, request)
