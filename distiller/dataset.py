@@ -44,7 +44,8 @@ class Example:
     prompt: str | None = None
     """The completions prompt; None for chat."""
     source: str = "teacher"
-    """``teacher``, ``shadow``, ``correction`` or ``synthetic``."""
+    """``teacher``, ``shadow``, ``correction`` (a client's, through ``/v1/feedback``),
+    ``reviewed`` (a correction given with the admin key) or ``synthetic``."""
     failure: bool = False
     weight: int = 1
     response_format: dict[str, Any] | None = None
@@ -105,6 +106,13 @@ def build_dataset(
         examples = kept
     examples = _dedupe(examples, config.near_duplicate_threshold, stats)
     train, held_out = split_by_time(examples, config)
+    # A client's correction may train, but never judges: the held-out slice is what the gates
+    # certify with, and a client could otherwise relabel it.
+    unreviewed = [ex for ex in held_out if ex.source == "correction"]
+    if unreviewed:
+        held_out = [ex for ex in held_out if ex.source != "correction"]
+        train = train + unreviewed
+        stats["corrections_kept_out_of_eval"] = len(unreviewed)
     for ex in train:
         ex.weight = config.failure_weight if ex.failure else 1
     dataset = Dataset(task, kind, train, held_out, system_prompt=_system_prompt(examples))
@@ -116,6 +124,8 @@ def build_dataset(
         "train_rows": len(dataset.training_rows()),
         "eval": len(held_out),
         "failures_in_train": sum(ex.failure for ex in train),
+        "corrections": sum(ex.source in ("correction", "reviewed") for ex in examples),
+        "corrections_reviewed": sum(ex.source == "reviewed" for ex in examples),
         "sources": dict(Counter(ex.source for ex in examples)),
         "window": _window(train, held_out),
     }
@@ -193,7 +203,7 @@ def _examples(
             id=row["id"],
             created_at=row["created_at"],
             answer=answer.strip(),
-            source="correction" if correction else row["served_by"],
+            source=_source(row, fb) if correction else row["served_by"],
             failure=row["id"] in failures or (origin in failures if origin else False),
             response_format=_response_format(row["endpoint"], request),
             **prompt,
@@ -201,6 +211,11 @@ def _examples(
         if scrubber:
             stats["scrubbed"] += _scrub(ex, scrubber)
         yield ex
+
+
+def _source(row: Mapping[str, Any], fb: Mapping[str, Any]) -> str:
+    """``reviewed`` for a correction given with the admin key, else ``correction``."""
+    return "reviewed" if fb.get("reviewed") else "correction"
 
 
 def _shadow_origin(row: Mapping[str, Any]) -> str | None:

@@ -35,6 +35,12 @@ def render_history(runs: Sequence[dict[str, Any]], out: IO[str], *, as_json: boo
                 f"{metrics['confidence_levels']} confidence levels on "
                 f"{metrics.get('eval_examples', 0)} held-out answers\n"
             )
+        data = run.get("dataset") or {}
+        if data.get("corrections"):
+            out.write(
+                f"    corrections: {data['corrections']} from feedback "
+                f"({data.get('corrections_reviewed', 0)} reviewed; unreviewed ones train only)\n"
+            )
         if run.get("reason"):
             out.write(f"    {'why' if not run['promoted'] else 'result'}: {run['reason']}\n")
 

@@ -45,7 +45,7 @@ def failure_request_ids(db: sqlite_utils.Database, task: str) -> set[str]:
 def latest_feedback(db: sqlite_utils.Database, task: str) -> dict[str, dict[str, Any]]:
     """The most recent feedback row per request of ``task``."""
     rows = db.query(
-        "select f.request_id, f.score, f.correction, f.created_at from feedback f"
+        "select f.request_id, f.score, f.correction, f.created_at, f.reviewed from feedback f"
         " join requests r on r.id = f.request_id where r.task = ? order by f.id",
         [task],
     )

@@ -250,3 +250,15 @@ def _responses_state(db: sqlite_utils.Database) -> None:
 def _cost_estimates(db: sqlite_utils.Database) -> None:
     """Whether a row's avoided cost is an estimate (valued before the token ratio was known)."""
     db.executescript("alter table requests add column cost_estimated integer;")
+
+
+@migration("0007_security")
+def _security(db: sqlite_utils.Database) -> None:
+    """Feedback records who gave it: the gateway key's id, and whether it came with the admin
+    key (``reviewed``: only a reviewed correction may enter a held-out slice)."""
+    db.executescript(
+        """
+        alter table feedback add column api_key_id text;
+        alter table feedback add column reviewed integer;
+        """
+    )

@@ -34,6 +34,12 @@ def get_request(db: sqlite_utils.Database, request_id: str) -> dict[str, Any] | 
     return rows[0] if rows else None
 
 
+def request_owner(db: sqlite_utils.Database, request_id: str) -> tuple[bool, str | None]:
+    """``(logged, the gateway key id it was made with)`` of one request."""
+    row = db.execute("select api_key_id from requests where id = ?", [request_id]).fetchone()
+    return (False, None) if row is None else (True, row[0])
+
+
 def most_requested_model(db: sqlite_utils.Database) -> str | None:
     """The model name clients asked the teacher for most often."""
     row = db.execute(

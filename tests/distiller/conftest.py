@@ -86,7 +86,9 @@ def log_attempt(db: Any, request_id: str, task: str, text: str, kind: str, agree
         )
 
 
-def log_feedback(db: Any, request_id: str, *, score: float | None = None, correction=None):
+def log_feedback(
+    db: Any, request_id: str, *, score: float | None = None, correction=None, reviewed=False
+):
     with db.conn:
         db["feedback"].insert(
             {
@@ -95,6 +97,7 @@ def log_feedback(db: Any, request_id: str, *, score: float | None = None, correc
                 "score": score,
                 "correction": correction,
                 "comment": None,
+                "reviewed": int(reviewed),
             }
         )
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.distiller.conftest import log_intents
+from tests.distiller.conftest import log_feedback, log_intents
 from understudy.cli import main
 from understudy.distiller.commands import EXIT_BUSY
 from understudy.distiller.lock import TaskLock
@@ -85,6 +85,15 @@ def test_distill_run_then_history_as_table_and_json(cli, db):
     (run,) = json.loads(out)
     assert run["id"] == outcome["run_id"] and run["dataset"]["examples"] == 12
     assert cli("distill", "history", "--task", "nothing")[1] == "no distillation runs yet\n"
+
+
+def test_history_shows_how_many_corrections_a_run_used(cli, db):
+    ids = log_intents(db, "intent", 12)
+    log_feedback(db, ids[3], correction="lost_card")
+    log_feedback(db, ids[11], correction="top_up", reviewed=True)
+    assert cli("distill", "run", "--task", "intent")[0] == 0
+    out = cli("distill", "history", "--task", "intent")[1]
+    assert "corrections: 2 from feedback (1 reviewed; unreviewed ones train only)" in out
 
 
 def test_history_shows_each_gate_with_value_threshold_and_verdict(cli, db):

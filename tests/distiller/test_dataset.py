@@ -167,6 +167,25 @@ def test_feedback_corrects_or_drops_examples(db):
     assert prompts[distinct(5)].answer == "b"
 
 
+def test_a_client_correction_never_enters_the_held_out_slice_a_reviewed_one_may(db):
+    """Any key could relabel a task's held-out data through /v1/feedback, and the gates
+    certified the student against it."""
+    ids = [log_exchange(db, "t", distinct(i), "label", at=i) for i in range(10)]
+    log_feedback(db, ids[9], correction="planted")  # the newest: held out by time
+    log_feedback(db, ids[8], correction="checked", reviewed=True)
+    log_feedback(db, ids[1], correction="early")
+
+    dataset = build_dataset(db, "t", CONFIG)
+
+    held_out = {ex.answer for ex in dataset.eval}
+    trained = {ex.answer for ex in dataset.train}
+    assert "planted" not in held_out and "planted" in trained
+    assert "checked" in held_out and "early" in trained
+    assert dataset.stats["corrections"] == 3 and dataset.stats["corrections_reviewed"] == 1
+    assert dataset.stats["corrections_kept_out_of_eval"] == 1
+    assert by_prompt(dataset)[distinct(8)].source == "reviewed"
+
+
 def test_a_correction_on_a_student_answer_becomes_an_example(db):
     student = log_exchange(db, "t", distinct(1), "wrong_label", at=1, served_by="student")
     log_feedback(db, student, correction="right_label")

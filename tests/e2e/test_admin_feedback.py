@@ -11,6 +11,7 @@ import pytest
 
 from tests.e2e.conftest import gateway_env
 from tests.gateway_process import GatewayProcess
+from understudy.gateway.api.auth import key_id
 from understudy.storage.database import open_database
 from understudy.storage.registry import promote, register_model
 
@@ -120,3 +121,79 @@ def test_admin_refuses_a_task_name_outside_the_rule(admin_gw, teacher, task):
 
 def test_admin_disabled_without_admin_key(gateway, teacher):
     assert httpx.get(gateway.url + "/admin/tasks").status_code == 403
+
+
+@pytest.fixture(scope="module")
+def two_keys(stub, tmp_path_factory):
+    env = gateway_env(
+        UNDERSTUDY_ADMIN_KEY="admin-secret",
+        UNDERSTUDY_API_KEYS="key-victim,key-attacker",
+        UNDERSTUDY_STUDENT_BACKEND="none",
+        UNDERSTUDY_LIMITS_REQUESTS_PER_MINUTE="6",
+    )
+    with GatewayProcess(stub.base_url, tmp_path_factory.mktemp("fb") / "data", env=env) as gw:
+        yield gw
+
+
+def _feedback(gw, key: str, body: dict) -> httpx.Response:
+    return httpx.post(
+        gw.base_url + "/feedback", headers={"Authorization": f"Bearer {key}"}, json=body
+    )
+
+
+def _feedback_rows(gw) -> list[tuple]:
+    conn = sqlite3.connect(gw.db_path)
+    try:
+        return conn.execute(
+            "select request_id, correction, api_key_id, reviewed from feedback order by id"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def test_feedback_only_on_the_keys_own_requests_or_with_the_admin_key(two_keys, teacher):
+    """An attacker key relabelled a victim key's answers (200) and the distiller used them."""
+    c = openai.OpenAI(base_url=two_keys.base_url, api_key="key-victim", max_retries=0)
+    rid = c.chat.completions.with_raw_response.create(model="m", messages=CHAT).headers[
+        "x-request-id"
+    ]
+    planted = _feedback(two_keys, "key-attacker", {"request_id": rid, "correction": "5"})
+    assert planted.status_code == 404 and planted.json()["error"]["param"] == "request_id"
+    own = _feedback(two_keys, "key-victim", {"request_id": rid, "correction": "four"})
+    assert own.status_code == 200
+    review = _feedback(two_keys, "admin-secret", {"request_id": rid, "correction": "4"})
+    assert review.status_code == 200
+    deadline = time.monotonic() + 5
+    while len(_feedback_rows(two_keys)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (victim, admin) = _feedback_rows(two_keys)
+    assert victim == (rid, "four", key_id("key-victim"), 0)
+    assert admin[:2] == (rid, "4") and admin[3] == 1 and admin[2] != key_id("key-victim")
+
+
+def test_feedback_is_rate_limited_and_size_capped(two_keys, teacher):
+    """A key over its limits sent 30 x 7 MiB of feedback: 30 x 200, +281 MiB on disk."""
+    c = openai.OpenAI(base_url=two_keys.base_url, api_key="key-attacker", max_retries=0)
+    rid = c.chat.completions.with_raw_response.create(model="m", messages=CHAT).headers[
+        "x-request-id"
+    ]
+    too_long = _feedback(two_keys, "key-attacker", {"request_id": rid, "correction": "x" * 70_000})
+    assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "correction"
+    comment = _feedback(
+        two_keys, "key-attacker", {"request_id": rid, "score": 1, "comment": "c" * 5000}
+    )
+    assert comment.status_code == 400 and comment.json()["error"]["param"] == "comment"
+    huge = httpx.post(
+        two_keys.base_url + "/feedback",
+        headers={"Authorization": "Bearer key-attacker", "content-type": "application/json"},
+        content=b'{"request_id": "' + rid.encode() + b'", "comment": "' + b"y" * 7_000_000 + b'"}',
+    )
+    assert huge.status_code == 413
+    statuses = [
+        _feedback(two_keys, "key-attacker", {"request_id": rid, "score": 1}).status_code
+        for _ in range(4)
+    ]
+    # 6 a minute: the chat, the three refused above, one or two more; then 429 (it was never
+    # limited)
+    assert statuses[0] == 200 and statuses[-2:] == [429, 429], statuses
+    assert not [r for r in _feedback_rows(two_keys) if r[2] == key_id("key-attacker")][4:]
