@@ -9,13 +9,36 @@ on all held-out examples.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from understudy.distiller.config import GateConfig
 from understudy.distiller.evaluate import ModelEval
-from understudy.router import CalibratedPolicy, RouterSpec, choose_threshold
+from understudy.distiller.gates import Served
+from understudy.router import (
+    CalibratedPolicy,
+    Features,
+    Router,
+    RouterSpec,
+    ThresholdChoice,
+    choose_threshold,
+)
+from understudy.router.config import RouterConfig
 
 FOLDS = 5
+
+
+@dataclass
+class Calibration:
+    """The router fitted for a candidate, and what it would serve of the held-out set."""
+
+    router: RouterSpec
+    coverage: float
+    """Expected share served at the quality target (0 when no threshold reaches it)."""
+    served: Served
+    """What it serves of the held-out examples (out-of-fold scores at the threshold)."""
+    note: str | None = None
+    """Why nothing is served, when the reason is not the scores (too few examples)."""
 
 
 def calibrate_router(
@@ -23,13 +46,55 @@ def calibrate_router(
 ) -> tuple[RouterSpec, float]:
     """The router to store with the model version, and the coverage it is expected to give
     at ``config.target`` (0 when no threshold reaches the target)."""
+    result = calibrate(candidate, kind, config)
+    return result.router, result.coverage
+
+
+def calibrate(candidate: ModelEval, kind: str, config: GateConfig) -> Calibration:
+    """The router and the served slice of ``candidate``. A threshold is certified only on at
+    least ``config.min_calibration_examples`` held-out examples (drawn uniformly from
+    traffic by the dataset); with fewer, nothing is served."""
     features, labels = candidate.features, [bool(x) for x in candidate.agreed]
     if not labels:
-        return RouterSpec(kind, config.target), 0.0
+        return Calibration(RouterSpec(kind, config.target), 0.0, Served(0.0, 0, 0))
     scores = out_of_fold_scores(features, labels)
     choice = choose_threshold(scores, labels, config.target, config.confidence)
+    note = None
+    if len(labels) < config.min_calibration_examples:
+        note = (
+            f"{len(labels)} held-out examples < min_calibration_examples "
+            f"{config.min_calibration_examples}: no threshold certified"
+        )
+        choice = _nothing(choice)
     router = RouterSpec(kind, config.target, _fit(features, labels), choice)
-    return router, float(choice.expected_coverage)
+    served = Served.of([s >= choice.threshold for s in scores], labels)
+    return Calibration(router, float(choice.expected_coverage), served, note)
+
+
+def champion_served(
+    router: Mapping[str, Any], features: Sequence[Mapping[str, Any]], agreed: Sequence[bool]
+) -> Served:
+    """What the champion, under its stored router, would serve of the same examples."""
+    spec = RouterSpec.from_dict(router)
+    if spec.threshold is not None:
+        decider = Router(spec.policy, spec.threshold)
+    else:
+        decider = Router(spec.policy, fixed_threshold=RouterConfig.fixed_threshold)
+    served = [decider.decide(Features.from_dict(f)).serve for f in features]
+    return Served.of(served, [bool(a) for a in agreed])
+
+
+def _nothing(choice: ThresholdChoice) -> ThresholdChoice:
+    return ThresholdChoice(
+        threshold=float("inf"),
+        expected_coverage=0.0,
+        expected_agreement=None,
+        agreement_lower_bound=None,
+        n_calibration=choice.n_calibration,
+        quality_target=choice.quality_target,
+        confidence=choice.confidence,
+        bound=choice.bound,
+    )
 
 
 def out_of_fold_scores(

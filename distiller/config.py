@@ -162,8 +162,10 @@ class GateConfig:
 
     kind: str = "auto"
     """How answers are compared: ``label``, ``json``, ``text`` or ``auto`` (from the data)."""
-    min_agreement: float = 0.7
-    """Least agreement with the teacher on the held-out set."""
+    min_agreement: float | None = None
+    """Least agreement with the teacher on the whole held-out set; unset (the default), no
+    such gate: the router serves only what it certifies, so the gates judge served traffic
+    (``min_coverage``, ``non_inferiority_margin``), not answers it would defer."""
     quality_target: float | None = None
     """Alias of ``router.quality_target``, the one to set: unset, it follows it; set in
     ``[distiller.gates]``, it must equal it (start-up error otherwise). Only a per-task
@@ -171,12 +173,20 @@ class GateConfig:
     confidence: float = 0.95
     """Confidence of the lower bound used for the quality target and non-inferiority."""
 
-    min_coverage: float = 0.1
-    """Least share of held-out requests the student would serve at the quality target."""
+    min_coverage: float = 0.0
+    """Least share of held-out requests the student would serve at the certified quality
+    target (0: any share above 0)."""
+    min_calibration_examples: int = 100
+    """Fewest held-out examples drawn uniformly from traffic (audits, and teacher answers
+    logged while no student routed the task) for a threshold to be certified; with fewer the
+    candidate serves nothing."""
     non_inferiority_margin: float = 0.02
-    """The candidate may be at most this much less accurate than the champion."""
+    """On the same held-out examples, the candidate may serve at most this share less than
+    the champion, and agree at most this much less on what it serves (than the lower of the
+    champion's served agreement and the quality target)."""
     non_inferiority_test: str = "mcnemar"
-    """Paired test against the champion: ``mcnemar`` (normal bound) or ``bootstrap``."""
+    """Paired test of ``non_inferiority`` (the function; the gate compares served traffic):
+    ``mcnemar`` (normal bound) or ``bootstrap``."""
     require_golden: bool = True
     """Every golden example of the task must pass."""
     min_validity: float = 0.95

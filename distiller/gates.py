@@ -1,6 +1,13 @@
 """Step 5: the gates a candidate must pass before it is promoted.
 
 Each gate records its value, its threshold and its verdict. Promotion needs all of them.
+The default gates are the router's guarantee: the candidate serves something at the
+certified quality target (``coverage``), its answers are well formed (``validity``), the
+golden examples pass (``golden``), and on served traffic it is not worse than the champion
+(``non_inferiority``: what each would serve of the same examples, and how often it agrees
+there). Overall agreement on the held-out set (``agreement``) is a gate only when
+``min_agreement`` is set: the router never serves the answers it is unsure of, so the
+student's accuracy on them is not what users get.
 """
 
 from __future__ import annotations
@@ -74,6 +81,29 @@ def non_inferiority(
     return NonInferiority(diff, lower, b, c, n)
 
 
+@dataclass(frozen=True)
+class Served:
+    """What one model would serve of the held-out examples under its router."""
+
+    coverage: float
+    """Share of the examples it would serve."""
+    n: int
+    """Examples it would serve."""
+    agreed: int
+    """Of those, the ones where it agrees with the teacher."""
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agreed / self.n if self.n else None
+
+    @classmethod
+    def of(cls, served: Sequence[bool], agreed: Sequence[bool]) -> Served:
+        """From a served flag and an agreement flag per example."""
+        pairs = list(zip(served, agreed, strict=True))
+        n = sum(1 for s, _ in pairs if s)
+        return cls(n / len(pairs) if pairs else 0.0, n, sum(1 for s, a in pairs if s and a))
+
+
 def evaluate_gates(
     config: GateConfig,
     *,
@@ -81,27 +111,36 @@ def evaluate_gates(
     coverage: float,
     validity: float,
     golden: Sequence[bool],
-    candidate_agreed: Sequence[bool],
-    champion_agreed: Sequence[bool] | None,
+    candidate_served: Served | None = None,
+    champion_served: Served | None = None,
+    coverage_note: str | None = None,
 ) -> list[GateResult]:
-    """Every gate's verdict; ``champion_agreed`` is None when the task has no champion yet."""
+    """Every gate's verdict. ``candidate_served`` is what the candidate would serve at its
+    certified threshold; ``champion_served`` what the champion would serve of the same
+    examples under its own router (None when the task has no champion yet)."""
     agreement, coverage, validity = (round(x, 4) for x in (agreement, coverage, validity))
-    gates = [
-        GateResult(
-            "agreement",
-            agreement,
-            config.min_agreement,
-            agreement >= config.min_agreement,
-            "agreement with the teacher on the held-out set",
-        ),
+    gates = []
+    if config.min_agreement is not None:
+        gates.append(
+            GateResult(
+                "agreement",
+                agreement,
+                config.min_agreement,
+                agreement >= config.min_agreement,
+                "agreement with the teacher on the held-out set",
+            )
+        )
+    gates += [
         GateResult(
             "coverage",
             coverage,
             config.min_coverage,
-            coverage >= config.min_coverage,
-            f"share served at quality target {config.target:g}",
+            coverage > 0 and coverage >= config.min_coverage,
+            coverage_note
+            or f"share served at quality target {config.target:g}"
+            + ("" if config.min_coverage else " (must be above 0)"),
         ),
-        _non_inferiority_gate(config, candidate_agreed, champion_agreed),
+        served_non_inferiority(config, candidate_served, champion_served),
         GateResult(
             "validity",
             validity,
@@ -124,26 +163,33 @@ def evaluate_gates(
     return gates
 
 
-def _non_inferiority_gate(
-    config: GateConfig, candidate: Sequence[bool], champion: Sequence[bool] | None
+def served_non_inferiority(
+    config: GateConfig, candidate: Served | None, champion: Served | None
 ) -> GateResult:
-    margin = -config.non_inferiority_margin
+    """Non-inferiority on served traffic, against the champion on the same examples.
+
+    The candidate's served answers are already certified at the quality target (its
+    threshold's lower bound meets it), so what it must not lose is the champion's usefulness:
+    its coverage may be at most ``non_inferiority_margin`` below the champion's, and its
+    agreement on what it serves at most that margin below the lower of the champion's and the
+    target. The value is the coverage difference. A candidate that serves more at the
+    certified quality passes, however its overall agreement compares.
+    """
+    margin = config.non_inferiority_margin
     if champion is None:
-        return GateResult("non_inferiority", None, margin, True, "no champion yet")
-    result = non_inferiority(
-        candidate,
-        champion,
-        confidence=config.confidence,
-        method=config.non_inferiority_test,
-    )
+        return GateResult("non_inferiority", None, -margin, True, "no champion yet")
+    candidate = candidate or Served(0.0, 0, 0)
+    difference = round(candidate.coverage - champion.coverage, 4)
+    floor = min(champion.agreement if champion.agreement is not None else 1.0, config.target)
+    held = candidate.agreement is not None and candidate.agreement >= floor - margin
     return GateResult(
         "non_inferiority",
-        round(result.lower_bound, 4),
-        margin,
-        result.lower_bound >= margin,
-        f"candidate - champion = {result.difference:+.3f} "
-        f"({result.candidate_only} vs {result.champion_only} discordant of {result.n}; "
-        f"{config.non_inferiority_test}, {config.confidence:g} lower bound)",
+        difference,
+        -margin,
+        difference >= -margin and (held or champion.n == 0),
+        f"served traffic: candidate serves {candidate.coverage:.3f} at agreement "
+        f"{_fmt(candidate.agreement)}, champion {champion.coverage:.3f} at "
+        f"{_fmt(champion.agreement)} of the same examples",
     )
 
 
@@ -152,7 +198,16 @@ def failed_reason(gates: Sequence[GateResult]) -> str | None:
     failed = [g for g in gates if not g.passed]
     if not failed:
         return None
-    return "; ".join(f"{g.name} {_fmt(g.value)} < {_fmt(g.threshold)}" for g in failed)
+    return "; ".join(_failure(g) for g in failed)
+
+
+def _failure(gate: GateResult) -> str:
+    below = gate.value is None or gate.threshold is None or gate.value < gate.threshold
+    if below:
+        return f"{gate.name} {_fmt(gate.value)} < {_fmt(gate.threshold)}"
+    if gate.name == "coverage":
+        return f"coverage {_fmt(gate.value)}: nothing served at the quality target"
+    return f"{gate.name}: {gate.detail}"
 
 
 def _fmt(value: float | None) -> str:

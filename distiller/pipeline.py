@@ -20,7 +20,12 @@ from typing import Any
 import sqlite_utils
 
 from understudy.distiller.augment import Teacher, augment
-from understudy.distiller.calibrate import calibrate_router, confidence_levels
+from understudy.distiller.calibrate import (
+    Calibration,
+    calibrate,
+    champion_served,
+    confidence_levels,
+)
 from understudy.distiller.config import DistillConfig
 from understudy.distiller.dataset import Dataset, build_dataset
 from understudy.distiller.evaluate import ModelEval
@@ -31,7 +36,6 @@ from understudy.distiller.process import TrainingFailed, run_job_process
 from understudy.distiller.promote import promote_candidate, store_eval
 from understudy.distiller.train import WarmStart
 from understudy.distiller.worker import JOB_FILE, run_job, write_examples
-from understudy.router import RouterSpec
 from understudy.storage.config import db_path
 from understudy.storage.database import Store
 from understudy.storage.distill_queries import insert_run, list_golden, update_run
@@ -166,18 +170,26 @@ def _run(
         if result is None:
             raise TrainingFailed("the training job gave no result")
     candidate, champ = result.candidate, result.champion
-    router, coverage = calibrate_router(candidate, dataset.kind, config.gates)
+    fitted = calibrate(candidate, dataset.kind, config.gates)
+    router, coverage = fitted.router, fitted.coverage
+    current = champion(db, task)
+    champ_served = (
+        champion_served(current.router, champ.features, champ.agreed)
+        if champ is not None and current is not None
+        else None
+    )
     gates = evaluate_gates(
         config.gates,
         agreement=candidate.agreement,
         coverage=coverage,
         validity=candidate.validity,
         golden=candidate.golden_passed,
-        candidate_agreed=candidate.agreed,
-        champion_agreed=champ.agreed if champ else None,
+        candidate_served=fitted.served,
+        champion_served=champ_served,
+        coverage_note=fitted.note,
     )
     outcome.gates = [g.to_dict() for g in gates]
-    outcome.metrics = _metrics(result, candidate, champ, router, coverage, job)
+    outcome.metrics = _metrics(result, candidate, champ, fitted, job)
     outcome.status = "succeeded"
     outcome.reason = failed_reason(gates)
     if outcome.reason is None:
@@ -295,17 +307,21 @@ def _metrics(
     result: JobResult,
     candidate: ModelEval,
     champ: ModelEval | None,
-    router: RouterSpec,
-    coverage: float,
+    fitted: Calibration,
     job: Job,
 ) -> dict[str, Any]:
+    router = fitted.router
     threshold = router.threshold.to_dict() if router.threshold else {}
     return {
         "agreement": round(candidate.agreement, 4),
-        "coverage": round(coverage, 4),
+        "coverage": round(fitted.coverage, 4),
         "quality_target": router.quality_target,
         "confidence_levels": confidence_levels(router, candidate.features),
         "threshold": threshold.get("threshold"),
+        "certified_lower_bound": threshold.get("agreement_lower_bound"),
+        "served_agreement": threshold.get("expected_agreement"),
+        "calibration_examples": threshold.get("n_calibration"),
+        "calibration_note": fitted.note,
         "validity": round(candidate.validity, 4),
         "golden_passed": sum(candidate.golden_passed),
         "golden_total": len(candidate.golden),

@@ -56,7 +56,11 @@ def tiny_config(base: str, isolation: str = "inline") -> DistillConfig:
         ),
         # 40 held-out answers can show at most ~0.94 agreement at 95% confidence.
         gates=GateConfig(
-            min_agreement=0.8, quality_target=0.9, eval_batch_size=64, max_new_tokens=8
+            min_agreement=0.8,
+            quality_target=0.9,
+            eval_batch_size=64,
+            max_new_tokens=8,
+            min_calibration_examples=20,
         ),
         schedule=ScheduleConfig(heartbeat_s=0.5),
     )
@@ -176,7 +180,7 @@ def test_a_good_candidate_replaces_the_champion_and_rollback_restores_it(data_di
     assert outcome.promoted and outcome.candidate_id == "intent@v2"
     gates = {g["name"]: g for g in outcome.gates}
     assert gates["golden"]["value"] == 1.0
-    assert "discordant" in gates["non_inferiority"]["detail"]
+    assert "served traffic" in gates["non_inferiority"]["detail"]
     assert outcome.metrics["champion"] == "intent@v1"
     state = task_state(db, TASK)
     assert (state.champion_id, state.previous_id) == ("intent@v2", "intent@v1")

@@ -124,7 +124,11 @@ def distill_config(*, epochs: float = 25, learning_rate: float = 2e-3) -> Any:
             isolation="inline",
         ),
         gates=GateConfig(
-            min_agreement=0.8, quality_target=0.8, eval_batch_size=64, max_new_tokens=8
+            min_agreement=0.8,
+            quality_target=0.8,
+            eval_batch_size=64,
+            max_new_tokens=8,
+            min_calibration_examples=20,
         ),
     )
 

@@ -36,7 +36,7 @@ SMALL = DemoOptions(
     quality_target=0.6,
     # 60 held-out answers measure agreement to about +-0.1: gates set low enough that the
     # student (about 0.8 on the teacher's answers, which agree with gold on 0.83) passes them.
-    extra={"distiller.gates": {"min_agreement": 0.6}},
+    extra={"distiller.gates": {"min_agreement": 0.6, "min_calibration_examples": 50}},
 )
 
 
