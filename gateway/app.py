@@ -33,6 +33,7 @@ from understudy.gateway.serving.pipeline import Pipeline
 from understudy.gateway.serving.pool import StudentPool, backend_factory
 from understudy.gateway.serving.shadow import Shadow
 from understudy.gateway.serving.student_path import StudentPath
+from understudy.gateway.serving.teacher_keys import TeacherKeys
 from understudy.gateway.serving.teacher_path import TeacherPath
 from understudy.gateway.teacher.client import TeacherClient
 from understudy.storage.database import Store
@@ -49,6 +50,13 @@ class Companion(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+
+def _teacher_keys(settings: GatewayConfig, teacher: TeacherClient) -> TeacherKeys | None:
+    """Pass-through mode without gateway keys: the teacher judges each caller's key."""
+    if settings.teacher.pass_through_auth and not settings.api_keys:
+        return TeacherKeys(teacher)
+    return None
 
 
 def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ()) -> Litestar:
@@ -89,7 +97,7 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
         shadow = Shadow(settings, teacher, ledger, store)
         pipeline = Pipeline(
             settings,
-            StudentPath(settings, pool),
+            StudentPath(settings, pool, _teacher_keys(settings, teacher)),
             TeacherPath(teacher, ledger),
             shadow,
             ledger,

@@ -132,6 +132,7 @@ class Controls:
     timeout_s: float = 30.0  # how long "timeout" and "stall" hang
     misbehave_next: deque[Misbehaviour] = field(default_factory=deque)  # one per request
     misbehave: Misbehaviour | None = None  # every request, until reset
+    accept_keys: tuple[str, ...] | None = None  # only these bearer keys; others get 401
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply ``changes`` (control keys, JSON values); raise ValueError on a bad one."""
@@ -178,6 +179,9 @@ class Controls:
         if self.misbehave_next:
             return self.misbehave_next.popleft()
         return self.misbehave
+
+    def _set_accept_keys(self, value: Any) -> None:
+        self.accept_keys = None if value is None else tuple(str(k) for k in value)
 
     def _set_random(self, value: Any) -> None:
         self.random = None if value is None else RandomFaults(value)

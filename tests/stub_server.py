@@ -160,6 +160,9 @@ class StubApp:
             )
         except ValueError as exc:
             return await self._error(ex, 400, str(exc))
+        keys = self.controls.accept_keys
+        if keys is not None and headers.get("authorization") not in {f"Bearer {k}" for k in keys}:
+            return await self._error(ex, 401, "Incorrect API key provided.", code="invalid_api_key")
         generation = method == "POST" and path in (CHAT, TEXT, RESPONSES)
         stream = generation and isinstance(body, dict) and body.get("stream") is True
         if generation:

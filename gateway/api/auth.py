@@ -35,12 +35,19 @@ def matches(presented: str | None, keys: Sequence[str]) -> bool:
 def authenticate(
     keys: Sequence[str], authorization: str | None, key_header: str | None, pass_through: bool
 ) -> str | None:
-    """Check the gateway key; return its id (None when the gateway is open).
+    """Check the gateway key; return its id (None when the gateway has no keys).
 
     In pass-through mode the ``Authorization`` header belongs to the teacher, so the gateway
-    key travels in ``X-Understudy-Api-Key`` instead.
+    key travels in ``X-Understudy-Api-Key`` instead; without gateway keys, a bearer token must
+    still be there (the teacher judges it: :mod:`gateway.serving.teacher_keys`).
     """
     if not keys:
+        if pass_through and bearer(authorization) is None:
+            # No gateway keys: the caller's own teacher key is the credential; none, no answer
+            # (the student would otherwise answer a caller the teacher never saw).
+            raise AuthenticationError(
+                "You didn't provide an API key. Send your key as a bearer token."
+            )
         return None
     presented = key_header if pass_through else bearer(authorization)
     if presented is None:

@@ -28,6 +28,7 @@ from understudy.gateway.serving.student_wire import (
     student_request,
     unsupported_reason,
 )
+from understudy.gateway.serving.teacher_keys import TeacherKeys
 from understudy.gateway.serving.verdict import Attempt, Defer, NoStudent, Serve, Verdict
 from understudy.student.base import StudentAnswer, StudentBackend, StudentError, StudentRequest
 
@@ -35,9 +36,16 @@ log = logging.getLogger("understudy.gateway")
 
 
 class StudentPath:
-    def __init__(self, settings: GatewayConfig, pool: StudentPool) -> None:
+    """``keys``: in pass-through mode without gateway keys, the teacher's verdict on each
+    caller's key (:mod:`gateway.serving.teacher_keys`); the student answers only keys the
+    teacher has accepted."""
+
+    def __init__(
+        self, settings: GatewayConfig, pool: StudentPool, keys: TeacherKeys | None = None
+    ) -> None:
         self.settings = settings
         self.pool = pool
+        self.keys = keys
 
     async def verdict(self, call: Call) -> Verdict:
         """Ask the task's student, if it may answer, and judge its answer."""
@@ -55,12 +63,18 @@ class StudentPath:
             reason = unsupported_reason(call.endpoint.name, call.req, self.settings.student)
         if reason is not None:
             return NoStudent(f"teacher: {reason}")
+        if self.keys is not None and not await self.keys.accepted(call.ctx.authorization):
+            return NoStudent("teacher: the teacher has not accepted the caller's key")
         answer = await self._generate(backend, slot, self._request(slot, call))
         if isinstance(answer, str):
             return NoStudent(answer)
         attempt = Attempt(slot, answer, _judge(slot, answer, call))
         if slot.mode == "shadow":
             return Defer(attempt, "shadow", "shadow mode: the teacher serves")
+        if slot.router.should_audit():
+            would = "serve" if attempt.judgement.serve else "defer"
+            reason = f"audit: the student would {would} ({attempt.judgement.reason})"
+            return Defer(attempt, "audit", reason)
         if attempt.judgement.serve:
             return Serve(attempt)
         return Defer(attempt, "failure", f"deferred: {attempt.judgement.reason}")

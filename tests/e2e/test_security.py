@@ -266,6 +266,58 @@ def _traffic(gw: GatewayProcess, teacher) -> None:
     keep(httpx.get(gw.url + "/metrics"))
 
 
+def test_pass_through_without_gateway_keys_no_credential_no_answer(stub, vllm, teacher, tmp_path):
+    """The student answered a caller that carried no credential at all (200, served by the
+    student) while the same request on a teacher-served task got the teacher's 401."""
+    data = tmp_path / "data"
+    db = open_database(data / "understudy.db")
+    adapter = _adapter(data / "models" / "inside" / "v1")
+    promote(db, register_model(db, "inside", base=BASE_MODEL, adapter_path=adapter).id)
+    db.conn.close()
+    teacher.control(accept_keys=[USER_KEY])
+    env = gateway_env(
+        UNDERSTUDY_TEACHER_PASS_THROUGH_AUTH="true",
+        UNDERSTUDY_STUDENT_BACKEND="vllm",
+        UNDERSTUDY_STUDENT_VLLM_URL=vllm.base_url,
+        UNDERSTUDY_STUDENT_RELOAD_INTERVAL_S="0.2",
+    )
+    env.pop("UNDERSTUDY_TEACHER_API_KEY")
+    task = {"X-Understudy-Task": "inside"}
+    body = {"model": "m", "messages": CHAT}
+    with GatewayProcess(stub.base_url, data, env=env) as gw:
+        deadline = time.monotonic() + 10
+        while "inside@v1" not in vllm.adapters and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for path, payload in (
+            ("/chat/completions", body),
+            ("/responses", {"model": "m", "input": "What is 2+2?"}),
+            ("/embeddings", {"model": "m", "input": "x"}),
+        ):
+            anonymous = httpx.post(gw.base_url + path, headers=task, json=payload)
+            assert anonymous.status_code == 401, (path, anonymous.text)
+            assert anonymous.json()["error"]["type"] == "invalid_request_error"
+        assert httpx.get(gw.base_url + "/models").status_code == 401
+        teacher.requests.clear()
+        wrong = httpx.post(
+            gw.base_url + "/chat/completions",
+            headers={**task, "Authorization": f"Bearer {WRONG_KEY}"},
+            json=body,
+        )
+        assert wrong.status_code == 401  # the teacher's own answer: the student never saw it
+        assert wrong.headers.get("x-understudy-served-by") != "student"
+        c = openai.OpenAI(base_url=gw.base_url, api_key=USER_KEY, max_retries=0)
+        for _ in range(2):
+            raw = c.chat.completions.with_raw_response.create(
+                model="m", messages=CHAT, extra_headers=task
+            )
+            assert raw.headers["x-understudy-served-by"] == "student"
+        checks = [r for r in teacher.requests if r["path"] == "/v1/models"]
+        assert [r["headers"]["authorization"] for r in checks] == [
+            f"Bearer {WRONG_KEY}",
+            f"Bearer {USER_KEY}",
+        ]  # one check per key, then its verdict is kept
+
+
 def test_no_secret_reaches_the_log_the_database_errors_or_metrics(secured, teacher, tmp_path):
     _traffic(secured, teacher)
     assert len(secured.wait_rows(count=RPM + 8)) >= RPM + 8
