@@ -1,7 +1,7 @@
 import pytest
 
-from understudy.distiller.config import GateConfig
 from understudy.distiller.calibrate import calibrate, champion_served
+from understudy.distiller.config import GateConfig
 from understudy.distiller.evaluate import ModelEval
 from understudy.distiller.gates import Served, evaluate_gates, failed_reason, non_inferiority
 from understudy.router import extract_features
