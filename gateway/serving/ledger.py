@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+from typing import Any
 
 import msgspec
 
@@ -11,7 +13,7 @@ from understudy.gateway.accounting.cost_book import CostBook
 from understudy.gateway.accounting.metrics import Metrics
 from understudy.gateway.serving.call import Call
 from understudy.gateway.serving.verdict import Attempt, AttemptKind
-from understudy.storage.records import RequestRecord
+from understudy.storage.records import STATUS_CUT, STATUS_INCOMPLETE, RequestRecord
 from understudy.storage.request_log import RequestLogWriter
 from understudy.student.base import StudentAnswer
 
@@ -33,6 +35,8 @@ class Ledger:
         record.http_status = http_status
         record.error = error
         record.latency_ms = ctx.elapsed_ms()
+        if status in (STATUS_INCOMPLETE, STATUS_CUT) and record.total_tokens is None:
+            estimate_tokens(record)
         self.costs.fill(record)
         self.writer.submit(RequestRecord.TABLE, record.as_row())
         m = self.metrics
@@ -100,3 +104,41 @@ class Ledger:
     def teacher_retried(self, attempts: int) -> None:
         if attempts > 1:
             self.metrics.teacher_retries.inc(attempts - 1)
+
+
+CHARS_PER_TOKEN = 4
+"""The estimate's ratio: about four characters of English text a token."""
+
+
+def estimate_tokens(record: RequestRecord) -> None:
+    """Tokens of an answer cut short (the client left, or the teacher's stream broke off)
+    before the teacher's usage arrived: the request's body and the text streamed so far, at
+    :data:`CHARS_PER_TOKEN`. Budgets count them; without it such a row counted nothing, and a
+    client that left every stream one event early spent without limit."""
+    prompt = math.ceil(len(record.request_json) / CHARS_PER_TOKEN)
+    completion = math.ceil(_streamed_chars(record.response_json) / CHARS_PER_TOKEN)
+    record.prompt_tokens = record.prompt_tokens or prompt
+    record.completion_tokens = record.completion_tokens or completion
+    record.total_tokens = record.prompt_tokens + record.completion_tokens
+
+
+def _streamed_chars(response_json: str | None) -> int:
+    """Characters of text and tool arguments in a (partial) assembled answer."""
+    if not response_json:
+        return 0
+    try:
+        answer = msgspec.json.decode(response_json)
+    except msgspec.DecodeError:
+        return len(response_json)
+    return _text_chars(answer)
+
+
+def _text_chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        keys = ("content", "text", "arguments", "refusal", "output", "choices", "message")
+        return sum(_text_chars(value[k]) for k in keys if k in value)
+    if isinstance(value, list):
+        return sum(_text_chars(v) for v in value)
+    return 0

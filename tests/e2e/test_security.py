@@ -266,13 +266,43 @@ def _traffic(gw: GatewayProcess, teacher) -> None:
     keep(httpx.get(gw.url + "/metrics"))
 
 
+def test_a_client_that_leaves_streams_early_still_spends_its_token_budget(stub, teacher, tmp_path):
+    """Reading 39 of 40 chunks and closing gave 8 x 200 on a 50-token budget: the rows were
+    incomplete with no tokens, so the budget never moved."""
+    teacher.control(chunk_delay_ms=30)
+    env = gateway_env(
+        UNDERSTUDY_API_KEYS=KEY_A,
+        UNDERSTUDY_STUDENT_BACKEND="none",
+        UNDERSTUDY_LIMITS_MONTHLY_TOKENS="50",
+    )
+    body = {"model": "m", "messages": STORY, "stream": True}
+    statuses = []
+    with GatewayProcess(stub.base_url, tmp_path / "data", env=env) as gw:
+        for _ in range(8):
+            with httpx.stream(
+                "POST",
+                gw.base_url + "/chat/completions",
+                headers={"Authorization": f"Bearer {KEY_A}"},
+                json=body,
+            ) as r:
+                statuses.append(r.status_code)
+                for _ in zip(range(3), r.iter_lines(), strict=False):
+                    pass  # a few events, then leave
+            if r.status_code == 429:
+                break
+            time.sleep(0.3)  # the row is written once the gateway sees the client gone
+        rows = gw.rows("status = 'incomplete'")
+    assert statuses[-1] == 429 and len(statuses) <= 4, statuses
+    assert rows and all(row["total_tokens"] for row in rows)
+
+
 def test_pass_through_without_gateway_keys_no_credential_no_answer(stub, vllm, teacher, tmp_path):
     """The student answered a caller that carried no credential at all (200, served by the
     student) while the same request on a teacher-served task got the teacher's 401."""
     data = tmp_path / "data"
     db = open_database(data / "understudy.db")
-    adapter = _adapter(data / "models" / "inside" / "v1")
-    promote(db, register_model(db, "inside", base=BASE_MODEL, adapter_path=adapter).id)
+    adapter = _adapter(data / "models" / "own-key" / "v1")  # not the module gateway's adapter
+    promote(db, register_model(db, "own-key", base=BASE_MODEL, adapter_path=adapter).id)
     db.conn.close()
     teacher.control(accept_keys=[USER_KEY])
     env = gateway_env(
@@ -282,12 +312,21 @@ def test_pass_through_without_gateway_keys_no_credential_no_answer(stub, vllm, t
         UNDERSTUDY_STUDENT_RELOAD_INTERVAL_S="0.2",
     )
     env.pop("UNDERSTUDY_TEACHER_API_KEY")
-    task = {"X-Understudy-Task": "inside"}
+    task = {"X-Understudy-Task": "own-key"}
     body = {"model": "m", "messages": CHAT}
     with GatewayProcess(stub.base_url, data, env=env) as gw:
-        deadline = time.monotonic() + 10
-        while "inside@v1" not in vllm.adapters and time.monotonic() < deadline:
-            time.sleep(0.05)
+        c = openai.OpenAI(base_url=gw.base_url, api_key=USER_KEY, max_retries=0)
+        deadline, served = time.monotonic() + 10, "teacher"
+        while served != "student" and time.monotonic() < deadline:  # the student is loaded
+            raw = c.chat.completions.with_raw_response.create(
+                model="m", messages=CHAT, extra_headers=task
+            )
+            served = raw.headers["x-understudy-served-by"]
+        assert served == "student"
+        checks = [r for r in teacher.requests if r["path"] == "/v1/models"]
+        assert len(checks) == 1  # the teacher was asked once; its verdict is kept
+        assert checks[0]["headers"]["authorization"] == f"Bearer {USER_KEY}"
+        teacher.requests.clear()
         for path, payload in (
             ("/chat/completions", body),
             ("/responses", {"model": "m", "input": "What is 2+2?"}),
@@ -297,7 +336,6 @@ def test_pass_through_without_gateway_keys_no_credential_no_answer(stub, vllm, t
             assert anonymous.status_code == 401, (path, anonymous.text)
             assert anonymous.json()["error"]["type"] == "invalid_request_error"
         assert httpx.get(gw.base_url + "/models").status_code == 401
-        teacher.requests.clear()
         wrong = httpx.post(
             gw.base_url + "/chat/completions",
             headers={**task, "Authorization": f"Bearer {WRONG_KEY}"},
@@ -305,17 +343,8 @@ def test_pass_through_without_gateway_keys_no_credential_no_answer(stub, vllm, t
         )
         assert wrong.status_code == 401  # the teacher's own answer: the student never saw it
         assert wrong.headers.get("x-understudy-served-by") != "student"
-        c = openai.OpenAI(base_url=gw.base_url, api_key=USER_KEY, max_retries=0)
-        for _ in range(2):
-            raw = c.chat.completions.with_raw_response.create(
-                model="m", messages=CHAT, extra_headers=task
-            )
-            assert raw.headers["x-understudy-served-by"] == "student"
-        checks = [r for r in teacher.requests if r["path"] == "/v1/models"]
-        assert [r["headers"]["authorization"] for r in checks] == [
-            f"Bearer {WRONG_KEY}",
-            f"Bearer {USER_KEY}",
-        ]  # one check per key, then its verdict is kept
+        checks = [r["headers"]["authorization"] for r in teacher.requests]
+        assert checks == [f"Bearer {WRONG_KEY}"] * 2  # its key check, then its request
 
 
 def test_no_secret_reaches_the_log_the_database_errors_or_metrics(secured, teacher, tmp_path):
