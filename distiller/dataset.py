@@ -5,7 +5,10 @@ Responses chain expanded into its whole conversation) are read in time order; er
 truncated, empty, tool-calling and (for JSON tasks) unparsable answers are filtered out;
 feedback is applied (a correction replaces the answer, a negative score drops the example);
 secrets and configured PII are scrubbed; exact and near-duplicate prompts are removed (the
-newest copy is kept); the newest slice becomes the held-out set. Failure cases carry
+newest copy is kept); the newest slice of examples drawn uniformly from traffic becomes the
+held-out set (audits, and teacher answers logged while no student routed the task: never
+deferrals, which are the hard requests, nor shadow checks, which are the easy ones). Failure
+cases carry
 ``weight = failure_weight``.
 """
 
@@ -49,6 +52,9 @@ class Example:
     failure: bool = False
     weight: int = 1
     response_format: dict[str, Any] | None = None
+    uniform: bool = True
+    """Drawn uniformly from the task's traffic: an audit, or a teacher answer logged while no
+    student routed the task. Only these are held out to calibrate and judge a student."""
 
     def prompt_text(self) -> str:
         if self.messages is None:
@@ -124,6 +130,7 @@ def build_dataset(
         "train_rows": len(dataset.training_rows()),
         "eval": len(held_out),
         "failures_in_train": sum(ex.failure for ex in train),
+        "uniform": sum(ex.uniform for ex in examples),
         "corrections": sum(ex.source in ("correction", "reviewed") for ex in examples),
         "corrections_reviewed": sum(ex.source == "reviewed" for ex in examples),
         "sources": dict(Counter(ex.source for ex in examples)),
@@ -135,11 +142,15 @@ def build_dataset(
 def split_by_time(
     examples: list[Example], config: DatasetConfig
 ) -> tuple[list[Example], list[Example]]:
-    """The newest slice is held out; the rest trains. Input must be in time order."""
+    """The newest slice of uniform examples (:attr:`Example.uniform`) is held out; the rest
+    trains. Input must be in time order."""
     n = len(examples)
     n_eval = max(config.eval_min, round(n * config.eval_fraction))
     n_eval = min(n_eval, config.eval_max, n // 2)
-    return examples[: n - n_eval], examples[n - n_eval :]
+    uniform = [i for i, ex in enumerate(examples) if ex.uniform]
+    held = set(uniform[len(uniform) - n_eval :]) if n_eval else set()
+    train = [ex for i, ex in enumerate(examples) if i not in held]
+    return train, [ex for i, ex in enumerate(examples) if i in held]
 
 
 def infer_kind(examples: Iterable[Example]) -> str:
@@ -206,6 +217,7 @@ def _examples(
             source=_source(row, fb) if correction else row["served_by"],
             failure=row["id"] in failures or (origin in failures if origin else False),
             response_format=_response_format(row["endpoint"], request),
+            uniform=is_uniform(row),
             **prompt,
         )
         if scrubber:
@@ -216,6 +228,20 @@ def _examples(
 def _source(row: Mapping[str, Any], fb: Mapping[str, Any]) -> str:
     """``reviewed`` for a correction given with the admin key, else ``correction``."""
     return "reviewed" if fb.get("reviewed") else "correction"
+
+
+AUDIT_REASON = "audit"
+"""How an audit's teacher row starts its ``route_reason`` (``audit: the student would ...``)."""
+_UNIFORM_REASONS = (AUDIT_REASON, "shadow mode")
+
+
+def is_uniform(row: Mapping[str, Any]) -> bool:
+    """A teacher row drawn uniformly from the task's traffic: an audit, a shadow-mode answer,
+    or one logged while no student routed the task (no route reason)."""
+    reason = row.get("route_reason")
+    return row["served_by"] == "teacher" and (
+        reason is None or str(reason).startswith(_UNIFORM_REASONS)
+    )
 
 
 def _shadow_origin(row: Mapping[str, Any]) -> str | None:

@@ -35,6 +35,12 @@ def render_history(runs: Sequence[dict[str, Any]], out: IO[str], *, as_json: boo
                 f"{metrics['confidence_levels']} confidence levels on "
                 f"{metrics.get('eval_examples', 0)} held-out answers\n"
             )
+        if metrics.get("certified_lower_bound") is not None:
+            out.write(
+                f"    certified: agreement >= {metrics['certified_lower_bound']:.3f} "
+                f"(lower bound) on what it serves, {metrics.get('calibration_examples')} "
+                f"held-out examples drawn uniformly from traffic\n"
+            )
         data = run.get("dataset") or {}
         if data.get("corrections"):
             out.write(

@@ -19,6 +19,14 @@ class RouterConfig:
     """Threshold on P(agree) in fixed mode."""
     shadow_rate: float = 0.05
     """Share of student-served requests also sent to the teacher, off the response path."""
+    audit_rate: float = 0.03
+    """Share of all requests a routed student answers that the teacher answers instead,
+    chosen uniformly at random whatever the router decided: the student's attempt is kept
+    beside the teacher's answer (a ``student_attempts`` row of kind ``audit``) and the
+    distiller calibrates and judges on these, an unbiased sample of traffic. 0: none."""
+    sampling_seed: int | None = None
+    """Seed of the shadow and audit draws of each serving student (unset: random). The same
+    seed and the same requests in the same order give the same draws."""
     drift_margin: float = 0.03
     """Live agreement this far below the target sends the task back to the teacher."""
     drift_window: int = 200
@@ -36,6 +44,7 @@ class RouterConfig:
         checks = [
             (0 < self.quality_target <= 1, "router.quality_target must be in (0, 1]"),
             (0 <= self.shadow_rate <= 1, "router.shadow_rate must be in [0, 1]"),
+            (0 <= self.audit_rate <= 1, "router.audit_rate must be in [0, 1]"),
             (self.drift_margin >= 0, "router.drift_margin must be >= 0"),
             (self.drift_window >= 1, "router.drift_window must be >= 1"),
             (0.5 <= self.drift_confidence < 1, "router.drift_confidence must be in [0.5, 1)"),

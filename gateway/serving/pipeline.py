@@ -140,7 +140,7 @@ class Pipeline:
         """A deferred (not shadow-mode) answer may stand in for a teacher that failed."""
         return (
             deferred is not None
-            and deferred.kind == "failure"
+            and deferred.kind in ("failure", "audit")
             and self.settings.student.degraded_mode == "serve"
             and bool(deferred.attempt.answer.text)
         )

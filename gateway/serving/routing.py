@@ -46,7 +46,9 @@ class TaskRouter:
             self.router = Router(spec.policy, fixed_threshold=settings.fixed_threshold)
         else:
             self.router = Router(spec.policy, spec.threshold)
-        self.sampler = ShadowSampler(settings.shadow_rate)
+        seed = settings.sampling_seed
+        self.sampler = ShadowSampler(settings.shadow_rate, seed)
+        self.auditor = ShadowSampler(settings.audit_rate, None if seed is None else seed + 1)
         self.monitor = AgreementMonitor(
             self.quality_target,
             settings.drift_margin,
@@ -85,6 +87,11 @@ class TaskRouter:
 
     def should_shadow(self) -> bool:
         return self.sampler.should_shadow()
+
+    def should_audit(self) -> bool:
+        """Whether the teacher answers this request instead, as an audit (drawn for every
+        request the student answered, before its verdict is acted on)."""
+        return self.auditor.should_shadow()
 
     def record_shadow(self, agreed: bool) -> bool:
         """Record one shadow comparison; True when this one made the monitor trip."""

@@ -60,7 +60,8 @@ class Shadow:
             else attempt.slot.router.agree(attempt.answer.text, teacher_text)
         )
         self.ledger.attempt(request_id, attempt, kind, agreed)
-        if kind == "shadow" and agreed is not None:
+        checked = kind == "shadow" or (kind == "audit" and attempt.judgement.serve)
+        if checked and agreed is not None:
             self._observe(attempt.slot, agreed)
 
     def maybe_check(self, call: Call, attempt: Attempt) -> None:

@@ -10,7 +10,7 @@ from understudy.gateway.serving.pool import Slot
 from understudy.gateway.serving.routing import Judgement
 from understudy.student.base import StudentAnswer
 
-AttemptKind = Literal["failure", "shadow"]
+AttemptKind = Literal["failure", "shadow", "audit"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class Serve:
 @dataclass(frozen=True)
 class Defer:
     """The teacher answers; the attempt is kept beside it as a failure case (the router was
-    unsure) or as a shadow pair (the task is in shadow mode)."""
+    unsure), as a shadow pair (the task is in shadow mode) or as an audit (drawn at random
+    from routed traffic, whatever the router decided)."""
 
     attempt: Attempt
     kind: AttemptKind

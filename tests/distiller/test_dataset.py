@@ -10,7 +10,7 @@ from tests.distiller.conftest import (
     log_feedback,
 )
 from understudy.distiller.config import DatasetConfig
-from understudy.distiller.dataset import build_dataset, infer_kind, split_by_time
+from understudy.distiller.dataset import Example, build_dataset, infer_kind, split_by_time
 from understudy.distiller.scrub import PII_PATTERNS, Scrubber
 
 CONFIG = DatasetConfig(eval_fraction=0.2, eval_min=1, min_examples=1)
@@ -107,10 +107,39 @@ def test_the_newest_slice_is_held_out_and_never_trains(db):
 
 
 def test_split_sizes_respect_min_and_max():
-    examples = list(range(100))
+    examples = [Example(str(i), float(i), "a") for i in range(100)]
     assert [len(p) for p in split_by_time(examples, DatasetConfig(eval_min=30))] == [70, 30]
     assert [len(p) for p in split_by_time(examples, DatasetConfig(eval_max=5))] == [95, 5]
     assert [len(p) for p in split_by_time(examples[:10], DatasetConfig(eval_min=20))] == [5, 5]
+
+
+def test_only_examples_drawn_uniformly_from_traffic_are_held_out(db):
+    # After a promotion the newest teacher answers are mostly deferrals (the hard requests)
+    # and shadow checks (the easy ones): held out, they judged the next student on a biased
+    # sample. Audits and answers logged while no student routed the task are the yardstick.
+    for i in range(40):
+        log_exchange(db, "t", distinct(i), "before", at=i)  # no student yet
+    for i in range(40, 60):
+        deferred = log_exchange(
+            db, "t", distinct(i), "hard", at=i, route_reason="deferred: below_threshold"
+        )
+        log_attempt(db, deferred, "t", "x", "failure", agreed=False)
+    for i in range(60, 70):
+        log_exchange(
+            db, "t", distinct(i), "easy", at=i, served_by="shadow", route_reason="shadow of r"
+        )
+    audits = [
+        log_exchange(db, "t", distinct(i), "audit", at=i, route_reason="audit: would serve")
+        for i in range(70, 75)
+    ]
+
+    dataset = build_dataset(db, "t", DatasetConfig(eval_fraction=0.2, eval_min=1))
+
+    assert len(dataset.eval) == 15
+    assert {ex.answer for ex in dataset.eval} == {"before", "audit"}
+    assert set(audits) <= {ex.id for ex in dataset.eval}
+    assert {ex.answer for ex in dataset.train} == {"before", "hard", "easy"}
+    assert dataset.stats["uniform"] == 45
 
 
 def test_failure_cases_are_up_weighted_in_training(db):

@@ -142,7 +142,13 @@ def start_teacher() -> StubTeacher:
     return teacher
 
 
-def gateway_config(*, shadow_rate: float = 0.0, degraded_mode: str = "serve", **router: Any) -> str:
+def gateway_config(
+    *,
+    shadow_rate: float = 0.0,
+    audit_rate: float = 0.0,
+    degraded_mode: str = "serve",
+    **router: Any,
+) -> str:
     routes = "\n".join(
         f'"{MODEL}{suffix}" = "{TASK}{suffix}"' for suffix in ("", "-drift", "-mode", "-b")
     )
@@ -154,7 +160,7 @@ def gateway_config(*, shadow_rate: float = 0.0, degraded_mode: str = "serve", **
         f'degraded_mode = "{degraded_mode}"\n'
         "[router]\n"
         f'threshold_mode = "fixed"\nfixed_threshold = {THRESHOLD}\nshadow_rate = {shadow_rate}\n'
-        f"{extra}"
+        f"audit_rate = {audit_rate}\n{extra}"
     )
 
 

@@ -30,6 +30,7 @@ from tests.e2e.student_fixtures import (
     client,
     gateway_config,
     log_teacher_traffic,
+    served_by,
     start_gateway,
     start_teacher,
     teacher_table,
@@ -311,6 +312,51 @@ def test_teacher_down_with_degraded_mode_fail_is_a_502(shadowing, served, teache
     assert row["status"] == "error" and row["http_status"] == 502
     [attempt] = attempts(shadowing, request_id)
     assert attempt["kind"] == "failure" and attempt["agreed"] is None
+
+
+# -- audits ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def auditing(
+    served: tuple[GatewayProcess, Student], table_teacher: StubTeacher
+) -> Iterator[GatewayProcess]:
+    """A gateway on the same data that audits every request its student answers."""
+    gateway, student = served
+    second = start_gateway(table_teacher, gateway.data_dir, gateway_config(audit_rate=1.0))
+    try:
+        text = student.confident[0].text
+        wait_for(
+            lambda: "x-understudy-student-version" in served_by(second, text),
+            timeout=60,
+            interval=0.2,
+            what="the student to answer",
+        )
+        yield second
+    finally:
+        second.stop()
+
+
+def test_an_audit_is_answered_by_the_teacher_and_the_students_attempt_kept(
+    auditing, served, teacher
+):
+    # Unbiased yardstick: a share of routed traffic is answered by the teacher whatever the
+    # router decided (a confident answer and an unsure one alike), the attempt kept beside it,
+    # so calibration is not judged on deferrals (the hard requests) alone.
+    _, student = served
+    probes = [student.confident[0], student.uncertain[0]]
+    for probe, would in zip(probes, ("serve", "defer"), strict=True):
+        raw, completion = ask(auditing, probe.text)
+        assert raw.headers["x-understudy-served-by"] == "teacher"
+        assert completion.choices[0].message.content == probe.teacher
+        assert raw.headers["x-understudy-student-version"] == VERSION
+        request_id = raw.headers["x-request-id"]
+        row = auditing.row(request_id)
+        assert row["served_by"] == "teacher"
+        assert row["route_reason"].startswith(f"audit: the student would {would}")
+        [attempt] = attempts(auditing, request_id)
+        assert attempt["kind"] == "audit"
+        assert attempt["agreed"] == int(attempt["text"] == probe.teacher)
 
 
 # -- shadow sampling and drift -------------------------------------------------------------

@@ -67,6 +67,10 @@ def _threshold(c: StudentCard) -> str:
     text = f"{value:.3f}"
     if expected is not None and math.isfinite(expected):
         text += f" (expected coverage {expected * 100:.0f}%)"
+    choice = c.champion.router.get("threshold") or {}
+    bound, n = choice.get("agreement_lower_bound"), choice.get("n_calibration")
+    if bound is not None and n:
+        text += f"; certified: agreement >= {bound:.3f} on {n} held-out examples"
     return text
 
 
