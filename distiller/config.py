@@ -17,6 +17,7 @@ from typing import Any
 from understudy.config_reader import ConfigError, build
 from understudy.router.config import RouterConfig
 from understudy.storage.records import valid_task_name
+from understudy.student.classical import ClassicalSettings
 
 KINDS = ("label", "json", "text")
 DEFAULT_QUALITY_TARGET = RouterConfig.quality_target
@@ -151,6 +152,11 @@ class TrainConfig:
     """``process`` (train and evaluate in a spawned process) or ``inline`` (this process)."""
     timeout_s: float = 6 * 3600.0
     """Longest a training process may run before it is killed and the run fails."""
+    candidates: list[str] = field(default_factory=lambda: ["classical", "model"])
+    """What each run trains and judges: ``classical`` (TF-IDF + logistic regression, on
+    label-shaped tasks only, ``[distiller.classical]``) and ``model`` (``base_model`` with
+    ``method``). The gates promote the candidate that passes them all and serves the most at
+    the certified target."""
     launcher: list[str] = field(default_factory=list)
     """Command that starts the training process instead of this Python, e.g.
     ``["accelerate", "launch", "--num_processes", "4"]`` for several GPUs."""
@@ -239,6 +245,7 @@ class DistillConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     gates: GateConfig = field(default_factory=GateConfig)
+    classical: ClassicalSettings = field(default_factory=ClassicalSettings)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     keep_rejected_weights: bool = False
     """Keep a rejected candidate's weights in its run directory (deleted by default)."""
@@ -283,6 +290,15 @@ class DistillConfig:
             (self.dataset.failure_weight >= 1, "dataset.failure_weight must be >= 1"),
             (0 < self.gates.target <= 1, "gates.quality_target must be in (0, 1]"),
             (self.train.epochs > 0, "train.epochs must be positive"),
+            (
+                set(self.train.candidates) <= {"classical", "model"}
+                and bool(self.train.candidates),
+                "train.candidates must be a non-empty list of classical and model",
+            ),
+            (
+                1 <= self.classical.char_min <= self.classical.char_max,
+                "classical.char_min must be between 1 and classical.char_max",
+            ),
             (self.train.threads >= 0, "train.threads must be >= 0 (0: auto)"),
             (self.train.max_length >= 2, "train.max_length must be >= 2"),
             (self.train.tiny_context >= 16, "train.tiny_context must be >= 16"),

@@ -50,10 +50,16 @@ class StudentRunner:
     """A loaded student (full model, or base plus LoRA adapter) that generates in batches."""
 
     def __init__(self, weights: str, adapter_path: str | None = None, device: str = "auto"):
+        from understudy.student.classical import is_classical
+        from understudy.student.classical_backend import ClassicalGenerator
         from understudy.student.generation import load_generator
 
         self.model = StudentModel(name="offline", base=weights, adapter_path=adapter_path)
-        self.generator = load_generator(weights, adapter_path, device)
+        self.generator: Any
+        if adapter_path is None and is_classical(weights):
+            self.generator = ClassicalGenerator(weights)
+        else:
+            self.generator = load_generator(weights, adapter_path, device)
         self.device = self.generator.device
 
     def request(self, prompt: Prompt, max_new_tokens: int) -> StudentRequest:

@@ -26,10 +26,15 @@ from understudy.distiller.calibrate import (
     champion_served,
     confidence_levels,
 )
+from understudy.distiller.classical import BASE as CLASSICAL_BASE
+from understudy.distiller.classical import ENGINE as CLASSICAL
+from understudy.distiller.classical import fits as classical_fits
+from understudy.distiller.classical import train_classical
 from understudy.distiller.config import DistillConfig
 from understudy.distiller.dataset import Dataset, build_dataset
-from understudy.distiller.evaluate import ModelEval
-from understudy.distiller.gates import evaluate_gates, failed_reason
+from understudy.distiller.evaluate import ModelEval, evaluate_student
+from understudy.distiller.gates import GateResult, evaluate_gates, failed_reason
+from understudy.distiller.generate import StudentRunner
 from understudy.distiller.job import ChampionWeights, Job, JobResult
 from understudy.distiller.lock import TaskLock, recover_stale_runs
 from understudy.distiller.process import TrainingFailed, run_job_process
@@ -43,6 +48,10 @@ from understudy.storage.registry import ModelVersion, champion, log_event
 from understudy.student.threads import auto_threads
 
 log = logging.getLogger("understudy.distiller")
+
+MODEL = "model"
+"""The language-model candidate: ``train.base_model`` trained with ``train.method``."""
+CLASSICAL_DIR = "candidate-classical"
 
 
 @dataclass
@@ -157,22 +166,141 @@ def _run(
     update_run(db, outcome.run_id, dataset_json=dataset.stats)
     job_path = _write_job(db, run_dir, dataset, config)
     job = Job.read(job_path)
+    results = _train_candidates(job_path, job, dataset, config, task)
+    current = champion(db, task)
+    judged = [_judge(engine, result, dataset.kind, config, current) for engine, result in results]
+    best = _best(judged)
+    outcome.gates = [g.to_dict() for g in best.gates]
+    outcome.metrics = _metrics(best.result, best.fitted, job) | {
+        "engine": best.engine,
+        "candidates": {c.engine: c.summary() for c in judged},
+    }
+    outcome.status = "succeeded"
+    outcome.reason = failed_reason(best.gates)
+    if outcome.reason is None:
+        train = outcome.metrics["train"]
+        if best.engine == CLASSICAL:
+            base = CLASSICAL_BASE
+        else:
+            base = config.train.base_model if config.train.method == "full" else train["base"]
+        outcome.candidate_id = promote_candidate(
+            db,
+            data_dir,
+            outcome.task,
+            outcome.run_id,
+            train,
+            base=base,
+            metrics={k: v for k, v in outcome.metrics.items() if k != "train"},
+            router=best.fitted.router.to_dict(),
+            data_window=dataset.stats.get("window", {}) | {"examples": dataset.stats["examples"]},
+        )
+        outcome.promoted = True
+        outcome.reason = "all gates passed"
+    if not config.keep_rejected_weights:
+        for name in ("candidate", CLASSICAL_DIR):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+    champ = best.result.champion
+    store_eval(
+        db,
+        outcome.run_id,
+        {outcome.candidate_id or f"candidate:{outcome.run_id}": best.result.candidate}
+        | ({job.champion.id: champ} if champ and job.champion else {}),
+    )
+
+
+@dataclass
+class Judged:
+    """One candidate of a run: its result, router and gates."""
+
+    engine: str
+    result: JobResult
+    fitted: Calibration
+    gates: list[GateResult]
+
+    @property
+    def passed(self) -> bool:
+        return failed_reason(self.gates) is None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "coverage": round(self.fitted.coverage, 4),
+            "agreement": round(self.result.candidate.agreement, 4),
+            "passed": self.passed,
+            "reason": failed_reason(self.gates),
+            "train_seconds": self.result.train.seconds,
+        }
+
+
+def _engines(config: DistillConfig, dataset: Dataset) -> list[str]:
+    """The candidates this run trains: those configured that fit the task (the model always,
+    when nothing else fits)."""
+    wanted = config.train.candidates
+    engines = (
+        [CLASSICAL] if CLASSICAL in wanted and classical_fits(dataset, config.classical) else []
+    )
+    if MODEL in wanted or not engines:
+        engines.append(MODEL)
+    return engines
+
+
+def _train_candidates(
+    job_path: Path, job: Job, dataset: Dataset, config: DistillConfig, task: str
+) -> list[tuple[str, JobResult]]:
+    results: list[tuple[str, JobResult]] = []
+    engines = _engines(config, dataset)
+    champ: ModelEval | None = None
+    if MODEL in engines:
+        result = _train_model(job_path, job, config, task)
+        results.append((MODEL, result))
+        champ = result.champion
+    if CLASSICAL in engines:
+        results.insert(0, (CLASSICAL, _train_classical(job, dataset, config, champ)))
+    return results
+
+
+def _train_model(job_path: Path, job: Job, config: DistillConfig, task: str) -> JobResult:
     if config.train.isolation == "process":
-        result = run_job_process(
+        return run_job_process(
             job_path,
             threads=job.train.threads,
             timeout_s=config.train.timeout_s,
             launcher=config.train.launcher,
             on_progress=_progress_logger(task),
         )
-    else:
-        result = run_job(job)
-        if result is None:
-            raise TrainingFailed("the training job gave no result")
+    result = run_job(job)
+    if result is None:
+        raise TrainingFailed("the training job gave no result")
+    return result
+
+
+def _train_classical(
+    job: Job, dataset: Dataset, config: DistillConfig, champ: ModelEval | None
+) -> JobResult:
+    """Train and evaluate the classical candidate here; the champion's evaluation is the
+    model job's when it ran, else made here on the same examples."""
+    run_dir = Path(job.run_dir)
+    golden = json.loads((run_dir / "golden.json").read_text())
+    trained = train_classical(
+        dataset.training_rows(), config.classical, run_dir / CLASSICAL_DIR, seed=job.train.seed
+    )
+    assert trained.model_path is not None
+    kwargs: dict[str, Any] = {
+        "kind": dataset.kind,
+        "config": job.gates,
+        "system_prompt": job.system_prompt,
+    }
+    candidate = evaluate_student(StudentRunner(trained.model_path), dataset.eval, golden, **kwargs)
+    if champ is None and job.champion is not None:
+        runner = StudentRunner(job.champion.weights, job.champion.adapter_path, job.train.device)
+        champ = evaluate_student(runner, dataset.eval, golden, **kwargs)
+    return JobResult(trained, candidate, champ)
+
+
+def _judge(
+    engine: str, result: JobResult, kind: str, config: DistillConfig, current: ModelVersion | None
+) -> Judged:
     candidate, champ = result.candidate, result.champion
-    fitted = calibrate(candidate, dataset.kind, config.gates)
-    router, coverage = fitted.router, fitted.coverage
-    current = champion(db, task)
+    fitted = calibrate(candidate, kind, config.gates)
     champ_served = (
         champion_served(current.router, champ.features, champ.agreed)
         if champ is not None and current is not None
@@ -181,40 +309,22 @@ def _run(
     gates = evaluate_gates(
         config.gates,
         agreement=candidate.agreement,
-        coverage=coverage,
+        coverage=fitted.coverage,
         validity=candidate.validity,
         golden=candidate.golden_passed,
         candidate_served=fitted.served,
         champion_served=champ_served,
         coverage_note=fitted.note,
     )
-    outcome.gates = [g.to_dict() for g in gates]
-    outcome.metrics = _metrics(result, candidate, champ, fitted, job)
-    outcome.status = "succeeded"
-    outcome.reason = failed_reason(gates)
-    if outcome.reason is None:
-        train = outcome.metrics["train"]
-        outcome.candidate_id = promote_candidate(
-            db,
-            data_dir,
-            outcome.task,
-            outcome.run_id,
-            train,
-            base=config.train.base_model if config.train.method == "full" else train["base"],
-            metrics={k: v for k, v in outcome.metrics.items() if k != "train"},
-            router=router.to_dict(),
-            data_window=dataset.stats.get("window", {}) | {"examples": dataset.stats["examples"]},
-        )
-        outcome.promoted = True
-        outcome.reason = "all gates passed"
-    elif not config.keep_rejected_weights:
-        shutil.rmtree(run_dir / "candidate", ignore_errors=True)
-    store_eval(
-        db,
-        outcome.run_id,
-        {outcome.candidate_id or f"candidate:{outcome.run_id}": candidate}
-        | ({job.champion.id: champ} if champ and job.champion else {}),
-    )
+    return Judged(engine, result, fitted, gates)
+
+
+def _best(judged: list[Judged]) -> Judged:
+    """The candidate that passes every gate and serves the most at the certified target; when
+    none passes, the one that serves the most (its gates say why it failed)."""
+    passing = [j for j in judged if j.passed]
+    pool = passing or judged
+    return max(pool, key=lambda j: (j.fitted.coverage, -judged.index(j)))
 
 
 def _augment(dataset: Dataset, config: DistillConfig, teacher: Teacher | None) -> None:
@@ -303,13 +413,8 @@ def _available(*paths: str | None) -> bool:
     return all(Path(p).exists() for p in paths if p)
 
 
-def _metrics(
-    result: JobResult,
-    candidate: ModelEval,
-    champ: ModelEval | None,
-    fitted: Calibration,
-    job: Job,
-) -> dict[str, Any]:
+def _metrics(result: JobResult, fitted: Calibration, job: Job) -> dict[str, Any]:
+    candidate, champ = result.candidate, result.champion
     router = fitted.router
     threshold = router.threshold.to_dict() if router.threshold else {}
     return {

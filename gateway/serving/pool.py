@@ -21,6 +21,7 @@ from understudy.storage.database import Store
 from understudy.storage.distill_queries import SERVING_EVENT
 from understudy.storage.registry import ModelVersion, all_task_states, get_model, log_event
 from understudy.student.base import StudentBackend, StudentModel
+from understudy.student.classical_backend import EngineSwitch
 from understudy.student.local import LocalBackend
 from understudy.student.threads import auto_threads
 from understudy.student.vllm import VLLMBackend
@@ -192,7 +193,8 @@ class StudentPool:
 
 
 def backend_factory(settings: GatewayConfig) -> Callable[[], StudentBackend] | None:
-    """The configured student engine, built on first use (None: students are off)."""
+    """The configured student engine, built on first use (None: students are off); classical
+    students are served in this process whatever the engine (:class:`EngineSwitch`)."""
     student = settings.student
     if student.backend == "none":
         return None
@@ -203,7 +205,7 @@ def backend_factory(settings: GatewayConfig) -> Callable[[], StudentBackend] | N
                 student.vllm_url, api_key=student.vllm_api_key, timeout_s=student.timeout_s
             )
 
-        return make_vllm
+        return lambda: EngineSwitch(make_vllm)
 
     def make_local() -> StudentBackend:
         threads = auto_threads(student.threads)
@@ -215,4 +217,4 @@ def backend_factory(settings: GatewayConfig) -> Callable[[], StudentBackend] | N
             threads=threads,
         )
 
-    return make_local
+    return lambda: EngineSwitch(make_local)

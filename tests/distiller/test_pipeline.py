@@ -53,6 +53,7 @@ def tiny_config(base: str, isolation: str = "inline") -> DistillConfig:
             device="cpu",
             logging_steps=5,
             isolation=isolation,
+            candidates=["model"],  # the language model's path (the classical one: test_classical)
         ),
         # 40 held-out answers can show at most ~0.94 agreement at 95% confidence.
         gates=GateConfig(

@@ -1,0 +1,90 @@
+"""The classical candidate: trained and judged in a run like any other, served through the
+same interface as the language-model students."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.distiller.conftest import SYSTEM, intent_messages, log_intents
+from understudy.distiller.config import DatasetConfig, DistillConfig, GateConfig, TrainConfig
+from understudy.distiller.pipeline import run_distillation
+from understudy.router import extract_features
+from understudy.storage.database import open_database
+from understudy.storage.registry import champion
+from understudy.student.base import StudentModel, StudentRequest
+from understudy.student.classical import ClassicalModel, ClassicalSettings, is_classical
+from understudy.student.classical_backend import EngineSwitch
+
+TASK = "intent"
+
+
+def config(**train) -> DistillConfig:
+    return DistillConfig(
+        dataset=DatasetConfig(eval_fraction=0.25, eval_min=10, min_examples=40),
+        train=TrainConfig(isolation="inline", **({"candidates": ["classical"]} | train)),
+        gates=GateConfig(quality_target=0.9, min_calibration_examples=20),
+    )
+
+
+def test_a_label_task_gets_a_classical_student_that_passes_the_gates(tmp_path):
+    db = open_database(tmp_path / "understudy.db")
+    log_intents(db, TASK, 160)
+
+    outcome = run_distillation(tmp_path, TASK, config())
+
+    assert outcome.promoted, outcome.reason
+    assert outcome.metrics["engine"] == "classical"
+    assert outcome.metrics["train"]["seconds"] < 60
+    assert outcome.metrics["candidates"]["classical"]["passed"]
+    model = champion(db, TASK)
+    assert model.base == "classical" and is_classical(model.model_path)
+    assert Path(model.model_path) == tmp_path / "models" / TASK / "v1"
+    assert model.router["threshold"]["agreement_lower_bound"] >= 0.9
+    saved = json.loads((Path(model.model_path) / "classical.json").read_text())
+    assert saved["engine"] == "classical" and len(saved["labels"]) >= 2
+    db.conn.close()
+
+
+def test_a_free_text_task_trains_no_classical_candidate(tmp_path):
+    from understudy.distiller.dataset import Dataset, Example
+    from understudy.distiller.pipeline import _engines
+
+    texts = [Example(str(i), float(i), f"a long free answer number {i}") for i in range(50)]
+    cfg = config(candidates=["classical", "model"])
+    assert _engines(cfg, Dataset(TASK, "text", texts, [])) == ["model"]
+    labels = [Example(str(i), float(i), f"label_{i % 3}") for i in range(50)]
+    assert _engines(cfg, Dataset(TASK, "label", labels, [])) == ["classical", "model"]
+    cfg.classical.max_labels = 2
+    assert _engines(cfg, Dataset(TASK, "label", labels, [])) == ["model"]
+
+
+def test_the_classical_engine_answers_with_its_class_probabilities_as_router_features(tmp_path):
+    pairs = intent_messages(200)
+    model = ClassicalModel.fit([t for t, _ in pairs], [label for _, label in pairs])
+    path = model.save(tmp_path / "m", ClassicalSettings())
+    backend = EngineSwitch(lambda: pytest.fail("no language-model engine for a classical one"))
+    student = StudentModel(name="intent@v1", base=str(path))
+    text, label = pairs[0]
+    request = StudentRequest(
+        student, messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
+    )
+
+    async def ask():
+        await backend.load(student)
+        return await backend.generate(request)
+
+    answer = asyncio.run(ask())
+
+    assert answer.text == label and answer.finish_reason == "stop"
+    probs = [round(2.718281828**alt.logprob, 6) for alt in answer.top_logprobs[0]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+    assert answer.latency_ms < 50
+    features = extract_features(
+        answer.logprobs, [alt.logprob for alt in answer.top_logprobs[0]], answer.text
+    )
+    assert features.mean_token_prob == pytest.approx(probs[0], abs=1e-5)
+    assert features.first_token_margin == pytest.approx(probs[0] - probs[1], abs=1e-5)
