@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
 
-from litestar import Litestar
+from litestar import Litestar, Request
 
 from understudy.gateway.accounting.cost_book import CostBook
 from understudy.gateway.accounting.metrics import Metrics
@@ -26,6 +26,7 @@ from understudy.gateway.api.readiness import Readiness
 from understudy.gateway.api.responses import error_response
 from understudy.gateway.api.services import ServiceBox, Services, service_dependencies
 from understudy.gateway.config import GatewayConfig
+from understudy.gateway.errors import ServiceUnavailableError
 from understudy.gateway.serving.conversations import Conversations
 from understudy.gateway.serving.ledger import Ledger
 from understudy.gateway.serving.passthrough import Passthrough
@@ -50,6 +51,20 @@ class Companion(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+
+def _settle_reservations(box: ServiceBox) -> Callable[[Request], Awaitable[None]]:
+    """An ``after_response`` hook: a request's budget reservation ends with its response."""
+
+    async def settle(request: Request) -> None:
+        try:
+            limits = box.get().limits
+        except ServiceUnavailableError:
+            return
+        if limits is not None:
+            limits.settle(request)
+
+    return settle
 
 
 def _teacher_keys(settings: GatewayConfig, teacher: TeacherClient) -> TeacherKeys | None:
@@ -157,6 +172,8 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
         lifespan=[lifespan],
         dependencies={**service_dependencies(box), **GUARDS},
         exception_handlers={Exception: error_response},
+        # Budgets in tokens: what a request in flight reserved ends with its response.
+        after_response=_settle_reservations(box) if settings.limits.monthly_tokens > 0 else None,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
         logging_config=None,  # the process's logging is set up once, in gateway.server

@@ -92,6 +92,10 @@ class LimitConfig:
     monthly_usd: float = 0.0
     """Teacher spend (USD, priced by ``[costs]``; an unpriced model at the table's highest prices)
     each gateway key may run up a month; 0: off."""
+    reserve_tokens: int = 256
+    """Tokens a request in flight holds of its key's ``monthly_tokens`` for its answer (with its
+    body's, four characters a token) until it is logged: concurrent requests cannot all start
+    on the same unspent budget."""
     failed_auth_per_minute: int = 10
     """Failed key checks (gateway, admin, dashboard sign-in) an address may make a minute before
     its key checks get 429 until the minute has passed; each failure is logged without the key.
@@ -100,7 +104,7 @@ class LimitConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first ``limits.*`` setting below zero."""
         names = ("requests_per_minute", "burst", "monthly_tokens", "monthly_usd")
-        for name in (*names, "failed_auth_per_minute"):
+        for name in (*names, "reserve_tokens", "failed_auth_per_minute"):
             if getattr(self, name) < 0:
                 raise ValueError(f"limits.{name} must be >= 0")
 

@@ -6,6 +6,9 @@
 * Budget: tokens used per gateway key in the current calendar month (UTC), read from the log at
   start-up and counted as answers are logged. A key at or over ``limits.monthly_tokens`` is
   refused until the month ends; the request that crosses the line is still answered.
+  Requests in flight count too: each reserves an estimate (its body at four characters a token
+  plus ``limits.reserve_tokens`` for the answer) until its row is logged or its response ends,
+  so a burst of concurrent requests cannot all start on the same unspent budget.
 
 Both refusals are 429 in OpenAI's shape with ``retry-after``; nothing refused reaches the
 teacher or the log. The check is a dependency of the answering endpoints (chat and
@@ -25,12 +28,15 @@ from typing import Any
 from litestar import Request
 
 from understudy.gateway.api import auth
+from understudy.gateway.api.responses import request_id
 from understudy.gateway.config import GatewayConfig, LimitConfig
 from understudy.gateway.errors import BudgetExceededError, RateLimitError, UnderstudyError
 from understudy.storage.database import Store
 from understudy.storage.limits import usage_since
 
 MAX_IDLE_BUCKETS = 10000  # buckets kept before full (idle) ones are forgotten
+RESERVATION_TTL_S = 600.0  # a reservation never settled (a row never logged) lapses
+CHARS_PER_TOKEN = 4
 
 
 @dataclass
@@ -96,6 +102,8 @@ class MonthlyBudgets:
         self._month = month_start(clock())
         self._tokens: dict[str, int] = {}
         self._usd: dict[str, float] = {}
+        self._held: dict[str, tuple[str, int, float]] = {}  # request id -> key, tokens, expiry
+        self._reserved: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def load(self, store: Store) -> None:
@@ -111,6 +119,7 @@ class MonthlyBudgets:
         key = row.get("api_key_id")
         if table != "requests" or not key:
             return
+        self.settle(str(row.get("id")))
         tokens, usd = row.get("total_tokens") or 0, row.get("teacher_cost_usd") or 0.0
         with self._lock:
             self._roll()
@@ -124,9 +133,41 @@ class MonthlyBudgets:
             self._roll()
             return self._tokens.get(key, 0), self._usd.get(key, 0.0)
 
+    def reserve(self, request_id: str, key: str, tokens: int) -> None:
+        """Hold ``tokens`` of ``key``'s budget for a request in flight."""
+        with self._lock:
+            self._held[request_id] = (key, tokens, self.clock() + RESERVATION_TTL_S)
+            self._reserved[key] = self._reserved.get(key, 0) + tokens
+
+    def settle(self, request_id: str) -> None:
+        """Release a request's reservation (its row is logged, or its response ended)."""
+        with self._lock:
+            held = self._held.pop(request_id, None)
+            if held is not None:
+                self._release(held[0], held[1])
+
+    def reserved(self, key: str) -> int:
+        with self._lock:
+            now = self.clock()
+            for rid, (k, tokens, expiry) in list(self._held.items()):
+                if expiry <= now:
+                    del self._held[rid]
+                    self._release(k, tokens)
+            return self._reserved.get(key, 0)
+
+    def _release(self, key: str, tokens: int) -> None:
+        left = self._reserved.get(key, 0) - tokens
+        if left > 0:
+            self._reserved[key] = left
+        else:
+            self._reserved.pop(key, None)
+
     def check(self, key: str) -> str | None:
-        """None while ``key`` may spend more, else which budget it has used up."""
+        """None while ``key`` may spend more (counting what its requests in flight reserve),
+        else which budget it has used up."""
         tokens, usd = self.used(key)
+        if self.monthly_tokens:
+            tokens += self.reserved(key)
         if self.monthly_tokens and tokens >= self.monthly_tokens:
             return f"{self.monthly_tokens} tokens"
         if self.monthly_usd and usd >= self.monthly_usd:
@@ -203,7 +244,25 @@ class RequestLimits:
                     f"{self.settings.limits.requests_per_minute} requests per minute per "
                     f"key. Please try again in {math.ceil(wait)}s."
                 ), wait
+        if self.budgets is not None and key is not None and self.budgets.monthly_tokens:
+            self.budgets.reserve(request_id(request), key, self._estimate(request))
         return None
+
+    def _estimate(self, request: Request) -> int:
+        """Tokens a request may use: its body's, and ``limits.reserve_tokens`` for the answer."""
+        try:
+            size = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            size = 0
+        return math.ceil(size / CHARS_PER_TOKEN) + self.settings.limits.reserve_tokens
+
+    def settle(self, request: Request) -> None:
+        """The response has ended: release what the request reserved (an ``after_response``
+        hook; the row's own logging usually released it already)."""
+        if self.budgets is not None:
+            rid = getattr(request.state, "request_id", None)
+            if rid is not None:
+                self.budgets.settle(rid)
 
 
 def open_limits(settings: GatewayConfig, store: Store) -> RequestLimits | None:

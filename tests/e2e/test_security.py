@@ -7,6 +7,7 @@ test greps everything that gateway wrote or sent for the keys used along the way
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -264,6 +265,34 @@ def _traffic(gw: GatewayProcess, teacher) -> None:
     keep(httpx.post(base + "/feedback", headers=auth_a, json=feedback))
     keep(httpx.get(gw.url + "/ready"))
     keep(httpx.get(gw.url + "/metrics"))
+
+
+def test_concurrent_requests_cannot_all_start_on_the_same_unspent_budget(stub, teacher, tmp_path):
+    """30 concurrent requests of 7 tokens on a 50-token budget were all answered (210 tokens)."""
+    teacher.control(delay_ms=300)
+    env = gateway_env(
+        UNDERSTUDY_API_KEYS=KEY_A,
+        UNDERSTUDY_STUDENT_BACKEND="none",
+        UNDERSTUDY_LIMITS_MONTHLY_TOKENS="50",
+        UNDERSTUDY_LIMITS_RESERVE_TOKENS="16",
+    )
+    with GatewayProcess(stub.base_url, tmp_path / "data", env=env) as gw:
+
+        async def burst() -> list[int]:
+            headers = {"Authorization": f"Bearer {KEY_A}"}
+            body = {"model": "m", "messages": CHAT}
+            async with httpx.AsyncClient(timeout=30) as client:
+                calls = [
+                    client.post(gw.base_url + "/chat/completions", headers=headers, json=body)
+                    for _ in range(30)
+                ]
+                return [r.status_code for r in await asyncio.gather(*calls)]
+
+        statuses = asyncio.run(burst())
+        answered = statuses.count(200)
+        used = sum(r["total_tokens"] for r in gw.wait_rows(count=answered))
+    assert 1 <= answered <= 3 and statuses.count(429) == 30 - answered, statuses
+    assert used < 50 + 8  # at most the crossing request beyond the budget
 
 
 def test_a_client_that_leaves_streams_early_still_spends_its_token_budget(stub, teacher, tmp_path):

@@ -58,6 +58,27 @@ def test_budget_counts_logged_rows_per_key_and_renews_each_month():
     assert budgets.check("key_a") is None and budgets.used("key_b") == (0, 0.0)
 
 
+def test_requests_in_flight_reserve_budget_until_settled_or_lapsed():
+    now = [1_700_000_000.0]
+    budgets = MonthlyBudgets(monthly_tokens=50, clock=lambda: now[0])
+    budgets.reserve("r1", "key_a", 30)
+    assert budgets.check("key_a") is None  # 30 of 50: another may start
+    budgets.reserve("r2", "key_a", 30)
+    assert budgets.check("key_a") == "50 tokens"  # 60 reserved: the rest wait
+    assert budgets.check("key_b") is None
+    budgets.record(
+        "requests", {"id": "r1", "api_key_id": "key_a", "total_tokens": 7, "created_at": now[0]}
+    )
+    assert budgets.reserved("key_a") == 30 and budgets.check("key_a") is None  # 7 + 30
+    budgets.settle("r2")
+    budgets.settle("r2")  # twice is harmless
+    assert budgets.reserved("key_a") == 0 and budgets.used("key_a") == (7, 0.0)
+    budgets.reserve("r3", "key_a", 100)
+    assert budgets.check("key_a") == "50 tokens"
+    now[0] += 601  # a request never logged: its reservation lapses
+    assert budgets.reserved("key_a") == 0 and budgets.check("key_a") is None
+
+
 def test_paths_must_stay_inside_the_data_dir(tmp_path):
     data = tmp_path / "data"
     (data / "models" / "t").mkdir(parents=True)
