@@ -15,7 +15,6 @@ from understudy.gateway.accounting.cost_book import CostBook
 from understudy.gateway.accounting.metrics import Metrics
 from understudy.gateway.api import routes
 from understudy.gateway.api.admin import ADMIN_HANDLERS
-from understudy.gateway.api.dashboard.access import Sessions
 from understudy.gateway.api.dashboard.routes import DASHBOARD_HANDLERS
 from understudy.gateway.api.failed_auth import FailedAuth
 from understudy.gateway.api.feedback import feedback
@@ -25,6 +24,7 @@ from understudy.gateway.api.passthrough import HANDLERS as PASSTHROUGH_HANDLERS
 from understudy.gateway.api.readiness import Readiness
 from understudy.gateway.api.responses import error_response
 from understudy.gateway.api.services import ServiceBox, Services, service_dependencies
+from understudy.gateway.api.sessions import Sessions
 from understudy.gateway.config import GatewayConfig
 from understudy.gateway.errors import ServiceUnavailableError
 from understudy.gateway.serving.conversations import Conversations

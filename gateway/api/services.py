@@ -13,10 +13,10 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import SkipValidation
 
 from understudy.gateway.accounting.metrics import Metrics
-from understudy.gateway.api.dashboard.access import Sessions
 from understudy.gateway.api.failed_auth import FailedAuth
 from understudy.gateway.api.limits import RequestLimits
 from understudy.gateway.api.readiness import Readiness
+from understudy.gateway.api.sessions import Sessions
 from understudy.gateway.config import GatewayConfig
 from understudy.gateway.errors import ServiceUnavailableError
 from understudy.gateway.serving.passthrough import Passthrough
