@@ -13,6 +13,13 @@ and the plot to ``bench/results/replay.png``.
 
     python bench/replay.py                                   # full: 3 seeds x 3 targets, cold
     python bench/replay.py --seeds 0 --targets 0.8 --limit 1000 --k 250
+    python bench/replay.py --teacher gpt35-label_rep --history 9002 --limit 1000
+
+``--teacher`` picks the teacher column of ``bench/data/banking77/test.csv`` (``gpt-label``,
+``gpt4-label_nonrep``, ``gpt35-label_rep``; an unmappable answer, id 77, is the string
+``unknown``). Each run reports the share of teacher calls saved, accuracy against gold and the
+agreement of the student's answers with the teacher against the target; a run whose served
+agreement is more than one point below the target is counted as a miss.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._banking77 import RESULTS, machine, write_json
+from bench._banking77 import RESULTS, label_names, machine, read_csv, write_json
+from understudy.demo.banking77 import Banking77, Query
 from understudy.demo.cli import stop_on_sigterm
 from understudy.demo.config import DemoOptions
 from understudy.demo.report import Summary
@@ -42,6 +50,9 @@ OCATS_KNN = 0.827
 """OCaTS' k-NN student on the same protocol (accuracy of what users received)."""
 CURVE_EVERY = 250
 """A point of the curve over the stream each this many requests."""
+TEACHERS = ("gpt-label", "gpt4-label_nonrep", "gpt35-label_rep")
+MISS = 0.01
+"""Served agreement this far below the target is a miss of the guarantee."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,8 +79,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--shadow-rate", type=float, default=0.05, help="student answers re-checked")
     p.add_argument(
-        "--min-agreement", type=float, default=0.5, help="agreement gate on the held-out slice"
+        "--min-agreement",
+        type=float,
+        default=None,
+        help="overall-agreement gate on the held-out slice (default: off, as in the product)",
     )
+    p.add_argument("--teacher", choices=TEACHERS, default="gpt-label", help="teacher column")
+    p.add_argument(
+        "--candidates",
+        nargs="+",
+        default=["classical"],
+        choices=["classical", "model"],
+        help="what each distillation run trains (model: the tiny from-scratch LM)",
+    )
+    p.add_argument("--audit-rate", type=float, default=0.03, help="router.audit_rate")
     p.add_argument(
         "--combine",
         type=Path,
@@ -98,14 +121,30 @@ def options_for(args: argparse.Namespace, seed: int, target: float, data_dir: Pa
         shadow_rate=args.shadow_rate,
         epochs=args.epochs,
         warm_start_epochs=args.warm_start_epochs,
+        data=bench_data(args.teacher),
         extra={
-            "distiller.gates": {"min_agreement": args.min_agreement},
+            "distiller.gates": {}
+            if args.min_agreement is None
+            else {"min_agreement": args.min_agreement},
             "distiller.train": {
                 "completion_only_loss": False,
                 "warm_start_lr_scale": args.warm_start_lr_scale,
+                "candidates": args.candidates,
             },
+            "router": {"audit_rate": args.audit_rate},
         },
     )
+
+
+def bench_data(teacher: str) -> Banking77:
+    """Banking77 from ``bench/data`` with ``teacher``'s answers on the test split."""
+    names = label_names()
+    train = [Query(r["text"], names[r["label"]], names[r["label"]]) for r in read_csv("train.csv")]
+    test = [
+        Query(r["text"], names[r["label"]], names.get(r[teacher], "unknown"))
+        for r in read_csv("test.csv")
+    ]
+    return Banking77(train=train, test=test, intents=sorted(set(names.values())))
 
 
 def scores(summary: Summary) -> dict[str, Any]:
@@ -125,8 +164,10 @@ def scores(summary: Summary) -> dict[str, Any]:
                 "accuracy": _share(sum(a.correct for a in window), window),
             }
         )
+    served_agreement = _share(sum(a.agrees for a in student), student)
     return {
         "requests": n,
+        "miss": served_agreement is not None and served_agreement < summary.quality_target - MISS,
         "teacher_calls": summary.teacher_calls,
         "saved": 1 - call_share,
         "student_served": len(student),
@@ -155,7 +196,13 @@ def run_all(args: argparse.Namespace, started: float) -> list[dict[str, Any]]:
                 options = options_for(args, seed, target, Path(tmp) / "run")
                 summary = run_demo(options, out=sys.stderr)
             runs.append(
-                {"history": args.history, "seed": seed, "target": target, **scores(summary)}
+                {
+                    "history": args.history,
+                    "teacher": args.teacher,
+                    "seed": seed,
+                    "target": target,
+                    **scores(summary),
+                }
             )
             write_results(args, runs, started, plotted=False)
     return runs
@@ -167,7 +214,8 @@ def combined(paths: list[Path]) -> list[dict[str, Any]]:
     for path in paths:
         data = json.loads(path.read_text())
         history = int(data["config"]["history"])
-        runs += [{"history": history, **r} for r in data["runs"]]
+        teacher = data["config"].get("teacher", "gpt-label")
+        runs += [{"history": history, "teacher": teacher, **r} for r in data["runs"]]
     runs.sort(key=lambda r: (r["history"], r["target"], str(r["seed"])))
     return runs
 
@@ -198,11 +246,20 @@ def write_results(
 
 
 def averaged(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The mean over seeds of each (history, quality target)."""
+    """The mean over seeds of each (history, teacher, quality target)."""
     out = []
-    for history, target in dict.fromkeys((r.get("history", 0), r["target"]) for r in runs):
-        group = [r for r in runs if (r.get("history", 0), r["target"]) == (history, target)]
-        row: dict[str, Any] = {"history": history, "seed": "mean", "target": target}
+
+    def group_key(r: dict[str, Any]) -> tuple[int, str, float]:
+        return (r.get("history", 0), r.get("teacher", "gpt-label"), r["target"])
+
+    for history, teacher, target in dict.fromkeys(group_key(r) for r in runs):
+        group = [r for r in runs if group_key(r) == (history, teacher, target)]
+        row: dict[str, Any] = {
+            "history": history,
+            "teacher": teacher,
+            "seed": "mean",
+            "target": target,
+        }
         for key in (
             "requests",
             "teacher_calls",
@@ -217,6 +274,7 @@ def averaged(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         known = [r["student_agreement"] for r in group if r["student_agreement"] is not None]
         row["student_agreement"] = mean(known) if known else None
         row["promotions"] = sum(len(r["promotions"]) for r in group)
+        row["misses"] = sum(bool(r.get("miss")) for r in group)
         row["seeds"] = len(group)
         out.append(row)
     return out
@@ -228,22 +286,24 @@ def variant(history: int) -> str:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     head = (
-        "| variant | seed | target | requests | teacher calls | saved | served by student "
-        "| accuracy | teacher alone | agreement | student agreement | discounted "
-        "| teacher-only disc. | promotions |"
+        "| variant | teacher | seed | target | requests | teacher calls | saved "
+        "| served by student | accuracy | teacher alone | agreement | student agreement "
+        "| discounted | teacher-only disc. | promotions | below target - 1 pt |"
     )
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in rows:
         promos = r["promotions"] if isinstance(r["promotions"], int) else len(r["promotions"])
         sa = r["student_agreement"]
+        misses = r["misses"] if "misses" in r else int(bool(r.get("miss")))
         print(
-            f"| {variant(r.get('history', 0))} | {r['seed']} | {r['target']:g} "
+            f"| {variant(r.get('history', 0))} | {r.get('teacher', 'gpt-label')} "
+            f"| {r['seed']} | {r['target']:g} "
             f"| {r['requests']:.0f} | {r['teacher_calls']:.0f} "
             f"| {r['saved']:.1%} | {r['student_served']:.0f} | {r['accuracy']:.4f} "
             f"| {r['teacher_alone']:.4f} | {r['agreement']:.4f} "
             f"| {'-' if sa is None else f'{sa:.4f}'} | {r['discounted']:.4f} "
-            f"| {r['teacher_alone'] - LAMBDA:.4f} | {promos} |"
+            f"| {r['teacher_alone'] - LAMBDA:.4f} | {promos} | {misses} |"
         )
 
 

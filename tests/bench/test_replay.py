@@ -63,6 +63,9 @@ def test_options_follow_the_protocol(tmp_path):
     assert (options.seed, options.quality_target) == (2, 0.9)
     assert options.warm_start_epochs == 1
     assert options.extra["distiller.train"]["warm_start_lr_scale"] == 0.33
+    assert options.extra["distiller.train"]["candidates"] == ["classical"]
+    assert options.extra["distiller.gates"] == {}  # no overall-agreement gate, as in the product
+    assert options.data is not None and len(options.data.test) == 3080
 
 
 def _result_file(path, history, runs):
@@ -97,4 +100,29 @@ def test_results_of_separate_runs_combine_into_one_table_and_plot(tmp_path, caps
     assert means[0]["saved"] == pytest.approx(0.1)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = capsys.readouterr().out
-    assert "| 9,002 history | mean | 0.8 |" in table and "| cold | 0 | 0.8 |" in table
+    assert "| 9,002 history | gpt-label | mean | 0.8 |" in table
+    assert "| cold | gpt-label | 0 | 0.8 |" in table
+
+
+def test_a_run_whose_served_agreement_is_below_the_target_is_counted_as_a_miss():
+    # The guarantee, every run: served agreement below target - 1 point is a bug to report.
+    def summary(agreeing: int) -> Summary:
+        served = [_answered("a", "student")] * agreeing + [_answered("b", "student")] * (
+            100 - agreeing
+        )
+        return Summary(0, served, 5, 0.0, 0.0, quality_target=0.8)
+
+    assert not scores(summary(80))["miss"] and not scores(summary(79))["miss"]
+    assert scores(summary(78))["miss"]
+    rows = averaged([{"seed": 0, "target": 0.8, **scores(summary(s))} for s in (78, 90)])
+    assert rows[0]["misses"] == 1
+
+
+def test_every_teacher_column_is_read_with_its_own_answers():
+    from bench.replay import TEACHERS, bench_data
+
+    columns = [bench_data(t) for t in TEACHERS]
+    assert all(len(d.test) == 3080 and len(d.train) == 9002 for d in columns)
+    agree = [sum(q.teacher == q.gold for q in d.test) / 3080 for d in columns]
+    assert agree[0] == pytest.approx(0.8305, abs=1e-4)
+    assert len(set(agree)) == 3

@@ -19,7 +19,7 @@ from understudy.cli import main
 from understudy.demo.banking77 import SYSTEM_PROMPT, load_banking77
 from understudy.demo.config import TASK, DemoOptions
 from understudy.demo.processes import DemoError
-from understudy.demo.report import Summary
+from understudy.demo.report import Summary, why_missed
 from understudy.demo.run import prepare_data_dir, run_demo
 from understudy.demo.teacher import ReplayTeacher
 
@@ -104,7 +104,40 @@ def test_the_teacher_bill_shrinks(demo):
     agreement = sum(a.agrees for a in served) / len(served)
     verdict = "met" if agreement >= SMALL.quality_target else "NOT met"
     assert f"agreement with the teacher {agreement:.3f} on {len(served)}" in printed
-    assert f"(quality target {SMALL.quality_target:g}: {verdict})" in printed
+    assert f"(quality target {SMALL.quality_target:g}: {verdict}" in printed
+
+
+def test_a_missed_quality_target_says_why():
+    # Found: "agreement 0.790, quality target 0.8: NOT met", and nothing more.
+    noise = why_missed(79, 100, 0.8)
+    assert "0.700-0.858" in noise and "within the noise" in noise
+    real = why_missed(600, 1000, 0.8)
+    assert "below the target" in real and "did not hold" in real
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_promotions_and_summary(tmp_path):
+    # Found: the same seed twice on a busy machine promoted different students and printed
+    # different summaries: the log's order followed the arrival of concurrent requests.
+    def run(name: str) -> tuple[list[str], list[str]]:
+        options = DemoOptions(
+            **{
+                **SMALL.__dict__,
+                "data_dir": tmp_path / name,
+                "port": 0,
+                "requests": 120,
+                "max_runs": 2,
+                "every": 30,
+                "extra": {
+                    **SMALL.extra,
+                    "distiller.train": {"candidates": ["classical"]},
+                },
+            }
+        )
+        summary = run_demo(options, out=io.StringIO())
+        return summary.promotions, summary.lines()[:-1]  # all but the time
+
+    assert run("a") == run("b")
 
 
 def test_the_replay_teacher_answers_like_an_openai_api():

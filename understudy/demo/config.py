@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from understudy.demo.banking77 import Banking77
+
 TASK = "banking77"
 """The task every demo request belongs to (sent as ``X-Understudy-Task``)."""
 ADMIN_KEY = "demo-admin-key"
@@ -54,8 +56,12 @@ class DemoOptions:
     warm_start_epochs: float = 0.0
     """Epochs of a run that continues from the champion (``train.warm_start``); 0: every run
     trains a new student from scratch."""
-    concurrency: int = 8
-    """Requests in flight at once."""
+    concurrency: int = 1
+    """Requests in flight at once. 1 (the default): each request waits for the one before,
+    so the log's order, and with it the promotions and the summary, is the same for the same
+    ``seed`` whatever the machine's load."""
+    data: Banking77 | None = None
+    """The queries and the teacher's answers (default: the packaged Banking77 files)."""
     extra: dict[str, dict[str, object]] = field(default_factory=dict)
     """Further ``[section]`` settings for the config file (tests use it to shrink runs)."""
 
@@ -66,7 +72,11 @@ def gateway_config(options: DemoOptions, *, teacher_url: str, port: int, model: 
     sections: dict[str, dict[str, object]] = {
         "teacher": {"url": teacher_url, "api_key": TEACHER_KEY, "timeout_s": 30.0},
         "student": {"backend": "local", "device": "cpu", "reload_interval_s": 0.5},
-        "router": {"quality_target": options.quality_target, "shadow_rate": options.shadow_rate},
+        "router": {
+            "quality_target": options.quality_target,
+            "shadow_rate": options.shadow_rate,
+            "sampling_seed": options.seed,
+        },
         "costs": {"prices": {model: f"{options.price_in:g}/{options.price_out:g}"}},
         "distiller.dataset": _held_out(options),
         "distiller.train": {

@@ -12,6 +12,7 @@ from understudy.demo.banking77 import Query
 from understudy.demo.teacher import Bill, estimate_tokens, prompt_tokens
 from understudy.demo.traffic import Answered, messages
 from understudy.gateway.accounting.prices import Price
+from understudy.router import lower_bound, upper_bound
 
 
 class Printer:
@@ -155,16 +156,35 @@ class Summary:
         """Agreement with the teacher on what the student served, against the target."""
         if not student:
             return "student answers       none served: the quality target was not put to the test"
-        agreement = share(sum(a.agrees for a in student), len(student))
-        verdict = "met" if agreement >= self.quality_target else "NOT met"
-        return (
+        agreed = sum(a.agrees for a in student)
+        agreement = share(agreed, len(student))
+        line = (
             f"student answers       agreement with the teacher {agreement:.3f} on {len(student)}"
-            f" (quality target {self.quality_target:g}: {verdict})"
+            f" (quality target {self.quality_target:g}: "
         )
+        if agreement >= self.quality_target:
+            return line + "met)"
+        return line + "NOT met: " + why_missed(agreed, len(student), self.quality_target) + ")"
 
     def _late_share(self) -> float:
         late = self.answered[-max(1, len(self.answered) // 4) :]
         return share(sum(a.served_by == "student" for a in late), len(late))
+
+
+def why_missed(agreed: int, n: int, target: float) -> str:
+    """Why served agreement fell below the target: within the sampling noise of ``n`` answers
+    (the target lies in their 95% interval), or beyond it (the certified bound did not hold on
+    this traffic)."""
+    low, high = lower_bound(agreed, n, 0.975), upper_bound(agreed, n, 0.975)
+    if high >= target:
+        return (
+            f"{n} served answers give a 95% interval of {low:.3f}-{high:.3f}, which holds the "
+            "target: within the noise of so few answers"
+        )
+    return (
+        f"the 95% interval {low:.3f}-{high:.3f} of {n} served answers is below the target: "
+        "the certified bound did not hold on this traffic"
+    )
 
 
 def teacher_only_cost(queries: Sequence[Query], price: Price) -> float:

@@ -68,7 +68,7 @@ class Demo:
 def run_demo(options: DemoOptions, out: IO[str] | None = None) -> Summary:
     """Run the whole demo and return its summary (printed too)."""
     say = Printer(out)
-    data = load_banking77()
+    data = options.data or load_banking77()
     data = data.restricted(data.most_frequent(max(1, min(options.intents, len(data.intents)))))
     history = sample(data.train, options.history, options.seed)
     live = sample(data.test, options.requests, options.seed + 1)
@@ -114,6 +114,7 @@ def _loop(demo: Demo, history: Sequence[Query], live: Sequence[Query]) -> Summar
     if history:
         say.phase(f"history: {len(history)} requests through the gateway, the teacher answers")
         say.line(traffic_line(demo.client.send(history), len(history)))
+        demo.teacher.wait_idle()
         if not o.warmup and len(history) >= MIN_HISTORY:
             _distill(demo, f"{len(history)} logged teacher answers")
     first = f"the teacher answers the first {o.warmup} alone, then " if o.warmup else ""
@@ -132,6 +133,7 @@ def _loop(demo: Demo, history: Sequence[Query], live: Sequence[Query]) -> Summar
         size = max(1, min(CHUNK, due)) if runs_left else CHUNK
         shown = len(answered) // PROGRESS_EVERY
         answered += demo.client.send(live[len(answered) : len(answered) + size])
+        demo.teacher.wait_idle()  # shadow checks in flight are counted before deciding
         if len(answered) // PROGRESS_EVERY > shown or len(answered) == len(live):
             say.line(traffic_line(answered, len(live)))
         _report_mode(demo)

@@ -53,6 +53,7 @@ class ReplayTeacher:
         self.model = model
         self.bill = Bill()
         self._lock = threading.Lock()
+        self._last_call = 0.0
         self._index = _WordIndex(self.answers)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -86,6 +87,17 @@ class ReplayTeacher:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def wait_idle(self, quiet_s: float = 0.25, timeout_s: float = 30.0) -> None:
+        """Wait until no call has come for ``quiet_s`` (shadow checks the gateway sends off
+        the response path have landed), so the calls counted do not depend on timing."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                quiet = time.monotonic() - self._last_call
+            if quiet >= quiet_s:
+                return
+            time.sleep(quiet_s - quiet)
+
     def snapshot(self) -> Bill:
         """A copy of the bill so far."""
         with self._lock:
@@ -111,6 +123,7 @@ class ReplayTeacher:
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         with self._lock:
+            self._last_call = time.monotonic()
             self.bill.calls += 1
             self.bill.prompt_tokens += usage["prompt_tokens"]
             self.bill.completion_tokens += usage["completion_tokens"]
