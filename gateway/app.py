@@ -25,6 +25,7 @@ from understudy.gateway.api.readiness import Readiness
 from understudy.gateway.api.responses import error_response
 from understudy.gateway.api.services import ServiceBox, Services, service_dependencies
 from understudy.gateway.api.sessions import Sessions
+from understudy.gateway.api.slow_reads import SlowReads
 from understudy.gateway.config import GatewayConfig
 from understudy.gateway.errors import ServiceUnavailableError
 from understudy.gateway.serving.conversations import Conversations
@@ -38,6 +39,7 @@ from understudy.gateway.serving.teacher_keys import TeacherKeys
 from understudy.gateway.serving.teacher_path import TeacherPath
 from understudy.gateway.teacher.client import TeacherClient
 from understudy.storage.database import Store
+from understudy.storage.queries import auto_tasks
 from understudy.storage.request_log import RequestLogWriter
 from understudy.storage.retention import DAY_S, RetentionWorker
 from understudy.student.paths import confined_factory
@@ -121,6 +123,10 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
         metrics.watch(pool, settings.db_path)
         cost_refresh = asyncio.create_task(ledger.costs.keep_fresh(settings.db_path))
         relay = Passthrough(settings.passthrough, teacher, ledger)
+        reads = SlowReads(settings.server.read_threads, settings.server.read_waiting)
+        scrapes = SlowReads(1, 4)
+        known = await asyncio.to_thread(_auto_tasks, store, settings.max_auto_tasks)
+        pipeline.auto_tasks.seed(known)
         failed_auth = FailedAuth(settings.limits.failed_auth_per_minute)
         services = Services(
             settings,
@@ -135,6 +141,8 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
             failed_auth,
             Sessions(),
             Readiness(teacher, writer),
+            reads=reads,
+            scrapes=scrapes,
         )
         box.put(services)
         await pool.start()
@@ -150,6 +158,8 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
             for companion in reversed(companions):
                 await asyncio.to_thread(companion.stop)
             await shadow.drain()
+            reads.close()
+            scrapes.close()
             await pool.close()
             await teacher.close()
             if retention is not None:
@@ -179,3 +189,11 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
         logging_config=None,  # the process's logging is set up once, in gateway.server
         debug=False,
     )
+
+
+def _auto_tasks(store: Store, limit: int) -> list[str]:
+    """The fingerprint tasks already in the log (they count towards ``max_auto_tasks``)."""
+    if not store.exists():
+        return []
+    with store.read() as db:
+        return auto_tasks(db, limit)

@@ -205,6 +205,11 @@ class ServerConfig:
     shutdown_flush_s: float = 3.0
     """On stop, how long the request log may keep retrying writes that fail (a locked or full
     database) before the rows left are counted dropped."""
+    read_threads: int = 2
+    """Threads of their own for slow reads (the dashboard's queries, rendering ``/metrics``), so
+    they never hold the threads readiness, feedback and serving use."""
+    read_waiting: int = 16
+    """Slow reads that may wait for a read thread; more get 503 at once."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first ``server.*`` setting out of range."""
@@ -213,7 +218,9 @@ class ServerConfig:
                 raise ValueError(f"server.{name} must be positive")
         if self.shutdown_drain_s < 0:
             raise ValueError("server.shutdown_drain_s must be >= 0")
-        for name in ("max_header_bytes", "max_headers", "max_connections"):
+        if self.read_waiting < 0:
+            raise ValueError("server.read_waiting must be >= 0")
+        for name in ("max_header_bytes", "max_headers", "max_connections", "read_threads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"server.{name} must be positive")
 
@@ -248,6 +255,10 @@ class GatewayConfig:
     """Log level of the gateway process (debug, info, warning, error)."""
     routes: dict[str, str] = field(default_factory=dict)
     """Requested ``model`` name to task name, e.g. ``{"support-bot" = "support-intent"}``."""
+    max_auto_tasks: int = 1000
+    """Most tasks named by a prompt fingerprint (those already in the log count); requests of
+    further fingerprints are logged under the task ``auto-overflow`` and counted
+    (``understudy_auto_tasks_overflowed``). Header and route tasks are not limited."""
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -284,6 +295,8 @@ class GatewayConfig:
         """Raise ``ValueError`` naming the first setting with an impossible value."""
         if not 1 <= self.port <= 65535:
             raise ValueError("port must be between 1 and 65535")
+        if self.max_auto_tasks < 1:
+            raise ValueError("max_auto_tasks must be at least 1")
         if self.max_body_bytes <= 0:
             raise ValueError("max_body_bytes must be positive")
         self.teacher.validate()

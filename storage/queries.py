@@ -70,3 +70,12 @@ def iter_teacher_pairs(
             "request": json.loads(row["request_json"]),
             "response": json.loads(row["response_json"]),
         }
+
+
+def auto_tasks(db: sqlite_utils.Database, limit: int) -> list[str]:
+    """Up to ``limit`` task names made from a prompt fingerprint (``auto-...``), read from the
+    task index."""
+    rows = db.execute(
+        "select distinct task from requests where task glob 'auto-*' limit ?", [limit]
+    ).fetchall()
+    return [row[0] for row in rows]

@@ -1,6 +1,9 @@
 """Prometheus metrics, on a registry owned by the app (no global state).
 
-Label values are task names, who served, statuses and model version ids: never a key.
+Label values are task names, who served, statuses and model version ids: never a key. Each
+label drawn from what clients send has a bounded set of values (:class:`LabelCap`): the first
+:data:`MAX_TASK_LABELS` tasks, :data:`MAX_FAMILY_LABELS` pass-through families and
+:data:`MAX_METHOD_LABELS` methods keep their names, the rest are counted as ``(other)``.
 """
 
 from __future__ import annotations
@@ -21,9 +24,31 @@ from understudy.gateway.accounting.metrics_state import (
 from understudy.storage.records import RequestRecord
 from understudy.storage.request_log import RequestLogWriter
 
+MAX_TASK_LABELS = 2000
+MAX_FAMILY_LABELS = 64
+MAX_METHOD_LABELS = 16
+OTHER = "(other)"
+
 COVERAGE_WINDOW = 1000  # coverage is the student's share of a task's last 1,000 requests
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class LabelCap:
+    """The values one label may take: the first ``limit`` seen keep their names, later ones
+    become :data:`OTHER`, so a client cannot grow a metric without end."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) < self.limit:
+            self._seen.add(value)
+            return value
+        return OTHER
 
 
 class _LogCollector(Collector):
@@ -191,6 +216,15 @@ class Metrics:
             ["endpoint"],
             registry=self.registry,
         )
+        self.auto_tasks_overflowed = Counter(
+            "understudy_auto_tasks_overflowed",
+            "Requests logged under the task auto-overflow: their prompt fingerprint came after "
+            "max_auto_tasks others",
+            registry=self.registry,
+        )
+        self.task = LabelCap(MAX_TASK_LABELS)
+        self.family = LabelCap(MAX_FAMILY_LABELS)
+        self.method = LabelCap(MAX_METHOD_LABELS)
         self._served: dict[str, deque[bool]] = {}
         self.registry.register(_LogCollector(writer))
 
@@ -201,9 +235,10 @@ class Metrics:
 
     def observe_request(self, record: RequestRecord, teacher_s: float, student_s: float) -> None:
         """Coverage, gateway overhead and costs of a finished client request."""
-        window = self._served.setdefault(record.task, deque(maxlen=COVERAGE_WINDOW))
+        task = self.task(record.task)
+        window = self._served.setdefault(task, deque(maxlen=COVERAGE_WINDOW))
         window.append(record.served_by == "student")
-        self.coverage.labels(record.task).set(sum(window) / len(window))
+        self.coverage.labels(task).set(sum(window) / len(window))
         if record.latency_ms is not None:
             overhead = record.latency_ms / 1000 - teacher_s - student_s
             self.overhead.observe(max(overhead, 0.0))
@@ -211,9 +246,9 @@ class Metrics:
 
     def observe_passthrough(self, record: RequestRecord) -> None:
         """A relayed call: its family, method and status; latency, bytes, tokens, cost."""
-        family = record.endpoint
+        family = self.family(record.endpoint)
         code = str(record.http_status) if record.http_status is not None else "none"
-        self.passthrough.labels(family, record.http_method or "", code).inc()
+        self.passthrough.labels(family, self.method(record.http_method or ""), code).inc()
         if record.latency_ms is not None:
             self.passthrough_latency.labels(family).observe(record.latency_ms / 1000)
         self.passthrough_bytes.labels(family, "in").inc(record.bytes_in or 0)
@@ -224,7 +259,7 @@ class Metrics:
             self.passthrough_spend.labels(family).inc(record.teacher_cost_usd)
 
     def observe_costs(self, record: RequestRecord) -> None:
-        task = record.task
+        task = self.task(record.task)
         if record.teacher_cost_usd:
             self.teacher_spend.labels(task, _call_kind(record)).inc(record.teacher_cost_usd)
         if record.avoided_cost_usd:

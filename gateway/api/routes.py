@@ -10,7 +10,6 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from understudy.gateway.accounting.metrics import Metrics
 from understudy.gateway.api.disconnect import unless_client_leaves
 from understudy.gateway.api.responses import json_response, request_id, to_response
 from understudy.gateway.api.services import Config, Services
@@ -149,8 +148,10 @@ async def ready(request: Request, services: NamedDependency[Services]) -> Respon
 
 
 @get("/metrics")
-async def metrics(metrics: NamedDependency[Metrics]) -> Response:
-    return Response(content=generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(services: NamedDependency[Services]) -> Response:
+    """Prometheus metrics, rendered on a thread of their own, off the event loop."""
+    content = await services.scrapes.run(generate_latest, services.metrics.registry)
+    return Response(content=content, media_type=CONTENT_TYPE_LATEST)
 
 
 HANDLERS = [

@@ -7,7 +7,7 @@ in it and takes them out at shutdown. Handlers name what they need (``settings``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from litestar.di import NamedDependency, Provide
 from litestar.params import SkipValidation
@@ -17,6 +17,7 @@ from understudy.gateway.api.failed_auth import FailedAuth
 from understudy.gateway.api.limits import RequestLimits
 from understudy.gateway.api.readiness import Readiness
 from understudy.gateway.api.sessions import Sessions
+from understudy.gateway.api.slow_reads import SlowReads
 from understudy.gateway.config import GatewayConfig
 from understudy.gateway.errors import ServiceUnavailableError
 from understudy.gateway.serving.passthrough import Passthrough
@@ -45,6 +46,10 @@ class Services:
     failed_auth: FailedAuth
     sessions: Sessions
     readiness: Readiness
+    reads: SlowReads = field(default_factory=SlowReads)
+    """The dashboard's queries."""
+    scrapes: SlowReads = field(default_factory=lambda: SlowReads(1, 4))
+    """Rendering ``/metrics``."""
 
 
 class ServiceBox:

@@ -40,14 +40,13 @@ class Ledger:
         self.costs.fill(record)
         self.writer.submit(RequestRecord.TABLE, record.as_row())
         m = self.metrics
-        m.requests.labels(record.task, record.served_by, status).inc()
+        task = m.task(record.task)
+        m.requests.labels(task, record.served_by, status).inc()
         m.latency.labels(record.served_by).observe(record.latency_ms / 1000)
         if record.prompt_tokens:
-            m.tokens.labels(record.task, record.served_by, "prompt").inc(record.prompt_tokens)
+            m.tokens.labels(task, record.served_by, "prompt").inc(record.prompt_tokens)
         if record.completion_tokens:
-            m.tokens.labels(record.task, record.served_by, "completion").inc(
-                record.completion_tokens
-            )
+            m.tokens.labels(task, record.served_by, "completion").inc(record.completion_tokens)
         m.observe_request(record, ctx.teacher_s, ctx.student_s)
 
     def shadow_row(self, record: RequestRecord) -> None:

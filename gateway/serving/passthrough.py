@@ -195,8 +195,8 @@ class Passthrough:
             probe.feed(content)
         record.bytes_out = len(content)
         outcome = STATUS_OK if status < 400 else STATUS_ERROR
-        error = probe.error_text(status) if status >= 400 else None
-        self._settle(record, call, body, probe if json_out else None, outcome, status, error)
+        problem = probe.error_text(status) if status >= 400 else None
+        self._settle(record, call, body, probe if json_out else None, outcome, status, problem)
         return content
 
     def _check(self, call: PassCall) -> None:

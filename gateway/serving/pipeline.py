@@ -23,7 +23,7 @@ from understudy.gateway.serving.ledger import Ledger
 from understudy.gateway.serving.replies import Reply, StreamReply
 from understudy.gateway.serving.shadow import Shadow
 from understudy.gateway.serving.student_path import StudentPath, student_reply
-from understudy.gateway.serving.tasks import resolve_task
+from understudy.gateway.serving.tasks import AutoTasks, resolve_task
 from understudy.gateway.serving.teacher_path import Outcome, TeacherPath
 from understudy.gateway.serving.verdict import Attempt, Defer, NoStudent, Serve
 from understudy.storage.records import STATUS_ERROR, STATUS_INCOMPLETE, STATUS_OK, RequestRecord
@@ -47,6 +47,7 @@ class Pipeline:
         self.teacher = teacher
         self.shadow = shadow
         self.ledger = ledger
+        self.auto_tasks = AutoTasks(settings.max_auto_tasks)
 
     async def handle(self, endpoint: Endpoint, ctx: RequestContext, raw: bytes) -> Reply:
         """Serve one request; a failure raises an :class:`UnderstudyError` to answer with."""
@@ -78,6 +79,8 @@ class Pipeline:
             )
         except UnderstudyError as exc:
             raise exc.with_headers({"x-request-id": ctx.request_id}) from None
+        if source == "fingerprint":
+            task = self._admit(task)
         record = RequestRecord(
             id=ctx.request_id,
             created_at=ctx.created_at,
@@ -97,6 +100,20 @@ class Pipeline:
             "x-understudy-served-by": "teacher",
         }
         return Call(endpoint, ctx, raw, body, req, record, headers)
+
+    def _admit(self, task: str) -> str:
+        """A fingerprint's task, or the overflow task once ``max_auto_tasks`` are taken."""
+        admitted = self.auto_tasks.admit(task)
+        if admitted != task:
+            self.ledger.metrics.auto_tasks_overflowed.inc()
+            if self.auto_tasks.overflowed == 1:
+                log.warning(
+                    "%d tasks are named by prompt fingerprint (max_auto_tasks); requests of new "
+                    "fingerprints are logged under %s",
+                    self.auto_tasks.limit,
+                    admitted,
+                )
+        return admitted
 
     def _student_answered(self, call: Call, attempt: Attempt) -> None:
         """The student's answer and confidence go on the row and the headers, served or not."""

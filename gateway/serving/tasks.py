@@ -5,19 +5,23 @@ a fingerprint of the prompt's fixed part (the system/developer messages of a cha
 request's ``instructions`` and system/developer input items, or the first line of a completion
 prompt), so a drop-in user gets per-task logs without changing code.
 Numbers in the fixed part are masked so templated prompts ("Today is 2026-11-22") keep one task.
+At most ``max_auto_tasks`` fingerprints become tasks (:class:`AutoTasks`); the prompts of further
+ones are logged under :data:`OVERFLOW_TASK`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from understudy.gateway.errors import InvalidRequestError
 from understudy.storage.records import valid_task_name
 
 TASK_HEADER = "x-understudy-task"
+OVERFLOW_TASK = "auto-overflow"
+"""Where requests of fingerprints beyond ``max_auto_tasks`` are logged."""
 _DIGITS = re.compile(r"\d+")
 _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -87,3 +91,31 @@ def _text(content: Any) -> str:
     if isinstance(content, list):
         return " ".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
     return ""
+
+
+class AutoTasks:
+    """The tasks named by fingerprint, at most ``limit`` of them: a new fingerprint past the
+    limit is :data:`OVERFLOW_TASK` (and counted), so prompts that differ each time (a name in
+    the system prompt) cannot make tasks, metrics and dashboard rows without end."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.known: set[str] = set()
+        self.overflowed = 0
+
+    def seed(self, names: Iterable[str]) -> None:
+        """Tasks already in the log (at start-up): they count towards the limit."""
+        for name in names:
+            if len(self.known) >= self.limit:
+                break
+            self.known.add(name)
+
+    def admit(self, task: str) -> str:
+        """``task`` if known or room is left, else :data:`OVERFLOW_TASK`."""
+        if task in self.known:
+            return task
+        if len(self.known) < self.limit:
+            self.known.add(task)
+            return task
+        self.overflowed += 1
+        return OVERFLOW_TASK

@@ -64,7 +64,7 @@ async def dashboard(request: Request, services: NamedDependency[Services]) -> Re
         return _html(render_closed(), 403)
     if not who.allowed:
         return _html(render_login(), 401)
-    data = await asyncio.to_thread(gather, services.store, settings, window_s)
+    data = await services.reads.run(gather, services.store, settings, window_s)
     nonce = secrets.token_urlsafe(16)
     return _html(render_page(data, window=window, admin=who.admin, nonce=nonce), nonce=nonce)
 
