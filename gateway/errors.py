@@ -134,8 +134,17 @@ class ErrorBody(msgspec.Struct):
 
 
 def error_body(exc: UnderstudyError) -> bytes:
-    """The OpenAI error object for ``exc``, encoded."""
-    return msgspec.json.encode(ErrorBody(ErrorDetail(exc.message, exc.type, exc.param, exc.code)))
+    """The OpenAI error object for ``exc``, encoded (a lone surrogate in a message, as a
+    teacher's error text may hold, becomes U+FFFD)."""
+    detail = ErrorDetail(_text(exc.message), exc.type, _text(exc.param), exc.code)
+    return msgspec.json.encode(ErrorBody(detail))
+
+
+def _text(value: str | None) -> str | None:
+    """``value`` as valid Unicode: lone surrogates replaced."""
+    if value is None or value.isascii():
+        return value
+    return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def stream_error_events(exc: UnderstudyError) -> tuple[bytes, bytes]:
@@ -153,5 +162,7 @@ class ResponsesErrorEvent(msgspec.Struct, tag="error", tag_field="type"):
 
 def responses_error_event(exc: UnderstudyError, sequence_number: int) -> bytes:
     """How a Responses API stream ends on an error: a typed ``error`` event (no ``[DONE]``)."""
-    event = ResponsesErrorEvent(exc.code, exc.message, exc.param, sequence_number)
+    event = ResponsesErrorEvent(
+        exc.code, _text(exc.message) or "", _text(exc.param), sequence_number
+    )
     return b"event: error\ndata: " + msgspec.json.encode(event) + b"\n\n"

@@ -173,7 +173,7 @@ class StubApp:
             return await ex.abort()
         if mis is not None:
             self.counts[f"misbehave:{mis.name}"] += 1
-            if mis.whole:
+            if mis.whole or (mis.name == "sse_html" and not stream):  # a whole answer: HTML
                 return await self._misbehave(ex, mis, method, path, body, headers, stream)
         if fault is not None:
             self.counts[f"fault:{_label(fault)}"] += 1

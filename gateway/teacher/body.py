@@ -74,6 +74,12 @@ async def read_body(chunks: AsyncIterable[bytes], encoding: str | None, limit: i
     """The whole decoded body of ``chunks`` (raw bytes as they come), within ``limit``."""
     decoder = BodyDecoder(encoding, limit)
     parts: list[bytes] = []
-    async for raw in chunks:
-        parts.extend(decoder.feed(raw))
+    try:
+        async for raw in chunks:
+            parts.extend(decoder.feed(raw))
+    except BaseException:
+        # The error's traceback keeps this frame alive until a cyclic collection: let go of
+        # what was read now, or every refused answer holds up to ``limit`` bytes until then.
+        parts.clear()
+        raise
     return b"".join(parts)

@@ -33,7 +33,7 @@ from understudy.gateway.errors import (
     UpstreamTimeoutError,
     error_body,
 )
-from understudy.gateway.teacher.body import ACCEPTED_ENCODINGS, read_body
+from understudy.gateway.teacher.body import ACCEPTED_ENCODINGS, AnswerTooLarge, read_body
 from understudy.gateway.teacher.contract import (
     TeacherContractError,
     check_answer,
@@ -237,8 +237,15 @@ class TeacherClient:
         return self._answer(None, got, attempts, authorization)
 
     async def _read(self, response: httpx.Response) -> _Got:
-        """The whole answer, decoded within ``max_answer_bytes``; the response closed."""
+        """The whole answer, decoded within ``max_answer_bytes``; the response closed. One
+        that says it is larger is refused before a byte of its body is read."""
         try:
+            limit = self.settings.max_answer_bytes
+            length = response.headers.get("content-length", "")
+            if length.isdigit() and int(length) > limit:
+                raise AnswerTooLarge(
+                    f"the teacher's answer is larger than {limit} bytes (teacher.max_answer_bytes)"
+                )
             encoding = response.headers.get("content-encoding")
             content = await read_body(
                 response.aiter_raw(), encoding, self.settings.max_answer_bytes

@@ -74,12 +74,14 @@ def events(response: httpx.Response) -> list[str]:
         "status:505",
         "status:302",
         "status:204",
+        "surrogate",
     ],
 )
 def test_a_whole_answer_outside_the_contract_is_a_502_with_an_error_row(gateway, teacher, spec):
     """Wrong types were a 500 and no row; HTML, arrays, 501/505 and a 302 without Location
-    reached the client as they came."""
-    teacher.control(misbehave_next=[spec])
+    reached the client as they came; a 5xx whose message held a lone surrogate was a 500 that
+    was not even JSON (the error could not be encoded)."""
+    teacher.control(misbehave=spec)  # every attempt: a 5xx is retried
     response = chat(gateway)
     error = assert_openai_error(response, 502)
     assert error["type"] == "upstream_error" and error["code"] == "teacher_unavailable"
