@@ -122,6 +122,7 @@ def distill_config(*, epochs: float = 25, learning_rate: float = 2e-3) -> Any:
             device="cpu",
             logging_steps=50,
             isolation="inline",
+            candidates=["model"],  # these tests serve the language model (classical: its own)
         ),
         gates=GateConfig(
             min_agreement=0.8,
