@@ -115,11 +115,15 @@ def coverage_curve(
     point stands for every coverage its threshold reaches (listed once); answers failing a
     validity check are never served."""
     scores = [router.policy.score(r.features) if r.features.valid else -math.inf for r in traffic]
-    ranked = sorted(scores, reverse=True)
+    ranked = sorted((s for s in scores if not math.isinf(s)), reverse=True)
     points = []
     for coverage in coverages:
-        threshold = ranked[max(0, math.ceil(coverage * len(ranked)) - 1)]
-        if math.isinf(threshold) or (points and points[-1]["threshold"] == round(threshold, 6)):
+        if not ranked:
+            break
+        # a coverage past the valid answers serves every valid one
+        at = min(max(0, math.ceil(coverage * len(traffic)) - 1), len(ranked) - 1)
+        threshold = ranked[at]
+        if points and points[-1]["threshold"] == round(threshold, 6):
             continue
         served = [r for r, s in zip(traffic, scores, strict=True) if s >= threshold]
         points.append({"threshold": round(threshold, 6), **_served_stats(served, len(traffic))})
