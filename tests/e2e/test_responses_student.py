@@ -273,8 +273,12 @@ def test_a_chain_teacher_student_teacher_reaches_the_teacher_expanded(served, te
         ("user", "Name a colour."),
     ]
     assert second.id not in json.dumps(sent) and second.output[0].id not in json.dumps(sent)
-    # A chain whose newest turn is the teacher's goes on by id, as sent.
-    fourth = c.responses.create(model=MODEL, input="Name a colour.", previous_response_id=third.id)
+    # A chain whose newest turn is the teacher's goes on by id, as sent (a built-in tool keeps
+    # this turn with the teacher: the student may be sure of it otherwise).
+    fourth = c.responses.create(
+        model=MODEL, input="Name a colour.", previous_response_id=third.id, tools=WEB_SEARCH
+    )
+    assert recorder.served_by()[-1] == "teacher"
     assert teacher.bodies("/v1/responses")[-1]["previous_response_id"] == third.id
     assert fourth.output_text == "ok: Name a colour."
 
