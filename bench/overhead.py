@@ -127,6 +127,9 @@ def start_litellm(binary: str, upstream: str, workdir: Path) -> tuple[subprocess
     config.write_text(
         "model_list:\n  - model_name: bench\n    litellm_params:\n"
         f"      model: openai/bench-teacher\n      api_base: {upstream}\n"
+        "      api_key: sk-bench\n"
+        "  - model_name: text-embedding-3-small\n    litellm_params:\n"
+        f"      model: openai/text-embedding-3-small\n      api_base: {upstream}\n"
         "      api_key: sk-bench\nlitellm_settings:\n  telemetry: false\n"
         f"general_settings:\n  master_key: {BENCH_KEY}\n"
     )
