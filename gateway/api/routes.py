@@ -147,11 +147,15 @@ async def ready(request: Request, services: NamedDependency[Services]) -> Respon
     return json_response(msgspec.json.encode(body), status, request)
 
 
+METRICS_MEDIA_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
+"""Prometheus' text format without its charset: Litestar adds one to every ``text/`` type."""
+
+
 @get("/metrics")
 async def metrics(services: NamedDependency[Services]) -> Response:
     """Prometheus metrics, rendered on a thread of their own, off the event loop."""
     content = await services.scrapes.run(generate_latest, services.metrics.registry)
-    return Response(content=content, media_type=CONTENT_TYPE_LATEST)
+    return Response(content=content, media_type=METRICS_MEDIA_TYPE)
 
 
 HANDLERS = [

@@ -95,6 +95,8 @@ def test_the_key_is_required_and_never_shown(dash):
     bearer = httpx.get(f"{dash.url}/dashboard", headers={"authorization": f"Bearer {ADMIN_KEY}"})
     assert bearer.status_code == 200 and ADMIN_KEY not in bearer.text
     assert "script-src 'nonce-" in bearer.headers["content-security-policy"]
+    assert bearer.headers["content-type"] == "text/html; charset=utf-8"  # one charset
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
     with httpx.Client(base_url=dash.url) as client:
         login = client.post("/dashboard/login", data={"key": ADMIN_KEY})
         assert login.status_code == 303

@@ -151,6 +151,12 @@ def test_metrics_after_real_traffic(gw, teacher):
     assert wanted and wanted <= exported, wanted - exported
 
 
+def test_the_content_type_names_one_charset(gw):
+    content_type = httpx.get(f"{gw.url}/metrics").headers["content-type"]
+    assert content_type.startswith("text/plain; version=")
+    assert content_type.count("charset=") == 1 and content_type.endswith("; charset=utf-8")
+
+
 def test_distill_runs_are_read_from_the_database(gw):
     db = open_database(gw.db_path)
     now = time.time()

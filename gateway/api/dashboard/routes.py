@@ -39,7 +39,7 @@ def _html(content: str, status: int = 200, nonce: str = "") -> Response:
     return Response(
         content=content,
         status_code=status,
-        media_type="text/html; charset=utf-8",
+        media_type="text/html",  # Litestar adds "; charset=utf-8" to a text/ type
         headers={
             "content-security-policy": _csp(nonce or secrets.token_urlsafe(8)),
             "cache-control": "no-store",
