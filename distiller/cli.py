@@ -80,11 +80,11 @@ def register(
         "chat messages",
     )
     p.add_argument("--expected", required=True, help="the answer the student must give")
-    p.add_argument("--note", help="why this example matters")
+    p.add_argument("--note", help="why this example matters (default: none)")
     bind(p, "cmd_golden_add")
     p = gsteps.add_parser("list", help="list golden examples")
     common(p)
-    p.add_argument("--task", type=task_name, help="only this task")
+    p.add_argument("--task", type=task_name, help="only this task (default: every task)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bind(p, "cmd_golden_list")
     p = gsteps.add_parser("remove", help="remove a golden example by id")

@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlite_utils
 
+from understudy.distiller.command_checks import existing_store, require_known_task
 from understudy.distiller.config import DistillConfig
 from understudy.distiller.history import render_history
 from understudy.distiller.lock import RunInProgress
@@ -43,12 +44,22 @@ def distill_settings(settings: Any) -> tuple[Path, DistillConfig]:
 
 
 @contextlib.contextmanager
-def _db(settings: Any) -> Iterator[sqlite_utils.Database]:
-    """The settings' database, its schema brought up to date first."""
-    store = Store(db_path(Path(settings.data_dir)))
+def _db(settings: Any, *, existing: bool = False) -> Iterator[sqlite_utils.Database]:
+    """The settings' database, its schema brought up to date first; with ``existing``, a missing
+    one is refused rather than created."""
+    data_dir = Path(settings.data_dir)
+    store = existing_store(data_dir) if existing else Store(db_path(data_dir))
     store.migrate()
     with store.write() as db:
         yield db
+
+
+def _require_task(settings: Any, task: str) -> None:
+    """Refuse a missing database or a task it has never seen, writing nothing."""
+    store = existing_store(settings.data_dir)
+    store.migrate()
+    with store.read() as db:
+        require_known_task(db, task)
 
 
 def _logging() -> None:
@@ -58,6 +69,7 @@ def _logging() -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Any, teacher_factory: TeacherFactory | None) -> int:
+    _require_task(settings, args.task)  # a typo records no skipped run
     _logging()
     data_dir, config = distill_settings(settings)
     teacher = teacher_factory(settings) if teacher_factory else None
@@ -115,7 +127,8 @@ def cmd_schedule(
 
 
 def cmd_history(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    with _db(settings) as db:
+    with _db(settings, existing=True) as db:
+        require_known_task(db, args.task)
         runs = list_runs(db, args.task, limit=args.limit)
     render_history(runs, sys.stdout, as_json=args.json)
     return 0
@@ -142,7 +155,7 @@ def cmd_golden_add(args: argparse.Namespace, settings: Any, _: TeacherFactory | 
 
 
 def cmd_golden_list(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
-    with _db(settings) as db:
+    with _db(settings, existing=True) as db:
         rows = list_golden(db, args.task)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -167,7 +180,8 @@ def cmd_golden_remove(args: argparse.Namespace, settings: Any, _: TeacherFactory
 
 def cmd_rollback(args: argparse.Namespace, settings: Any, _: TeacherFactory | None) -> int:
     try:
-        with _db(settings) as db:
+        with _db(settings, existing=True) as db:
+            require_known_task(db, args.task)
             left = task_state(db, args.task).champion_id
             state = rollback(db, args.task, reason="command line", to=args.to)
     except RegistryError as exc:

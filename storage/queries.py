@@ -79,3 +79,19 @@ def auto_tasks(db: sqlite_utils.Database, limit: int) -> list[str]:
         "select distinct task from requests where task glob 'auto-*' limit ?", [limit]
     ).fetchall()
     return [row[0] for row in rows]
+
+
+def known_tasks(db: sqlite_utils.Database) -> list[str]:
+    """Every task name the database has seen: in the request log, the registry, distillation
+    runs or golden examples; sorted."""
+    rows = db.query(
+        """
+        select distinct task from requests where task is not null and served_by != 'passthrough'
+        union select task from task_state
+        union select task from models
+        union select task from distill_runs
+        union select task from golden_examples
+        order by task
+        """
+    )
+    return [r["task"] for r in rows]

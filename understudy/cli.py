@@ -106,11 +106,21 @@ def _demo(args: argparse.Namespace) -> int:
     return demo(args)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("understudy")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="understudy",
         description="OpenAI-compatible gateway that distils your teacher model into a student.",
     )
+    parser.add_argument("--version", action="version", version=f"understudy {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -119,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the gateway")
     common(p)
-    p.add_argument("--teacher-url", help="teacher base URL including /v1")
+    p.add_argument(
+        "--teacher-url",
+        help="teacher base URL including /v1 (default: the teacher.url setting, "
+        "https://api.openai.com/v1 unless configured)",
+    )
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default 8000)")
     p.set_defaults(func=cmd_serve)
@@ -134,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--task", required=True, type=task_name, help="task name (see `understudy tasks`)"
     )
-    p.add_argument("--format", default="jsonl", choices=["jsonl"], help="output format")
+    p.add_argument(
+        "--format", default="jsonl", choices=["jsonl"], help="output format (default jsonl)"
+    )
     p.add_argument("--output", "-o", help="output file (default: stdout)")
     p.set_defaults(func=cmd_export)
 
@@ -146,8 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="savings, coverage and agreement over a window")
     common(p)
-    p.add_argument("--since", type=_duration, default=7 * 86400, help="window, e.g. 24h, 7d")
-    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    p.add_argument(
+        "--since",
+        type=_duration,
+        default=7 * 86400,
+        help="window: a number and s, m, h, d or w, e.g. 24h (default 7d)",
+    )
+    p.add_argument(
+        "--format",
+        default="table",
+        choices=["table", "json", "csv"],
+        help="table for reading, json or csv for scripts (default table)",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("prune", help="delete logged requests older than an age (e.g. 90d)")
@@ -159,7 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tiny-model", help="build a tiny Llama student (model + tokenizer) at PATH")
     p.add_argument("path", help="directory to write (loadable with from_pretrained)")
-    p.add_argument("--texts", help="text file, one example per line, to train the tokenizer on")
+    p.add_argument(
+        "--texts",
+        help="text file, one example per line, to train the tokenizer on "
+        "(default: a built-in corpus)",
+    )
     p.add_argument("--hidden", type=int, default=128, help="hidden size (default 128)")
     p.add_argument("--layers", type=int, default=2, help="transformer layers (default 2)")
     p.add_argument("--vocab-size", type=int, default=2048, help="vocabulary size (default 2048)")
@@ -180,12 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from understudy.distiller.command_checks import ARGUMENT_ERROR, CommandRefused
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"understudy: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return ARGUMENT_ERROR
+    except CommandRefused as exc:
+        print(f"understudy: {exc}", file=sys.stderr)
+        return ARGUMENT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from understudy.distiller.command_checks import existing_store, require_known_task
 from understudy.distiller.dataset import log_turns
 from understudy.settings import Settings
 from understudy.storage.database import Store
@@ -19,8 +20,8 @@ from understudy.student.tiny import build_tiny_model
 
 
 def _store(settings: Settings) -> Store:
-    """The settings' database, its schema brought up to date."""
-    store = Store(settings.db_path)
+    """The settings' database, its schema brought up to date; refused when it does not exist."""
+    store = existing_store(settings.data_dir)
     store.migrate()
     return store
 
@@ -57,6 +58,7 @@ def print_tasks(settings: Settings, *, as_json: bool = False, out: IO[str] | Non
 
 def set_task_mode(settings: Settings, *, task: str, mode: str) -> int:
     with _store(settings).write() as db:
+        require_known_task(db, task)
         state = set_mode(db, task, mode, reason="command line")
     champion = state.champion_id or "no student yet"
     print(
@@ -100,6 +102,8 @@ def tiny_model(
 def export(settings: Settings, *, task: str, fmt: str = "jsonl", output: str | None = None) -> int:
     count = 0
     target: IO[str]
+    with _store(settings).read() as db:
+        require_known_task(db, task)  # before the output file is created
     with (
         _store(settings).read() as db,
         Path(output).open("w", encoding="utf-8") if output else _stdout() as target,
@@ -107,7 +111,8 @@ def export(settings: Settings, *, task: str, fmt: str = "jsonl", output: str | N
         for example in training_examples(iter_teacher_pairs(db, task), log_turns(db)):
             target.write(json.dumps(example, ensure_ascii=False) + "\n")
             count += 1
-    print(f"exported {count} examples of task {task!r}", file=sys.stderr)
+    noun = "example" if count == 1 else "examples"
+    print(f"exported {count} {noun} of task {task!r}", file=sys.stderr)
     return 0
 
 

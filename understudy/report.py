@@ -8,6 +8,7 @@ import sys
 from dataclasses import asdict
 from typing import IO, Any
 
+from understudy.distiller.command_checks import existing_store
 from understudy.gateway.accounting import fmt
 from understudy.gateway.accounting.summary import Summary, summarize
 from understudy.settings import Settings
@@ -49,6 +50,7 @@ def report(
     settings: Settings, *, window_s: float, fmt_name: str = "table", out: IO[str] | None = None
 ) -> int:
     out = out or sys.stdout
+    existing_store(settings.data_dir)  # a report never creates a database
     summary = build_summary(settings, window_s)
     if fmt_name == "json":
         out.write(json.dumps(asdict(summary), indent=2) + "\n")

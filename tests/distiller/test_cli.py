@@ -84,7 +84,8 @@ def test_distill_run_then_history_as_table_and_json(cli, db):
     code, out, _ = cli("distill", "history", "--task", "intent", "--json")
     (run,) = json.loads(out)
     assert run["id"] == outcome["run_id"] and run["dataset"]["examples"] == 12
-    assert cli("distill", "history", "--task", "nothing")[1] == "no distillation runs yet\n"
+    log_intents(db, "fresh", 1)  # a task with traffic, never distilled
+    assert cli("distill", "history", "--task", "fresh")[1] == "no distillation runs yet\n"
 
 
 def test_history_shows_how_many_corrections_a_run_used(cli, db):
@@ -128,16 +129,18 @@ def test_history_shows_each_gate_with_value_threshold_and_verdict(cli, db):
 
 
 def test_a_run_while_another_holds_the_task_exits_busy(cli, db, tmp_path):
+    log_intents(db, "intent", 1)
     with TaskLock(tmp_path / "understudy.db", "intent"):
         code, _, err = cli("distill", "run", "--task", "intent")
     assert code == EXIT_BUSY and "already going" in err
 
 
 def test_rollback_switches_to_the_previous_champion(cli, db):
-    assert cli("rollback", "--task", "intent")[0] == 1
+    assert cli("rollback", "--task", "intent")[0] == 2  # a task never seen
     v1 = register_model(db, "intent", base="tiny")
     v2 = register_model(db, "intent", base="tiny")
     promote(db, v1.id)
+    assert cli("rollback", "--task", "intent")[0] == 1  # no earlier champion
     promote(db, v2.id)
     code, out, _ = cli("rollback", "--task", "intent")
     assert code == 0 and "intent@v1 serves again (was intent@v2)" in out

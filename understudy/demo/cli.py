@@ -53,7 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"share of student answers checked against the teacher (default {d.shadow_rate:g})",
     )
     parser.add_argument(
-        "--max-runs", type=int, default=d.max_runs, help="most distillation runs (0: no limit)"
+        "--max-runs",
+        type=int,
+        default=d.max_runs,
+        help=f"most distillation runs (default {d.max_runs}; 0: no limit)",
     )
     parser.add_argument(
         "--data-dir",
@@ -69,7 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="leave the gateway up after the summary, until Ctrl-C",
     )
-    parser.add_argument("--seed", type=int, default=d.seed, help="query order and training seed")
+    parser.add_argument(
+        "--seed", type=int, default=d.seed, help=f"query order and training seed (default {d.seed})"
+    )
     parser.add_argument(
         "--price-in",
         type=float,
