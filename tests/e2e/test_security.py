@@ -88,6 +88,9 @@ def secured(stub, vllm, tmp_path_factory) -> Iterator[GatewayProcess]:
         UNDERSTUDY_STUDENT_BACKEND="vllm",
         UNDERSTUDY_STUDENT_VLLM_URL=vllm.base_url,
         UNDERSTUDY_STUDENT_RELOAD_INTERVAL_S="0.2",
+        # the tests count the teacher's requests: no shadow or audit calls beside them
+        UNDERSTUDY_ROUTER_SHADOW_RATE="0",
+        UNDERSTUDY_ROUTER_AUDIT_RATE="0",
     )
     with GatewayProcess(stub.base_url, data, env=env) as gw:
         gw.inside_adapter = inside  # type: ignore[attr-defined]
@@ -339,6 +342,10 @@ def test_pass_through_without_gateway_keys_no_credential_no_answer(stub, vllm, t
         UNDERSTUDY_STUDENT_BACKEND="vllm",
         UNDERSTUDY_STUDENT_VLLM_URL=vllm.base_url,
         UNDERSTUDY_STUDENT_RELOAD_INTERVAL_S="0.2",
+        # no shadow or audit calls: they would reach the teacher off the response path, after
+        # the requests this test counts
+        UNDERSTUDY_ROUTER_SHADOW_RATE="0",
+        UNDERSTUDY_ROUTER_AUDIT_RATE="0",
     )
     env.pop("UNDERSTUDY_TEACHER_API_KEY")
     task = {"X-Understudy-Task": "own-key"}
