@@ -37,7 +37,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.gateway_process import GatewayProcess, free_port  # noqa: E402
+from _stub import start_stub_teacher  # noqa: E402
+
+from tests.gateway_process import GatewayProcess  # noqa: E402
 
 TEACHER_FAULTS = [
     "html",
@@ -81,18 +83,7 @@ def gateway_env() -> dict[str, str]:
 
 
 def start_teacher() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "tests.teacher_stub", "--port", str(port), "--timeout-s", "3"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url + "/v1/models", timeout=1)
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("the stand-in teacher did not start")
+    return start_stub_teacher("--timeout-s", "3")
 
 
 def openai_error(body: Any) -> bool:

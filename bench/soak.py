@@ -33,7 +33,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.gateway_process import GatewayProcess, free_port  # noqa: E402
+from _stub import start_stub_teacher  # noqa: E402
+
+from tests.gateway_process import GatewayProcess  # noqa: E402
 
 FAULTS = {"p500": 0.05, "ptimeout": 0.02, "pcut": 0.01, "seed": 7}
 COMMIT_INTERVAL_MS = 50
@@ -49,36 +51,11 @@ def rss_mb(pid: int) -> float:
 
 
 def start_teacher(workdir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
     table = workdir / "table.json"
     table.write_text(json.dumps({"What is 2+2?": "4", "Name a colour.": "blue"}))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.teacher_stub",
-            "--port",
-            str(port),
-            "--table",
-            str(table),
-            "--timeout-s",
-            "3",
-            "--control",
-            json.dumps({"random": FAULTS}),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url + "/models", timeout=1)
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("the stand-in teacher did not start")
+    options = ["--table", str(table), "--timeout-s", "3", "--control"]
+    proc, url = start_stub_teacher(*options, json.dumps({"random": FAULTS}))
+    return proc, url + "/v1"
 
 
 def promote_tiny_student(data_dir: Path) -> bool:
