@@ -1,7 +1,8 @@
-"""The README's settings table, generated from the settings dataclasses.
+"""The settings table of ``docs/settings.md``, generated from the settings dataclasses.
 
-``python -m understudy.settings_docs`` rewrites the table in README.md; a test fails when the
-README falls behind the code.
+``python -m understudy.settings_docs`` rewrites the table between the markers in
+docs/settings.md (or in the file named as its argument); ``tests/test_docs.py`` fails when the
+page falls behind the code.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from understudy.settings import iter_setting_docs
 
 START = "<!-- settings-table:start -->"
 END = "<!-- settings-table:end -->"
+PAGE = "docs/settings.md"
 
 
 def settings_table() -> str:
@@ -30,13 +32,14 @@ def settings_table() -> str:
     return "\n".join(lines)
 
 
-def render(readme: str) -> str:
+def render(page: str) -> str:
+    """The page with the table between its markers regenerated."""
     pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    return pattern.sub(lambda _: f"{START}\n{settings_table()}\n{END}", readme)
+    return pattern.sub(lambda _: f"{START}\n{settings_table()}\n{END}", page)
 
 
 def main() -> int:
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else PAGE)
     path.write_text(render(path.read_text()))
     return 0
 
