@@ -36,7 +36,7 @@ RUN groupadd --gid 10001 understudy \
 COPY --from=build /opt/understudy /opt/understudy
 COPY --chmod=0755 deploy/entrypoint.sh /usr/local/bin/understudy-entrypoint
 COPY deploy/healthcheck.py /usr/local/lib/understudy-healthcheck.py
-# Settings come from UNDERSTUDY_* variables (README: Configuration); the data directory is a
+# Settings come from UNDERSTUDY_* variables (docs/settings.md); the data directory is a
 # volume: the SQLite log, the registry and every trained student live there.
 ENV PATH=/opt/understudy/bin:$PATH \
     PYTHONUNBUFFERED=1 \

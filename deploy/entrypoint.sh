@@ -6,7 +6,7 @@
 #   distiller             understudy distill schedule [ARGS...]
 #   any other command     run as given, e.g. `understudy tasks` or `sh`
 #
-# Every setting comes from UNDERSTUDY_* variables (see the README's settings table).
+# Every setting comes from UNDERSTUDY_* variables (every one is listed in docs/settings.md).
 set -eu
 
 role="${ROLE:-gateway}"
