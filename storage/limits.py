@@ -1,17 +1,21 @@
-"""What the gateway's monthly budgets read from the log: usage per gateway key."""
+"""What the gateway's monthly budgets read: usage per gateway key, from the hourly rollups
+(exact across every process writing the log, at any log size)."""
 
 from __future__ import annotations
 
+import math
+
 import sqlite_utils
+
+from understudy.storage.rollups import HOUR_S
 
 
 def usage_since(db: sqlite_utils.Database, since: float) -> dict[str, tuple[int, float]]:
-    """``{api_key_id: (total tokens, teacher USD)}`` of the requests logged since ``since``."""
-    has_cost = "teacher_cost_usd" in db["requests"].columns_dict
-    cost = "sum(coalesce(teacher_cost_usd, 0))" if has_cost else "0"
+    """``{api_key_id: (total tokens, teacher USD)}`` of the requests logged since the start of
+    the hour holding ``since`` (a month starts on the hour: exact)."""
     rows = db.execute(
-        f"select api_key_id, sum(coalesce(total_tokens, 0)), {cost} from requests"
-        " where created_at >= ? and api_key_id is not null group by api_key_id",
-        [since],
+        "select api_key_id, sum(total_tokens), sum(teacher_cost_usd) from rollup_requests"
+        " where hour >= ? and api_key_id != '' group by api_key_id",
+        [math.floor(since / HOUR_S)],
     ).fetchall()
     return {key: (int(tokens), float(usd)) for key, tokens, usd in rows}

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import sqlite_utils
 
+from understudy.storage import rollups
+
 Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
 
@@ -262,3 +264,11 @@ def _security(db: sqlite_utils.Database) -> None:
         alter table feedback add column reviewed integer;
         """
     )
+
+
+@migration("0008_rollups")
+def _rollups(db: sqlite_utils.Database) -> None:
+    """Hourly rollups of the log (``storage/rollups.py``), which every report, the dashboard and
+    the budgets read instead of ``requests``; filled here from the rows already logged."""
+    rollups.create(db.conn)
+    rollups.backfill(db.conn)

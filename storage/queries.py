@@ -8,25 +8,12 @@ from typing import Any
 
 import sqlite_utils
 
+from understudy.storage.reports import task_list
+
 
 def list_tasks(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-    """Every task with its request counts, most recent activity first."""
-    return list(
-        db.query(
-            """
-            select task,
-                   count(*) as requests,
-                   sum(served_by = 'teacher') as teacher,
-                   sum(served_by = 'student') as student,
-                   sum(status = 'ok') as ok,
-                   sum(status != 'ok') as failed,
-                   min(created_at) as first_at,
-                   max(created_at) as last_at
-            from requests where served_by != 'passthrough'
-            group by task order by last_at desc
-            """
-        )
-    )
+    """Every task with its request counts, most recent activity first (from the rollups)."""
+    return task_list(db)
 
 
 def get_request(db: sqlite_utils.Database, request_id: str) -> dict[str, Any] | None:

@@ -1,53 +1,86 @@
-"""Aggregations over the request log for cost reports, the dashboard and the token ratios.
+"""Aggregations for cost reports, the dashboard, ``understudy tasks`` and the budgets.
 
-Thin SQL over the cost columns each request row carries (``teacher_cost_usd``,
-``student_cost_usd``, ``avoided_cost_usd``, ``saved_usd``); no pricing logic here. Relayed
-calls (``served_by = 'passthrough'``: embeddings, files, ...) have their own sums
+Every function here but the token-ratio ones reads the hourly rollups the log writer keeps
+(:mod:`storage.rollups`), never the ``requests`` rows, so a report costs the same at any log
+size. A window ``[since, until)`` counts whole hours: from the start of the hour holding
+``since`` to the end of the hour holding the last instant before ``until`` (a window that starts
+and ends on the hour is exact; ``now`` is the end of the log). Relayed calls
+(``served_by = 'passthrough'``: embeddings, files, ...) have their own sums
 (:func:`passthrough_by_endpoint`) and stay out of the tasks' (coverage, savings, latency).
+No pricing logic here.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+from collections.abc import Iterable
 from typing import Any
 
 import sqlite_utils
 
+from understudy.storage.rollups import HOUR_S, bucket_bounds
+
 GROUPS = {
     "task": "task",
-    "day": "date(created_at, 'unixepoch')",
-    "api_key": "coalesce(api_key_id, '-')",
+    "api_key": "api_key_id",
+    "hour": "hour",
+    "day": "hour",
 }
+"""What :func:`cost_by` groups by: task, gateway key id (``-`` for none), UTC day
+(``YYYY-MM-DD``) or hour (its start, seconds since the epoch)."""
 
 _NOT_RELAYED = "served_by != 'passthrough'"
 
 _SUMS = """
-    sum(served_by != 'shadow') as requests,
-    sum(served_by = 'student') as student,
-    sum(served_by = 'teacher') as teacher,
-    sum(served_by = 'shadow') as shadow_calls,
-    sum(served_by = 'teacher' and route_reason like 'deferred:%') as deferred,
-    sum(status != 'ok' and served_by != 'shadow') as failed,
+    sum(case when served_by != 'shadow' then calls else 0 end) as requests,
+    sum(case when served_by = 'student' then calls else 0 end) as student,
+    sum(case when served_by = 'teacher' then calls else 0 end) as teacher,
+    sum(case when served_by = 'shadow' then calls else 0 end) as shadow_calls,
+    sum(deferred) as deferred,
+    sum(case when served_by != 'shadow' then errors else 0 end) as failed,
     coalesce(sum(prompt_tokens), 0) as prompt_tokens,
     coalesce(sum(completion_tokens), 0) as completion_tokens,
     coalesce(sum(teacher_cost_usd), 0.0) as teacher_spend_usd,
-    coalesce(sum(case when served_by = 'shadow' then teacher_cost_usd end), 0.0)
+    coalesce(sum(case when served_by = 'shadow' then teacher_cost_usd else 0.0 end), 0.0)
         as shadow_spend_usd,
     coalesce(sum(avoided_cost_usd), 0.0) as avoided_usd,
     coalesce(sum(student_cost_usd), 0.0) as student_cost_usd,
     coalesce(sum(saved_usd), 0.0) as saved_usd,
-    coalesce(sum(cost_estimated), 0) as estimated,
-    min(created_at) as first_at,
-    max(created_at) as last_at
+    coalesce(sum(estimated), 0) as estimated,
+    min(first_at) as first_at,
+    max(last_at) as last_at
 """
+
+_ADDED = (
+    "requests",
+    "student",
+    "teacher",
+    "shadow_calls",
+    "deferred",
+    "failed",
+    "prompt_tokens",
+    "completion_tokens",
+    "teacher_spend_usd",
+    "shadow_spend_usd",
+    "avoided_usd",
+    "student_cost_usd",
+    "saved_usd",
+    "estimated",
+)
+
+
+def hours(since: float, until: float) -> tuple[int, int]:
+    """The hours ``[first, end)`` a window ``[since, until)`` counts."""
+    return math.floor(since / HOUR_S), math.ceil(until / HOUR_S)
 
 
 def cost_totals(db: sqlite_utils.Database, since: float, until: float) -> dict[str, Any]:
-    """One row of sums over every request in ``[since, until)``."""
+    """One row of sums over every request in the window."""
     rows = list(
         db.query(
-            f"select {_SUMS} from requests where created_at >= ? and created_at < ?"
-            f" and {_NOT_RELAYED}",
-            [since, until],
+            f"select {_SUMS} from rollup_requests where hour >= ? and hour < ? and {_NOT_RELAYED}",
+            hours(since, until),
         )
     )
     return _clean(rows[0])
@@ -56,29 +89,46 @@ def cost_totals(db: sqlite_utils.Database, since: float, until: float) -> dict[s
 def cost_by(
     db: sqlite_utils.Database, group: str, since: float, until: float
 ) -> list[dict[str, Any]]:
-    """Sums per ``task``, ``day`` (UTC) or ``api_key`` (its non-secret id) in the window."""
-    key = GROUPS[group]
+    """Sums per ``task``, ``api_key`` (its non-secret id; ``-`` for none), ``day`` (UTC,
+    ``YYYY-MM-DD``) or ``hour`` (its start in seconds) in the window, ordered by key."""
+    column = GROUPS[group]
     rows = db.query(
-        f"select {key} as key, {_SUMS} from requests where created_at >= ? and created_at < ?"
-        f" and {_NOT_RELAYED} group by key order by key",
-        [since, until],
+        f"select {column} as key, {_SUMS} from rollup_requests where hour >= ? and hour < ?"
+        f" and {_NOT_RELAYED} group by {column} order by {column}",
+        hours(since, until),
     )
+    if group == "api_key":
+        return [_clean({**r, "key": r["key"] or "-"}) for r in rows]
+    if group == "hour":
+        return [_clean({**r, "key": r["key"] * HOUR_S}) for r in rows]
+    if group == "day":
+        return _merged((_day(r["key"]), r) for r in rows)
     return [_clean(r) for r in rows]
 
 
 def cost_series(
     db: sqlite_utils.Database, since: float, until: float, bucket_s: float
 ) -> list[dict[str, Any]]:
-    """Per task and time bucket (start time in seconds): requests, student-served, saved."""
+    """Per task and time bucket (start time in seconds, buckets of ``bucket_s`` from
+    ``since``; a whole number of hours): requests, student-served, saved."""
     rows = db.query(
-        "select task, cast((created_at - ?) / ? as integer) as bucket,"
-        " sum(served_by != 'shadow') as requests, sum(served_by = 'student') as student,"
-        " coalesce(sum(saved_usd), 0.0) as saved_usd"
-        " from requests where created_at >= ? and created_at < ?"
-        f" and {_NOT_RELAYED} group by task, bucket order by task, bucket",
-        [since, bucket_s, since, until],
+        "select task, hour, sum(case when served_by != 'shadow' then calls else 0 end)"
+        " as requests, sum(case when served_by = 'student' then calls else 0 end) as student,"
+        " coalesce(sum(saved_usd), 0.0) as saved_usd from rollup_requests"
+        f" where hour >= ? and hour < ? and {_NOT_RELAYED} group by task, hour order by task, hour",
+        hours(since, until),
     )
-    return [{**r, "start": since + r.pop("bucket") * bucket_s} for r in rows]
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows:
+        index = max(0, math.floor((r["hour"] * HOUR_S - since) / bucket_s))
+        acc = out.setdefault(
+            (r["task"], index),
+            {"task": r["task"], "requests": 0, "student": 0, "saved_usd": 0.0},
+        )
+        acc["requests"] += r["requests"]
+        acc["student"] += r["student"]
+        acc["saved_usd"] += r["saved_usd"]
+    return [{**v, "bucket": i, "start": since + i * bucket_s} for (_, i), v in sorted(out.items())]
 
 
 def passthrough_by_endpoint(
@@ -87,41 +137,100 @@ def passthrough_by_endpoint(
     """Relayed calls per endpoint family in the window: calls, failures, body bytes each way,
     tokens and teacher spend (where the answers carried usage), mean latency."""
     rows = db.query(
-        "select endpoint, count(*) as requests, sum(status != 'ok') as failed,"
-        " coalesce(sum(bytes_in), 0) as bytes_in, coalesce(sum(bytes_out), 0) as bytes_out,"
-        " coalesce(sum(total_tokens), 0) as tokens,"
-        " coalesce(sum(teacher_cost_usd), 0.0) as teacher_spend_usd,"
-        " avg(latency_ms) as mean_latency_ms"
-        " from requests where served_by = 'passthrough' and created_at >= ? and created_at < ?"
+        "select endpoint, sum(calls) as requests, sum(errors) as failed,"
+        " sum(bytes_in) as bytes_in, sum(bytes_out) as bytes_out, sum(total_tokens) as tokens,"
+        " sum(teacher_cost_usd) as teacher_spend_usd, sum(latency_ms_sum) as latency_sum,"
+        " sum(latency_n) as latency_n from rollup_requests"
+        " where hour >= ? and hour < ? and served_by = 'passthrough'"
         " group by endpoint order by endpoint",
-        [since, until],
+        hours(since, until),
     )
-    return [dict(r) for r in rows]
+    out = []
+    for r in rows:
+        n, total = r.pop("latency_n"), r.pop("latency_sum")
+        out.append({**r, "mean_latency_ms": total / n if n else None})
+    return out
 
 
 def live_agreement(db: sqlite_utils.Database, since: float, until: float) -> dict[str, Any]:
     """Per task: shadow comparisons in the window and how many agreed."""
     rows = db.query(
-        "select task, count(*) as compared, sum(agreed) as agreed from student_attempts"
-        " where kind = 'shadow' and agreed is not null and created_at >= ? and created_at < ?"
-        " group by task",
-        [since, until],
+        "select task, sum(compared) as compared, sum(agreed) as agreed from rollup_agreement"
+        " where hour >= ? and hour < ? group by task having sum(compared) > 0",
+        hours(since, until),
     )
     return {r["task"]: {"compared": r["compared"], "agreed": r["agreed"] or 0} for r in rows}
 
 
-def latencies(
-    db: sqlite_utils.Database, since: float, until: float, limit: int = 20000
+def latency_summary(
+    db: sqlite_utils.Database, since: float, until: float, percents: Iterable[int] = (50, 95)
 ) -> list[dict[str, Any]]:
-    """Latency of the most recent answered requests in the window (at most ``limit``)."""
+    """Per task and ``served_by`` (student or teacher answers that completed): how many, and
+    each percentile (``p50``, ``p95``, ...) read from the latency buckets (within 10 %)."""
+    rows = db.query(
+        "select task, served_by, bucket, sum(n) as n from rollup_latency"
+        " where hour >= ? and hour < ? and served_by not in ('shadow', 'passthrough')"
+        " group by task, served_by, bucket order by task, served_by, bucket",
+        hours(since, until),
+    )
+    groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["served_by"]), []).append((r["bucket"], r["n"]))
+    out = []
+    for (task, served_by), counts in groups.items():
+        n = sum(c for _, c in counts)
+        row: dict[str, Any] = {"task": task, "served_by": served_by, "n": n}
+        for p in percents:
+            row[f"p{p}"] = _value_at(counts, (n - 1) * p / 100)
+        out.append(row)
+    return out
+
+
+def task_list(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """Every task with its logged calls (shadow calls included), teacher- and student-served,
+    ok and failed, first and last call; most recent activity first."""
     return list(
         db.query(
-            "select task, served_by, latency_ms from requests where created_at >= ?"
-            " and created_at < ? and status = 'ok' and served_by not in ('shadow', 'passthrough')"
-            " and latency_ms is not null order by created_at desc limit ?",
-            [since, until, limit],
+            "select task, sum(calls) as requests,"
+            " sum(case when served_by = 'teacher' then calls else 0 end) as teacher,"
+            " sum(case when served_by = 'student' then calls else 0 end) as student,"
+            " sum(calls - errors) as ok, sum(errors) as failed,"
+            " min(first_at) as first_at, max(last_at) as last_at"
+            f" from rollup_requests where {_NOT_RELAYED} group by task order by last_at desc"
         )
     )
+
+
+def _value_at(counts: list[tuple[int, int]], rank: float) -> float:
+    """The latency at a (fractional, 0-based) rank, the values of a bucket spread evenly
+    over it."""
+    seen = 0
+    for bucket, n in counts:
+        if rank < seen + n or bucket == counts[-1][0]:
+            low, high = bucket_bounds(bucket)
+            share = min(1.0, max(0.0, (rank - seen + 0.5) / n))
+            return low + (high - low) * share
+        seen += n
+    return 0.0
+
+
+def _day(hour: int) -> str:
+    return dt.datetime.fromtimestamp(hour * HOUR_S, dt.UTC).date().isoformat()
+
+
+def _merged(keyed: Iterable[tuple[Any, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Rows of one key added together (hours into days), in key order."""
+    out: dict[Any, dict[str, Any]] = {}
+    for key, row in keyed:
+        acc = out.get(key)
+        if acc is None:
+            out[key] = {**row, "key": key}
+            continue
+        for column in _ADDED:
+            acc[column] = (acc[column] or 0) + (row[column] or 0)
+        acc["first_at"] = min(acc["first_at"], row["first_at"])
+        acc["last_at"] = max(acc["last_at"], row["last_at"])
+    return [_clean(out[k]) for k in sorted(out)]
 
 
 def token_ratio_sums(db: sqlite_utils.Database, since: float) -> dict[str, dict[str, Any]]:

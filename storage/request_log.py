@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from understudy.storage import rollups
 from understudy.storage.database import open_database
 
 log = logging.getLogger("understudy.storage")
@@ -410,12 +411,19 @@ class RequestLogWriter:
             log.warning(message)
 
 
+def write_rows(db: Any, table: str, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` of ``table`` as the log writer does (added to the hourly rollups), in one
+    transaction, on the caller's connection: for imports, seeding and tests."""
+    _insert(db, [(table, row) for row in rows])
+
+
 def _insert(db: Any, rows: list[tuple[str, dict[str, Any]]]) -> None:
-    """Insert ``rows`` (table, row) in one transaction."""
+    """Insert ``rows`` (table, row) and add them to the hourly rollups, in one transaction."""
     by_table: dict[str, list[dict[str, Any]]] = {}
     for table, row in rows:
         by_table.setdefault(table, []).append(row)
     with db.conn:
+        unseen = rollups.unseen_ids(db.conn, by_table.get("requests"))
         for table, table_rows in by_table.items():
             cols = list(table_rows[0].keys())
             sql = (
@@ -423,3 +431,4 @@ def _insert(db: Any, rows: list[tuple[str, dict[str, Any]]]) -> None:
                 f"values ({', '.join('?' for _ in cols)})"
             )
             db.conn.executemany(sql, [[r.get(c) for c in cols] for r in table_rows])
+        rollups.record(db.conn, by_table, unseen)

@@ -17,6 +17,7 @@ from understudy.storage.database import open_database
 from understudy.storage.distill_queries import insert_run
 from understudy.storage.records import RequestRecord
 from understudy.storage.registry import promote, register_model, set_mode
+from understudy.storage.request_log import write_rows
 
 TEACHER_MODEL = "gpt-4o-2024-08-06"  # priced as gpt-4o: $2.50 / $10.00 per 1M tokens
 ROUTED = "support-intent"
@@ -61,8 +62,8 @@ def seed(db_path: Path, *, days: int = 7, per_hour: int = 12, now: float | None 
             rows.append(_teacher(book, rng, at + 1, SHADOWED, 900, 120, attempts, shadow=True))
             if rng.random() < 0.5:
                 rows.append(_teacher(book, rng, at + 2, TEACHER_ONLY, 300, 200, None))
-    db["requests"].insert_all(rows, batch_size=500)
-    db["student_attempts"].insert_all(attempts, batch_size=500)
+    write_rows(db, "requests", rows)
+    write_rows(db, "student_attempts", attempts)
     _registry(db, now)
     served = [r for r in rows if r["served_by"] == "student"]
     shadow = [a for a in attempts if a["kind"] == "shadow"]

@@ -26,6 +26,7 @@ from understudy.gateway.app import create_app
 from understudy.settings import load_settings
 from understudy.storage.database import open_database
 from understudy.storage.registry import promote, register_model
+from understudy.storage.request_log import write_rows
 
 CHAT = [{"role": "user", "content": "What is 2+2?"}]
 STORY = [{"role": "user", "content": "Tell me a story."}]
@@ -203,7 +204,7 @@ def test_monthly_token_budget_counts_the_log_and_live_usage(stub, teacher, tmp_p
         "total_tokens": 500,
         "api_key_id": key_id(KEY_A),
     }
-    db["requests"].insert(spent)
+    write_rows(db, "requests", [spent])
     db.conn.close()
     env = gateway_env(
         UNDERSTUDY_API_KEYS=f"{KEY_A},{KEY_B}",

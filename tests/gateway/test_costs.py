@@ -15,6 +15,7 @@ from understudy.settings import load_settings
 from understudy.storage.database import open_database
 from understudy.storage.records import RequestRecord
 from understudy.storage.reports import cost_by, token_ratio_sums
+from understudy.storage.request_log import write_rows
 
 GPT4O = costs.Price(2.50, 10.00)
 
@@ -190,12 +191,14 @@ def test_cost_book_fills_rows_and_sql_sums_them_per_task_day_and_key(tmp_path):
     assert student.avoided_cost_usd == pytest.approx(0.0025)
     assert student.saved_usd == pytest.approx(0.0025 - 0.00085)
     assert shadow.saved_usd == pytest.approx(-0.0035)
-    db["requests"].insert_all([r.as_row() for r in (teacher, deferred, student, shadow)])
-    db["student_attempts"].insert_all(
+    write_rows(db, "requests", [r.as_row() for r in (teacher, deferred, student, shadow)])
+    write_rows(
+        db,
+        "student_attempts",
         [
             _attempt(deferred.id, "failure", day + 20, 500, 50),
             _attempt(student.id, "shadow", day + 31, 800, 50),
-        ]
+        ],
     )
 
     (per_task,) = cost_by(db, "task", day, day + 86400)
@@ -268,7 +271,7 @@ def test_before_the_token_ratio_is_learned_a_student_answer_is_a_conservative_es
     ]
     for record in teacher:
         book.fill(record)
-    db["requests"].insert_all([r.as_row() for r in teacher])
+    write_rows(db, "requests", [r.as_row() for r in teacher])
     book.refresh(tmp_path / "u.db")
 
     student = _row("t", "student", now - 10, prompt_tokens=5500, completion_tokens=400)
@@ -280,7 +283,7 @@ def test_before_the_token_ratio_is_learned_a_student_answer_is_a_conservative_es
     small = _row("t", "student", now - 9, prompt_tokens=500, completion_tokens=20)
     book.fill(small)  # fewer tokens than the mean: its own count, the smaller
     assert small.avoided_cost_usd == pytest.approx((500 * 2.5 + 20 * 10) / 1e6)
-    db["requests"].insert_all([student.as_row(), small.as_row()])
+    write_rows(db, "requests", [student.as_row(), small.as_row()])
 
     summary = summarize(db, window_s=3600, quality_target=0.97, student_free=True, now=now)
     assert summary.estimated == 2 and summary.tasks[0].estimated == 2
@@ -291,7 +294,7 @@ def test_before_the_token_ratio_is_learned_a_student_answer_is_a_conservative_es
     assert "Saved (estimate)" in page
     assert "estimate: 2 student answers valued before the token ratio was learned" in page
 
-    db["student_attempts"].insert_all([_attempt(teacher[1].id, "failure", now - 99, 4400, 240)])
+    write_rows(db, "student_attempts", [_attempt(teacher[1].id, "failure", now - 99, 4400, 240)])
     book.refresh(tmp_path / "u.db")  # a pair: the ratio is known
     learned = _row("t", "student", now - 5, prompt_tokens=4400, completion_tokens=240)
     book.fill(learned)

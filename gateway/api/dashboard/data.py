@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from statistics import quantiles
 from typing import Any
 
 import sqlite_utils
@@ -97,27 +96,11 @@ def _gather(
         buckets=buckets,
         saved=saved,
         coverage=coverage,
-        latency=_latency(reports.latencies(db, summary.since, now)),
+        latency=reports.latency_summary(db, summary.since, now),
         students=_students(db, summary),
         runs=list_runs(db, limit=12),
         generated_at=now,
     )
-
-
-def _latency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, str], list[float]] = {}
-    for row in rows:
-        groups.setdefault((row["task"], row["served_by"]), []).append(row["latency_ms"])
-    out = []
-    for (task, served_by), values in sorted(groups.items()):
-        values.sort()
-        if len(values) >= 2:
-            cuts = quantiles(values, n=100, method="inclusive")
-            p50, p95 = cuts[49], cuts[94]
-        else:
-            p50 = p95 = values[0]
-        out.append({"task": task, "served_by": served_by, "n": len(values), "p50": p50, "p95": p95})
-    return out
 
 
 def _students(db: sqlite_utils.Database, summary: Summary) -> list[StudentCard]:

@@ -1,0 +1,326 @@
+"""Hourly rollups of the request log, written in the same transaction as the rows they count.
+
+Three tables, one row per hour and group (``hour`` is ``floor(created_at / 3600)``, computed
+here, never in SQL):
+
+* ``rollup_requests``: per hour x task x endpoint family x ``served_by`` x gateway key id x
+  model (the teacher model, else the one requested; ``''`` when a value is missing): calls,
+  errors (status not ``ok``), deferrals, tokens, the cost columns, estimated savings, body bytes,
+  latency sum and count, and the first and last ``created_at``.
+* ``rollup_latency``: per hour x task x endpoint x ``served_by``, how many answered (``ok``)
+  calls fell in each latency bucket (:func:`latency_bucket`: 10 % wide), so percentiles come
+  from the buckets.
+* ``rollup_agreement``: per hour x task, shadow comparisons and how many agreed (the live
+  agreement).
+
+Every report, the dashboard, ``understudy tasks``, the budgets and ``/metrics`` read these
+instead of ``requests``. Only the log writer adds to them (:func:`record`), counting each row
+the insert really stored (a row whose id is already logged is not counted twice); the
+migration that creates them fills them from the existing log (:func:`backfill`). Nothing else
+that touches logged rows changes a count: marking a Responses row deleted does not, feedback is
+not counted, and retention deletes old rows but keeps their rollups, so the history of costs and
+savings outlives the bodies.
+
+Every statement here runs on SQLite and PostgreSQL: ``?`` placeholders and
+``INSERT ... ON CONFLICT (...) DO UPDATE``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+HOUR_S = 3600
+LATENCY_BASE = 1.1
+"""Each latency bucket's upper bound is 10 % above the one below."""
+LATENCY_TOP = 250
+"""The last bucket: everything above ``LATENCY_BASE ** (LATENCY_TOP - 1)`` ms (~5 days)."""
+
+REQUEST_KEYS = ("hour", "task", "endpoint", "served_by", "api_key_id", "model")
+REQUEST_SUMS = (
+    "calls",
+    "errors",
+    "deferred",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "teacher_cost_usd",
+    "student_cost_usd",
+    "avoided_cost_usd",
+    "saved_usd",
+    "estimated",
+    "bytes_in",
+    "bytes_out",
+    "latency_ms_sum",
+    "latency_n",
+)
+LATENCY_KEYS = ("hour", "task", "endpoint", "served_by", "bucket")
+AGREEMENT_KEYS = ("hour", "task")
+
+DDL = (
+    """
+    create table rollup_requests (
+        hour integer not null,
+        task text not null,
+        endpoint text not null,
+        served_by text not null,
+        api_key_id text not null,
+        model text not null,
+        calls integer not null default 0,
+        errors integer not null default 0,
+        deferred integer not null default 0,
+        prompt_tokens bigint not null default 0,
+        completion_tokens bigint not null default 0,
+        total_tokens bigint not null default 0,
+        teacher_cost_usd double precision not null default 0,
+        student_cost_usd double precision not null default 0,
+        avoided_cost_usd double precision not null default 0,
+        saved_usd double precision not null default 0,
+        estimated integer not null default 0,
+        bytes_in bigint not null default 0,
+        bytes_out bigint not null default 0,
+        latency_ms_sum double precision not null default 0,
+        latency_n integer not null default 0,
+        first_at double precision not null,
+        last_at double precision not null,
+        primary key (hour, task, endpoint, served_by, api_key_id, model)
+    )
+    """,
+    "create index rollup_requests_key on rollup_requests (api_key_id, hour)",
+    """
+    create table rollup_latency (
+        hour integer not null,
+        task text not null,
+        endpoint text not null,
+        served_by text not null,
+        bucket integer not null,
+        n integer not null default 0,
+        primary key (hour, task, endpoint, served_by, bucket)
+    )
+    """,
+    """
+    create table rollup_agreement (
+        hour integer not null,
+        task text not null,
+        compared integer not null default 0,
+        agreed integer not null default 0,
+        primary key (hour, task)
+    )
+    """,
+)
+
+_REQUIRED = ("id", "created_at", "endpoint", "task", "task_source", "served_by", "status")
+_ATTEMPT_REQUIRED = ("request_id", "created_at", "task", "student_version", "kind")
+_CHUNK = 500
+
+
+def hour_of(ts: float) -> int:
+    """The hour a timestamp falls in (hours since the epoch, UTC)."""
+    return math.floor(ts / HOUR_S)
+
+
+def latency_bucket(ms: float) -> int:
+    """The bucket of a latency: 0 holds up to 1 ms, bucket ``i`` up to ``1.1 ** i`` ms."""
+    if ms <= 1.0:
+        return 0
+    return min(LATENCY_TOP, max(1, math.ceil(math.log(ms) / math.log(LATENCY_BASE))))
+
+
+def bucket_bounds(bucket: int) -> tuple[float, float]:
+    """``(lower, upper)`` ms of a latency bucket (the top one's upper bound is its lower x 1.1)."""
+    upper = LATENCY_BASE**bucket
+    return (0.0 if bucket == 0 else LATENCY_BASE ** (bucket - 1)), upper
+
+
+def create(conn: Any) -> None:
+    """Create the rollup tables (the migration calls this, then :func:`backfill`)."""
+    for statement in DDL:
+        conn.execute(statement)
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def unseen_ids(conn: Any, rows: list[dict[str, Any]] | None) -> set[str]:
+    """The ids among ``rows`` not yet in ``requests`` (call before inserting them)."""
+    ids = list({str(r.get("id")) for r in rows or ()})
+    return ids_absent(conn, ids)
+
+
+def ids_absent(conn: Any, ids: list[str]) -> set[str]:
+    present: set[str] = set()
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i : i + _CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        cur = conn.execute(f"select id from requests where id in ({marks})", chunk)
+        present.update(r[0] for r in cur.fetchall())
+    return set(ids) - present
+
+
+def record(conn: Any, by_table: dict[str, list[dict[str, Any]]], unseen: set[str]) -> None:
+    """Add the rows just inserted to the rollups, in the caller's transaction. ``unseen`` is
+    :func:`unseen_ids` taken before the insert: a request row counts when its id was not logged
+    before and is now (the first of several rows with one id is the one stored)."""
+    requests = by_table.get("requests") or []
+    if requests and unseen:
+        stored = set(unseen) - ids_absent(conn, list(unseen))
+        fresh: list[dict[str, Any]] = []
+        for row in requests:
+            rid = str(row.get("id"))
+            if rid in stored:
+                stored.discard(rid)
+                fresh.append(row)
+        add_requests(conn, fresh)
+    attempts = by_table.get("student_attempts") or []
+    if attempts:
+        add_attempts(conn, [a for a in attempts if _present(a, _ATTEMPT_REQUIRED)])
+
+
+def add_requests(conn: Any, rows: Iterable[dict[str, Any]]) -> None:
+    """Add request rows (already stored) to ``rollup_requests`` and ``rollup_latency``."""
+    sums: dict[tuple[Any, ...], dict[str, Any]] = {}
+    latency: dict[tuple[Any, ...], int] = {}
+    for row in rows:
+        _add_request(row, sums, latency)
+    _upsert(conn, "rollup_requests", REQUEST_KEYS, sums)
+    _upsert(conn, "rollup_latency", LATENCY_KEYS, {k: {"n": n} for k, n in latency.items()})
+
+
+def add_attempts(conn: Any, rows: Iterable[dict[str, Any]]) -> None:
+    """Add shadow comparisons among student attempt rows to ``rollup_agreement``."""
+    sums: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        at, agreed = _number(row.get("created_at")), row.get("agreed")
+        if row.get("kind") != "shadow" or agreed is None or at is None:
+            continue
+        acc = sums.setdefault((hour_of(at), str(row["task"])), {"compared": 0, "agreed": 0})
+        acc["compared"] += 1
+        acc["agreed"] += int(_number(agreed) or 0)
+    _upsert(conn, "rollup_agreement", AGREEMENT_KEYS, sums)
+
+
+def _add_request(
+    row: dict[str, Any],
+    sums: dict[tuple[Any, ...], dict[str, Any]],
+    latency: dict[tuple[Any, ...], int],
+) -> None:
+    at = _number(row.get("created_at"))
+    if at is None or not _present(row, _REQUIRED):
+        return
+    hour, served_by = hour_of(at), str(row["served_by"])
+    model = row.get("teacher_model") or row.get("requested_model") or ""
+    key = (hour, str(row["task"]), str(row["endpoint"]), served_by, row.get("api_key_id") or "")
+    acc = sums.get((*key, str(model)))
+    if acc is None:
+        acc = sums[(*key, str(model))] = dict.fromkeys(REQUEST_SUMS, 0)
+        acc["first_at"] = acc["last_at"] = at
+    ok = row.get("status") == "ok"
+    acc["calls"] += 1
+    acc["errors"] += 0 if ok else 1
+    reason = row.get("route_reason")
+    acc["deferred"] += served_by == "teacher" and str(reason or "").startswith("deferred:")
+    for column in ("prompt_tokens", "completion_tokens", "total_tokens", "bytes_in", "bytes_out"):
+        acc[column] += int(_number(row.get(column)) or 0)
+    for column in ("teacher_cost_usd", "student_cost_usd", "avoided_cost_usd", "saved_usd"):
+        acc[column] += _number(row.get(column)) or 0.0
+    acc["estimated"] += int(_number(row.get("cost_estimated")) or 0)
+    ms = _number(row.get("latency_ms"))
+    if ms is not None:
+        acc["latency_ms_sum"] += ms
+        acc["latency_n"] += 1
+        if ok:
+            lkey = (hour, key[1], key[2], served_by, latency_bucket(ms))
+            latency[lkey] = latency.get(lkey, 0) + 1
+    acc["first_at"] = min(acc["first_at"], at)
+    acc["last_at"] = max(acc["last_at"], at)
+
+
+def _upsert(
+    conn: Any, table: str, keys: tuple[str, ...], groups: dict[tuple[Any, ...], dict[str, Any]]
+) -> None:
+    if not groups:
+        return
+    values = list(next(iter(groups.values())))
+    cols = [*keys, *values]
+    updates = []
+    for col in values:
+        if col in ("first_at", "last_at"):  # min() / max() of two values is not portable
+            cmp = "<" if col == "first_at" else ">"
+            new = (
+                f"case when excluded.{col} {cmp} {table}.{col}"
+                f" then excluded.{col} else {table}.{col} end"
+            )
+        else:
+            new = f"{table}.{col} + excluded.{col}"
+        updates.append(f"{col} = {new}")
+    sql = (
+        f"insert into {table} ({', '.join(cols)}) values ({', '.join('?' for _ in cols)})"
+        f" on conflict ({', '.join(keys)}) do update set {', '.join(updates)}"
+    )
+    conn.executemany(sql, [[*k, *(v[c] for c in values)] for k, v in groups.items()])
+
+
+def _present(row: dict[str, Any], columns: tuple[str, ...]) -> bool:
+    return all(row.get(c) is not None for c in columns)
+
+
+def _number(value: Any) -> float | None:
+    """A numeric column's value as a number; None when missing or not a number."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float) and math.isfinite(value):
+        return value
+    return None
+
+
+# -- filling from an existing log ------------------------------------------------------------
+
+_REQUEST_COLUMNS = (
+    "id",
+    "created_at",
+    "endpoint",
+    "task",
+    "task_source",
+    "served_by",
+    "status",
+    "route_reason",
+    "api_key_id",
+    "teacher_model",
+    "requested_model",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "teacher_cost_usd",
+    "student_cost_usd",
+    "avoided_cost_usd",
+    "saved_usd",
+    "cost_estimated",
+    "bytes_in",
+    "bytes_out",
+    "latency_ms",
+)
+
+
+def backfill(conn: Any, *, batch: int = 20000) -> int:
+    """Fill the (empty) rollups from every row already logged; the request rows read."""
+    n = 0
+    for rows in _batches(conn, f"select {', '.join(_REQUEST_COLUMNS)} from requests", batch):
+        add_requests(conn, rows)
+        n += len(rows)
+    sql = (
+        "select request_id, created_at, task, student_version, kind, agreed"
+        " from student_attempts where kind = 'shadow' and agreed is not null"
+    )
+    for rows in _batches(conn, sql, batch):
+        add_attempts(conn, rows)
+    return n
+
+
+def _batches(conn: Any, sql: str, size: int) -> Iterator[list[dict[str, Any]]]:
+    """The rows of ``sql`` as dicts, ``size`` at a time: memory stays flat at any log size
+    (the upserts between batches write other tables than the one read)."""
+    cur = conn.execute(sql)
+    names = [d[0] for d in cur.description]
+    while chunk := cur.fetchmany(size):
+        yield [dict(zip(names, r, strict=True)) for r in chunk]
