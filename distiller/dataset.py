@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -101,8 +101,8 @@ def build_dataset(
     stats: Counter[str] = Counter()
     failures = failure_request_ids(db, task)
     feedback = latest_feedback(db, task)
-    rows = list(iter_log_rows(db, task, limit=config.max_examples))
-    stats["log_rows"] = len(rows)
+    # Rows are streamed: only the examples made of them are held, never the rows themselves.
+    rows = _counted(iter_log_rows(db, task, limit=config.max_examples), stats)
     examples = list(_examples(rows, failures, feedback, config, stats, log_turns(db)))
     if kind == "auto":
         kind = infer_kind(examples)
@@ -171,8 +171,16 @@ def infer_kind(examples: Iterable[Example]) -> str:
 # -- internals -----------------------------------------------------------------------------
 
 
+def _counted(rows: Iterable[dict[str, Any]], stats: Counter[str]) -> Iterator[dict[str, Any]]:
+    """``rows`` as they come, counted in ``stats["log_rows"]``."""
+    stats["log_rows"] += 0  # reported even when the log has none
+    for row in rows:
+        stats["log_rows"] += 1
+        yield row
+
+
 def _examples(
-    rows: list[dict[str, Any]],
+    rows: Iterable[dict[str, Any]],
     failures: set[str],
     feedback: dict[str, dict[str, Any]],
     config: DatasetConfig,

@@ -12,6 +12,8 @@ from typing import Any
 
 import sqlite_utils
 
+from understudy.storage.bodies import BODY_SELECT, HAS_RESPONSE, decode_row
+
 # -- the log -------------------------------------------------------------------------------
 
 
@@ -19,23 +21,49 @@ def iter_log_rows(
     db: sqlite_utils.Database, task: str, *, limit: int | None = None
 ) -> Iterator[dict[str, Any]]:
     """Rows that may carry a teacher answer (teacher-served and shadow, any status) plus
-    student-served rows, oldest first; with ``limit`` only the most recent ``limit`` rows."""
+    student-served rows, oldest first, bodies as text; with ``limit`` only the most recent
+    ``limit`` rows.
+
+    Streamed: the oldest row within ``limit`` is found from the ``(task, created_at,
+    served_by)`` index alone, then rows are read in index order one at a time, so memory does
+    not grow with the log (no sort, no rows held)."""
     sql = (
-        "select id, created_at, endpoint, served_by, status, route_reason, request_json,"
-        " response_json from requests where task = ?"
-        " and served_by in ('teacher', 'shadow', 'student')"
+        f"select id, created_at, endpoint, served_by, status, route_reason, {BODY_SELECT}"
+        f" from requests where task = ? and served_by in {_LEARNED_FROM}"
     )
     params: list[Any] = [task]
     if limit is not None:
-        sql = f"select * from ({sql} order by created_at desc limit ?)"
-        params.append(limit)
-    yield from db.query(sql + " order by created_at", params)
+        start = _nth_newest(db, task, limit)
+        if start is None:
+            return
+        sql += " and created_at >= ?"
+        params.append(start)
+    for row in db.query(sql + " order by created_at", params):
+        yield decode_row(db, row)
+
+
+_LEARNED_FROM = "('teacher', 'shadow', 'student')"
+
+
+def _nth_newest(db: sqlite_utils.Database, task: str, n: int) -> float | None:
+    """``created_at`` of the ``n``-th newest row :func:`iter_log_rows` reads (the oldest when
+    there are fewer); None when there are none or ``n`` is 0."""
+    if n <= 0:
+        return None
+    row = db.execute(
+        "select min(created_at) from (select created_at from requests"
+        f" where task = ? and served_by in {_LEARNED_FROM}"
+        " order by created_at desc limit ?) as newest",
+        [task, n],
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
 
 
 def failure_request_ids(db: sqlite_utils.Database, task: str) -> set[str]:
-    """Requests the student deferred, or answered differently from the teacher."""
+    """Requests the student deferred, or answered differently from the teacher (read through
+    the ``(task, created_at)`` index; a ``distinct`` here made SQLite walk every attempt)."""
     rows = db.query(
-        "select distinct request_id from student_attempts"
+        "select request_id from student_attempts"
         " where task = ? and (kind = 'failure' or agreed = 0)",
         [task],
     )
@@ -58,7 +86,7 @@ def count_teacher_answers(
     """Complete teacher answers (served or shadow) of ``task``, optionally after ``since``."""
     sql = (
         "select count(*) from requests where task = ? and served_by in ('teacher', 'shadow')"
-        " and status = 'ok' and response_json is not null"
+        f" and status = 'ok' and {HAS_RESPONSE}"
     )
     params: list[Any] = [task]
     if since is not None:

@@ -272,3 +272,28 @@ def _rollups(db: sqlite_utils.Database) -> None:
     the budgets read instead of ``requests``; filled here from the rows already logged."""
     rollups.create(db.conn)
     rollups.backfill(db.conn)
+
+
+@migration("0009_compact_bodies")
+def _compact_bodies(db: sqlite_utils.Database) -> None:
+    """Bodies kept compact (``storage/bodies.py``): new rows store their request and response
+    as zstd frames in ``request_body`` / ``response_body``, compressed with a dictionary from
+    ``body_dictionaries``; older rows keep their text and read as before. Indexes for the reads
+    that scan: retention finds old attempts and feedback by time, the distiller finds the
+    newest rows of a task from the index alone."""
+    db.executescript(
+        """
+        alter table requests add column request_body blob;
+        alter table requests add column response_body blob;
+        create table body_dictionaries (
+            id bigint primary key,
+            created_at real not null,
+            samples integer not null,
+            dictionary blob not null
+        );
+        create index requests_task_time_served on requests (task, created_at, served_by);
+        drop index requests_task_time;
+        create index student_attempts_time on student_attempts (created_at);
+        create index feedback_time on feedback (created_at);
+        """
+    )

@@ -8,6 +8,8 @@ from typing import Any
 
 import sqlite_utils
 
+from understudy.storage.bodies import BODY_SELECT, HAS_RESPONSE, decode_row
+
 from understudy.storage.reports import task_list
 
 
@@ -18,7 +20,7 @@ def list_tasks(db: sqlite_utils.Database) -> list[dict[str, Any]]:
 
 def get_request(db: sqlite_utils.Database, request_id: str) -> dict[str, Any] | None:
     rows = list(db.query("select * from requests where id = ?", [request_id]))
-    return rows[0] if rows else None
+    return decode_row(db, rows[0]) if rows else None
 
 
 def request_owner(db: sqlite_utils.Database, request_id: str) -> tuple[bool, str | None]:
@@ -40,16 +42,18 @@ def most_requested_model(db: sqlite_utils.Database) -> str | None:
 def iter_teacher_pairs(
     db: sqlite_utils.Database, task: str, *, since: float | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Complete teacher answers of ``task`` in time order, bodies parsed."""
+    """Complete teacher answers of ``task`` in time order, bodies parsed; streamed from the
+    ``(task, created_at)`` index, one row at a time."""
     sql = (
-        "select id, created_at, endpoint, request_json, response_json from requests "
-        "where task = ? and served_by = 'teacher' and status = 'ok' and response_json is not null"
+        f"select id, created_at, endpoint, {BODY_SELECT} from requests "
+        f"where task = ? and served_by = 'teacher' and status = 'ok' and {HAS_RESPONSE}"
     )
     params: list[Any] = [task]
     if since is not None:
         sql += " and created_at >= ?"
         params.append(since)
     for row in db.query(sql + " order by created_at", params):
+        row = decode_row(db, row)
         yield {
             "id": row["id"],
             "created_at": row["created_at"],

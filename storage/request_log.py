@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from understudy.storage import rollups
+from understudy.storage.bodies import BodyEncoder
 from understudy.storage.database import open_database
 
 log = logging.getLogger("understudy.storage")
@@ -133,6 +134,7 @@ class RequestLogWriter:
         self._last_warning = 0.0
         self._close_deadline = float("inf")
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self._bodies = BodyEncoder()
 
     # -- producer side (any thread, never blocks) ---------------------------------------
 
@@ -271,6 +273,7 @@ class RequestLogWriter:
                     db = self._reopen()
                 while self._retry and self._write_batch(db):
                     self._drain_into_retry()
+                self._train_dictionary(db)
                 if stopping and (not self._retry or time.monotonic() > self._close_deadline):
                     return
         finally:
@@ -284,6 +287,7 @@ class RequestLogWriter:
     def _reopen(self) -> Any:
         """The file at the path is not the one open: open (create, migrate) it again."""
         db = self._open()
+        self._bodies = BodyEncoder()  # the dictionary in use is in the old file
         self.reopened += 1
         self.notice = (
             f"the database file {self.path} was deleted or replaced while the gateway ran; "
@@ -292,6 +296,14 @@ class RequestLogWriter:
         )
         log.warning("request log: %s", self.notice)
         return db
+
+    def _train_dictionary(self, db: Any) -> None:
+        """Train the bodies' dictionary when it is due; a failure leaves bodies compressed
+        without it (or with the one before) and is tried again later."""
+        try:
+            self._bodies.maybe_train(db)
+        except Exception as exc:  # noqa: BLE001 - a dictionary must never stop the log
+            log.warning("body dictionary not stored (%s: %s)", type(exc).__name__, exc)
 
     def _current_file_id(self) -> tuple[int, int] | None:
         try:
@@ -326,7 +338,7 @@ class RequestLogWriter:
         """Write the first rows pending; False (rows kept) when the file refused them."""
         batch = [self._retry[i] for i in range(min(self.batch_size, len(self._retry)))]
         try:
-            _insert(db, batch)
+            _insert(db, batch, self._bodies)
         except Exception as exc:  # noqa: BLE001 - a row must not stop the log
             if _is_file_problem(exc):
                 return self._failed(exc)
@@ -341,7 +353,7 @@ class RequestLogWriter:
         for _ in range(n):
             table, row = self._retry[0]
             try:
-                _insert(db, [(table, row)])
+                _insert(db, [(table, row)], self._bodies)
             except Exception as exc:  # noqa: BLE001
                 if _is_file_problem(exc):
                     return self._failed(exc)
@@ -359,7 +371,7 @@ class RequestLogWriter:
         try:
             if not changed:
                 raise first
-            _insert(db, [(table, cleaned)])
+            _insert(db, [(table, cleaned)], self._bodies)
         except Exception as exc:  # noqa: BLE001
             if _is_file_problem(exc):
                 self._failed(exc)
@@ -417,14 +429,19 @@ def write_rows(db: Any, table: str, rows: list[dict[str, Any]]) -> None:
     _insert(db, [(table, row) for row in rows])
 
 
-def _insert(db: Any, rows: list[tuple[str, dict[str, Any]]]) -> None:
+def _insert(
+    db: Any, rows: list[tuple[str, dict[str, Any]]], bodies: BodyEncoder | None = None
+) -> None:
     """Insert ``rows`` (table, row) and add them to the hourly rollups, in one transaction."""
     by_table: dict[str, list[dict[str, Any]]] = {}
     for table, row in rows:
         by_table.setdefault(table, []).append(row)
     with db.conn:
         unseen = rollups.unseen_ids(db.conn, by_table.get("requests"))
-        for table, table_rows in by_table.items():
+        for table, logged in by_table.items():
+            table_rows = logged
+            if table == "requests" and bodies is not None:  # bodies stored compressed
+                table_rows = [bodies.encode(db, row) for row in logged]
             cols = list(table_rows[0].keys())
             sql = (
                 f"insert or ignore into [{table}] ({', '.join(cols)}) "

@@ -6,8 +6,10 @@ from typing import Any
 
 import sqlite_utils
 
+from understudy.storage.bodies import BODY_SELECT, decode_row
+
 _COLUMNS = (
-    "id, created_at, endpoint, task, served_by, status, request_json, response_json, "
+    f"id, created_at, endpoint, task, served_by, status, {BODY_SELECT}, "
     "api_key_id, response_id, stored, deleted_at"
 )
 
@@ -21,7 +23,7 @@ def find_response(db: sqlite_utils.Database, response_id: str) -> dict[str, Any]
             [response_id],
         )
     )
-    return rows[0] if rows else None
+    return decode_row(db, rows[0]) if rows else None
 
 
 def find_responses(db: sqlite_utils.Database, response_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -35,7 +37,7 @@ def find_responses(db: sqlite_utils.Database, response_ids: list[str]) -> dict[s
             "and served_by != 'shadow' and status = 'ok' order by created_at",
             batch,
         ):
-            found[row["response_id"]] = row
+            found[row["response_id"]] = decode_row(db, row)
     return found
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from understudy.storage.bodies import decode_row
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -123,7 +125,7 @@ class GatewayProcess:
         conn.row_factory = sqlite3.Row
         try:
             return [
-                dict(r)
+                decode_row(conn, dict(r))  # bodies as text, however they are stored
                 for r in conn.execute(
                     f"select * from requests where {where} order by created_at", params
                 )

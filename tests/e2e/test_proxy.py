@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from typing import Any
 
 import openai
 import pytest
@@ -153,7 +155,11 @@ def test_tool_call_streaming(gateway, teacher):
             finish = choice.finish_reason or finish
     assert name == "get_weather" and json.loads(args) == {"city": "Paris"}
     assert finish == "tool_calls"
-    row = gateway.wait_rows("stream = 1 and response_json like ?", ("%get_weather%",))[-1]
+    deadline = time.monotonic() + 5  # bodies are stored compressed: matched here, not in SQL
+    while not (found := [r for r in gateway.rows("stream = 1") if tool_call_logged(r)]):
+        assert time.monotonic() < deadline, "the streamed tool call was not logged"
+        time.sleep(0.02)
+    row = found[-1]
     logged = json.loads(row["response_json"])["choices"][0]["message"]["tool_calls"][0]
     assert logged["function"]["name"] == "get_weather"
     assert json.loads(logged["function"]["arguments"]) == {"city": "Paris"}
@@ -210,3 +216,7 @@ def test_task_from_header_route_and_fingerprint(gateway, teacher):
             model="m", messages=messages, extra_headers={"X-Understudy-Task": "no spaces allowed"}
         )
     assert info.value.body["param"] == "X-Understudy-Task"
+
+
+def tool_call_logged(row: dict[str, Any]) -> bool:
+    return "get_weather" in (row["response_json"] or "")
