@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from litestar import Litestar, Request
 
@@ -26,7 +27,7 @@ from understudy.gateway.api.responses import error_response
 from understudy.gateway.api.services import ServiceBox, Services, service_dependencies
 from understudy.gateway.api.sessions import Sessions
 from understudy.gateway.api.slow_reads import SlowReads
-from understudy.gateway.config import GatewayConfig
+from understudy.gateway.config import GatewayConfig, TeacherConfig, is_loopback
 from understudy.gateway.errors import ServiceUnavailableError
 from understudy.gateway.serving.conversations import Conversations
 from understudy.gateway.serving.ledger import Ledger
@@ -74,6 +75,21 @@ def _teacher_keys(settings: GatewayConfig, teacher: TeacherClient) -> TeacherKey
     if settings.teacher.pass_through_auth and not settings.api_keys:
         return TeacherKeys(teacher)
     return None
+
+
+def teacher_key_warning(teacher: TeacherConfig) -> str | None:
+    """Why the teacher will likely refuse every call: no key configured, clients bring none,
+    and the teacher is not on this machine (a local model server often needs no key)."""
+    if teacher.api_key or teacher.pass_through_auth:
+        return None
+    host = urlsplit(teacher.url).hostname or ""
+    if is_loopback(host):
+        return None
+    return (
+        f"no teacher key is configured and the teacher {teacher.url} is not local: it will "
+        "likely refuse every call (HTTP 401). Set UNDERSTUDY_TEACHER_API_KEY (teacher.api_key), "
+        "or teacher.pass_through_auth = true if clients bring their own keys."
+    )
 
 
 def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ()) -> Litestar:
@@ -146,10 +162,17 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
         )
         box.put(services)
         await pool.start()
+        warning = teacher_key_warning(settings.teacher)
+        if warning is not None:
+            log.warning(warning)
         for companion in companions:
             await asyncio.to_thread(companion.start)
         log.info(
-            "understudy gateway ready; teacher %s; log %s", settings.teacher.url, settings.db_path
+            "understudy gateway ready on http://%s:%d/v1; teacher %s; log %s",
+            settings.host,
+            settings.port,
+            settings.teacher.url,
+            settings.db_path,
         )
         try:
             yield

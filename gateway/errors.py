@@ -101,6 +101,15 @@ class UpstreamError(UnderstudyError):
     status_code = 502
     type = "upstream_error"
     code = "teacher_unavailable"
+    attempts: int = 1
+    """Calls made to the teacher before giving up (for the gateway's log line)."""
+
+
+class TeacherCredentialsError(UpstreamError):
+    """The teacher refused the gateway's own teacher key (or the lack of one): the client's
+    key is not in question, so this is a 502, not the teacher's 401."""
+
+    code = "teacher_auth_failed"
 
 
 class UpstreamTimeoutError(UpstreamError):

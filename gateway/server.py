@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +46,11 @@ def serve(settings: GatewayConfig, *, companions: Sequence[Companion] = ()) -> i
     if problem is not None:
         print(f"understudy: {problem}", file=sys.stderr)
         return STARTUP_FAILED
+    try:  # before the app starts: a busy port is one line, not "gateway ready" then an error
+        listener = listening_socket(settings.host, settings.port)
+    except OSError as exc:
+        print(f"understudy: {listen_problem(settings.host, settings.port, exc)}", file=sys.stderr)
+        return STARTUP_FAILED
     config = uvicorn.Config(
         create_app(settings, companions=companions),
         host=settings.host,
@@ -66,9 +73,35 @@ def serve(settings: GatewayConfig, *, companions: Sequence[Companion] = ()) -> i
     )
     raise_open_file_limit(settings.server.max_connections)
     server = uvicorn.Server(config)
-    with _signals_end_cleanly():
-        server.run()
+    with _signals_end_cleanly(), listener:
+        server.run(sockets=[listener])
     return 0 if server.started else STARTUP_FAILED
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, for uvicorn to listen on; raises ``OSError``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def listen_problem(host: str, port: int, exc: OSError) -> str:
+    """One line on why the gateway cannot listen, naming the setting to change."""
+    where = f"cannot listen on {host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"{where}: the address is already in use (is another gateway running?). "
+            "Choose another port with --port or the port setting (UNDERSTUDY_PORT)."
+        )
+    reason = exc.strerror or str(exc)
+    return f"{where}: {reason}. Check --host/--port (UNDERSTUDY_HOST, UNDERSTUDY_PORT)."
 
 
 @contextmanager

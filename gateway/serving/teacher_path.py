@@ -3,10 +3,16 @@
 The teacher's side of the log row (model, tokens, answer, time to first byte) is filled here;
 what the call came to is an :class:`Outcome`, final at once for a whole answer and when the
 events end for a stream. A client that leaves a stream early leaves it ``incomplete``.
+
+Every teacher failure leaves one line in the gateway's log (:func:`log_failure`): a refusal
+(4xx), a 502/504 once retries are spent, a refusal of the gateway's own credentials, a stream
+cut short; with its status, the attempts made, the task and the request id, and never a key.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
@@ -41,6 +47,12 @@ from understudy.storage.records import (
     RequestRecord,
 )
 
+log = logging.getLogger("understudy.gateway")
+
+# Key-shaped text (``sk-...``, a bearer credential) is never written to the log, known or not.
+_KEY_SHAPED = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|Bearer\s+\S+)", re.IGNORECASE)
+_LOUD = frozenset({401, 403, 408, 429})  # refusals an operator acts on; other 4xx are clients'
+
 
 @dataclass
 class Outcome:
@@ -65,9 +77,13 @@ class TeacherPath:
 
     async def ask(self, call: Call) -> TeacherTurn:
         """Call the teacher; raises :class:`UpstreamError` once the retry budget is spent."""
-        if call.req.stream:
-            return await self._stream(call)
-        return await self._unary(call)
+        try:
+            if call.req.stream:
+                return await self._stream(call)
+            return await self._unary(call)
+        except UpstreamError as exc:
+            log_failure(call, exc.status_code, exc.attempts, exc.message)
+            raise
 
     # -- non-streaming ------------------------------------------------------------------
 
@@ -89,7 +105,7 @@ class TeacherPath:
             _fill_from_response(record, answer.answer)
             record.response_json = answer.content.decode("utf-8", "replace")
             return TeacherTurn(reply, Outcome(STATUS_OK, 200, answer=answer.answer))
-        return TeacherTurn(reply, _refused(record, answer))
+        return TeacherTurn(reply, _refused(call, answer))
 
     # -- streaming ----------------------------------------------------------------------
 
@@ -116,7 +132,7 @@ class TeacherPath:
         headers.update(opened.headers)
         if isinstance(opened, TeacherResponse):
             reply = BodyReply(opened.status_code, headers, opened.content)
-            return TeacherTurn(reply, _refused(call.record, opened))
+            return TeacherTurn(reply, _refused(call, opened))
         outcome = Outcome()
         events = self._relay(call, opened, outcome, hide_usage=not client_wants_usage)
         return TeacherTurn(StreamReply(headers, events), outcome)
@@ -143,6 +159,9 @@ class TeacherPath:
             except UpstreamError as exc:
                 broke = exc
             _conclude(outcome, assembler, broke)
+            if outcome.status != STATUS_OK:
+                seen = f"HTTP {outcome.http_status}, stream {outcome.status}"
+                log_failure(call, seen, stream.attempts, str(outcome.error))
             if broke is not None or not assembler.done:
                 cut = broke or UpstreamError(str(outcome.error))
                 for event in _stream_end(cut, assembler):
@@ -196,11 +215,29 @@ def _keep_event(
     )
 
 
-def _refused(record: RequestRecord, answer: TeacherResponse) -> Outcome:
+def _refused(call: Call, answer: TeacherResponse) -> Outcome:
     """A teacher 4xx (passed through as it is)."""
     parsed = _parse_json(answer.content)
-    record.response_json = answer.content.decode("utf-8", "replace") if parsed else None
-    return Outcome(STATUS_ERROR, answer.status_code, _teacher_error_text(answer, parsed))
+    call.record.response_json = answer.content.decode("utf-8", "replace") if parsed else None
+    outcome = Outcome(STATUS_ERROR, answer.status_code, _teacher_error_text(answer, parsed))
+    log_failure(call, answer.status_code, answer.attempts, str(outcome.error))
+    return outcome
+
+
+def log_failure(call: Call, status: int | str, attempts: int, message: str) -> None:
+    """One log line for a teacher call that did not end in an answer (``status``: the HTTP
+    status, or how a stream ended)."""
+    loud = isinstance(status, str) or status >= 500 or status in _LOUD
+    log.log(
+        logging.WARNING if loud else logging.INFO,
+        "teacher call failed: %s after %d attempt%s; task %s, request %s: %s",
+        f"HTTP {status}" if isinstance(status, int) else status,
+        attempts,
+        "" if attempts == 1 else "s",
+        call.record.task,
+        call.ctx.request_id,
+        _KEY_SHAPED.sub("[redacted]", message[:300]),
+    )
 
 
 def _parse_json(content: bytes) -> Any:

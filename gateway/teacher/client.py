@@ -1,7 +1,10 @@
 """The teacher client: httpx towards the upstream OpenAI-compatible API, with retries.
 
 5xx answers, connection errors and timeouts are retried with exponential backoff within
-``retry_budget_s``; 4xx answers are returned as they are (the caller passes them through).
+``retry_budget_s``; 4xx answers are returned as they are (the caller passes them through),
+except a 401/403 to the gateway's own teacher credentials: that is a
+:class:`~understudy.gateway.errors.TeacherCredentialsError` (502) naming the setting, so that a
+client does not read it as its own key being wrong.
 A stream is retried only until its status line arrives: once bytes flow, never.
 :meth:`TeacherClient.relay` sends a pass-through call with its body streamed as it comes;
 only a call that is safe to repeat (no body: GET, HEAD, DELETE) is retried, or one whose
@@ -29,6 +32,7 @@ import httpx
 from understudy.gateway.config import TeacherConfig
 from understudy.gateway.errors import (
     InvalidRequestError,
+    TeacherCredentialsError,
     UpstreamError,
     UpstreamTimeoutError,
     error_body,
@@ -50,6 +54,7 @@ RETRYABLE_STATUS = frozenset({500, 502, 503, 504, 520, 521, 522, 524, 529})
 # Teacher response headers worth passing back to the client.
 PASSED_HEADERS = ("openai-processing-ms", "openai-version", "retry-after", "x-ratelimit-")
 SAFE_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+REFUSED_CREDENTIALS = frozenset({401, 403})
 
 
 @dataclass
@@ -161,6 +166,33 @@ class TeacherClient:
         elif self.settings.api_key:
             headers["authorization"] = f"Bearer {self.settings.api_key}"
         return headers
+
+    def _gateway_credentials(self, authorization: str | None) -> bool:
+        """Whether a refusal of this call is about the gateway's own teacher credentials: its
+        ``teacher.api_key`` was sent, or no key at all where the client was not expected to
+        bring one (in pass-through mode the client's own key, or its lack, is the client's)."""
+        if self.settings.pass_through_auth and authorization:
+            return False
+        return bool(self.settings.api_key) or not self.settings.pass_through_auth
+
+    def _credentials_error(self, status: int, content: bytes) -> TeacherCredentialsError:
+        """The client's answer when the teacher refused the gateway's own credentials."""
+        detail = _error_message(content)
+        if self.settings.api_key:
+            problem = "rejected the gateway's teacher credentials"
+            fix = "check UNDERSTUDY_TEACHER_API_KEY (teacher.api_key)"
+        else:
+            problem = "refused the gateway, which has no teacher key configured"
+            fix = "set UNDERSTUDY_TEACHER_API_KEY (teacher.api_key)"
+        error = TeacherCredentialsError(
+            f"The teacher {problem} (HTTP {status}"
+            + (f": {detail}" if detail else "")
+            + f"); {fix} where the gateway runs. The API key your client sent is not in "
+            "question.",
+            headers={"x-should-retry": "false"},  # the same call would be refused again
+        )
+        error.attempts = 1
+        return error
 
     async def post(
         self, path: str, body: bytes, *, authorization: str | None, extra: Mapping[str, str]
@@ -278,6 +310,8 @@ class TeacherClient:
         if status == 200:
             answer = check_answer(endpoint, content)
             return TeacherResponse(200, headers, content, attempts, answer)
+        if status in REFUSED_CREDENTIALS and self._gateway_credentials(authorization):
+            raise self._credentials_error(status, content)
         if 400 <= status < 500:
             return TeacherResponse(status, headers, _refusal(status, content), attempts)
         detail = _error_message(content)
@@ -323,7 +357,12 @@ class TeacherClient:
                 if last or not (safe or unsent):
                     raise _final_error(None, b"", exc, attempt) from None
             else:
-                if last or not safe or response.status_code not in RETRYABLE_STATUS:
+                status = response.status_code
+                if status in REFUSED_CREDENTIALS and self._gateway_credentials(authorization):
+                    got = await self._read(response)
+                    content = self.redactor.bytes(got.content, authorization)
+                    raise self._credentials_error(status, content)
+                if last or not safe or status not in RETRYABLE_STATUS:
                     return response, attempt
                 await response.aclose()
             await asyncio.sleep(delay)
@@ -358,13 +397,16 @@ def _final_error(
 ) -> UpstreamError:
     tries = f"after {attempts} attempt{'s' if attempts > 1 else ''}"
     if isinstance(error, httpx.TimeoutException):
-        return UpstreamTimeoutError(f"the teacher did not answer in time ({tries})")
-    if error is not None:
-        return UpstreamError(f"could not reach the teacher: {type(error).__name__} ({tries})")
-    detail = _error_message(content)
-    return UpstreamError(
-        f"the teacher returned HTTP {status} {tries}" + (f": {detail}" if detail else "")
-    )
+        final: UpstreamError = UpstreamTimeoutError(f"the teacher did not answer in time ({tries})")
+    elif error is not None:
+        final = UpstreamError(f"could not reach the teacher: {type(error).__name__} ({tries})")
+    else:
+        detail = _error_message(content)
+        final = UpstreamError(
+            f"the teacher returned HTTP {status} {tries}" + (f": {detail}" if detail else "")
+        )
+    final.attempts = attempts
+    return final
 
 
 def _error_message(content: bytes) -> str:

@@ -74,9 +74,10 @@ def test_teacher_key_is_never_written(stub, teacher, tmp_path):
         c = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
         c.chat.completions.create(model="m", messages=CHAT)
         list(c.chat.completions.create(model="m", messages=CHAT, stream=True))
-        teacher.control(fail_next=[401])
-        with pytest.raises(openai.AuthenticationError):
+        teacher.control(fail_next=[401])  # the gateway's teacher key refused: a 502
+        with pytest.raises(openai.APIStatusError) as refused:
             c.chat.completions.create(model="m", messages=CHAT)
+        assert refused.value.status_code == 502
         gw.stop()
         written = gw.output().encode()
         for path in gw.data_dir.rglob("*"):

@@ -125,9 +125,9 @@ def test_a_responses_stream_outside_the_contract_ends_with_its_error_event(gatew
 
 
 def test_a_teacher_4xx_that_is_not_json_is_passed_on_in_the_openai_shape(gateway, teacher):
-    teacher.control(misbehave_next=["html:403"])
-    error = assert_openai_error(chat(gateway), 403)
-    assert error["type"] == "invalid_request_error" and "403" in error["message"]
+    teacher.control(misbehave_next=["html:404"])
+    error = assert_openai_error(chat(gateway), 404)
+    assert error["type"] == "invalid_request_error" and "404" in error["message"]
 
 
 # -- R4: deadlines, and the client leaving ------------------------------------------------
