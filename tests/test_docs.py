@@ -251,6 +251,7 @@ def test_troubleshooting_answers_what_new_users_ran_into():
     troubleshooting = section(README, "## Troubleshooting")
     for symptom in (
         "Missing credentials",
+        "teacher_auth_failed",
         "401 Incorrect API key provided",
         "address already in use",
         "unknown task",
