@@ -158,8 +158,23 @@ class TrainConfig:
     ``method``). The gates promote the candidate that passes them all and serves the most at
     the certified target."""
     launcher: list[str] = field(default_factory=list)
-    """Command that starts the training process instead of this Python, e.g.
-    ``["accelerate", "launch", "--num_processes", "4"]`` for several GPUs."""
+    """Command that starts the training process instead of this Python (the worker's ``-m
+    understudy.distiller.worker JOB.json`` follows it). For several GPUs set
+    ``num_processes`` or ``accelerate_config`` instead."""
+    num_processes: int = 1
+    """Training processes, one per GPU: above 1 the job runs under ``accelerate launch``
+    (distributed data parallel; the gloo backend on CPU). Each process takes ``batch_size``
+    examples per step, so a run takes ``num_processes`` times fewer steps; only the first
+    process writes the model and evaluates it. Needs ``isolation = "process"``."""
+    accelerate_config: str = ""
+    """Path of an ``accelerate`` config file (``accelerate config`` writes one: GPUs, mixed
+    precision, FSDP or DeepSpeed) the job is launched with; ``num_processes`` above 1
+    overrides its process count. Empty: none."""
+
+    @property
+    def distributed(self) -> bool:
+        """The training job runs under ``accelerate launch``."""
+        return self.num_processes > 1 or bool(self.accelerate_config)
 
 
 @dataclass
@@ -300,6 +315,17 @@ class DistillConfig:
                 "classical.char_min must be between 1 and classical.char_max",
             ),
             (self.train.threads >= 0, "train.threads must be >= 0 (0: auto)"),
+            (self.train.num_processes >= 1, "train.num_processes must be >= 1"),
+            (
+                not (self.train.launcher and self.train.distributed),
+                "train.launcher cannot be combined with train.num_processes above 1 or "
+                "train.accelerate_config (they build the launcher)",
+            ),
+            (
+                self.train.isolation == "process" or not self.train.distributed,
+                "train.num_processes above 1 and train.accelerate_config need "
+                "train.isolation = process",
+            ),
             (self.train.max_length >= 2, "train.max_length must be >= 2"),
             (self.train.tiny_context >= 16, "train.tiny_context must be >= 16"),
             (self.train.warm_start_epochs > 0, "train.warm_start_epochs must be positive"),

@@ -1,26 +1,29 @@
 """Running a training job in its own process and watching it.
 
-The job runs as ``python -m understudy.distiller.worker JOB.json`` (optionally behind a launcher
-such as ``accelerate launch``), with its output in the run's ``train.log``. The parent relays a
-short progress line per logging step, kills the job on timeout or when it is itself interrupted,
-and reports a dead job with its exit code or signal.
+The job runs as ``python -m understudy.distiller.worker JOB.json``, under ``accelerate launch``
+when the job's ``train.num_processes`` is above 1 or it names an ``accelerate_config`` (or
+behind ``train.launcher``), with the output of all its processes in the run's ``train.log``.
+The parent relays a short progress line per logging step, kills the job and every process it
+started on timeout or when it is itself interrupted, and reports a dead job with its exit code
+or signal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from understudy.distiller.job import JobResult
-from understudy.distiller.worker import LOG_FILE, PROGRESS_FILE, RESULT_FILE
+from understudy.distiller.job import Job, JobResult
+from understudy.distiller.launch import LaunchError, launch_command, process_threads
+from understudy.distiller.worker import LOG_FILE, PROGRESS_FILE, RESULT_FILE, RUN_PID_VARIABLE
 from understudy.student.threads import thread_environment
 
 log = logging.getLogger("understudy.distiller")
@@ -43,23 +46,25 @@ def run_job_process(
 ) -> JobResult:
     """Run the job to its end and return its result; raise :class:`TrainingFailed`.
 
-    ``threads`` > 0 holds the job's math libraries (OpenMP, MKL) to that many threads."""
+    ``threads`` > 0 holds the job's math libraries (OpenMP, MKL) to that many threads, shared
+    among its training processes."""
     run_dir = job_path.parent
-    command = [*launcher, "-m", "understudy.distiller.worker", str(job_path)]
-    if not launcher:
-        command = [sys.executable, *command]
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if threads > 0:
-        env.update(thread_environment(threads))
+    train = Job.read(job_path).train
+    try:
+        prefix = launch_command(train, launcher)
+    except LaunchError as exc:
+        raise TrainingFailed(str(exc)) from None
+    command = [*prefix, "-m", "understudy.distiller.worker", str(job_path)]
+    env = _environment(process_threads(threads, train.num_processes) if threads > 0 else 0)
     with (run_dir / LOG_FILE).open("ab") as out:
+        # In this process's group: whoever stops the run's group stops the job with it.
         proc = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=run_dir, close_fds=True
         )
     (run_dir / PID_FILE).write_text(str(proc.pid))
     log.info("training job started: pid %d, log %s", proc.pid, run_dir / LOG_FILE)
+    if train.distributed:
+        log.info("training job launched with: %s", " ".join(prefix))
     tail = _ProgressTail(run_dir / PROGRESS_FILE, on_progress)
     deadline = time.monotonic() + timeout_s
     try:
@@ -70,14 +75,9 @@ def run_job_process(
             except subprocess.TimeoutExpired:
                 tail.poll()
                 if time.monotonic() > deadline:
-                    proc.kill()
-                    proc.wait()
                     raise TrainingFailed(f"training timed out after {timeout_s:g} s") from None
-    except BaseException:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        raise
+    finally:
+        _stop(proc)
     tail.poll()
     if code != 0:
         raise TrainingFailed(f"training process {_describe(code)}{_last_error(run_dir)}")
@@ -85,6 +85,42 @@ def run_job_process(
     if not result_path.is_file():
         raise TrainingFailed("training process ended without writing a result")
     return JobResult.read(result_path)
+
+
+def _environment(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env[RUN_PID_VARIABLE] = str(os.getpid())
+    if threads > 0:
+        env.update(thread_environment(threads))
+    return env
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill what is left of the job: its process and every process it started (a launcher's
+    training processes would train on, orphaned, until they noticed)."""
+    descendants = _descendants(proc.pid) if proc.poll() is None else []
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for pid in descendants:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (psutil comes with accelerate; without it,
+    none: a plain job has none, and training processes stop when their run is gone)."""
+    try:
+        import psutil
+    except ImportError:
+        return []
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def _describe(code: int) -> str:

@@ -17,6 +17,12 @@ from typing import Any
 
 from understudy.distiller.config import TrainConfig
 from understudy.distiller.dataset import Example
+from understudy.distiller.launch import (
+    is_main_process,
+    local_rank,
+    main_process_first,
+    world_size,
+)
 from understudy.distiller.sequences import fit_sequences
 
 log = logging.getLogger("understudy.distiller")
@@ -44,6 +50,8 @@ class TrainResult:
     """Examples actually trained on: those whose answer fits ``train.max_length``."""
     shortened_prompts: int = 0
     """Examples whose prompt lost its start to fit ``train.max_length`` (the answer is whole)."""
+    processes: int = 1
+    """Training processes (``train.num_processes``): each took ``batch_size`` per step."""
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -139,11 +147,12 @@ def train_candidate(
     learning_rate = config.learning_rate * (config.warm_start_lr_scale if warm_start else 1.0)
     if warm_start and config.method == "full":
         base = str(warm_start.model_path)  # the champion's whole model and tokenizer
-    elif base == "tiny":
-        base = str(build_tiny_base(output_dir / "base", examples, config))
     device = _device(config.device)
+    if base == "tiny":
+        base = str(_shared_tiny_base(output_dir / "base", examples, config, cpu=device == "cpu"))
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, **_load_kwargs(config, device))
+    processes = world_size()
     max_length = _max_length(config, model)
     fitted = fit_sequences(training_rows(examples), tokenizer, max_length)
     if not fitted.rows:
@@ -184,6 +193,7 @@ def train_candidate(
         save_strategy="no",
         report_to="none",
         dataloader_pin_memory=device == "cuda",
+        ddp_find_unused_parameters=False,
     )
     trainer = _trainer_class(SFTTrainer)(
         model=model,
@@ -203,12 +213,15 @@ def train_candidate(
         fitted.shortened,
         len(examples) - trained,
     )
+    if processes > 1:
+        log.info("%d training processes, %d examples each per step", processes, config.batch_size)
     started = time.perf_counter()
     output = trainer.train()
     seconds = time.perf_counter() - started
     final_dir = output_dir / ("adapter" if config.method == "lora" else "model")
-    trainer.save_model(str(final_dir))
-    tokenizer.save_pretrained(str(final_dir))
+    trainer.save_model(str(final_dir))  # by the first process only
+    if is_main_process():
+        tokenizer.save_pretrained(str(final_dir))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     seen = trained * epochs
     return TrainResult(
@@ -223,8 +236,19 @@ def train_candidate(
         warm_start_from=warm_start.id if warm_start else None,
         trained_examples=trained,
         shortened_prompts=fitted.shortened,
+        processes=processes,
         log_history=list(trainer.state.log_history),
     )
+
+
+def _shared_tiny_base(
+    path: Path, examples: Sequence[Example], config: TrainConfig, *, cpu: bool
+) -> Path:
+    """The tiny base, built once: by the first training process, while the others wait."""
+    with main_process_first(cpu=cpu):
+        if is_main_process():
+            build_tiny_base(path, examples, config)
+    return path
 
 
 def _max_length(config: TrainConfig, model: Any) -> int:
@@ -283,6 +307,7 @@ def _load_kwargs(config: TrainConfig, device: str) -> dict[str, Any]:
             bnb_4bit_quant_type="nf4",
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
+        kwargs["device_map"] = {"": local_rank()}  # each process's weights on its own GPU
     return kwargs
 
 
@@ -309,9 +334,12 @@ def _progress_callback(log_path: Path | None) -> Any:
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.started = time.perf_counter()
-            log.info("training for %d steps", state.max_steps)
+            if state.is_world_process_zero:
+                log.info("training for %d steps", state.max_steps)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if not state.is_world_process_zero:
+                return  # every process logs the same (gathered) values: the first writes
             record = {
                 "step": state.global_step,
                 "max_steps": state.max_steps,

@@ -4,8 +4,9 @@ JOB.json``.
 The job file names the run directory and the data files; the worker trains the candidate,
 evaluates it and the current champion on the same held-out and golden examples, and writes
 ``result.json`` into the run directory (written whole, or not at all). It can also be started
-under ``accelerate launch -m understudy.distiller.worker JOB.json`` for multi-GPU training:
-every rank trains, only the main one evaluates and writes the result.
+under ``accelerate launch -m understudy.distiller.worker JOB.json`` (``train.num_processes``,
+``train.accelerate_config``): every process trains, only the first writes the model, evaluates
+it and writes the result, of the same shape as a single process's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from pathlib import Path
 
 from understudy.distiller.dataset import Example
 from understudy.distiller.job import Job, JobResult
+from understudy.distiller.launch import (
+    is_main_process,
+    leave_process_group,
+    process_threads,
+    rank,
+    world_size,
+)
 from understudy.student.threads import use_threads
 
 log = logging.getLogger("understudy.distiller")
@@ -26,6 +34,9 @@ RESULT_FILE = "result.json"
 JOB_FILE = "job.json"
 LOG_FILE = "train.log"
 PROGRESS_FILE = "progress.jsonl"
+RUN_PID_VARIABLE = "UNDERSTUDY_DISTILL_RUN_PID"
+"""The process id of the run that started the job: the job stops when that process is gone,
+also with a launcher (``accelerate launch``) between the two."""
 
 
 def write_examples(path: Path, examples: list[Example]) -> None:
@@ -48,8 +59,9 @@ def run_job(job: Job) -> JobResult | None:
 
     run_dir = Path(job.run_dir)
     if job.train.threads > 0:
-        use_threads(job.train.threads)
-        log.info("torch threads: %d", job.train.threads)
+        threads = process_threads(job.train.threads, world_size())
+        use_threads(threads)
+        log.info("torch threads: %d", threads)
     train = read_examples(run_dir / "train.jsonl")
     held_out = read_examples(run_dir / "eval.jsonl")
     golden = json.loads((run_dir / "golden.json").read_text())
@@ -60,7 +72,8 @@ def run_job(job: Job) -> JobResult | None:
         log_path=run_dir / PROGRESS_FILE,
         warm_start=job.warm_start,
     )
-    if int(os.environ.get("RANK", "0")) != 0:
+    leave_process_group()
+    if not is_main_process():
         return None
     log.info("evaluating the candidate on %d held-out examples", len(held_out))
     device = job.train.device
@@ -92,29 +105,50 @@ def run_job(job: Job) -> JobResult | None:
 
 
 def setup_logging() -> None:
-    """Log lines to stderr, which the parent sends to ``train.log`` with the progress bars."""
+    """Log lines to stderr, which the parent sends to ``train.log`` with the progress bars;
+    of several training processes, the others log warnings and errors only, named by rank."""
+    main = is_main_process()
     logging.basicConfig(
-        level=logging.INFO,
+        level=logging.INFO if main else logging.WARNING,
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s"
+        + ("" if main else f" [process {rank()}]")
+        + ": %(message)s",
     )
 
 
 def exit_with_parent(interval_s: float = 1.0) -> None:
-    """Stop this process when the run that started it is gone (no orphaned training)."""
+    """Stop this process when the run that started it is gone (no orphaned training): its
+    parent, or the run named by ``UNDERSTUDY_DISTILL_RUN_PID`` (a launcher in between)."""
     import threading
     import time
 
     parent = os.getppid()
+    run = int(os.environ.get(RUN_PID_VARIABLE) or 0)
 
     def watch() -> None:
         while True:
             time.sleep(interval_s)
-            if os.getppid() != parent:
+            if os.getppid() != parent or (run and not process_alive(run)):
                 log.error("the distillation run that started this job is gone; stopping")
                 os._exit(3)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def process_alive(pid: int) -> bool:
+    """``pid`` runs (a zombie, dead but not yet waited for, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: the signal said it exists
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def main(argv: list[str] | None = None) -> int:
