@@ -7,7 +7,7 @@ import math
 
 import sqlite_utils
 
-from understudy.storage.rollups import HOUR_S
+from understudy.storage.rollups import HOUR_S, ids_absent
 
 
 def usage_since(db: sqlite_utils.Database, since: float) -> dict[str, tuple[int, float]]:
@@ -19,3 +19,8 @@ def usage_since(db: sqlite_utils.Database, since: float) -> dict[str, tuple[int,
         [math.floor(since / HOUR_S)],
     ).fetchall()
     return {key: (int(tokens), float(usd)) for key, tokens, usd in rows}
+
+
+def logged_ids(db: sqlite_utils.Database, ids: list[str]) -> set[str]:
+    """Which of ``ids`` are logged (their usage is in the rollups: both commit together)."""
+    return set(ids) - ids_absent(db.conn, ids)

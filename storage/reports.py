@@ -201,6 +201,19 @@ def task_list(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     )
 
 
+def log_totals(db: sqlite_utils.Database, from_hour: int) -> list[dict[str, Any]]:
+    """Per hour (from ``from_hour`` on), task and ``served_by``: calls, errors, teacher spend
+    and savings (``/metrics``' totals of every process)."""
+    return list(
+        db.query(
+            "select hour, task, served_by, sum(calls) as calls, sum(errors) as errors,"
+            " sum(teacher_cost_usd) as teacher_cost_usd, sum(saved_usd) as saved_usd"
+            " from rollup_requests where hour >= ? group by hour, task, served_by",
+            [from_hour],
+        )
+    )
+
+
 def _value_at(counts: list[tuple[int, int]], rank: float) -> float:
     """The latency at a (fractional, 0-based) rank, the values of a bucket spread evenly
     over it."""

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from understudy.gateway.accounting.metrics_state import (
     DistillCollector,
+    LogTotalsCollector,
     ServingStudents,
     StudentCollector,
 )
@@ -229,9 +230,11 @@ class Metrics:
         self.registry.register(_LogCollector(writer))
 
     def watch(self, students: ServingStudents, db_path: Path) -> None:
-        """Also export the serving students' state and the distillation runs."""
+        """Also export the serving students' state, the distillation runs and the log's
+        totals (every worker's requests)."""
         self.registry.register(StudentCollector(students))
         self.registry.register(DistillCollector(db_path))
+        self.registry.register(LogTotalsCollector(db_path))
 
     def observe_request(self, record: RequestRecord, teacher_s: float, student_s: float) -> None:
         """Coverage, gateway overhead and costs of a finished client request."""

@@ -1,10 +1,12 @@
-"""Metrics read at scrape time: the serving students (in memory) and distillation runs (the
-small ``distill_runs`` table)."""
+"""Metrics read at scrape time: the serving students (in memory), distillation runs (the
+small ``distill_runs`` table) and the log's totals (the hourly rollups: every process's
+requests, exact with several workers)."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from understudy.storage.database import Store
-from understudy.storage.reports import distill_run_counts, last_distill_success
+from understudy.storage.reports import distill_run_counts, last_distill_success, log_totals
+from understudy.storage.rollups import hour_of
 
 log = logging.getLogger("understudy.metrics")
 
@@ -118,3 +121,78 @@ class DistillCollector(Collector):
             return [], {}
         with self.store.read() as db:
             return distill_run_counts(db), last_distill_success(db)
+
+
+LOGGED_TASK_LABELS = 2000
+"""Tasks the log's totals name; the rest are summed as ``(other)``."""
+
+
+class LogTotalsCollector(Collector):
+    """Every request logged by any process, per task and who served it, from the rollups:
+    calls, failures, teacher spend and savings. Hours before the last two are read once and
+    kept (a row is logged when its request ends, so the hour it started in may still grow for
+    a while); a scrape reads only the recent hours' rows."""
+
+    def __init__(self, db_path: Path, clock: Any = time.time) -> None:
+        self.store = Store(db_path, busy_timeout_ms=200)
+        self.clock = clock
+        self._done: dict[tuple[str, str], list[float]] = {}  # sums of the complete hours
+        self._done_until = 0  # the first hour not in ``_done``
+
+    def collect(self) -> Iterator[Family]:
+        calls = CounterMetricFamily(
+            "understudy_logged_requests",
+            "Requests in the log (every worker process), by task and who served them",
+            labels=["task", "served_by"],
+        )
+        failed = CounterMetricFamily(
+            "understudy_logged_failures",
+            "Logged requests whose status was not ok, by task and who served them",
+            labels=["task", "served_by"],
+        )
+        spend = CounterMetricFamily(
+            "understudy_logged_teacher_spend_usd",
+            "Teacher spend of the logged requests (USD), by task and who served them",
+            labels=["task", "served_by"],
+        )
+        saved = GaugeMetricFamily(
+            "understudy_logged_saved_usd",
+            "Net savings of the logged requests (USD), by task and who served them",
+            labels=["task", "served_by"],
+        )
+        try:
+            totals = self._totals()
+        except sqlite3.Error as exc:  # a scrape never fails because the database is busy
+            log.warning("log totals unavailable: %s", exc)
+            totals = {}
+        for (task, served_by), (n, errors, usd, net) in sorted(totals.items()):
+            calls.add_metric([task, served_by], n)
+            failed.add_metric([task, served_by], errors)
+            spend.add_metric([task, served_by], usd)
+            saved.add_metric([task, served_by], net)
+        yield from (calls, failed, spend, saved)
+
+    def _totals(self) -> dict[tuple[str, str], list[float]]:
+        if not self.store.exists():
+            return {}
+        recent = hour_of(self.clock()) - 1  # this hour and the one before may still grow
+        with self.store.read() as db:
+            rows = log_totals(db, self._done_until)
+        current: dict[tuple[str, str], list[float]] = {}
+        for row in rows:
+            complete = row["hour"] < recent
+            into = self._done if complete else current
+            acc = into.setdefault((row["task"], row["served_by"]), [0, 0, 0.0, 0.0])
+            for i, column in enumerate(("calls", "errors", "teacher_cost_usd", "saved_usd")):
+                acc[i] += row[column]
+        self._done_until = max(self._done_until, recent)
+        out: dict[tuple[str, str], list[float]] = {}
+        named: set[str] = set()
+        for (task, served_by), sums in [*self._done.items(), *current.items()]:
+            if task not in named and len(named) >= LOGGED_TASK_LABELS:
+                task = "(other)"
+            named.add(task)
+            acc = out.setdefault((task, served_by), [0, 0, 0.0, 0.0])
+            for i, value in enumerate(sums):
+                acc[i] += value
+        return out

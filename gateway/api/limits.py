@@ -3,9 +3,13 @@
 * Rate limit: a token bucket per client (``limits.requests_per_minute``, bursts up to
   ``limits.burst``), in memory. A client is its gateway key (by its non-secret id); with an open
   gateway, the hash of the teacher key it passes through, or else its address.
-* Budget: tokens used per gateway key in the current calendar month (UTC), read from the log at
-  start-up and counted as answers are logged. A key at or over ``limits.monthly_tokens`` is
-  refused until the month ends; the request that crosses the line is still answered.
+* Budget: tokens used per gateway key in the current calendar month (UTC), read from the log's
+  hourly rollups (at start-up, then at most every ``BUDGET_REFRESH_S``, off the request path)
+  plus the rows this process has logged since that are not committed yet. The rollups count
+  every process writing the log, so with several workers a budget is exact, not per process
+  (another worker's usage shows within a refresh and its commit interval). A key at or over
+  ``limits.monthly_tokens`` is refused until the month ends; the request that crosses the line
+  is still answered.
   Requests in flight count too: each reserves an estimate (its body at four characters a token
   plus ``limits.reserve_tokens`` for the answer) until its row is logged or its response ends,
   so a burst of concurrent requests cannot all start on the same unspent budget.
@@ -18,6 +22,8 @@ completions), resolved before the handler runs.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import logging
 import math
 import threading
 import time
@@ -32,10 +38,13 @@ from understudy.gateway.api.responses import request_id
 from understudy.gateway.config import GatewayConfig, LimitConfig
 from understudy.gateway.errors import BudgetExceededError, RateLimitError, UnderstudyError
 from understudy.storage.database import Store
-from understudy.storage.limits import usage_since
+from understudy.storage.limits import logged_ids, usage_since
+
+log = logging.getLogger("understudy.limits")
 
 MAX_IDLE_BUCKETS = 10000  # buckets kept before full (idle) ones are forgotten
 RESERVATION_TTL_S = 600.0  # a reservation never settled (a row never logged) lapses
+BUDGET_REFRESH_S = 1.0  # how often the budgets re-read every process's usage from the rollups
 CHARS_PER_TOKEN = 4
 
 
@@ -90,48 +99,114 @@ def next_month_start(now: float) -> float:
 
 
 class MonthlyBudgets:
-    """Tokens and teacher USD used this month per gateway key id, kept current from the rows
-    being logged. A limit of 0 is off."""
+    """Tokens and teacher USD used this month per gateway key id: the rollups' sums at the last
+    refresh, plus the rows this process logged that the refresh did not see. A limit of 0 is
+    off."""
 
     def __init__(
-        self, monthly_tokens: int, monthly_usd: float = 0.0, clock: Callable[[], float] = time.time
+        self,
+        monthly_tokens: int,
+        monthly_usd: float = 0.0,
+        clock: Callable[[], float] = time.time,
+        refresh_s: float = BUDGET_REFRESH_S,
     ) -> None:
         self.monthly_tokens = monthly_tokens
         self.monthly_usd = monthly_usd
         self.clock = clock
+        self.refresh_s = refresh_s
         self._month = month_start(clock())
-        self._tokens: dict[str, int] = {}
+        self._tokens: dict[str, int] = {}  # the rollups' sums at the last refresh
         self._usd: dict[str, float] = {}
+        self._pending: dict[str, tuple[str, int, float, float]] = {}  # id -> key, tokens, usd, at
+        self._pending_sums: dict[str, tuple[int, int, float]] = {}  # key -> rows, tokens, usd
         self._held: dict[str, tuple[str, int, float]] = {}  # request id -> key, tokens, expiry
         self._reserved: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._store: Store | None = None
+        self._refreshed = float("-inf")
+        self._refreshing = False
+        self._unnamed = itertools.count()
 
     def load(self, store: Store) -> None:
-        """Read this month's usage per key from the log (at start-up)."""
-        with store.read() as db:
-            usage = usage_since(db, self._month)
+        """Read this month's usage per key from the log (at start-up); refreshed from it later."""
+        self._store = store
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read this month's usage from the rollups: every process's logged rows. Rows this
+        process submitted stay counted on their own until the read sees them."""
+        if self._store is None:
+            return
         with self._lock:
+            self._roll()
+            month, waiting = self._month, list(self._pending)
+        with self._store.read() as db:
+            seen = logged_ids(db, waiting)  # before the sums: a row seen here is in them
+            usage = usage_since(db, month)
+        with self._lock:
+            self._refreshed = self.clock()
+            if month != self._month:
+                return
             self._tokens = {key: tokens for key, (tokens, _) in usage.items()}
             self._usd = {key: usd for key, (_, usd) in usage.items()}
+            lapsed = self.clock() - RESERVATION_TTL_S  # a row never written (dropped) lapses
+            for rid, (_, _, _, at) in list(self._pending.items()):
+                if rid in seen or at < lapsed:
+                    self._unpend(rid)
 
     def record(self, table: str, row: dict[str, Any]) -> None:
         """Writer listener: count the usage of every logged request carrying a key id."""
         key = row.get("api_key_id")
         if table != "requests" or not key:
             return
-        self.settle(str(row.get("id")))
+        rid = str(row["id"]) if row.get("id") is not None else f"unnamed-{next(self._unnamed)}"
+        self.settle(rid)
         tokens, usd = row.get("total_tokens") or 0, row.get("teacher_cost_usd") or 0.0
         with self._lock:
             self._roll()
-            if row.get("created_at", self._month) >= self._month:
-                self._tokens[key] = self._tokens.get(key, 0) + int(tokens)
-                self._usd[key] = self._usd.get(key, 0.0) + float(usd)
+            if row.get("created_at", self._month) >= self._month and rid not in self._pending:
+                self._pending[rid] = (str(key), int(tokens), float(usd), self.clock())
+                self._add_pending(str(key), 1, int(tokens), float(usd))
+
+    def _add_pending(self, key: str, rows: int, tokens: int, usd: float) -> None:
+        n, t, u = self._pending_sums.get(key, (0, 0, 0.0))
+        if n + rows:
+            self._pending_sums[key] = (n + rows, t + tokens, u + usd)
+        else:
+            self._pending_sums.pop(key, None)
+
+    def _unpend(self, rid: str) -> None:
+        key, tokens, usd, _ = self._pending.pop(rid)
+        self._add_pending(key, -1, -tokens, -usd)
 
     def used(self, key: str) -> tuple[int, float]:
         """``(tokens, teacher USD)`` used by ``key`` this month."""
+        self._refresh_soon()
         with self._lock:
             self._roll()
-            return self._tokens.get(key, 0), self._usd.get(key, 0.0)
+            _, pending_tokens, pending_usd = self._pending_sums.get(key, (0, 0, 0.0))
+            return (
+                self._tokens.get(key, 0) + pending_tokens,
+                self._usd.get(key, 0.0) + pending_usd,
+            )
+
+    def _refresh_soon(self) -> None:
+        """Start a refresh on a thread of its own when the last is older than ``refresh_s``."""
+        with self._lock:
+            due = self.clock() - self._refreshed >= self.refresh_s
+            if self._store is None or self._refreshing or not due:
+                return
+            self._refreshing = True
+        threading.Thread(target=self._background_refresh, daemon=True).start()
+
+    def _background_refresh(self) -> None:
+        try:
+            self.refresh()
+        except Exception:  # a busy database keeps the last sums
+            log.warning("budget usage not refreshed from the log", exc_info=True)
+        finally:
+            with self._lock:
+                self._refreshing = False
 
     def reserve(self, request_id: str, key: str, tokens: int) -> None:
         """Hold ``tokens`` of ``key``'s budget for a request in flight."""
@@ -183,6 +258,7 @@ class MonthlyBudgets:
         start = month_start(self.clock())
         if start != self._month:
             self._month, self._tokens, self._usd = start, {}, {}
+            self._pending, self._pending_sums = {}, {}
 
 
 class RequestLimits:
