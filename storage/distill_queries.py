@@ -10,16 +10,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import sqlite_utils
-
 from understudy.storage.bodies import BODY_SELECT, HAS_RESPONSE, decode_row
+from understudy.storage.engine import Database, exclusive
 
 # -- the log -------------------------------------------------------------------------------
 
 
-def iter_log_rows(
-    db: sqlite_utils.Database, task: str, *, limit: int | None = None
-) -> Iterator[dict[str, Any]]:
+def iter_log_rows(db: Database, task: str, *, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Rows that may carry a teacher answer (teacher-served and shadow, any status) plus
     student-served rows, oldest first, bodies as text; with ``limit`` only the most recent
     ``limit`` rows.
@@ -45,7 +42,7 @@ def iter_log_rows(
 _LEARNED_FROM = "('teacher', 'shadow', 'student')"
 
 
-def _nth_newest(db: sqlite_utils.Database, task: str, n: int) -> float | None:
+def _nth_newest(db: Database, task: str, n: int) -> float | None:
     """``created_at`` of the ``n``-th newest row :func:`iter_log_rows` reads (the oldest when
     there are fewer); None when there are none or ``n`` is 0."""
     if n <= 0:
@@ -59,7 +56,7 @@ def _nth_newest(db: sqlite_utils.Database, task: str, n: int) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
-def failure_request_ids(db: sqlite_utils.Database, task: str) -> set[str]:
+def failure_request_ids(db: Database, task: str) -> set[str]:
     """Requests the student deferred, or answered differently from the teacher (read through
     the ``(task, created_at)`` index; a ``distinct`` here made SQLite walk every attempt)."""
     rows = db.query(
@@ -70,7 +67,7 @@ def failure_request_ids(db: sqlite_utils.Database, task: str) -> set[str]:
     return {r["request_id"] for r in rows}
 
 
-def latest_feedback(db: sqlite_utils.Database, task: str) -> dict[str, dict[str, Any]]:
+def latest_feedback(db: Database, task: str) -> dict[str, dict[str, Any]]:
     """The most recent feedback row per request of ``task``."""
     rows = db.query(
         "select f.request_id, f.score, f.correction, f.created_at, f.reviewed from feedback f"
@@ -80,9 +77,7 @@ def latest_feedback(db: sqlite_utils.Database, task: str) -> dict[str, dict[str,
     return {r["request_id"]: r for r in rows}
 
 
-def count_teacher_answers(
-    db: sqlite_utils.Database, task: str, *, since: float | None = None
-) -> int:
+def count_teacher_answers(db: Database, task: str, *, since: float | None = None) -> int:
     """Complete teacher answers (served or shadow) of ``task``, optionally after ``since``."""
     sql = (
         "select count(*) from requests where task = ? and served_by in ('teacher', 'shadow')"
@@ -95,13 +90,13 @@ def count_teacher_answers(
     return int(db.execute(sql, params).fetchone()[0])
 
 
-def first_request_at(db: sqlite_utils.Database, task: str) -> float | None:
+def first_request_at(db: Database, task: str) -> float | None:
     """When ``task`` was first logged (None: never)."""
     row = db.execute("select min(created_at) from requests where task = ?", [task]).fetchone()
     return None if row[0] is None else float(row[0])
 
 
-def tasks_with_teacher_answers(db: sqlite_utils.Database) -> list[str]:
+def tasks_with_teacher_answers(db: Database) -> list[str]:
     rows = db.query(
         "select distinct task from requests where served_by in ('teacher', 'shadow')"
         " and status = 'ok' order by task"
@@ -109,7 +104,7 @@ def tasks_with_teacher_answers(db: sqlite_utils.Database) -> list[str]:
     return [r["task"] for r in rows]
 
 
-def next_model_version(db: sqlite_utils.Database, task: str) -> int:
+def next_model_version(db: Database, task: str) -> int:
     row = db.execute("select max(version) from models where task = ?", [task]).fetchone()
     return int(row[0] or 0) + 1
 
@@ -119,24 +114,30 @@ def next_model_version(db: sqlite_utils.Database, task: str) -> int:
 _JSON_COLUMNS = ("dataset_json", "gates_json", "metrics_json")
 
 
-def insert_run(db: sqlite_utils.Database, run: dict[str, Any]) -> None:
+def insert_run(db: Database, run: dict[str, Any]) -> None:
+    row = _encode(run)
     with db.conn:
-        db.table("distill_runs").insert(_encode(run))
+        db.execute(
+            f"insert into distill_runs ({', '.join(row)}) values ({', '.join('?' * len(row))})",
+            list(row.values()),
+        )
 
 
-def update_run(db: sqlite_utils.Database, run_id: str, **fields: Any) -> None:
+def update_run(db: Database, run_id: str, **fields: Any) -> None:
+    row = _encode(fields)
     with db.conn:
-        db.table("distill_runs").update(run_id, _encode(fields))
+        db.execute(
+            f"update distill_runs set {', '.join(f'{col} = ?' for col in row)} where id = ?",
+            [*row.values(), run_id],
+        )
 
 
-def get_run(db: sqlite_utils.Database, run_id: str) -> dict[str, Any] | None:
+def get_run(db: Database, run_id: str) -> dict[str, Any] | None:
     rows = list(db.query("select * from distill_runs where id = ?", [run_id]))
     return _decode(rows[0]) if rows else None
 
 
-def list_runs(
-    db: sqlite_utils.Database, task: str | None = None, *, limit: int = 100
-) -> list[dict[str, Any]]:
+def list_runs(db: Database, task: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
     """Runs, most recent first."""
     where, params = ("where task = ?", [task]) if task else ("", [])
     rows = db.query(
@@ -149,18 +150,21 @@ SERVING_EVENT = "serving"
 """The event a gateway writes once a newly loaded champion answers its task's requests."""
 
 
-def serving_since(db: sqlite_utils.Database, task: str, model_id: str) -> float | None:
+def serving_since(db: Database, task: str, model_id: str) -> float | None:
     """When a gateway first began serving ``model_id`` for ``task`` (None: not yet)."""
-    row = db.execute(
-        "select min(created_at) from events where task = ? and kind = ?"
-        " and json_extract(detail_json, '$.model') = ?",
-        [task, SERVING_EVENT, model_id],
-    ).fetchone()
-    return None if row is None or row[0] is None else float(row[0])
+    rows = db.execute(
+        "select created_at, detail_json from events where task = ? and kind = ?"
+        " order by created_at",
+        [task, SERVING_EVENT],
+    ).fetchall()
+    for created_at, detail in rows:
+        if json.loads(detail or "{}").get("model") == model_id:
+            return float(created_at)
+    return None
 
 
 def last_run(
-    db: sqlite_utils.Database, task: str, *, statuses: tuple[str, ...] | None = None
+    db: Database, task: str, *, statuses: tuple[str, ...] | None = None
 ) -> dict[str, Any] | None:
     sql, params = "select * from distill_runs where task = ?", [task]
     if statuses:
@@ -170,7 +174,7 @@ def last_run(
     return _decode(rows[0]) if rows else None
 
 
-def running_runs(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def running_runs(db: Database) -> list[dict[str, Any]]:
     return [_decode(r) for r in db.query("select * from distill_runs where status = 'running'")]
 
 
@@ -195,7 +199,7 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def acquire_lock(
-    db: sqlite_utils.Database,
+    db: Database,
     task: str,
     *,
     owner: str,
@@ -208,28 +212,24 @@ def acquire_lock(
     """Take the lock of ``task`` unless a live holder has it. Returns (taken, the lock row that
     was there before: the live holder when not taken, the stale one replaced when taken)."""
     now = time.time()
-    conn = db.conn
-    conn.execute("begin immediate")
-    try:
+    with exclusive(db, f"distill_lock:{task}"):
         rows = list(db.query("select * from distill_locks where task = ?", [task]))
         held = rows[0] if rows else None
         if held is not None and not is_stale(held):
-            conn.execute("rollback")
             return False, held
-        conn.execute(
-            "insert or replace into distill_locks (task, owner, run_id, host, pid, acquired_at,"
-            " heartbeat_at, expires_at) values (?, ?, ?, ?, ?, ?, ?, ?)",
+        db.execute(
+            "insert into distill_locks (task, owner, run_id, host, pid, acquired_at,"
+            " heartbeat_at, expires_at) values (?, ?, ?, ?, ?, ?, ?, ?)"
+            " on conflict (task) do update set owner = excluded.owner,"
+            " run_id = excluded.run_id, host = excluded.host, pid = excluded.pid,"
+            " acquired_at = excluded.acquired_at, heartbeat_at = excluded.heartbeat_at,"
+            " expires_at = excluded.expires_at",
             [task, owner, run_id, host, pid, now, now, now + ttl_s],
         )
-        conn.execute("commit")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("rollback")
-        raise
     return True, held
 
 
-def renew_lock(db: sqlite_utils.Database, task: str, owner: str, ttl_s: float) -> bool:
+def renew_lock(db: Database, task: str, owner: str, ttl_s: float) -> bool:
     """Push the lock's expiry forward; False when ``owner`` no longer holds it."""
     now = time.time()
     with db.conn:
@@ -241,7 +241,7 @@ def renew_lock(db: sqlite_utils.Database, task: str, owner: str, ttl_s: float) -
     return cur.rowcount == 1
 
 
-def set_lock_run(db: sqlite_utils.Database, task: str, owner: str, run_id: str) -> None:
+def set_lock_run(db: Database, task: str, owner: str, run_id: str) -> None:
     with db.conn:
         db.execute(
             "update distill_locks set run_id = ? where task = ? and owner = ?",
@@ -249,12 +249,12 @@ def set_lock_run(db: sqlite_utils.Database, task: str, owner: str, run_id: str) 
         )
 
 
-def release_lock(db: sqlite_utils.Database, task: str, owner: str) -> None:
+def release_lock(db: Database, task: str, owner: str) -> None:
     with db.conn:
         db.execute("delete from distill_locks where task = ? and owner = ?", [task, owner])
 
 
-def get_lock(db: sqlite_utils.Database, task: str) -> dict[str, Any] | None:
+def get_lock(db: Database, task: str) -> dict[str, Any] | None:
     rows = list(db.query("select * from distill_locks where task = ?", [task]))
     return rows[0] if rows else None
 
@@ -263,7 +263,7 @@ def get_lock(db: sqlite_utils.Database, task: str) -> dict[str, Any] | None:
 
 
 def add_golden(
-    db: sqlite_utils.Database,
+    db: Database,
     task: str,
     *,
     input_value: str | list[dict[str, Any]],
@@ -272,29 +272,28 @@ def add_golden(
 ) -> int:
     """Store a must-pass example: a user message (or a list of chat messages) and its answer."""
     with db.conn:
-        cur = db.execute(
+        row = db.execute(
             "insert into golden_examples (task, created_at, input_json, expected, note)"
-            " values (?, ?, ?, ?, ?)",
+            " values (?, ?, ?, ?, ?) returning id",
             [task, time.time(), json.dumps(input_value), expected, note],
-        )
-    assert cur.lastrowid is not None  # an insert always gives one
-    return cur.lastrowid
+        ).fetchone()
+    return int(row[0])
 
 
-def list_golden(db: sqlite_utils.Database, task: str | None = None) -> list[dict[str, Any]]:
+def list_golden(db: Database, task: str | None = None) -> list[dict[str, Any]]:
     where, params = ("where task = ?", [task]) if task else ("", [])
     rows = db.query(f"select * from golden_examples {where} order by task, id", params)
     return [{**r, "input": json.loads(r.pop("input_json"))} for r in rows]
 
 
-def remove_golden(db: sqlite_utils.Database, golden_id: int) -> bool:
+def remove_golden(db: Database, golden_id: int) -> bool:
     with db.conn:
         cur = db.execute("delete from golden_examples where id = ?", [golden_id])
     return cur.rowcount == 1
 
 
 def set_model_paths(
-    db: sqlite_utils.Database,
+    db: Database,
     model_id: str,
     *,
     model_path: str | None,

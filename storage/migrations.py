@@ -1,16 +1,23 @@
 """Explicit, ordered schema migrations. Each runs once, inside a transaction, and is recorded
-in ``_migrations``. Never edit a released migration: add a new one."""
+in ``_migrations``. Never edit a released migration: add a new one.
+
+The same migrations build a SQLite and a PostgreSQL database: scripts are written in SQLite's
+DDL, and PostgreSQL's engine reads its column types as its own (``integer`` as ``bigint``,
+``real`` as ``double precision``, ``blob`` as ``bytea``, ``integer primary key`` as an
+identity; ``storage/engine_postgres.py``). What one dialect needs and the other lacks is here
+too, under ``dialect(db)``. On PostgreSQL, processes migrating at once take turns (an
+advisory lock)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-import sqlite_utils
-
 from understudy.storage import rollups
+from understudy.storage.engine import Database, dialect
+from understudy.storage.engine_postgres import COMPAT
 
-Migration = Callable[[sqlite_utils.Database], None]
+Migration = Callable[[Database], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
 
 
@@ -22,15 +29,30 @@ def migration(name: str) -> Callable[[Migration], Migration]:
     return register
 
 
-def applied(db: sqlite_utils.Database) -> list[str]:
+def applied(db: Database) -> list[str]:
     if "_migrations" not in db.table_names():
         return []
     return [r["name"] for r in db.query("select name from _migrations order by id")]
 
 
-def migrate(db: sqlite_utils.Database) -> list[str]:
+_MIGRATION_LOCK = 0x756E6473  # the advisory lock replicas migrating at once take turns on
+
+
+def migrate(db: Database) -> list[str]:
     """Apply every pending migration; return the names applied now."""
-    db.execute(
+    if dialect(db) != "postgresql":
+        return _migrate(db)
+    with db.conn:
+        db.execute("select pg_advisory_lock(?)", [_MIGRATION_LOCK])
+    try:
+        return _migrate(db)
+    finally:
+        with db.conn:
+            db.execute("select pg_advisory_unlock(?)", [_MIGRATION_LOCK])
+
+
+def _migrate(db: Database) -> list[str]:
+    db.executescript(
         "create table if not exists _migrations "
         "(id integer primary key, name text unique not null, applied_at real not null)"
     )
@@ -49,7 +71,9 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
 
 
 @migration("0001_initial")
-def _initial(db: sqlite_utils.Database) -> None:
+def _initial(db: Database) -> None:
+    if dialect(db) == "postgresql":
+        db.executescript(COMPAT)
     db.executescript(
         """
         create table requests (
@@ -175,7 +199,7 @@ def _initial(db: sqlite_utils.Database) -> None:
 
 
 @migration("0002_distiller")
-def _distiller(db: sqlite_utils.Database) -> None:
+def _distiller(db: Database) -> None:
     db.executescript(
         """
         create table golden_examples (
@@ -208,7 +232,7 @@ def _distiller(db: sqlite_utils.Database) -> None:
 
 
 @migration("0003_costs")
-def _costs(db: sqlite_utils.Database) -> None:
+def _costs(db: Database) -> None:
     db.executescript(
         """
         alter table requests add column teacher_cost_usd real;
@@ -220,7 +244,7 @@ def _costs(db: sqlite_utils.Database) -> None:
 
 
 @migration("0004_passthrough_rows")
-def _passthrough_rows(db: sqlite_utils.Database) -> None:
+def _passthrough_rows(db: Database) -> None:
     """Pass-through calls (embeddings, files, audio, ...) are logged as metadata rows: the
     method, the path with ids replaced, and the bytes each way."""
     db.executescript(
@@ -234,7 +258,7 @@ def _passthrough_rows(db: sqlite_utils.Database) -> None:
 
 
 @migration("0005_responses_state")
-def _responses_state(db: sqlite_utils.Database) -> None:
+def _responses_state(db: Database) -> None:
     """Responses API state: the response id a row answered with (the gateway's for a student
     answer, the teacher's otherwise), whether it is stored (``store``), and when it was
     deleted (``DELETE /v1/responses/{id}``)."""
@@ -249,13 +273,13 @@ def _responses_state(db: sqlite_utils.Database) -> None:
 
 
 @migration("0006_cost_estimates")
-def _cost_estimates(db: sqlite_utils.Database) -> None:
+def _cost_estimates(db: Database) -> None:
     """Whether a row's avoided cost is an estimate (valued before the token ratio was known)."""
     db.executescript("alter table requests add column cost_estimated integer;")
 
 
 @migration("0007_security")
-def _security(db: sqlite_utils.Database) -> None:
+def _security(db: Database) -> None:
     """Feedback records who gave it: the gateway key's id, and whether it came with the admin
     key (``reviewed``: only a reviewed correction may enter a held-out slice)."""
     db.executescript(
@@ -267,7 +291,7 @@ def _security(db: sqlite_utils.Database) -> None:
 
 
 @migration("0008_rollups")
-def _rollups(db: sqlite_utils.Database) -> None:
+def _rollups(db: Database) -> None:
     """Hourly rollups of the log (``storage/rollups.py``), which every report, the dashboard and
     the budgets read instead of ``requests``; filled here from the rows already logged."""
     rollups.create(db.conn)
@@ -275,7 +299,7 @@ def _rollups(db: sqlite_utils.Database) -> None:
 
 
 @migration("0009_compact_bodies")
-def _compact_bodies(db: sqlite_utils.Database) -> None:
+def _compact_bodies(db: Database) -> None:
     """Bodies kept compact (``storage/bodies.py``): new rows store their request and response
     as zstd frames in ``request_body`` / ``response_body``, compressed with a dictionary from
     ``body_dictionaries``; older rows keep their text and read as before. Indexes for the reads

@@ -6,30 +6,28 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import sqlite_utils
-
 from understudy.storage.bodies import BODY_SELECT, HAS_RESPONSE, decode_row
-
+from understudy.storage.engine import Database
 from understudy.storage.reports import task_list
 
 
-def list_tasks(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def list_tasks(db: Database) -> list[dict[str, Any]]:
     """Every task with its request counts, most recent activity first (from the rollups)."""
     return task_list(db)
 
 
-def get_request(db: sqlite_utils.Database, request_id: str) -> dict[str, Any] | None:
+def get_request(db: Database, request_id: str) -> dict[str, Any] | None:
     rows = list(db.query("select * from requests where id = ?", [request_id]))
     return decode_row(db, rows[0]) if rows else None
 
 
-def request_owner(db: sqlite_utils.Database, request_id: str) -> tuple[bool, str | None]:
+def request_owner(db: Database, request_id: str) -> tuple[bool, str | None]:
     """``(logged, the gateway key id it was made with)`` of one request."""
     row = db.execute("select api_key_id from requests where id = ?", [request_id]).fetchone()
     return (False, None) if row is None else (True, row[0])
 
 
-def most_requested_model(db: sqlite_utils.Database) -> str | None:
+def most_requested_model(db: Database) -> str | None:
     """The model name clients asked the teacher for most often."""
     row = db.execute(
         "select requested_model from requests where served_by = 'teacher' "
@@ -40,7 +38,7 @@ def most_requested_model(db: sqlite_utils.Database) -> str | None:
 
 
 def iter_teacher_pairs(
-    db: sqlite_utils.Database, task: str, *, since: float | None = None
+    db: Database, task: str, *, since: float | None = None
 ) -> Iterator[dict[str, Any]]:
     """Complete teacher answers of ``task`` in time order, bodies parsed; streamed from the
     ``(task, created_at)`` index, one row at a time."""
@@ -63,16 +61,17 @@ def iter_teacher_pairs(
         }
 
 
-def auto_tasks(db: sqlite_utils.Database, limit: int) -> list[str]:
+def auto_tasks(db: Database, limit: int) -> list[str]:
     """Up to ``limit`` task names made from a prompt fingerprint (``auto-...``), read from the
     task index."""
     rows = db.execute(
-        "select distinct task from requests where task glob 'auto-*' limit ?", [limit]
+        "select distinct task from requests where task >= 'auto-' and task < 'auto.' limit ?",
+        [limit],
     ).fetchall()
     return [row[0] for row in rows]
 
 
-def known_tasks(db: sqlite_utils.Database) -> list[str]:
+def known_tasks(db: Database) -> list[str]:
     """Every task name the database has seen: in the request log, the registry, distillation
     runs or golden examples; sorted."""
     rows = db.query(

@@ -12,10 +12,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlite_utils
+from understudy.storage.engine import Database
 
 MODES = ("teacher-only", "shadow", "routed")
 DRIFT_REASON = "drift"
+RUN_OUTCOMES = ("promoted", "rejected", "skipped", "failed", "running")
+"""What a distillation run came to, in words that cannot be misread (a run whose gates were
+judged is stored as ``succeeded``; whether it was promoted is a column of its own)."""
+
+
+def run_outcome(status: str, promoted: bool | int | None) -> str:
+    """A run's outcome from its stored ``status`` and ``promoted``: ``promoted``, ``rejected``
+    (judged, a gate failed), ``skipped`` (too little data), ``failed`` or ``running``."""
+    if promoted:
+        return "promoted"
+    return "rejected" if status == "succeeded" else status
 
 
 @dataclass(frozen=True)
@@ -55,7 +66,7 @@ class RegistryError(Exception):
 
 
 def register_model(
-    db: sqlite_utils.Database,
+    db: Database,
     task: str,
     *,
     base: str,
@@ -94,25 +105,25 @@ def register_model(
     return get_model(db, model_id)
 
 
-def get_model(db: sqlite_utils.Database, model_id: str) -> ModelVersion:
+def get_model(db: Database, model_id: str) -> ModelVersion:
     rows = list(db.query("select * from models where id = ?", [model_id]))
     if not rows:
         raise RegistryError(f"unknown model version {model_id!r}")
     return _model(rows[0])
 
 
-def list_models(db: sqlite_utils.Database, task: str) -> list[ModelVersion]:
+def list_models(db: Database, task: str) -> list[ModelVersion]:
     return [
         _model(r) for r in db.query("select * from models where task = ? order by version", [task])
     ]
 
 
-def update_model_router(db: sqlite_utils.Database, model_id: str, router: dict[str, Any]) -> None:
+def update_model_router(db: Database, model_id: str, router: dict[str, Any]) -> None:
     with db.conn:
         db.execute("update models set router_json = ? where id = ?", [json.dumps(router), model_id])
 
 
-def task_state(db: sqlite_utils.Database, task: str) -> TaskState:
+def task_state(db: Database, task: str) -> TaskState:
     rows = list(db.query("select * from task_state where task = ?", [task]))
     if not rows:
         return TaskState(task, "routed", None, None, 0.0, None)
@@ -122,16 +133,16 @@ def task_state(db: sqlite_utils.Database, task: str) -> TaskState:
     )
 
 
-def all_task_states(db: sqlite_utils.Database) -> list[TaskState]:
+def all_task_states(db: Database) -> list[TaskState]:
     return [task_state(db, r["task"]) for r in db.query("select task from task_state")]
 
 
-def champion(db: sqlite_utils.Database, task: str) -> ModelVersion | None:
+def champion(db: Database, task: str) -> ModelVersion | None:
     state = task_state(db, task)
     return get_model(db, state.champion_id) if state.champion_id else None
 
 
-def promote(db: sqlite_utils.Database, model_id: str, reason: str = "promoted") -> TaskState:
+def promote(db: Database, model_id: str, reason: str = "promoted") -> TaskState:
     """Make ``model_id`` the champion of its task; ``previous`` becomes the newest earlier
     former champion (the old one, as a rule): what a rollback would serve."""
     model = get_model(db, model_id)
@@ -161,7 +172,7 @@ def promote(db: sqlite_utils.Database, model_id: str, reason: str = "promoted") 
 
 
 def rollback(
-    db: sqlite_utils.Database, task: str, reason: str = "rollback", *, to: str | None = None
+    db: Database, task: str, reason: str = "rollback", *, to: str | None = None
 ) -> TaskState:
     """Serve an earlier champion again (instant: it is still registered).
 
@@ -186,9 +197,7 @@ def rollback(
     return task_state(db, task)
 
 
-def _rollback_target(
-    db: sqlite_utils.Database, task: str, below: int, to: str | None
-) -> ModelVersion:
+def _rollback_target(db: Database, task: str, below: int, to: str | None) -> ModelVersion:
     if to is None:
         found = _earlier_champion(db, task, below)
         if found is None:
@@ -202,7 +211,7 @@ def _rollback_target(
     return model
 
 
-def _earlier_champion(db: sqlite_utils.Database, task: str, below: int) -> str | None:
+def _earlier_champion(db: Database, task: str, below: int) -> str | None:
     """The newest version below ``below`` that was champion once and was not rolled back."""
     row = db.execute(
         "select id from models where task = ? and version < ? and promoted_at is not null"
@@ -212,9 +221,7 @@ def _earlier_champion(db: sqlite_utils.Database, task: str, below: int) -> str |
     return None if row is None else str(row[0])
 
 
-def set_mode(
-    db: sqlite_utils.Database, task: str, mode: str, reason: str = "operator"
-) -> TaskState:
+def set_mode(db: Database, task: str, mode: str, reason: str = "operator") -> TaskState:
     if mode not in MODES:
         raise RegistryError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     with db.conn:
@@ -224,22 +231,18 @@ def set_mode(
     return task_state(db, task)
 
 
-def log_event(
-    db: sqlite_utils.Database, task: str | None, kind: str, detail: dict[str, Any]
-) -> None:
+def log_event(db: Database, task: str | None, kind: str, detail: dict[str, Any]) -> None:
     with db.conn:
         _event(db, task, kind, detail)
 
 
-def events(
-    db: sqlite_utils.Database, task: str | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
+def events(db: Database, task: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     where, params = ("where task = ?", [task]) if task else ("", [])
     rows = db.query(f"select * from events {where} order by id desc limit ?", [*params, limit])
     return [{**r, "detail": json.loads(r["detail_json"] or "{}")} for r in rows]
 
 
-def _event(db: sqlite_utils.Database, task: str | None, kind: str, detail: dict[str, Any]) -> None:
+def _event(db: Database, task: str | None, kind: str, detail: dict[str, Any]) -> None:
     db.execute(
         "insert into events (created_at, task, kind, detail_json) values (?, ?, ?, ?)",
         [time.time(), task, kind, json.dumps(detail)],
@@ -247,7 +250,7 @@ def _event(db: sqlite_utils.Database, task: str | None, kind: str, detail: dict[
 
 
 def _upsert_state(
-    db: sqlite_utils.Database,
+    db: Database,
     task: str,
     mode: str,
     champion_id: str | None,

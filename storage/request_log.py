@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -31,27 +30,24 @@ from typing import Any
 
 from understudy.storage import rollups
 from understudy.storage.bodies import BodyEncoder
-from understudy.storage.database import open_database
+from understudy.storage.database import open_database, write_heartbeat
+from understudy.storage.engine import Address, error_types, is_postgres, is_unavailable
 
 log = logging.getLogger("understudy.storage")
 
 _STOP = object()
 
 _INT_RANGE = (-(2**63), 2**63 - 1)
-_FILE_PROBLEMS = ("locked", "busy", "full", "readonly", "read-only", "disk i/o", "unable to open")
-"""Words of an SQLite error about the file rather than the row: the rows are kept and retried."""
 
 
 def _is_file_problem(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and any(
-        word in str(exc).lower() for word in _FILE_PROBLEMS
-    )
+    return is_unavailable(exc)
 
 
 def clean_value(value: Any) -> tuple[Any, bool]:
     """``value`` as SQLite can store it, and whether it had to change: integers beyond 64 bits
     and values of other types (dicts, lists, objects) become NULL, text with lone surrogates
-    has them replaced."""
+    (or NUL characters, which PostgreSQL refuses) has them replaced."""
     if value is None or isinstance(value, float | bytes):
         return value, False
     if isinstance(value, bool):
@@ -63,7 +59,10 @@ def clean_value(value: Any) -> tuple[Any, bool]:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return value.encode("utf-8", "replace").decode("utf-8"), True
+            value = value.encode("utf-8", "replace").decode("utf-8")
+            return value.replace("\x00", "\ufffd"), True
+        if "\x00" in value:  # PostgreSQL's text cannot hold NUL
+            return value.replace("\x00", "\ufffd"), True
         return value, False
     return None, True
 
@@ -99,14 +98,14 @@ class RequestLogWriter:
 
     def __init__(
         self,
-        path: str | Path,
+        path: Address,
         *,
         queue_size: int = 20000,
         commit_interval_ms: float = 50.0,
         batch_size: int = 1000,
         busy_timeout_ms: int = 2000,
     ) -> None:
-        self.path = Path(path)
+        self.path: Address = path if is_postgres(path) else Path(path)
         self.queue_size = queue_size
         self.interval = commit_interval_ms / 1000
         self.batch_size = batch_size
@@ -225,15 +224,14 @@ class RequestLogWriter:
     def check_writable(self, timeout_s: float = 1.0) -> str | None:
         """Try a real write on a separate connection; None if it worked, else the reason."""
         try:
-            conn = sqlite3.connect(str(self.path), timeout=timeout_s)
+            db = open_database(
+                self.path, busy_timeout_ms=int(timeout_s * 1000), migrate_schema=False
+            )
             try:
-                with conn:
-                    conn.execute(
-                        "insert or replace into heartbeat (id, at) values (1, ?)", [time.time()]
-                    )
+                write_heartbeat(db)
             finally:
-                conn.close()
-        except sqlite3.Error as exc:
+                db.conn.close()
+        except error_types() as exc:
             return f"database not writable: {exc}"
         if not self.healthy:  # a tiny heartbeat may fit where the log's rows do not
             return f"request log cannot write: {self.last_error}"
@@ -271,6 +269,8 @@ class RequestLogWriter:
                 if self._retry and self._file_replaced():
                     db.conn.close()
                     db = self._reopen()
+                if self._retry and getattr(db.conn, "closed", False):
+                    db = self._reconnect(db)
                 while self._retry and self._write_batch(db):
                     self._drain_into_retry()
                 self._train_dictionary(db)
@@ -305,7 +305,21 @@ class RequestLogWriter:
         except Exception as exc:  # noqa: BLE001 - a dictionary must never stop the log
             log.warning("body dictionary not stored (%s: %s)", type(exc).__name__, exc)
 
+    def _reconnect(self, db: Any) -> Any:
+        """The server closed the connection (PostgreSQL restarted, network lost): open a new
+        one; while that fails the rows stay pending, counted as failed commits."""
+        try:
+            fresh = self._open()
+        except Exception as exc:  # noqa: BLE001 - unreachable now: retried next tick
+            self._failed(exc)
+            return db
+        db.conn.close()
+        log.warning("request log: reconnected to the database")
+        return fresh
+
     def _current_file_id(self) -> tuple[int, int] | None:
+        if is_postgres(self.path):
+            return None
         try:
             st = os.stat(self.path)
         except OSError:
@@ -444,8 +458,8 @@ def _insert(
                 table_rows = [bodies.encode(db, row) for row in logged]
             cols = list(table_rows[0].keys())
             sql = (
-                f"insert or ignore into [{table}] ({', '.join(cols)}) "
-                f"values ({', '.join('?' for _ in cols)})"
+                f'insert into "{table}" ({", ".join(cols)}) '
+                f"values ({', '.join('?' for _ in cols)}) on conflict do nothing"
             )
             db.conn.executemany(sql, [[r.get(c) for c in cols] for r in table_rows])
         rollups.record(db.conn, by_table, unseen)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlite_utils
-
 from understudy.storage.bodies import BODY_SELECT, decode_row
+from understudy.storage.engine import Database
 
 _COLUMNS = (
     f"id, created_at, endpoint, task, served_by, status, {BODY_SELECT}, "
@@ -14,7 +13,7 @@ _COLUMNS = (
 )
 
 
-def find_response(db: sqlite_utils.Database, response_id: str) -> dict[str, Any] | None:
+def find_response(db: Database, response_id: str) -> dict[str, Any] | None:
     """The newest client row (not a shadow call's) that answered with ``response_id``."""
     rows = list(
         db.query(
@@ -26,7 +25,7 @@ def find_response(db: sqlite_utils.Database, response_id: str) -> dict[str, Any]
     return decode_row(db, rows[0]) if rows else None
 
 
-def find_responses(db: sqlite_utils.Database, response_ids: list[str]) -> dict[str, dict[str, Any]]:
+def find_responses(db: Database, response_ids: list[str]) -> dict[str, dict[str, Any]]:
     """``find_response`` for several ids at once (those logged)."""
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(response_ids), 500):
@@ -41,7 +40,7 @@ def find_responses(db: sqlite_utils.Database, response_ids: list[str]) -> dict[s
     return found
 
 
-def mark_response_deleted(db: sqlite_utils.Database, response_id: str, at: float) -> int:
+def mark_response_deleted(db: Database, response_id: str, at: float) -> int:
     """Mark every row of ``response_id`` deleted; the number of rows marked."""
     cursor = db.execute(
         "update requests set deleted_at = ? where response_id = ? and deleted_at is null",

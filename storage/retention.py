@@ -2,7 +2,7 @@
 
 ``requests``, ``student_attempts`` and ``feedback`` rows older than a cut-off are deleted, a
 few hundred at a time, each batch its own short transaction: the rows to delete are found by a
-read (which never blocks the log writer in WAL mode), then removed by rowid. The model
+read (which never blocks the log writer in WAL mode), then removed by primary key. The model
 registry, distillation runs and golden examples are never touched.
 
 :class:`RetentionWorker` applies a retention period from a background thread, every
@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import sqlite_utils
-
 from understudy.storage.database import open_database
+from understudy.storage.engine import (
+    Address,
+    Database,
+    error_types,
+    is_postgres,
+    outside_transaction,
+)
 
 log = logging.getLogger("understudy.retention")
 
@@ -39,7 +43,7 @@ def parse_age(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def count_older(db: sqlite_utils.Database, cutoff: float) -> dict[str, int]:
+def count_older(db: Database, cutoff: float) -> dict[str, int]:
     """How many rows of each pruned table were created before ``cutoff``."""
     return {
         table: db.execute(
@@ -50,7 +54,7 @@ def count_older(db: sqlite_utils.Database, cutoff: float) -> dict[str, int]:
 
 
 def prune(
-    db: sqlite_utils.Database,
+    db: Database,
     cutoff: float,
     *,
     batch_size: int = 500,
@@ -65,31 +69,31 @@ def prune(
     deleted = dict.fromkeys(PRUNED_TABLES, 0)
     for table in PRUNED_TABLES:
         while not should_stop():
-            rowids = [
+            ids = [
                 r[0]
                 for r in db.execute(
-                    f"select rowid from [{table}] where created_at < ? limit ?",
+                    f"select id from [{table}] where created_at < ? limit ?",
                     [cutoff, batch_size],
                 ).fetchall()
             ]
-            if not rowids:
+            if not ids:
                 break
             with db.conn:
                 db.execute(
-                    f"delete from [{table}] where rowid in ({', '.join('?' * len(rowids))})",
-                    rowids,
+                    f"delete from [{table}] where id in ({', '.join('?' * len(ids))})",
+                    ids,
                 )
-            deleted[table] += len(rowids)
-            if len(rowids) < batch_size:
+            deleted[table] += len(ids)
+            if len(ids) < batch_size:
                 break
             if pause_s:
                 time.sleep(pause_s)
     return deleted
 
 
-def vacuum(db: sqlite_utils.Database) -> None:
-    """Give the space of deleted rows back to the file system (rewrites the file; slow)."""
-    db.execute("vacuum")
+def vacuum(db: Database) -> None:
+    """Give the space of deleted rows back (SQLite rewrites the file; slow)."""
+    outside_transaction(db, "vacuum")
 
 
 class RetentionWorker:
@@ -97,7 +101,7 @@ class RetentionWorker:
 
     def __init__(
         self,
-        path: str | Path,
+        path: Address,
         max_age_s: float,
         interval_s: float = 3600.0,
         *,
@@ -105,7 +109,7 @@ class RetentionWorker:
         busy_timeout_ms: int = 2000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.path = Path(path)
+        self.path: Address = path if is_postgres(path) else Path(path)
         self.max_age_s = max_age_s
         self.interval_s = interval_s
         self.batch_size = batch_size
@@ -152,7 +156,7 @@ class RetentionWorker:
             try:
                 self.run_once()
                 self.last_error = None
-            except sqlite3.Error as exc:  # locked or read-only: try again next time
+            except error_types() as exc:  # locked or read-only: try again next time
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("retention pass failed (%s); retrying later", self.last_error)
             self._stop.wait(self.interval_s)

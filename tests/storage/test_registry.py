@@ -17,8 +17,10 @@ from understudy.storage.registry import (
 
 
 @pytest.fixture
-def db(tmp_path):
-    return open_database(tmp_path / "u.db")
+def db(address):
+    database = open_database(address)
+    yield database
+    database.conn.close()
 
 
 def test_versions_are_immutable_and_numbered_per_task(db):

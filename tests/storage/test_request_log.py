@@ -3,6 +3,7 @@ import threading
 import time
 
 from understudy.storage.database import open_database
+from understudy.storage.engine import is_postgres
 from understudy.storage.migrations import MIGRATIONS, applied
 from understudy.storage.records import RequestRecord
 from understudy.storage.request_log import RequestLogWriter
@@ -23,20 +24,42 @@ def record(i: int) -> dict:
     ).as_row()
 
 
-def count(path) -> int:
-    conn = sqlite3.connect(path)
+def count(address) -> int:
+    db = open_database(address, migrate_schema=False)
     try:
-        return conn.execute("select count(*) from requests").fetchone()[0]
+        return db.execute("select count(*) from requests").fetchone()[0]
     finally:
-        conn.close()
+        db.conn.close()
 
 
-def test_migrations_run_once_and_wal_is_on(tmp_path):
-    db = open_database(tmp_path / "u.db")
+class Locker:
+    """Another connection holding a write lock on the log (SQLite: the whole file; PostgreSQL:
+    the requests table), so that the writer's statements wait and time out."""
+
+    def __init__(self, address) -> None:
+        self.address = address
+        if is_postgres(address):
+            import psycopg
+
+            self.conn = psycopg.connect(address, autocommit=True)
+            self.conn.execute("begin")
+            self.conn.execute("lock table requests in access exclusive mode")
+        else:
+            self.conn = sqlite3.connect(address, isolation_level=None)
+            self.conn.execute("begin exclusive")
+
+    def release(self) -> None:
+        self.conn.execute("rollback")
+        self.conn.close()
+
+
+def test_migrations_run_once_and_wal_is_on(address):
+    db = open_database(address)
     assert applied(db) == [name for name, _ in MIGRATIONS]
-    assert db.execute("pragma journal_mode").fetchone()[0] == "wal"
+    if not is_postgres(address):
+        assert db.execute("pragma journal_mode").fetchone()[0] == "wal"
     db.conn.close()
-    db = open_database(tmp_path / "u.db")
+    db = open_database(address)
     assert applied(db) == [name for name, _ in MIGRATIONS]
     assert {
         "requests",
@@ -48,8 +71,8 @@ def test_migrations_run_once_and_wal_is_on(tmp_path):
     } <= set(db.table_names())
 
 
-def test_rows_are_committed_within_the_interval_and_close_flushes(tmp_path):
-    path = tmp_path / "u.db"
+def test_rows_are_committed_within_the_interval_and_close_flushes(address):
+    path = address
     writer = RequestLogWriter(path, commit_interval_ms=20)
     writer.start()
     writer.submit("requests", record(0))
@@ -64,8 +87,8 @@ def test_rows_are_committed_within_the_interval_and_close_flushes(tmp_path):
     assert writer.stats().dropped == 0
 
 
-def test_full_queue_drops_and_counts_without_blocking(tmp_path):
-    writer = RequestLogWriter(tmp_path / "u.db", queue_size=10, commit_interval_ms=100)
+def test_full_queue_drops_and_counts_without_blocking(address):
+    writer = RequestLogWriter(address, queue_size=10, commit_interval_ms=100)
     # Not started: nothing drains the queue.
     started = time.perf_counter()
     results = [writer.submit("requests", record(i)) for i in range(25)]
@@ -73,28 +96,26 @@ def test_full_queue_drops_and_counts_without_blocking(tmp_path):
     assert results.count(True) == 10 and writer.dropped == 15
 
 
-def test_locked_database_keeps_rows_and_resumes(tmp_path):
-    path = tmp_path / "u.db"
+def test_locked_database_keeps_rows_and_resumes(address):
+    path = address
     writer = RequestLogWriter(path, commit_interval_ms=10, busy_timeout_ms=50)
     writer.start()
-    locker = sqlite3.connect(path, isolation_level=None)
-    locker.execute("begin exclusive")
+    locker = Locker(path)
     for i in range(20):
         assert writer.submit("requests", record(i))
     deadline = time.monotonic() + 3
     while writer.healthy and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not writer.healthy and "locked" in (writer.last_error or "")
+    assert not writer.healthy and "lock" in (writer.last_error or "")
     assert writer.check_writable(timeout_s=0.05) is not None
-    locker.execute("rollback")
-    locker.close()
+    locker.release()
     assert writer.flush(timeout=5)
     assert writer.healthy and count(path) == 20 and writer.dropped == 0
     writer.close()
 
 
-def test_submit_is_thread_safe(tmp_path):
-    path = tmp_path / "u.db"
+def test_submit_is_thread_safe(address):
+    path = address
     writer = RequestLogWriter(path, commit_interval_ms=5)
     writer.start()
 
@@ -118,9 +139,9 @@ def wait_for(predicate, timeout: float = 5.0) -> bool:
     return predicate()
 
 
-def test_unstorable_values_never_stop_the_writer(tmp_path):
+def test_unstorable_values_never_stop_the_writer(address):
     """A 10**20 token count or a lone surrogate once ended the writer thread for good."""
-    path = tmp_path / "u.db"
+    path = address
     writer = RequestLogWriter(path, commit_interval_ms=10)
     writer.start()
     huge = {**record(0), "prompt_tokens": 10**20}
@@ -133,18 +154,18 @@ def test_unstorable_values_never_stop_the_writer(tmp_path):
     assert writer.flush(timeout=5)
     assert writer.alive and writer.healthy
     assert count(path) == 12 and writer.stats().coerced_rows == 2 and writer.dropped == 0
-    conn = sqlite3.connect(path)
-    tokens, error = conn.execute(
+    db = open_database(path, migrate_schema=False)
+    tokens, error = db.execute(
         "select prompt_tokens, error from requests where id in ('req_0', 'req_1') order by id"
     ).fetchall()
-    conn.close()
+    db.conn.close()
     assert tokens[0] is None and error[1] == "teacher said ?"
     writer.close()
 
 
-def test_a_poison_row_is_isolated_and_counted_and_the_rest_written(tmp_path):
+def test_a_poison_row_is_isolated_and_counted_and_the_rest_written(address):
     """A wrongly typed value (an object) once stalled the whole log, batch after batch."""
-    path = tmp_path / "u.db"
+    path = address
     writer = RequestLogWriter(path, commit_interval_ms=10)
     writer.start()
     for i in range(3):
@@ -161,8 +182,8 @@ def test_a_poison_row_is_isolated_and_counted_and_the_rest_written(tmp_path):
     assert writer.written == 7 and writer.dropped == 1
 
 
-def test_a_crashed_writer_starts_again_and_logging_goes_on(tmp_path, monkeypatch):
-    path = tmp_path / "u.db"
+def test_a_crashed_writer_starts_again_and_logging_goes_on(address, monkeypatch):
+    path = address
     writer = RequestLogWriter(path, commit_interval_ms=10)
     real = writer._drain_into_retry
     raised = []
@@ -182,8 +203,8 @@ def test_a_crashed_writer_starts_again_and_logging_goes_on(tmp_path, monkeypatch
     writer.close()
 
 
-def test_a_dead_writer_thread_is_started_again(tmp_path):
-    path = tmp_path / "u.db"
+def test_a_dead_writer_thread_is_started_again(address):
+    path = address
     writer = RequestLogWriter(path, commit_interval_ms=10)
     writer.start()
     writer._closing = True  # the thread ends as if stopped ...
@@ -196,23 +217,21 @@ def test_a_dead_writer_thread_is_started_again(tmp_path):
     writer.close()
 
 
-def test_close_counts_rows_it_could_not_write(tmp_path):
-    path = tmp_path / "u.db"
+def test_close_counts_rows_it_could_not_write(address):
+    path = address
     writer = RequestLogWriter(path, commit_interval_ms=10, busy_timeout_ms=20)
     writer.start()
-    locker = sqlite3.connect(path, isolation_level=None)
-    locker.execute("begin exclusive")
+    locker = Locker(path)
     for i in range(4):
         writer.submit("requests", record(i))
     writer.close(timeout=0.3)
-    locker.execute("rollback")
-    locker.close()
+    locker.release()
     assert writer.written == 0 and writer.dropped == 4
 
 
-def test_an_unhealthy_log_is_not_writable(tmp_path):
+def test_an_unhealthy_log_is_not_writable(address):
     """/ready reads ``check_writable``: a heartbeat that fits is not enough when rows do not."""
-    writer = RequestLogWriter(tmp_path / "u.db", commit_interval_ms=10)
+    writer = RequestLogWriter(address, commit_interval_ms=10)
     writer.start()
     assert writer.check_writable() is None
     writer.healthy, writer.last_error = False, "OperationalError: database or disk is full"

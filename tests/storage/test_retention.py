@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import pytest
@@ -67,8 +66,8 @@ def test_parse_age():
             parse_age(bad)
 
 
-def test_prune_deletes_only_old_rows_in_batches(tmp_path):
-    db = open_database(tmp_path / "u.db")
+def test_prune_deletes_only_old_rows_in_batches(address):
+    db = open_database(address)
     fill(db, old=1234, new=56)
     model = register_model(db, "t", base="tiny")
     cutoff = NOW - 90 * DAY_S
@@ -81,16 +80,16 @@ def test_prune_deletes_only_old_rows_in_batches(tmp_path):
     assert prune(db, cutoff) == {"requests": 0, "student_attempts": 0, "feedback": 0}
 
 
-def test_prune_stops_between_batches_when_asked(tmp_path):
-    db = open_database(tmp_path / "u.db")
+def test_prune_stops_between_batches_when_asked(address):
+    db = open_database(address)
     fill(db, old=500, new=0)
     calls = []
     deleted = prune(db, NOW, batch_size=100, should_stop=lambda: calls.append(1) or len(calls) > 2)
     assert deleted["requests"] == 200 and db["requests"].count == 300
 
 
-def test_the_log_writer_keeps_writing_while_retention_runs(tmp_path):
-    path = tmp_path / "u.db"
+def test_the_log_writer_keeps_writing_while_retention_runs(address):
+    path = address
     db = open_database(path)
     fill(db, old=20000, new=0)
     db.conn.close()
@@ -113,9 +112,9 @@ def test_the_log_writer_keeps_writing_while_retention_runs(tmp_path):
     assert worker.deleted == {"requests": 20000, "student_attempts": 20000, "feedback": 20000}
     stats = writer.stats()
     assert stats.written == 300 and stats.dropped == 0
-    conn = sqlite3.connect(path)
-    assert conn.execute("select count(*) from requests").fetchone()[0] == 300
-    conn.close()
+    db = open_database(path)
+    assert db.execute("select count(*) from requests").fetchone()[0] == 300
+    db.conn.close()
 
 
 def test_prune_command(tmp_path, capsys):

@@ -1,14 +1,14 @@
-import sqlite3
 import threading
 
 import pytest
 
 from understudy.storage.database import Store
+from understudy.storage.engine import error_types, is_postgres
 from understudy.storage.migrations import applied
 
 
-def test_migrate_creates_the_schema_and_read_sees_it(tmp_path):
-    store = Store(tmp_path / "sub" / "u.db")
+def test_migrate_creates_the_schema_and_read_sees_it(address, tmp_path):
+    store = Store(address if is_postgres(address) else tmp_path / "sub" / "u.db")
     assert not store.exists()
     assert "0001_initial" in store.migrate()
     assert store.exists()
@@ -18,36 +18,40 @@ def test_migrate_creates_the_schema_and_read_sees_it(tmp_path):
         assert "0001_initial" in applied(db)
 
 
-def test_read_and_write_do_not_migrate(tmp_path):
-    store = Store(tmp_path / "u.db")
+def test_read_and_write_do_not_migrate(address):
+    store = Store(address)
     with store.write() as db:
         assert db.table_names() == []
     with store.read() as db:
         assert db.table_names() == []
 
 
-def test_write_commits_and_closes(tmp_path):
-    store = Store(tmp_path / "u.db", busy_timeout_ms=300)
+def test_write_commits_and_closes(address):
+    store = Store(address, busy_timeout_ms=300)
     with store.write() as db:
         db.execute("create table t (x integer)")
         db.execute("insert into t values (1)")
         conn = db.conn
-    with pytest.raises(sqlite3.ProgrammingError):  # closed when the block ended
-        conn.execute("select 1")
+    if not is_postgres(address):  # a pooled connection is given back, not closed
+        with pytest.raises(error_types()):  # closed when the block ended
+            conn.execute("select 1")
     with store.read() as db:
         assert db.execute("select x from t").fetchall() == [(1,)]
-        assert db.execute("pragma busy_timeout").fetchone() == (300,)
+        if is_postgres(address):
+            assert db.execute("show lock_timeout").fetchone() == ("300ms",)
+        else:
+            assert db.execute("pragma busy_timeout").fetchone() == (300,)
 
 
-def test_read_refuses_writes(tmp_path):
-    store = Store(tmp_path / "u.db")
+def test_read_refuses_writes(address):
+    store = Store(address)
     store.migrate()
-    with pytest.raises(sqlite3.OperationalError), store.read() as db:
+    with pytest.raises(error_types()), store.read() as db:
         db.execute("delete from requests")
 
 
-def test_write_rolls_back_when_the_block_raises(tmp_path):
-    store = Store(tmp_path / "u.db")
+def test_write_rolls_back_when_the_block_raises(address):
+    store = Store(address)
     with store.write() as db:
         db.execute("create table t (x integer)")
     with pytest.raises(RuntimeError), store.write() as db:
@@ -57,8 +61,8 @@ def test_write_rolls_back_when_the_block_raises(tmp_path):
         assert db.execute("select count(*) from t").fetchone() == (0,)
 
 
-def test_each_thread_opens_its_own_connection(tmp_path):
-    store = Store(tmp_path / "u.db")
+def test_each_thread_opens_its_own_connection(address):
+    store = Store(address)
     with store.write() as db:
         db.execute("create table t (x integer)")
 
@@ -73,3 +77,38 @@ def test_each_thread_opens_its_own_connection(tmp_path):
         t.join()
     with store.read() as db:
         assert sorted(r[0] for r in db.execute("select x from t").fetchall()) == [0, 1, 2, 3]
+
+
+def test_the_same_sql_runs_on_both_engines(address):
+    """SQLite's idioms the storage code relies on: ``?`` and ``:name`` placeholders, a literal
+    ``%`` in a string, ``[name]`` identifiers, counting with ``sum(condition)``, ``floor``,
+    upserts, and ``numeric`` results as ``int`` or ``float``."""
+    store = Store(address)
+    store.migrate()
+    with store.write() as db:
+        db.execute(
+            "insert into [events] (created_at, task, kind, detail_json) values (?, ?, ?, ?)",
+            [1.5, "t", "deferred:x", "{}"],
+        )
+        db.execute(
+            "insert into events (created_at, task, kind) values (:at, :task, 'shadow of %')",
+            {"at": 7201.0, "task": "t"},
+        )
+        for _ in range(2):
+            db.execute(
+                "insert into heartbeat (id, at) values (1, ?)"
+                " on conflict (id) do update set at = excluded.at",
+                [3.0],
+            )
+    with store.read() as db:
+        row = db.execute(
+            "select sum(kind like 'deferred:%'), sum(kind = 'nope'), count(*),"
+            " cast(floor(max(created_at) / 3600) as integer), sum(id), avg(id)"
+            " from events where task = ?",
+            ["t"],
+        ).fetchone()
+        assert tuple(row) == (1, 0, 2, 2, 3, 1.5)
+        assert [type(v) for v in row] == [int, int, int, int, int, float]
+        assert db.execute("select count(*), max(at) from heartbeat").fetchone() == (1, 3.0)
+        rows = list(db.query("select kind from events where kind like ?", ["shadow of %"]))
+        assert rows == [{"kind": "shadow of %"}]
