@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import math
 
-import sqlite_utils
-
+from understudy.storage.engine import Database
 from understudy.storage.rollups import HOUR_S, ids_absent
 
 
-def usage_since(db: sqlite_utils.Database, since: float) -> dict[str, tuple[int, float]]:
+def usage_since(db: Database, since: float) -> dict[str, tuple[int, float]]:
     """``{api_key_id: (total tokens, teacher USD)}`` of the requests logged since the start of
     the hour holding ``since`` (a month starts on the hour: exact)."""
     rows = db.execute(
@@ -21,6 +20,6 @@ def usage_since(db: sqlite_utils.Database, since: float) -> dict[str, tuple[int,
     return {key: (int(tokens), float(usd)) for key, tokens, usd in rows}
 
 
-def logged_ids(db: sqlite_utils.Database, ids: list[str]) -> set[str]:
+def logged_ids(db: Database, ids: list[str]) -> set[str]:
     """Which of ``ids`` are logged (their usage is in the rollups: both commit together)."""
     return set(ids) - ids_absent(db.conn, ids)

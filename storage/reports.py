@@ -17,8 +17,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import sqlite_utils
-
+from understudy.storage.engine import Database
 from understudy.storage.rollups import HOUR_S, bucket_bounds
 
 GROUPS = {
@@ -75,7 +74,7 @@ def hours(since: float, until: float) -> tuple[int, int]:
     return math.floor(since / HOUR_S), math.ceil(until / HOUR_S)
 
 
-def cost_totals(db: sqlite_utils.Database, since: float, until: float) -> dict[str, Any]:
+def cost_totals(db: Database, since: float, until: float) -> dict[str, Any]:
     """One row of sums over every request in the window."""
     rows = list(
         db.query(
@@ -86,9 +85,7 @@ def cost_totals(db: sqlite_utils.Database, since: float, until: float) -> dict[s
     return _clean(rows[0])
 
 
-def cost_by(
-    db: sqlite_utils.Database, group: str, since: float, until: float
-) -> list[dict[str, Any]]:
+def cost_by(db: Database, group: str, since: float, until: float) -> list[dict[str, Any]]:
     """Sums per ``task``, ``api_key`` (its non-secret id; ``-`` for none), ``day`` (UTC,
     ``YYYY-MM-DD``) or ``hour`` (its start in seconds) in the window, ordered by key."""
     column = GROUPS[group]
@@ -106,9 +103,7 @@ def cost_by(
     return [_clean(r) for r in rows]
 
 
-def cost_series(
-    db: sqlite_utils.Database, since: float, until: float, bucket_s: float
-) -> list[dict[str, Any]]:
+def cost_series(db: Database, since: float, until: float, bucket_s: float) -> list[dict[str, Any]]:
     """Per task and time bucket (start time in seconds, buckets of ``bucket_s`` from
     ``since``; a whole number of hours): requests, student-served, saved."""
     rows = db.query(
@@ -131,9 +126,7 @@ def cost_series(
     return [{**v, "bucket": i, "start": since + i * bucket_s} for (_, i), v in sorted(out.items())]
 
 
-def passthrough_by_endpoint(
-    db: sqlite_utils.Database, since: float, until: float
-) -> list[dict[str, Any]]:
+def passthrough_by_endpoint(db: Database, since: float, until: float) -> list[dict[str, Any]]:
     """Relayed calls per endpoint family in the window: calls, failures, body bytes each way,
     tokens and teacher spend (where the answers carried usage), mean latency."""
     rows = db.query(
@@ -152,7 +145,7 @@ def passthrough_by_endpoint(
     return out
 
 
-def live_agreement(db: sqlite_utils.Database, since: float, until: float) -> dict[str, Any]:
+def live_agreement(db: Database, since: float, until: float) -> dict[str, Any]:
     """Per task: shadow comparisons in the window and how many agreed."""
     rows = db.query(
         "select task, sum(compared) as compared, sum(agreed) as agreed from rollup_agreement"
@@ -163,7 +156,7 @@ def live_agreement(db: sqlite_utils.Database, since: float, until: float) -> dic
 
 
 def latency_summary(
-    db: sqlite_utils.Database, since: float, until: float, percents: Iterable[int] = (50, 95)
+    db: Database, since: float, until: float, percents: Iterable[int] = (50, 95)
 ) -> list[dict[str, Any]]:
     """Per task and ``served_by`` (student or teacher answers that completed): how many, and
     each percentile (``p50``, ``p95``, ...) read from the latency buckets (within 10 %)."""
@@ -186,7 +179,7 @@ def latency_summary(
     return out
 
 
-def task_list(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def task_list(db: Database) -> list[dict[str, Any]]:
     """Every task with its logged calls (shadow calls included), teacher- and student-served,
     ok and failed, first and last call; most recent activity first."""
     return list(
@@ -201,7 +194,7 @@ def task_list(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     )
 
 
-def log_totals(db: sqlite_utils.Database, from_hour: int) -> list[dict[str, Any]]:
+def log_totals(db: Database, from_hour: int) -> list[dict[str, Any]]:
     """Per hour (from ``from_hour`` on), task and ``served_by``: calls, errors, teacher spend
     and savings (``/metrics``' totals of every process)."""
     return list(
@@ -246,7 +239,7 @@ def _merged(keyed: Iterable[tuple[Any, dict[str, Any]]]) -> list[dict[str, Any]]
     return [_clean(out[k]) for k in sorted(out)]
 
 
-def token_ratio_sums(db: sqlite_utils.Database, since: float) -> dict[str, dict[str, Any]]:
+def token_ratio_sums(db: Database, since: float) -> dict[str, dict[str, Any]]:
     """Per task, token sums of (student attempt, teacher answer) pairs of the same request:
     deferrals and shadow-mode attempts (the teacher served the request itself) and sampled
     shadow calls (a ``shadow`` row naming the student-served request)."""
@@ -264,14 +257,14 @@ def token_ratio_sums(db: sqlite_utils.Database, since: float) -> dict[str, dict[
     """
     rows = db.query(
         f"select task, count(*) as pairs, sum(tp) as tp, sum(tc) as tc, sum(sp) as sp,"
-        f" sum(sc) as sc from ({pairs}) where tp is not null and sp is not null"
+        f" sum(sc) as sc from ({pairs}) as pairs where tp is not null and sp is not null"
         f" and tc is not null and sc is not null group by task",
         {"since": since},
     )
     return {r["task"]: r for r in rows}
 
 
-def teacher_token_means(db: sqlite_utils.Database, since: float) -> dict[str, dict[str, Any]]:
+def teacher_token_means(db: Database, since: float) -> dict[str, dict[str, Any]]:
     """Per task, the mean prompt and completion tokens of its teacher answers since ``since``
     (served or shadow): what a student answer of the task is worth before its token ratio is
     learned."""
@@ -285,28 +278,31 @@ def teacher_token_means(db: sqlite_utils.Database, since: float) -> dict[str, di
     return {r["task"]: r for r in rows}
 
 
-def latest_teacher_models(db: sqlite_utils.Database, since: float) -> dict[str, str]:
+def latest_teacher_models(db: Database, since: float) -> dict[str, str]:
     """Per task, the teacher model named in its most recent teacher answer since ``since``."""
+    answers = "served_by in ('teacher', 'shadow') and teacher_model is not null"
     rows = db.query(
-        "select task, teacher_model, max(created_at) from requests where created_at >= ?"
-        " and served_by in ('teacher', 'shadow') and teacher_model is not null group by task",
+        "select r.task, r.teacher_model from requests r join (select task,"
+        f" max(created_at) as at from requests where created_at >= ? and {answers}"
+        f" group by task) as latest on r.task = latest.task and r.created_at = latest.at"
+        f" where r.{answers}",
         [since],
     )
     return {r["task"]: r["teacher_model"] for r in rows}
 
 
-def distill_run_counts(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def distill_run_counts(db: Database) -> list[dict[str, Any]]:
     """Distillation runs per task and outcome (promoted, rejected, failed, skipped, running)."""
     return list(
         db.query(
-            "select task, case when promoted then 'promoted'"
+            "select task, case when promoted != 0 then 'promoted'"
             " when status = 'succeeded' then 'rejected' else status end as outcome,"
             " count(*) as runs from distill_runs group by task, outcome"
         )
     )
 
 
-def last_distill_success(db: sqlite_utils.Database) -> dict[str, float]:
+def last_distill_success(db: Database) -> dict[str, float]:
     """Per task, when its last run that finished without error ended (succeeded = trained and
     judged, promoted or not)."""
     rows = db.query(
