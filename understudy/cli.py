@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_tasks(args: argparse.Namespace) -> int:
     from understudy.commands import print_tasks
 
-    return print_tasks(_settings(args), as_json=args.json)
+    return print_tasks(_settings(args), as_json=args.json, window_s=args.since)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tasks", help="list tasks with request counts")
     common(p)
+    p.add_argument(
+        "--since",
+        type=_duration,
+        default=7 * 86400,
+        help="window of the counts, as in `report`: a number and s, m, h, d or w (default 7d)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_tasks)
 

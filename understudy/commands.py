@@ -11,6 +11,9 @@ from typing import IO, Any
 
 from understudy.distiller.command_checks import existing_store, require_known_task
 from understudy.distiller.dataset import log_turns
+from understudy.gateway.accounting import fmt
+from understudy.gateway.accounting.summary import Summary, describe_window
+from understudy.report import DEFAULT_WINDOW_S, build_summary
 from understudy.settings import Settings
 from understudy.storage.database import Store
 from understudy.storage.queries import iter_teacher_pairs, list_tasks
@@ -26,34 +29,113 @@ def _store(settings: Settings) -> Store:
     return store
 
 
-def print_tasks(settings: Settings, *, as_json: bool = False, out: IO[str] | None = None) -> int:
+def print_tasks(
+    settings: Settings,
+    *,
+    as_json: bool = False,
+    window_s: float = DEFAULT_WINDOW_S,
+    out: IO[str] | None = None,
+) -> int:
+    """Every logged task with its figures over the window, from the same summary as
+    ``understudy report`` (same window, same definitions); tasks idle in the window are
+    listed with zeros and their last request."""
     out = out or sys.stdout
     with _store(settings).read() as db:
-        rows = list_tasks(db)
+        logged = {r["task"]: r.get("last_at") for r in list_tasks(db)}
+    summary = build_summary(settings, window_s)
+    rows = task_rows(summary, logged)
     if as_json:
-        out.write(json.dumps(rows, indent=2) + "\n")
+        body = {
+            "window": describe_window(summary),
+            "since": summary.since,
+            "until": summary.until,
+            "definitions": summary.definitions,
+            "tasks": rows,
+        }
+        out.write(json.dumps(body, indent=2) + "\n")
         return 0
     if not rows:
         out.write(f"no requests logged yet in {settings.db_path}\n")
         return 0
-    header = ("task", "requests", "teacher", "student", "failed", "last request (UTC)")
+    out.write(f"tasks: {describe_window(summary)}, as in `understudy report`\n\n")
+    header = (
+        "task",
+        "requests",
+        "student",
+        "coverage",
+        "deferred",
+        "shadow checks",
+        "failed",
+        "saved",
+        "mode",
+        "last request (UTC)",
+    )
     table = [header] + [
         (
             r["task"],
-            str(r["requests"]),
-            str(r["teacher"]),
-            str(r["student"]),
-            str(r["failed"]),
+            fmt.count(r["requests"]),
+            fmt.count(r["student"]),
+            fmt.pct(r["coverage"] if r["requests"] else None),
+            fmt.count(r["deferred"]),
+            fmt.count(r["shadow_calls"]),
+            fmt.count(r["failed"]),
+            fmt.usd(r["saved_usd"]),
+            r["mode"],
             _utc(r["last_at"]),
         )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
-        out.write(
-            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n"
-        )
+        cells = [
+            cell.ljust(w) if i in (0, 8, 9) else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        out.write("  ".join(cells).rstrip() + "\n")
+    terms = {k: v for k, v in summary.definitions.items() if k in ("requests", "coverage")}
+    out.write("\n" + "\n".join(f"{k}: {v}" for k, v in terms.items()) + "\n")
     return 0
+
+
+def task_rows(summary: Summary, logged: dict[str, float | None]) -> list[dict[str, Any]]:
+    """One row per task: the summary's figures in its window (zeros for a task idle in it)
+    and its last request ever; most recent first."""
+    rows = []
+    for t in summary.tasks:
+        last = logged.get(t.task) or t.last_at
+        rows.append(
+            {
+                "task": t.task,
+                "requests": t.requests,
+                "student": t.student,
+                "teacher": t.teacher,
+                "coverage": t.coverage,
+                "deferred": t.deferred,
+                "shadow_calls": t.shadow_calls,
+                "failed": t.failed,
+                "saved_usd": t.saved_usd,
+                "mode": t.mode,
+                "champion": t.champion,
+                "last_at": last,
+            }
+        )
+    seen = {t.task for t in summary.tasks}
+    for task, last in logged.items():
+        if task not in seen:
+            rows.append(
+                {
+                    "task": task,
+                    **dict.fromkeys(("requests", "student", "teacher", "deferred"), 0),
+                    **dict.fromkeys(("shadow_calls", "failed"), 0),
+                    "coverage": 0.0,
+                    "saved_usd": 0.0,
+                    "mode": "-",
+                    "champion": None,
+                    "last_at": last,
+                }
+            )
+    rows.sort(key=lambda r: (-(r["last_at"] or 0.0), r["task"]))
+    return rows
 
 
 def set_task_mode(settings: Settings, *, task: str, mode: str) -> int:

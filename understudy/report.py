@@ -10,9 +10,17 @@ from typing import IO, Any
 
 from understudy.distiller.command_checks import existing_store
 from understudy.gateway.accounting import fmt
-from understudy.gateway.accounting.summary import Summary, summarize
+from understudy.gateway.accounting.summary import (
+    Summary,
+    describe_window,
+    projection_note,
+    summarize,
+)
 from understudy.settings import Settings
 from understudy.storage.database import Store
+
+DEFAULT_WINDOW_S = 7 * 86400.0
+"""The window ``report``, ``tasks`` and the dashboard show unless asked for another."""
 
 CSV_COLUMNS = (
     "group",
@@ -94,13 +102,31 @@ def _estimate_note(estimated: int) -> str:
     )
 
 
+def _share_note(s: Summary) -> str:
+    if s.saved_share is None:
+        return "no teacher cost in this window"
+    return (
+        f"{fmt.pct(s.saved_share)} of the {fmt.usd(s.teacher_alone_usd)} the teacher alone"
+        " would have cost"
+    )
+
+
+def definition_lines(s: Summary) -> list[str]:
+    """What each figure means (the same words on every screen)."""
+    width = max(len(name) for name in s.definitions)
+    return ["definitions:"] + [
+        f"  {name:<{width}}  {meaning}" for name, meaning in s.definitions.items()
+    ]
+
+
 def render_table(s: Summary, window_s: float) -> str:
     lines = [
-        f"Understudy report: last {fmt.duration(window_s)} "
-        f"({fmt.utc(s.since)} to {fmt.utc(s.until)} UTC)",
+        f"Understudy report: {describe_window(s)}",
         "",
-        f"  saved             {fmt.usd(s.saved_usd):>12}   "
-        f"projected {fmt.usd(s.projected_monthly_usd)} / month{_estimate_note(s.estimated)}",
+        f"  saved             {fmt.usd(s.saved_usd):>12}   {_share_note(s)}"
+        f"{_estimate_note(s.estimated)}",
+        f"  projected         {fmt.usd(s.projected_monthly_usd):>12}   per month: "
+        f"{projection_note(s)}",
         f"  coverage          {fmt.pct(s.coverage):>12}   "
         f"{fmt.count(s.student)} of {fmt.count(s.requests)} requests served by the student",
         f"  live agreement    {fmt.pct(s.agreement):>12}   target {fmt.pct(s.quality_target)}"
@@ -114,7 +140,7 @@ def render_table(s: Summary, window_s: float) -> str:
     ]
     if not s.tasks:
         lines.append("no requests in this window")
-        return "\n".join(lines + _passthrough_lines(s)) + "\n"
+        return "\n".join(lines + _passthrough_lines(s) + ["", *definition_lines(s)]) + "\n"
     header = (
         "task",
         "requests",
@@ -164,7 +190,7 @@ def render_table(s: Summary, window_s: float) -> str:
         for r in s.by_key
     ]
     lines += ["", *_table(("api key", "requests", "saved", "teacher spend"), by_key)]
-    return "\n".join(lines + _passthrough_lines(s)) + "\n"
+    return "\n".join(lines + _passthrough_lines(s) + ["", *definition_lines(s)]) + "\n"
 
 
 def _passthrough_lines(s: Summary) -> list[str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+from collections.abc import Sequence
 
 
 def usd(value: float) -> str:
@@ -40,24 +42,39 @@ def short_time(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%b %d %H:%M")
 
 
-def axis_usd(value: float) -> str:
-    """Axis labels: cents below $100, whole dollars above."""
-    return f"${value:,.2f}" if abs(value) < 100 else f"${value:,.0f}"
+def axis_usd(ticks: Sequence[float]) -> list[str]:
+    """Labels of evenly spaced dollar ticks: the fewest decimals (cents at least below $100,
+    whole dollars above) that tell every tick apart and show each exactly, so $0.002 steps
+    read $0.000, $0.002, $0.004 and never $0.00, $0.00, $0.01."""
+    top = max((abs(t) for t in ticks), default=0.0)
+    least = 0 if top >= 100 else 2
+    for decimals in range(least, 9):
+        labels = [_dollars(t, decimals) for t in ticks]
+        exact = all(abs(round(t, decimals) - t) < 1e-12 for t in ticks)
+        if exact and len(set(labels)) == len(labels):
+            return labels
+    return [_dollars(t, 8) for t in ticks]
+
+
+def _dollars(value: float, decimals: int) -> str:
+    sign = "-" if value < 0 and round(abs(value), decimals) > 0 else ""
+    return f"{sign}${abs(value):,.{decimals}f}"
 
 
 def duration(seconds: float) -> str:
-    """``7d``, ``12h``, ``30m``, ``45s``: the largest whole unit."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    if seconds >= 86400:
-        days = seconds / 86400
-        return f"{days:.0f}d" if days >= 3 else f"{days:.1f}d"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f}h"
-    if seconds >= 60:
-        return f"{int(seconds // 60)}m {int(seconds % 60)}s"
-    return f"{int(seconds)}s"
+    """``7d``, ``24h``, ``30m``, ``45s`` for a whole unit; else the two largest units
+    (``24h 22m``, ``3d 4h``, ``10m 55s``), never a rounded ``1.0d`` for a day and 22 minutes.
+    Hours up to two days."""
+    seconds = max(0, round(seconds))
+    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    if 86400 <= seconds < 2 * 86400:
+        units = units[1:]  # 24h, 25h 10m: not 1d, 1d 1h
+    for (unit, size), (small, small_size) in itertools.pairwise(units):
+        if seconds >= size:
+            if seconds % size == 0:
+                return f"{seconds // size}{unit}"
+            return f"{seconds // size}{unit} {seconds % size // small_size}{small}"
+    return f"{seconds}s"
 
 
 def ms(value: float | None) -> str:

@@ -1,5 +1,6 @@
-"""The cost and quality summary over a time window: what ``understudy report`` prints and what
-the dashboard's headline numbers show (the same function builds both)."""
+"""The cost and quality summary over a time window: the one source of every figure
+``understudy report``, ``understudy tasks``, the dashboard and the demo's summary show (the
+same function, the same definitions, each screen naming its window)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,34 @@ from typing import Any
 
 import sqlite_utils
 
+from understudy.gateway.accounting import fmt
 from understudy.gateway.accounting.prices import projected_monthly
 from understudy.storage import reports
 from understudy.storage.registry import all_task_states, get_model
+from understudy.storage.rollups import HOUR_S
+
+DEFINITIONS = (
+    (
+        "requests",
+        "client requests answered in the window; shadow checks and relayed /v1 calls"
+        " (embeddings, files, ...) are not counted",
+    ),
+    ("coverage", "the share of those requests the student served"),
+    (
+        "saved",
+        "teacher cost avoided by student answers - student cost - shadow checks' teacher cost",
+    ),
+    (
+        "teacher alone",
+        "what the teacher would have cost answering every request: its spend on"
+        " the requests it answered + the cost avoided",
+    ),
+    (
+        "projected monthly",
+        "the savings of the span counted, scaled to 30 days (saved / span x 30 days)",
+    ),
+)
+"""What each figure means, stated on every screen that shows one."""
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -49,6 +75,12 @@ class TaskSummary:
     champion: str | None
     estimated: int = 0
     """Student answers whose saving is an estimate (valued before the token ratio was known)."""
+    teacher_alone_usd: float = 0.0
+    """What the teacher would have cost answering every request of the task."""
+    saved_share: float | None = None
+    """``saved_usd`` as a share of ``teacher_alone_usd`` (None when that is 0)."""
+    last_at: float | None = None
+    """The task's most recent request in the window."""
 
 
 @dataclass
@@ -56,6 +88,7 @@ class Summary:
     since: float
     until: float
     span_s: float
+    """From the window's first request to its end: how long the traffic in it lasted."""
     requests: int
     student: int
     coverage: float
@@ -78,6 +111,19 @@ class Summary:
     bytes each way, tokens and teacher spend. Not in the numbers above."""
     estimated: int = 0
     """Student answers whose saving is an estimate (valued before the token ratio was known)."""
+    teacher_alone_usd: float = 0.0
+    """What the teacher would have cost answering every request: its spend on the requests
+    it answered (shadow checks left out) + the cost the student's answers avoided."""
+    saved_share: float | None = None
+    """``saved_usd`` as a share of ``teacher_alone_usd`` (None when that is 0)."""
+    window_s: float = 0.0
+    """The window asked for (``24h``, ``7d``): its start rounded down to the hour is
+    ``since``."""
+    counted_s: float = 0.0
+    """``until - since``: the span every figure is summed over, and the projection's basis."""
+    shadow_calls: int = 0
+    deferred: int = 0
+    definitions: dict[str, str] = field(default_factory=lambda: dict(DEFINITIONS))
 
 
 def summarize(
@@ -88,19 +134,28 @@ def summarize(
     student_free: bool,
     now: float | None = None,
 ) -> Summary:
-    """Sums and rates over the last ``window_s`` seconds up to ``now``."""
-    until = time.time() if now is None else now
-    since = until - window_s
+    """Sums and rates over the last ``window_s`` seconds up to ``now``. The log is summed in
+    whole hours (:mod:`storage.reports`), so the window counted starts at the start of the hour
+    holding ``now - window_s``: ``since`` and ``until`` say what was counted, and the monthly
+    projection scales the savings of exactly that span to 30 days."""
+    wall = time.time()
+    asked_until = wall if now is None else now
+    first, end = reports.hours(asked_until - window_s, asked_until)
+    since = first * HOUR_S
+    # Rows after a past ``now`` in its last hour are counted too: up to the hour's end.
+    until = max(asked_until, min(end * HOUR_S, wall))
     totals = reports.cost_totals(db, since, until)
     agreement = reports.live_agreement(db, since, until)
     span = until - max(since, totals["first_at"] or until)
+    counted = max(until - since, 1.0)
     states = {s.task: s for s in all_task_states(db)}
     scope, compared, agreed = _headline_agreement(agreement, states)
     tasks = [
-        _task(row, agreement.get(row["key"]), states.get(row["key"]), quality_target, db, until)
+        _task(row, agreement.get(row["key"]), states.get(row["key"]), quality_target, db, counted)
         for row in reports.cost_by(db, "task", since, until)
     ]
     tasks.sort(key=lambda t: (-t.saved_usd, -t.requests, t.task))
+    alone = teacher_alone(totals)
     return Summary(
         since=since,
         until=until,
@@ -113,7 +168,7 @@ def summarize(
         avoided_usd=totals["avoided_usd"],
         student_cost_usd=totals["student_cost_usd"],
         saved_usd=totals["saved_usd"],
-        projected_monthly_usd=projected_monthly(totals["saved_usd"], span),
+        projected_monthly_usd=projected_monthly(totals["saved_usd"], counted, counted),
         agreement=agreed / compared if compared else None,
         compared=compared,
         agreement_scope=scope,
@@ -124,7 +179,37 @@ def summarize(
         by_key=reports.cost_by(db, "api_key", since, until),
         passthrough=reports.passthrough_by_endpoint(db, since, until),
         estimated=totals["estimated"],
+        teacher_alone_usd=alone,
+        saved_share=totals["saved_usd"] / alone if alone > 0 else None,
+        window_s=window_s,
+        counted_s=counted,
+        shadow_calls=sum(t.shadow_calls for t in tasks),
+        deferred=sum(t.deferred for t in tasks),
     )
+
+
+def teacher_alone(sums: dict[str, Any]) -> float:
+    """What the teacher would have cost answering every request in ``sums`` (a row of
+    :mod:`storage.reports`): its spend on the requests it answered + the avoided cost."""
+    answered = sums["teacher_spend_usd"] - sums["shadow_spend_usd"]
+    return max(0.0, answered) + sums["avoided_usd"]
+
+
+def describe_window(summary: Summary) -> str:
+    """``last 24h: 2026-11-30 18:00 to 2026-12-01 18:22 UTC (whole hours)``: the words every
+    screen uses for the span it counted."""
+    return (
+        f"last {fmt.duration(summary.window_s)}: {fmt.utc(summary.since)} to "
+        f"{fmt.utc(summary.until)} UTC (whole hours)"
+    )
+
+
+def projection_note(summary: Summary) -> str:
+    """How the monthly projection was computed, in the words of the span it was computed on."""
+    if not summary.requests:
+        return "no traffic in this window yet"
+    factor = 30 * 86400 / summary.counted_s
+    return f"the savings of these {fmt.duration(summary.counted_s)} x {factor:.3g} (30 days)"
 
 
 def _headline_agreement(
@@ -148,7 +233,7 @@ def _task(
     state: Any,
     default_target: float,
     db: sqlite_utils.Database,
-    until: float,
+    counted_s: float,
 ) -> TaskSummary:
     target = default_target
     if state is not None and state.champion_id:
@@ -158,8 +243,8 @@ def _task(
             )
         except Exception:  # noqa: BLE001 - a broken registry row must not hide the report
             target = default_target
-    span = until - (row["first_at"] or until)
     compared = agreement["compared"] if agreement else 0
+    alone = teacher_alone(row)
     return TaskSummary(
         task=row["key"],
         requests=row["requests"],
@@ -174,13 +259,16 @@ def _task(
         avoided_usd=row["avoided_usd"],
         student_cost_usd=row["student_cost_usd"],
         saved_usd=row["saved_usd"],
-        projected_monthly_usd=projected_monthly(row["saved_usd"], span),
+        projected_monthly_usd=projected_monthly(row["saved_usd"], counted_s, counted_s),
         agreement=agreement["agreed"] / compared if compared else None,
         compared=compared,
         quality_target=target,
         mode=state.mode if state is not None else "teacher-only",
         champion=state.champion_id if state is not None else None,
         estimated=row["estimated"],
+        teacher_alone_usd=alone,
+        saved_share=row["saved_usd"] / alone if alone > 0 else None,
+        last_at=row.get("last_at"),
     )
 
 

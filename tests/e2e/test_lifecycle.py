@@ -130,7 +130,7 @@ def test_tasks_and_export_commands(stub, teacher, tmp_path):
         timeout=60,
         check=True,
     )
-    counts = {t["task"]: t["requests"] for t in json.loads(listed.stdout)}
+    counts = {t["task"]: t["requests"] for t in json.loads(listed.stdout)["tasks"]}
     assert counts == {"quiz": 2, "other": 1}
     table = subprocess.run(
         run + ["tasks", "--data-dir", str(data)],

@@ -11,7 +11,9 @@ from typing import IO, Any
 from understudy.demo.banking77 import Query
 from understudy.demo.teacher import Bill, estimate_tokens, prompt_tokens
 from understudy.demo.traffic import Answered, messages
+from understudy.gateway.accounting import fmt
 from understudy.gateway.accounting.prices import Price
+from understudy.gateway.accounting.summary import Summary as Figures
 from understudy.router import lower_bound, upper_bound
 
 
@@ -98,21 +100,30 @@ def _num(value: Any) -> str:
 
 @dataclass
 class Summary:
-    """The demo's outcome on the live traffic."""
+    """The demo's outcome: the gateway's own figures (requests, coverage, savings: the same
+    function, window and definitions as the dashboard and ``understudy report``) and what only
+    the demo knows (agreement and accuracy of each live answer against the recorded teacher
+    and the gold intents)."""
 
     history: int
     answered: list[Answered]
     teacher_calls: int
-    """Calls the teacher received during the live traffic (deferrals and shadow checks)."""
+    """Calls the replay teacher received during the live traffic (deferrals and shadow checks)."""
     teacher_cost: float
-    """What those calls cost, USD."""
+    """What those calls cost by the replay teacher's bill, USD."""
     teacher_only_cost: float
-    """What the live traffic would have cost with the teacher answering everything, USD."""
+    """What the live traffic would have cost by that bill with the teacher answering
+    everything, USD."""
     quality_target: float = 0.0
     """The agreement with the teacher the router was asked to keep on student answers."""
     promotions: list[str] = field(default_factory=list)
     dashboard: str = ""
     seconds: float = 0.0
+    gateway: Figures | None = None
+    """The gateway's summary over the whole hours holding the demo: history and live traffic,
+    as the dashboard and ``understudy report`` show them."""
+    window: str = "1h"
+    """The dashboard's window (and ``report --since``) that holds the whole demo."""
 
     @property
     def requests(self) -> int:
@@ -124,30 +135,22 @@ class Summary:
 
     @property
     def saved(self) -> float:
+        """Saved on the live traffic by the replay teacher's bill (a check on the gateway's
+        figure, which is the one printed)."""
         return self.teacher_only_cost - self.teacher_cost
 
     def lines(self) -> list[str]:
         n = self.requests
         student = [a for a in self.answered if a.served_by == "student"]
         teacher_alone = share(sum(a.query.teacher == a.query.gold for a in self.answered), n)
-        per_million = self.saved / n * 1_000_000 if n else 0.0
-        shadow = self.teacher_calls - (n - len(student))
         return [
-            f"requests              {n} live (after {self.history} of logged history)",
-            f"teacher calls         {self.teacher_calls} ({share(self.teacher_calls, n):.0%} of "
-            f"requests; {n - self.teacher_calls} calls saved; {shadow} of them shadow checks)",
-            f"served by the student {len(student)} ({share(len(student), n):.1%}); last quarter "
-            f"of the traffic: {self._late_share():.1%}",
+            *gateway_lines(self.gateway, self.history, n, self._late_share()),
             self._quality_line(student),
             f"agreement w/ teacher  {share(sum(a.agrees for a in self.answered), n):.3f} on "
-            f"everything users received",
+            f"everything the {n} live requests received",
             f"accuracy vs gold      {share(sum(a.correct for a in self.answered), n):.3f} "
             f"(the teacher alone: {teacher_alone:.3f}; student answers: "
             f"{share(sum(a.correct for a in student), len(student)):.3f})",
-            f"teacher spend         ${self.teacher_cost:.4f} instead of "
-            f"${self.teacher_only_cost:.4f}: saved ${self.saved:.4f} "
-            f"({share(round(self.saved * 1e6), round(self.teacher_only_cost * 1e6)):.0%}), "
-            f"${per_million:,.0f} per million requests",
             f"students promoted     {', '.join(self.promotions) or 'none'}",
             f"time                  {self.seconds:.0f} s",
         ]
@@ -169,6 +172,29 @@ class Summary:
     def _late_share(self) -> float:
         late = self.answered[-max(1, len(self.answered) // 4) :]
         return share(sum(a.served_by == "student" for a in late), len(late))
+
+
+def gateway_lines(g: Figures | None, history: int, live: int, late_share: float) -> list[str]:
+    """Requests, coverage, teacher calls and savings as the gateway counted them: the same
+    numbers, formatted the same, as the dashboard and ``understudy report`` over that window."""
+    if g is None:
+        return ["gateway figures       could not be read from the gateway's database"]
+    alone = (
+        f"{fmt.pct(g.saved_share)} of the {fmt.usd(g.teacher_alone_usd)} the teacher alone"
+        " would have cost"
+        if g.saved_share is not None
+        else "no teacher cost yet"
+    )
+    return [
+        f"requests              {fmt.count(g.requests)} ({history} history + {live} live)",
+        f"served by the student {fmt.count(g.student)}: coverage {fmt.pct(g.coverage)} of all "
+        f"requests; {share(g.student, live):.1%} of the {live} live ones (last quarter of "
+        f"them: {late_share:.1%})",
+        f"teacher calls         {fmt.count(g.requests - g.student)} answers + "
+        f"{fmt.count(g.shadow_calls)} shadow checks",
+        f"saved                 {fmt.usd(g.saved_usd)}: {alone}; teacher spend "
+        f"{fmt.usd(g.teacher_spend_usd)}",
+    ]
 
 
 def why_missed(agreed: int, n: int, target: float) -> str:

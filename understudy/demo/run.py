@@ -12,9 +12,11 @@
 4. The student answers what it is sure about, the teacher the rest, and ``shadow_rate`` of
    student answers are checked by the teacher. Every ``every`` teacher calls (deferrals and
    shadow checks), another run retrains on the grown log and is judged against the champion.
-5. The summary: requests, teacher calls, share served by the student, agreement with the
-   teacher of the student's answers against the quality target, accuracy against the gold
-   intents, dollars saved.
+5. The summary: the gateway's own figures over the whole hours holding the demo (requests,
+   share served by the student, teacher calls, dollars saved: the same function, window and
+   definitions as the dashboard and ``understudy report``), then what only the demo knows:
+   agreement of the live answers with the teacher against the quality target, and accuracy
+   against the gold intents.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ from understudy.demo.report import (
 from understudy.demo.teacher import ReplayTeacher
 from understudy.demo.traffic import Answered, Client
 from understudy.gateway.accounting.prices import Price
+from understudy.gateway.accounting.summary import Summary as Figures
+from understudy.gateway.accounting.summary import describe_window
+from understudy.report import build_summary
+from understudy.settings import load_settings
 
 MARKER = ".understudy-demo"
 CHUNK = 50
@@ -48,6 +54,8 @@ MIN_HISTORY = 50
 """Fewest history queries for a run before the live traffic (the distiller's minimum)."""
 PROGRESS_EVERY = 100
 """A progress line each time this many more live requests were answered."""
+FLUSH_WAIT_S = 10.0
+"""Longest wait for the gateway's log to hold every answered request before the summary."""
 
 
 @dataclass
@@ -109,6 +117,7 @@ def run_demo(options: DemoOptions, out: IO[str] | None = None) -> Summary:
 
 def _loop(demo: Demo, history: Sequence[Query], live: Sequence[Query]) -> Summary:
     started = time.monotonic()
+    started_at = time.time()
     say = demo.say
     o = demo.options
     if history:
@@ -144,6 +153,9 @@ def _loop(demo: Demo, history: Sequence[Query], live: Sequence[Query]) -> Summar
             _distill(demo, f"{calls} new teacher answers" + (f": {why}" if why else ""))
             say.phase(f"live traffic, continued from {len(answered)}/{len(live)}")
     calls, cost = bill_cost(before, demo.teacher.snapshot(), price)
+    figures = gateway_figures(demo, started_at, len(history) + len(answered))
+    # The dashboard's window that holds the whole demo while its summary is read.
+    window = "1h" if time.time() - started_at < 3000 else "24h"
     return Summary(
         history=len(history),
         answered=answered,
@@ -152,9 +164,27 @@ def _loop(demo: Demo, history: Sequence[Query], live: Sequence[Query]) -> Summar
         teacher_only_cost=teacher_only_cost(live, price),
         quality_target=o.quality_target,
         promotions=demo.promotions,
-        dashboard=f"{demo.gateway.url}/dashboard?key={ADMIN_KEY}",
+        dashboard=f"{demo.gateway.url}/dashboard?window={window}&key={ADMIN_KEY}",
         seconds=time.monotonic() - started,
+        gateway=figures,
+        window=window,
     )
+
+
+def gateway_figures(demo: Demo, started_at: float, requests: int) -> Figures | None:
+    """The gateway's summary from the demo's start to now (whole hours), once its log holds
+    every answered request and every teacher call (the log is written behind)."""
+    settings = load_settings(config_file=demo.config_path, env={})
+    deadline = time.monotonic() + FLUSH_WAIT_S
+    figures: Figures | None = None
+    while time.monotonic() < deadline:
+        now = time.time()
+        figures = build_summary(settings, max(now - started_at, 1.0), now=now)
+        teacher_calls = figures.requests - figures.student + figures.shadow_calls
+        if figures.requests >= requests and teacher_calls >= demo.teacher.snapshot().calls:
+            break
+        time.sleep(0.2)
+    return figures
 
 
 def _report_mode(demo: Demo) -> None:
@@ -200,6 +230,13 @@ def _distill(demo: Demo, why: str) -> None:
 def _print_summary(demo: Demo, summary: Summary) -> None:
     say = demo.say
     say.phase("summary")
+    if summary.gateway is not None:
+        window = summary.window
+        say.line(
+            f"the gateway's figures, {describe_window(summary.gateway)}: history and live "
+            f"traffic, as the dashboard's {window} window and `understudy report --since "
+            f"{window}` show them"
+        )
     for line in summary.lines():
         say.line(line)
     o = demo.options
@@ -212,7 +249,7 @@ def _stay_up(demo: Demo) -> None:
     say = demo.say
     say.phase("the gateway stays up: Ctrl-C stops it")
     say.line(f"OpenAI base URL: {demo.gateway.url}/v1 (task header X-Understudy-Task: {TASK})")
-    for command in ("report", f"distill history --task {TASK}", "tasks"):
+    for command in ("report --since 1h", f"distill history --task {TASK}", "tasks --since 1h"):
         say.line(f"try: understudy {command} --config {demo.config_path}")
     try:
         while demo.gateway.alive():

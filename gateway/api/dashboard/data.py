@@ -1,11 +1,13 @@
 """Everything the dashboard shows, read from the database in one pass (run off the event loop).
 
-The headline numbers come from :func:`gateway.summary.summarize`, the same as
-``understudy report``.
+Every figure comes from :func:`gateway.accounting.summary.summarize` over the page's window,
+the same as ``understudy report`` and ``understudy tasks``; the charts sum the same rows in
+buckets of that window (their last cumulative point is the headline).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,8 +56,15 @@ class DashboardData:
 
 
 def bucket_size(window_s: float) -> float:
-    """Hourly points up to two days, daily beyond."""
-    return 3600.0 if window_s <= 2 * 86400 else 86400.0
+    """Points per hour (the log's finest sums) up to a week, per day beyond: a demo under the
+    7d window is a line of hours, not one daily dot."""
+    return 3600.0 if window_s <= 7 * 86400 else 86400.0
+
+
+def is_noop(event: dict[str, Any]) -> bool:
+    """A mode event that changed nothing (``routed -> routed``): not worth a line."""
+    detail = event.get("detail") or {}
+    return event.get("kind") == "mode" and detail.get("from") == detail.get("mode")
 
 
 def gather(
@@ -78,14 +87,14 @@ def _gather(
         now=now,
     )
     bucket = bucket_size(window_s)
-    # Align buckets on whole hours / days so the axis reads naturally.
-    start = (summary.since // bucket) * bucket
-    n = int((now - start) // bucket) + 1
+    # Buckets of the summary's own window, so the charts sum exactly the headline's rows.
+    start = summary.since
+    n = max(1, math.ceil((now - start) / bucket))
     buckets = [start + i * bucket for i in range(n)]
     saved: dict[str, list[float]] = {}
     coverage: dict[str, list[float | None]] = {}
     for row in reports.cost_series(db, start, now, bucket):
-        i = min(round((row["start"] - start) / bucket), n - 1)
+        i = min(max(0, round((row["start"] - start) / bucket)), n - 1)
         saved.setdefault(row["task"], [0.0] * n)[i] += row["saved_usd"]
         cov = coverage.setdefault(row["task"], [None] * n)
         cov[i] = row["student"] / row["requests"] if row["requests"] else None
@@ -122,7 +131,11 @@ def _students(db: sqlite_utils.Database, summary: Summary) -> list[StudentCard]:
                 previous_id=state.previous_id if state else None,
                 gates=list((run or {}).get("gates") or []),
                 last_run=last[0] if last else None,
-                history=[e for e in events(db, task, limit=50) if e["kind"] in HISTORY_KINDS][:6],
+                history=[
+                    e
+                    for e in events(db, task, limit=50)
+                    if e["kind"] in HISTORY_KINDS and not is_noop(e)
+                ][:6],
                 agreement=stats.agreement if stats else None,
                 compared=stats.compared if stats else 0,
                 coverage=stats.coverage if stats else 0.0,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from html import escape
 
 from understudy.gateway.accounting import fmt
+from understudy.gateway.accounting.summary import Summary, describe_window, projection_note
 from understudy.gateway.api.dashboard import svg
 from understudy.gateway.api.dashboard.data import DashboardData
 from understudy.gateway.api.dashboard.sections import (
@@ -20,7 +21,10 @@ from understudy.gateway.api.dashboard.style import CSS
 
 REFRESH_S = 30
 NO_STUDENT = "no student has served yet: lines appear once a student is promoted"
-WINDOWS = (("24h", 86400.0), ("7d", 7 * 86400.0), ("30d", 30 * 86400.0))
+WINDOWS = (("1h", 3600.0), ("24h", 86400.0), ("7d", 7 * 86400.0), ("30d", 30 * 86400.0))
+BUCKET_WORDS = {3600.0: "hour", 86400.0: "day"}
+FRAMES = (svg.Frame(cls="wide"), svg.Frame(width=360, height=240, left=56, right=14, cls="narrow"))
+"""Each chart twice: for a wide screen, and for a phone (its labels stay readable there)."""
 
 ROLLBACK_JS = """
 document.querySelectorAll('button.rollback').forEach(function (b) {
@@ -44,6 +48,7 @@ def render_page(data: DashboardData, *, window: str, admin: bool, nonce: str) ->
     body = [
         _header(data, window),
         "<main>",
+        _headline(data.summary),
         _tiles(data),
         _strip(data),
         '<h2>Over time</h2><div class="grid2">',
@@ -112,9 +117,40 @@ def _header(data: DashboardData, window: str) -> str:
     )
     return (
         "<header><h1>Understudy</h1>"
-        f'<span class="sub">last {escape(window)} · updated {fmt.utc(data.generated_at)} UTC'
+        f'<span class="sub" id="window">{escape(describe_window(data.summary))}'
         f" · refreshes every {REFRESH_S} s</span>"
-        f"<nav>{links}</nav></header>"
+        f'<nav aria-label="window">{links}</nav></header>'
+    )
+
+
+def _headline(s: Summary) -> str:
+    """The saving at a glance: the amount, and its share of what the teacher alone would have
+    cost over the same window."""
+    cls = "good" if s.saved_usd > 0 else ("bad" if s.saved_usd < 0 else "")
+    label = "Saved (estimate)" if s.estimated else "Saved"
+    if s.saved_share is None:
+        share = "no teacher cost in this window yet"
+    else:
+        share = (
+            f"<b>{fmt.pct(s.saved_share)}</b> of the <b>{fmt.usd(s.teacher_alone_usd)}</b>"
+            " the teacher alone would have cost"
+        )
+    estimate = (
+        f" · estimate: {fmt.count(s.estimated)} student answers valued before the token ratio"
+        " was learned"
+        if s.estimated
+        else ""
+    )
+    note = (
+        f"avoided {fmt.usd(s.avoided_usd)} - student {fmt.usd(s.student_cost_usd)}"
+        f" - shadow checks {fmt.usd(s.shadow_spend_usd)}{estimate}"
+    )
+    return (
+        '<section class="hero" id="tile-saved">'
+        f'<div class="label">{label} · last {escape(fmt.duration(s.window_s))}</div>'
+        f'<div class="value {cls}">{escape(fmt.usd(s.saved_usd))}</div>'
+        f'<div class="share" id="saved-share">{share}</div>'
+        f'<div class="note">{escape(note)}</div></section>'
     )
 
 
@@ -132,30 +168,20 @@ def _tiles(data: DashboardData) -> str:
             f"{verdict} {fmt.pct(target)} · {fmt.count(s.compared)} shadow comparisons on {where}"
         )
     saved_cls = "good" if s.saved_usd > 0 else ("bad" if s.saved_usd < 0 else "")
-    estimate = (
-        f" · estimate: {fmt.count(s.estimated)} student answers valued before the token ratio"
-        " was learned"
-        if s.estimated
-        else ""
-    )
     tiles = [
         (
-            "Saved (estimate)" if s.estimated else "Saved",
-            fmt.usd(s.saved_usd),
-            saved_cls,
-            f"avoided {fmt.usd(s.avoided_usd)} - student {fmt.usd(s.student_cost_usd)}"
-            f" - shadow {fmt.usd(s.shadow_spend_usd)}{estimate}",
-            "saved",
+            "Teacher spend",
+            fmt.usd(s.teacher_spend_usd),
+            "",
+            f"instead of {fmt.usd(s.teacher_alone_usd)} without the student · shadow checks "
+            f"{fmt.usd(s.shadow_spend_usd)}",
+            "spend",
         ),
         (
             "Projected monthly savings",
             fmt.usd(s.projected_monthly_usd),
             saved_cls,
-            (
-                f"at the rate of the last {fmt.duration(max(s.span_s, 1))} of traffic"
-                if s.requests
-                else "no traffic in this window yet"
-            ),
+            projection_note(s),
             "projected",
         ),
         (
@@ -179,13 +205,10 @@ def _tiles(data: DashboardData) -> str:
 def _strip(data: DashboardData) -> str:
     s = data.summary
     student_cost = "free (no student price set)" if s.student_free else fmt.usd(s.student_cost_usd)
-    deferred = sum(t.deferred for t in s.tasks)
-    shadow = sum(t.shadow_calls for t in s.tasks)
     items = [
-        ("teacher spend", fmt.usd(s.teacher_spend_usd)),
         ("requests", fmt.count(s.requests)),
-        ("deferred to the teacher", fmt.count(deferred)),
-        ("shadow calls", fmt.count(shadow)),
+        ("deferred to the teacher", fmt.count(s.deferred)),
+        ("shadow checks", fmt.count(s.shadow_calls)),
         ("student cost", student_cost),
         ("tasks", fmt.count(len(s.tasks))),
     ]
@@ -216,7 +239,17 @@ def _savings_chart(data: DashboardData, colors: dict[str, str]) -> str:
             running += v
             points.append(running)
         series.append(svg.Series(task, colors[task], points))
-    chart = svg.line_chart(data.buckets, series, y_format=fmt.axis_usd, label="cumulative savings")
+    chart = "".join(
+        svg.line_chart(
+            data.buckets,
+            series,
+            y_format=fmt.usd,
+            tick_labels=fmt.axis_usd,
+            label="cumulative savings",
+            frame=frame,
+        )
+        for frame in FRAMES
+    )
     return f'<div class="panel">{title}{_legend(names, colors)}{chart}</div>'
 
 
@@ -226,13 +259,17 @@ def _coverage_chart(data: DashboardData, colors: dict[str, str]) -> str:
     if not names:
         return f'<div class="panel">{title}<div class="empty">{NO_STUDENT}</div></div>'
     series = [svg.Series(t, colors[t], data.coverage[t]) for t in names]
-    chart = svg.line_chart(
-        data.buckets,
-        series,
-        y_format=lambda v: f"{v * 100:.0f}%",
-        label="coverage",
-        y_min=0.0,
-        y_max=1.0,
+    chart = "".join(
+        svg.line_chart(
+            data.buckets,
+            series,
+            y_format=lambda v: f"{v * 100:.0f}%",
+            label="coverage",
+            y_min=0.0,
+            y_max=1.0,
+            frame=frame,
+        )
+        for frame in FRAMES
     )
     return f'<div class="panel">{title}{_legend(names, colors)}{chart}</div>'
 
@@ -245,10 +282,16 @@ def _student_tasks(data: DashboardData, series: dict[str, list]) -> list[str]:
 
 def _footer(data: DashboardData, admin: bool) -> str:
     who = "signed in as admin" if admin else "read-only"
-    bucket = "hour" if data.bucket_s == 3600 else "day"
+    bucket = BUCKET_WORDS.get(data.bucket_s, fmt.duration(data.bucket_s))
+    terms = "".join(
+        f"<dt>{escape(name)}</dt><dd>{escape(meaning)}</dd>"
+        for name, meaning in data.summary.definitions.items()
+    )
     return (
-        f"<footer>Points are per {bucket} (UTC). Savings = teacher cost avoided by student "
-        "answers &minus; student cost &minus; shadow teacher calls; "
-        "a deferral costs the student's time. "
-        f"Prometheus metrics at <a href='/metrics'>/metrics</a>. {who}.</footer>"
+        f"<footer><p>Every figure covers the {escape(describe_window(data.summary))}, the same"
+        " as <code>understudy report</code> and <code>understudy tasks</code> with"
+        f" <code>--since {escape(fmt.duration(data.window_s))}</code>; chart points are per"
+        f" {escape(bucket)} of it. A deferral costs the student's time.</p>"
+        f'<dl class="defs">{terms}</dl>'
+        f"<p>Prometheus metrics at <a href='/metrics'>/metrics</a>. {who}.</p></footer>"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from html import escape
 from typing import Any
 
@@ -124,17 +125,18 @@ def latency_table(data: DashboardData) -> str:
     title = "<h3>Latency</h3>"
     if not data.latency:
         return f'<div class="panel">{title}<div class="empty">no answered requests</div></div>'
-    rows = "".join(
-        f"<tr><td>{escape(r['task'])}</td><td>{escape(r['served_by'])}</td>"
-        f"<td class='num'>{fmt.count(r['n'])}</td><td class='num'>{fmt.ms(r['p50'])}</td>"
-        f"<td class='num'>{fmt.ms(r['p95'])}</td></tr>"
+    head = (("task", ""), ("served by", ""), ("requests", "num"), ("p50", "num"), ("p95", "num"))
+    rows = [
+        (
+            escape(r["task"]),
+            escape(r["served_by"]),
+            fmt.count(r["n"]),
+            fmt.ms(r["p50"]),
+            fmt.ms(r["p95"]),
+        )
         for r in data.latency
-    )
-    head = (
-        "<tr><th>task</th><th>served by</th><th class='num'>requests</th>"
-        "<th class='num'>p50</th><th class='num'>p95</th></tr>"
-    )
-    return f'<div class="panel">{title}<table>{head}{rows}</table></div>'
+    ]
+    return f'<div class="panel">{title}{table(head, rows)}</div>'
 
 
 def passthrough_table(data: DashboardData) -> str:
@@ -144,23 +146,32 @@ def passthrough_table(data: DashboardData) -> str:
     found = data.summary.passthrough
     if not found:
         return f'<div class="panel">{title}<div class="empty">no relayed calls</div></div>'
-    rows = "".join(
-        f"<tr><td>{escape(r['endpoint'])}</td><td class='num'>{fmt.count(r['requests'])}</td>"
-        f"<td class='num'>{fmt.count(r['failed'] or 0)}</td>"
-        f"<td class='num'>{fmt.count(r['tokens'])}</td>"
-        f"<td class='num'>{fmt.usd(r['teacher_spend_usd'])}</td>"
-        f"<td class='num'>{fmt.count(r['bytes_in'])}</td>"
-        f"<td class='num'>{fmt.count(r['bytes_out'])}</td>"
-        f"<td class='num'>{fmt.ms(r['mean_latency_ms'])}</td></tr>"
+    head = (("endpoint", ""),) + tuple(
+        (name, "num")
+        for name in (
+            "requests",
+            "failed",
+            "tokens",
+            "teacher spend",
+            "bytes in",
+            "bytes out",
+            "mean latency",
+        )
+    )
+    rows = [
+        (
+            escape(r["endpoint"]),
+            fmt.count(r["requests"]),
+            fmt.count(r["failed"] or 0),
+            fmt.count(r["tokens"]),
+            fmt.usd(r["teacher_spend_usd"]),
+            fmt.count(r["bytes_in"]),
+            fmt.count(r["bytes_out"]),
+            fmt.ms(r["mean_latency_ms"]),
+        )
         for r in found
-    )
-    head = (
-        "<tr><th>endpoint</th><th class='num'>requests</th><th class='num'>failed</th>"
-        "<th class='num'>tokens</th><th class='num'>teacher spend</th>"
-        "<th class='num'>bytes in</th><th class='num'>bytes out</th>"
-        "<th class='num'>mean latency</th></tr>"
-    )
-    return f'<div class="panel" id="passthrough">{title}<table>{head}{rows}</table></div>'
+    ]
+    return f'<div class="panel" id="passthrough">{title}{table(head, rows)}</div>'
 
 
 def runs_table(data: DashboardData) -> str:
@@ -177,19 +188,42 @@ def runs_table(data: DashboardData) -> str:
             else "running"
         )
         rows.append(
-            f"<tr><td class='nowrap'>{fmt.short_time(r['started_at'])}</td>"
-            f"<td class='nowrap'>{escape(r['task'])}</td>"
-            f"<td><span class='pill {RUN_PILL.get(outcome, 'idle')}'>{escape(outcome)}</span></td>"
-            f"<td class='num'>{fmt.pct(metrics.get('agreement'))}</td>"
-            f"<td class='num'>{fmt.pct(metrics.get('coverage'))}</td>"
-            f"<td class='num'>{escape(took)}</td>"
-            f"<td class='muted'>{escape((r.get('reason') or '')[:70])}</td></tr>"
+            (
+                fmt.short_time(r["started_at"]),
+                escape(r["task"]),
+                f"<span class='pill {RUN_PILL.get(outcome, 'idle')}'>{escape(outcome)}</span>",
+                fmt.pct(metrics.get("agreement")),
+                fmt.pct(metrics.get("coverage")),
+                escape(took),
+                escape((r.get("reason") or "")[:70]),
+            )
         )
     head = (
-        "<tr><th>started</th><th>task</th><th>outcome</th><th class='num'>agreement</th>"
-        "<th class='num'>coverage</th><th class='num'>took</th><th>why</th></tr>"
+        ("started", "nowrap"),
+        ("task", "nowrap"),
+        ("outcome", ""),
+        ("agreement", "num"),
+        ("coverage", "num"),
+        ("took", "num"),
+        ("why", "muted"),
     )
-    return f'<div class="panel">{title}<table>{head}{"".join(rows)}</table></div>'
+    return f'<div class="panel" id="runs">{title}{table(head, rows)}</div>'
+
+
+def table(head: Sequence[tuple[str, str]], rows: Sequence[Sequence[str]]) -> str:
+    """A table whose cells carry their column's name (``data-label``): on a narrow screen
+    each row is stacked as label / value lines instead of running off the side."""
+    ths = "".join(f"<th class='{cls}'>{escape(name)}</th>" for name, cls in head)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td class='{cls}' data-label='{escape(name)}'>{cell}</td>"
+            for (name, cls), cell in zip(head, row, strict=True)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table class='rt'><thead><tr>{ths}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _outcome(run: dict[str, Any]) -> str:

@@ -34,6 +34,8 @@ class Frame:
     right: int = 30
     top: int = 12
     bottom: int = 28
+    cls: str = ""
+    """A class beside ``chart`` (the page shows a ``narrow`` frame on phones instead)."""
 
     @property
     def plot_w(self) -> float:
@@ -54,9 +56,11 @@ def line_chart(
     y_max: float | None = None,
     target: float | None = None,
     frame: Frame | None = None,
+    tick_labels: Callable[[Sequence[float]], list[str]] | None = None,
 ) -> str:
     """Lines over time (``xs`` are epoch seconds, one per value); ``target`` draws a dashed
-    reference line. A ``None`` value leaves a gap."""
+    reference line. A ``None`` value leaves a gap. ``y_format`` labels a point;
+    ``tick_labels`` labels the axis ticks all together (default: ``y_format`` each)."""
     f = frame or Frame()
     values = [v for s in series for v in s.values if v is not None]
     lo = min([*values, 0.0]) if y_min is None else y_min
@@ -73,13 +77,14 @@ def line_chart(
         return f.top + f.plot_h * (1 - (v - lo) / (hi - lo))
 
     parts = [_open(f, label)]
-    for t in ticks:
+    names = tick_labels(ticks) if tick_labels else [y_format(t) for t in ticks]
+    for t, name in zip(ticks, names, strict=True):
         y = py(t)
         parts.append(
             f'<line x1="{f.left}" y1="{y:.1f}" x2="{f.width - f.right}" y2="{y:.1f}" '
             f'stroke="{GRID}" stroke-width="1"/>'
             f'<text x="{f.left - 8}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
-            f'fill="{AXIS_TEXT}">{escape(y_format(t))}</text>'
+            f'fill="{AXIS_TEXT}">{escape(name)}</text>'
         )
     parts += _x_labels(xs, px, f)
     if target is not None:
@@ -123,7 +128,7 @@ def bullet(value: float | None, target: float | None, *, width: int = 220, ok: b
 
 def _open(f: Frame, label: str) -> str:
     return (
-        f'<svg class="chart" viewBox="0 0 {f.width} {f.height}" width="100%" '
+        f'<svg class="chart {f.cls}" viewBox="0 0 {f.width} {f.height}" width="100%" '
         f'preserveAspectRatio="xMidYMid meet" role="img" aria-label="{escape(label)}" '
         f'xmlns="http://www.w3.org/2000/svg" font-family="inherit">'
     )
@@ -165,14 +170,16 @@ def _x_labels(xs: Sequence[float], px: Callable[[int], float], f: Frame) -> list
         return []
     span = xs[-1] - xs[0]
     fmt = "%H:%M" if span <= 2 * 86400 else "%b %d"
-    count = min(len(xs), 6)
+    count = min(len(xs), max(3, min(6, int(f.plot_w // 90))))
     step = max(1, (len(xs) - 1) // max(count - 1, 1))
     out = []
     y = f.height - 8
     for i in range(0, len(xs), step):
         label = dt.datetime.fromtimestamp(xs[i], dt.UTC).strftime(fmt)
+        x = px(i)
+        anchor = "end" if x > f.width - f.right - 25 else "middle"  # inside the frame
         out.append(
-            f'<text x="{px(i):.1f}" y="{y}" text-anchor="middle" font-size="11" '
+            f'<text x="{x:.1f}" y="{y}" text-anchor="{anchor}" font-size="11" '
             f'fill="{AXIS_TEXT}">{escape(label)}</text>'
         )
     return out
