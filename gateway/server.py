@@ -16,6 +16,7 @@ import uvicorn
 from understudy.gateway.app import Companion, create_app
 from understudy.gateway.config import GatewayConfig
 from understudy.gateway.http_limits import protocol_class, raise_open_file_limit
+from understudy.gateway.workers import supervise
 
 
 def configure_logging(level: str) -> None:
@@ -33,13 +34,19 @@ STARTUP_FAILED = 3
 """Exit status of a gateway whose start-up failed (uvicorn's own)."""
 
 
-def serve(settings: GatewayConfig, *, companions: Sequence[Companion] = ()) -> int:
+def serve(
+    settings: GatewayConfig, *, companions: Sequence[Companion] = (), workers: int = 1
+) -> int:
     """Serve until SIGTERM/SIGINT; the lifespan flushes the request log before exit.
 
     Returns the exit status: 0 after a clean stop (a signal that asked for the stop is not
     re-raised, so the process ends with 0, not -15, and Ctrl-C prints no traceback),
     :data:`STARTUP_FAILED` when the start-up failed, or was refused: a non-loopback address
     with no keys needs ``allow_open`` (:meth:`GatewayConfig.exposure_problem`).
+
+    With ``workers`` above 1, that many processes serve the same socket
+    (:mod:`understudy.gateway.workers`); the companions (the distiller's schedule) run in the
+    first of them only.
     """
     configure_logging(settings.log_level)
     problem = settings.exposure_problem()
@@ -51,6 +58,19 @@ def serve(settings: GatewayConfig, *, companions: Sequence[Companion] = ()) -> i
     except OSError as exc:
         print(f"understudy: {listen_problem(settings.host, settings.port, exc)}", file=sys.stderr)
         return STARTUP_FAILED
+    if workers > 1:
+        with listener:
+            return supervise(
+                lambda i: _run(settings, companions if i == 0 else (), listener),
+                workers,
+                startup_failed=STARTUP_FAILED,
+            )
+    with listener:
+        return _run(settings, companions, listener)
+
+
+def _run(settings: GatewayConfig, companions: Sequence[Companion], listener: socket.socket) -> int:
+    """Serve the app on ``listener`` in this process until stopped; the exit status."""
     config = uvicorn.Config(
         create_app(settings, companions=companions),
         host=settings.host,
@@ -73,7 +93,7 @@ def serve(settings: GatewayConfig, *, companions: Sequence[Companion] = ()) -> i
     )
     raise_open_file_limit(settings.server.max_connections)
     server = uvicorn.Server(config)
-    with _signals_end_cleanly(), listener:
+    with _signals_end_cleanly():
         server.run(sockets=[listener])
     return 0 if server.started else STARTUP_FAILED
 

@@ -35,7 +35,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"understudy: {problem}", file=sys.stderr)
         return STARTUP_FAILED
     schedule = schedule_for(settings)  # refuses to start when its packages are missing
-    return serve(settings, companions=[schedule] if schedule is not None else [])
+    companions = [schedule] if schedule is not None else []
+    return serve(settings, companions=companions, workers=args.workers)
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -69,6 +70,20 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+MAX_WORKERS = 64
+
+
+def _workers(text: str) -> int:
+    """``--workers``: a whole number from 1 to :data:`MAX_WORKERS`."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= n <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_WORKERS}, got {n}")
+    return n
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
@@ -136,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default 8000)")
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="gateway processes sharing the port, one event loop each (default 1)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("tasks", help="list tasks with request counts")
