@@ -40,6 +40,7 @@ from understudy.gateway.serving.teacher_keys import TeacherKeys
 from understudy.gateway.serving.teacher_path import TeacherPath
 from understudy.gateway.teacher.client import TeacherClient
 from understudy.storage.database import Store
+from understudy.storage.engine import describe
 from understudy.storage.queries import auto_tasks
 from understudy.storage.request_log import RequestLogWriter
 from understudy.storage.retention import DAY_S, RetentionWorker
@@ -172,7 +173,7 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
             settings.host,
             settings.port,
             settings.teacher.url,
-            settings.db_path,
+            describe(settings.db_path),
         )
         try:
             yield

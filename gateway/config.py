@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from understudy.router.config import RouterConfig
-from understudy.storage.config import StorageConfig, db_path
+from understudy.storage.config import StorageConfig, database_address
 from understudy.storage.records import valid_task_name
 from understudy.student.config import StudentConfig
 
@@ -269,8 +269,9 @@ class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
 
     @property
-    def db_path(self) -> Path:
-        return db_path(self.data_dir)
+    def db_path(self) -> Path | str:
+        """The database: a SQLite file, or a PostgreSQL URL (``storage.url``)."""
+        return database_address(self.data_dir, self.storage.url)
 
     def exposure_problem(self) -> str | None:
         """Why serving on ``host`` as configured would be open to anyone who reaches it (None:

@@ -1,4 +1,4 @@
-"""The request log's settings (``[storage]``) and where the database lives."""
+"""The database's settings (``[storage]``) and where it lives."""
 
 from __future__ import annotations
 
@@ -14,9 +14,27 @@ def db_path(data_dir: Path) -> Path:
     return Path(data_dir) / DB_FILENAME
 
 
+URL_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
+
+
+def database_address(data_dir: Path, url: str = "") -> Path | str:
+    """Where the database is: ``url``'s file for ``sqlite:///path``, ``url`` itself for
+    ``postgresql://...``, and the data directory's ``understudy.db`` when ``url`` is empty."""
+    if not url:
+        return db_path(data_dir)
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return url
+
+
 @dataclass
 class StorageConfig:
-    """The request log (SQLite, WAL, write-behind queue with group commit)."""
+    """The database and the request log (write-behind queue with group commit)."""
+
+    url: str = ""
+    """The database: ``sqlite:///path/to/file.db`` or ``postgresql://user:password@host/db``
+    (gateway replicas and distiller workers share one PostgreSQL database); empty: the
+    SQLite file ``understudy.db`` in the data directory."""
 
     queue_size: int = 20000
     """Rows waiting to be written; when full, new rows are dropped and counted, never blocked."""
@@ -25,7 +43,8 @@ class StorageConfig:
     batch_size: int = 1000
     """Largest number of rows written in one transaction."""
     busy_timeout_ms: int = 2000
-    """How long a write waits for a lock held by another process before retrying later."""
+    """How long a write waits for a lock held by another process before retrying later
+    (PostgreSQL: the connections' ``lock_timeout``)."""
     retention_days: float = 0.0
     """Delete requests, student attempts and feedback older than this many days (0: keep all)."""
     retention_interval_s: float = 3600.0
@@ -34,6 +53,10 @@ class StorageConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first ``storage.*`` setting with an impossible value."""
         checks = [
+            (
+                not self.url or self.url.startswith(URL_SCHEMES),
+                "storage.url must start with sqlite:/// or postgresql://",
+            ),
             (self.queue_size > 0, "storage.queue_size must be positive"),
             (0 < self.commit_interval_ms <= 100, "storage.commit_interval_ms must be in (0, 100]"),
             (self.batch_size > 0, "storage.batch_size must be positive"),

@@ -28,22 +28,6 @@ def is_postgres(address: Address) -> bool:
     return isinstance(address, str) and address.startswith(POSTGRES_SCHEMES)
 
 
-def parse_url(url: str, data_dir: Path) -> Address:
-    """A ``storage.url`` as an address: ``sqlite:///path`` (or empty: the data directory's
-    ``understudy.db``) is a path, ``postgresql://...`` stays a URL; anything else is refused."""
-    from understudy.storage.config import db_path
-
-    if not url:
-        return db_path(data_dir)
-    if url.startswith("sqlite:///"):
-        return Path(url.removeprefix("sqlite:///"))
-    if url.startswith("sqlite://"):
-        raise ValueError(f"storage.url {url!r}: a SQLite URL has three slashes, sqlite:///path")
-    if is_postgres(url):
-        return url
-    raise ValueError(f"storage.url {url!r} must start with sqlite:/// or postgresql://")
-
-
 def describe(address: Address) -> str:
     """``address`` fit to print: a PostgreSQL URL without its password."""
     if not is_postgres(address):
@@ -64,6 +48,8 @@ class Cursor(Protocol):
     def fetchone(self) -> Any: ...
 
     def fetchall(self) -> list[Any]: ...
+
+    def fetchmany(self, size: int = ...) -> list[Any]: ...
 
 
 class Connection(Protocol):

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from understudy.storage.bodies import decode_row
+from understudy.storage.database import open_database
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,8 +37,11 @@ class GatewayProcess:
         env: dict[str, str] | None = None,
         config: str | None = None,
         args: list[str] | None = None,
+        storage_url: str | None = None,
     ) -> None:
         self.teacher_url = teacher_url
+        self.storage_url = storage_url
+        """The database (``storage.url``) when it is not the data directory's SQLite file."""
         self.data_dir = Path(data_dir)
         self.port = free_port()
         self.extra_env = env or {}
@@ -61,6 +65,8 @@ class GatewayProcess:
     def start(self, timeout: float = 30.0) -> GatewayProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("UNDERSTUDY_")}
         env.update(self.extra_env)
+        if self.storage_url:
+            env["UNDERSTUDY_STORAGE_URL"] = self.storage_url
         cmd = [
             sys.executable,
             "-m",
@@ -119,6 +125,8 @@ class GatewayProcess:
         return self.log_path.read_text(errors="replace")
 
     def rows(self, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        if self.storage_url:
+            return self._database_rows(where, params)
         if not self.db_path.exists():
             return []
         conn = sqlite3.connect(self.db_path)
@@ -132,6 +140,15 @@ class GatewayProcess:
             ]
         finally:
             conn.close()
+
+    def _database_rows(self, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        assert self.storage_url is not None
+        db = open_database(self.storage_url, migrate_schema=False)
+        try:
+            sql = f"select * from requests where {'1 = 1' if where == '1' else where}"
+            return [decode_row(db, r) for r in db.query(sql + " order by created_at", params)]
+        finally:
+            db.conn.close()
 
     def wait_rows(
         self,

@@ -115,6 +115,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_migrate_db(args: argparse.Namespace) -> int:
+    from understudy.migrate_db import migrate_db
+
+    return migrate_db(_settings(args), to=args.to)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from understudy.demo.cli import main as demo
 
@@ -209,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="count the rows, delete nothing")
     p.add_argument("--vacuum", action="store_true", help="then give the space back (slow)")
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("migrate-db", help="copy the SQLite database into a new PostgreSQL database")
+    common(p)
+    p.add_argument("--to", required=True, help="the PostgreSQL database: postgresql://...")
+    p.set_defaults(func=cmd_migrate_db)
 
     p = sub.add_parser("tiny-model", help="build a tiny Llama student (model + tokenizer) at PATH")
     p.add_argument("path", help="directory to write (loadable with from_pretrained)")

@@ -7,6 +7,7 @@ import time
 
 from understudy.settings import Settings
 from understudy.storage.database import Store
+from understudy.storage.engine import describe
 from understudy.storage.retention import count_older, parse_age, prune, vacuum
 
 
@@ -19,10 +20,10 @@ def prune_log(
     except ValueError as exc:
         print(f"understudy prune: {exc}", file=sys.stderr)
         return 2
-    if not settings.db_path.exists():
-        print(f"no database at {settings.db_path}: nothing to prune")
-        return 0
     store = Store(settings.db_path, busy_timeout_ms=settings.storage.busy_timeout_ms)
+    if not store.exists():
+        print(f"no database at {describe(settings.db_path)}: nothing to prune")
+        return 0
     store.migrate()
     with store.write() as db:
         cutoff = time.time() - age_s
@@ -31,5 +32,5 @@ def prune_log(
         print(f"{verb} " + ", ".join(f"{n} {table}" for table, n in counts.items()))
         if vacuum_after and not dry_run:
             vacuum(db)
-            print(f"vacuumed {settings.db_path}")
+            print(f"vacuumed {describe(settings.db_path)}")
     return 0

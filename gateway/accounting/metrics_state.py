@@ -5,7 +5,6 @@ requests, exact with several workers)."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from understudy.storage.database import Store
+from understudy.storage.engine import error_types
 from understudy.storage.reports import distill_run_counts, last_distill_success, log_totals
 from understudy.storage.rollups import hour_of
 
@@ -106,7 +106,7 @@ class DistillCollector(Collector):
         )
         try:
             counts, successes = self._read()
-        except sqlite3.Error as exc:  # a scrape never fails because the database is busy
+        except error_types() as exc:  # a scrape never fails because the database is busy
             log.warning("distill metrics unavailable: %s", exc)
             counts, successes = [], {}
         for row in counts:
@@ -162,7 +162,7 @@ class LogTotalsCollector(Collector):
         )
         try:
             totals = self._totals()
-        except sqlite3.Error as exc:  # a scrape never fails because the database is busy
+        except error_types() as exc:  # a scrape never fails because the database is busy
             log.warning("log totals unavailable: %s", exc)
             totals = {}
         for (task, served_by), (n, errors, usd, net) in sorted(totals.items()):

@@ -26,6 +26,7 @@ from understudy.gateway.errors import (
 )
 from understudy.gateway.serving.passthrough import PassReply
 from understudy.gateway.serving.replies import BodyReply, Reply, new_request_id
+from understudy.storage.engine import is_unavailable
 
 log = logging.getLogger("understudy.gateway")
 
@@ -90,7 +91,7 @@ def _as_understudy_error(request: Request, exc: Exception) -> UnderstudyError:
         return exc
     if isinstance(exc, HTTPException):
         return _from_litestar(request, exc)
-    if isinstance(exc, sqlite3.OperationalError):  # locked, full, deleted: a state, not a bug
+    if isinstance(exc, sqlite3.OperationalError) or is_unavailable(exc):  # a state, not a bug
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
         return ServiceUnavailableError("The database is unavailable; try again shortly.")
     log.exception("unexpected error on %s %s", request.method, request.url.path)

@@ -109,9 +109,9 @@ class SyncTeacher:
         return self.model
 
 
-def most_requested_model(db_path: Path | None) -> str | None:
+def most_requested_model(db_path: Path | str | None) -> str | None:
     """The model name clients asked the teacher for most often, from the request log."""
-    if db_path is None or not Path(db_path).is_file():
+    if db_path is None or not Store(db_path).exists():
         return None
     with Store(db_path).read() as db:
         return queries.most_requested_model(db)
