@@ -104,3 +104,28 @@ def test_the_first_process_alone_writes_the_model_and_it_loads(one_and_two):
     assert "2 training processes, 8 examples each per step" in log
     assert log.count("evaluating the candidate") == 1
     assert log.count("torch threads: 1") == 1
+
+
+def test_a_distillation_run_trains_on_two_processes(tmp_path, tiny_base):
+    """The run's own path: the setting, the job file, the launch, the result judged."""
+    from tests.distiller.conftest import log_intents
+    from tests.distiller.test_pipeline import tiny_config
+    from understudy.distiller.pipeline import run_distillation
+    from understudy.storage.database import open_database
+    from understudy.storage.distill_queries import get_run
+
+    db = open_database(tmp_path / "understudy.db")
+    log_intents(db, "intent", 80)
+    config = tiny_config(tiny_base, isolation="process")
+    config.dataset = replace(config.dataset, min_examples=20, eval_min=10)
+    config.train = replace(config.train, epochs=2, num_processes=2)
+
+    outcome = run_distillation(tmp_path, "intent", config, trigger="manual")
+
+    assert outcome.status == "succeeded", outcome.reason
+    assert outcome.metrics["train"]["processes"] == 2
+    assert outcome.metrics["train"]["trained_examples"] == 60
+    run = get_run(db, outcome.run_id)
+    log = (Path(run["run_dir"]) / LOG_FILE).read_text()
+    assert log.count("evaluating the candidate") == 1
+    db.conn.close()
