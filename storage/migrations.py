@@ -321,3 +321,12 @@ def _compact_bodies(db: Database) -> None:
         create index feedback_time on feedback (created_at);
         """
     )
+
+
+@migration("0010_daily_rollups")
+def _daily_rollups(db: Database) -> None:
+    """Daily twins of the hourly request and latency rollups (``storage/rollups.py``): a
+    month's report reads a row per day and group, not one per hour; filled from the hourly
+    ones."""
+    rollups.create_daily(db.conn)
+    rollups.fill_daily(db.conn)

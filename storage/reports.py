@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from understudy.storage.engine import Database
-from understudy.storage.rollups import HOUR_S, bucket_bounds
+from understudy.storage.rollups import DAILY, DAY_HOURS, HOUR_S, bucket_bounds
 
 GROUPS = {
     "task": "task",
@@ -74,25 +74,40 @@ def hours(since: float, until: float) -> tuple[int, int]:
     return math.floor(since / HOUR_S), math.ceil(until / HOUR_S)
 
 
+def window(table: str, since: float, until: float, *, daily: bool = True) -> tuple[str, list[int]]:
+    """The rows of a rollup ``table`` in the window, as a subquery (``from`` it) and its
+    parameters: the whole UTC days inside it from the daily twin (when ``daily`` and the table
+    has one), the hours at either end from the hourly table."""
+    first, end = hours(since, until)
+    day0 = -(-first // DAY_HOURS) * DAY_HOURS  # first whole day
+    day1 = end // DAY_HOURS * DAY_HOURS  # end of the last whole day
+    twin = DAILY.get(table)
+    if not daily or twin is None or day1 <= day0:
+        return f"(select * from {table} where hour >= ? and hour < ?) as r", [first, end]
+    return (
+        f"(select * from {twin} where hour >= ? and hour < ?"
+        f" union all select * from {table} where hour >= ? and hour < ?"
+        f" union all select * from {table} where hour >= ? and hour < ?) as r",
+        [day0, day1, first, day0, day1, end],
+    )
+
+
 def cost_totals(db: Database, since: float, until: float) -> dict[str, Any]:
     """One row of sums over every request in the window."""
-    rows = list(
-        db.query(
-            f"select {_SUMS} from rollup_requests where hour >= ? and hour < ? and {_NOT_RELAYED}",
-            hours(since, until),
-        )
-    )
-    return _clean(rows[0])
+    src, params = window("rollup_requests", since, until)
+    (row,) = db.query(f"select {_SUMS} from {src} where {_NOT_RELAYED}", params)
+    return _clean(row)
 
 
 def cost_by(db: Database, group: str, since: float, until: float) -> list[dict[str, Any]]:
     """Sums per ``task``, ``api_key`` (its non-secret id; ``-`` for none), ``day`` (UTC,
     ``YYYY-MM-DD``) or ``hour`` (its start in seconds) in the window, ordered by key."""
     column = GROUPS[group]
+    src, params = window("rollup_requests", since, until, daily=group != "hour")
     rows = db.query(
-        f"select {column} as key, {_SUMS} from rollup_requests where hour >= ? and hour < ?"
-        f" and {_NOT_RELAYED} group by {column} order by {column}",
-        hours(since, until),
+        f"select {column} as key, {_SUMS} from {src} where {_NOT_RELAYED}"
+        f" group by {column} order by {column}",
+        params,
     )
     if group == "api_key":
         return [_clean({**r, "key": r["key"] or "-"}) for r in rows]
@@ -106,12 +121,13 @@ def cost_by(db: Database, group: str, since: float, until: float) -> list[dict[s
 def cost_series(db: Database, since: float, until: float, bucket_s: float) -> list[dict[str, Any]]:
     """Per task and time bucket (start time in seconds, buckets of ``bucket_s`` from
     ``since``; a whole number of hours): requests, student-served, saved."""
+    src, params = window("rollup_requests", since, until, daily=False)
     rows = db.query(
         "select task, hour, sum(case when served_by != 'shadow' then calls else 0 end)"
         " as requests, sum(case when served_by = 'student' then calls else 0 end) as student,"
-        " coalesce(sum(saved_usd), 0.0) as saved_usd from rollup_requests"
-        f" where hour >= ? and hour < ? and {_NOT_RELAYED} group by task, hour order by task, hour",
-        hours(since, until),
+        f" coalesce(sum(saved_usd), 0.0) as saved_usd from {src}"
+        f" where {_NOT_RELAYED} group by task, hour order by task, hour",
+        params,
     )
     out: dict[tuple[str, int], dict[str, Any]] = {}
     for r in rows:
@@ -129,14 +145,14 @@ def cost_series(db: Database, since: float, until: float, bucket_s: float) -> li
 def passthrough_by_endpoint(db: Database, since: float, until: float) -> list[dict[str, Any]]:
     """Relayed calls per endpoint family in the window: calls, failures, body bytes each way,
     tokens and teacher spend (where the answers carried usage), mean latency."""
+    src, params = window("rollup_requests", since, until)
     rows = db.query(
         "select endpoint, sum(calls) as requests, sum(errors) as failed,"
         " sum(bytes_in) as bytes_in, sum(bytes_out) as bytes_out, sum(total_tokens) as tokens,"
         " sum(teacher_cost_usd) as teacher_spend_usd, sum(latency_ms_sum) as latency_sum,"
-        " sum(latency_n) as latency_n from rollup_requests"
-        " where hour >= ? and hour < ? and served_by = 'passthrough'"
+        f" sum(latency_n) as latency_n from {src} where served_by = 'passthrough'"
         " group by endpoint order by endpoint",
-        hours(since, until),
+        params,
     )
     out = []
     for r in rows:
@@ -160,11 +176,12 @@ def latency_summary(
 ) -> list[dict[str, Any]]:
     """Per task and ``served_by`` (student or teacher answers that completed): how many, and
     each percentile (``p50``, ``p95``, ...) read from the latency buckets (within 10 %)."""
+    src, params = window("rollup_latency", since, until)
     rows = db.query(
-        "select task, served_by, bucket, sum(n) as n from rollup_latency"
-        " where hour >= ? and hour < ? and served_by not in ('shadow', 'passthrough')"
+        f"select task, served_by, bucket, sum(n) as n from {src}"
+        " where served_by not in ('shadow', 'passthrough')"
         " group by task, served_by, bucket order by task, served_by, bucket",
-        hours(since, until),
+        params,
     )
     groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for r in rows:
@@ -189,7 +206,7 @@ def task_list(db: Database) -> list[dict[str, Any]]:
             " sum(case when served_by = 'student' then calls else 0 end) as student,"
             " sum(calls - errors) as ok, sum(errors) as failed,"
             " min(first_at) as first_at, max(last_at) as last_at"
-            f" from rollup_requests where {_NOT_RELAYED} group by task order by last_at desc"
+            f" from rollup_requests_daily where {_NOT_RELAYED} group by task order by last_at desc"
         )
     )
 

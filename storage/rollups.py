@@ -13,6 +13,9 @@ here, never in SQL):
 * ``rollup_agreement``: per hour x task, shadow comparisons and how many agreed (the live
   agreement).
 
+``rollup_requests_daily`` and ``rollup_latency_daily`` hold the same sums per UTC day (their
+``hour`` is the day's first hour), so a month's report reads ~30 rows per group, not ~720.
+
 Every report, the dashboard, ``understudy tasks``, the budgets and ``/metrics`` read these
 instead of ``requests``. Only the log writer adds to them (:func:`record`), counting each row
 the insert really stored (a row whose id is already logged is not counted twice); the
@@ -110,6 +113,14 @@ DDL = (
     """,
 )
 
+DAY_HOURS = 24
+DAILY = {"rollup_requests": "rollup_requests_daily", "rollup_latency": "rollup_latency_daily"}
+"""Each hourly table and its daily twin."""
+DAILY_DDL = (
+    DDL[0].replace("rollup_requests (", "rollup_requests_daily (", 1),
+    DDL[2].replace("rollup_latency (", "rollup_latency_daily (", 1),
+)
+
 _REQUIRED = ("id", "created_at", "endpoint", "task", "task_source", "served_by", "status")
 _ATTEMPT_REQUIRED = ("request_id", "created_at", "task", "student_version", "kind")
 _CHUNK = 500
@@ -133,9 +144,20 @@ def bucket_bounds(bucket: int) -> tuple[float, float]:
     return (0.0 if bucket == 0 else LATENCY_BASE ** (bucket - 1)), upper
 
 
+def day_start(hour: int) -> int:
+    """The first hour of the UTC day holding ``hour``."""
+    return hour // DAY_HOURS * DAY_HOURS
+
+
 def create(conn: Any) -> None:
-    """Create the rollup tables (the migration calls this, then :func:`backfill`)."""
+    """Create the hourly rollup tables (the migration calls this, then :func:`backfill`)."""
     for statement in DDL:
+        conn.execute(statement)
+
+
+def create_daily(conn: Any) -> None:
+    """Create the daily rollup tables (the migration calls this, then :func:`fill_daily`)."""
+    for statement in DAILY_DDL:
         conn.execute(statement)
 
 
@@ -177,14 +199,50 @@ def record(conn: Any, by_table: dict[str, list[dict[str, Any]]], unseen: set[str
         add_attempts(conn, [a for a in attempts if _present(a, _ATTEMPT_REQUIRED)])
 
 
-def add_requests(conn: Any, rows: Iterable[dict[str, Any]]) -> None:
-    """Add request rows (already stored) to ``rollup_requests`` and ``rollup_latency``."""
+def add_requests(conn: Any, rows: Iterable[dict[str, Any]], *, daily: bool = True) -> None:
+    """Add request rows (already stored) to ``rollup_requests`` and ``rollup_latency``, and to
+    their daily twins (unless ``daily`` is off: before the migration that made them)."""
     sums: dict[tuple[Any, ...], dict[str, Any]] = {}
     latency: dict[tuple[Any, ...], int] = {}
     for row in rows:
         _add_request(row, sums, latency)
+    hist = {k: {"n": n} for k, n in latency.items()}
     _upsert(conn, "rollup_requests", REQUEST_KEYS, sums)
-    _upsert(conn, "rollup_latency", LATENCY_KEYS, {k: {"n": n} for k, n in latency.items()})
+    _upsert(conn, "rollup_latency", LATENCY_KEYS, hist)
+    if daily:
+        _upsert(conn, DAILY["rollup_requests"], REQUEST_KEYS, _by_day(sums))
+        _upsert(conn, DAILY["rollup_latency"], LATENCY_KEYS, _by_day(hist))
+
+
+def _by_day(groups: dict[tuple[Any, ...], dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Hourly groups summed per day (the key's first element: the hour, then the day's)."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for key, sums in groups.items():
+        day = (day_start(key[0]), *key[1:])
+        acc = out.get(day)
+        if acc is None:
+            out[day] = dict(sums)
+            continue
+        for column, value in sums.items():
+            if column == "first_at":
+                acc[column] = min(acc[column], value)
+            elif column == "last_at":
+                acc[column] = max(acc[column], value)
+            else:
+                acc[column] += value
+    return out
+
+
+def fill_daily(conn: Any, *, batch: int = 20000) -> None:
+    """Fill the (empty) daily tables from the hourly ones."""
+    for table, daily in DAILY.items():
+        keys = REQUEST_KEYS if table == "rollup_requests" else LATENCY_KEYS
+        for rows in _batches(conn, f"select * from {table}", batch):
+            groups = {
+                tuple(r[k] for k in keys): {c: v for c, v in r.items() if c not in keys}
+                for r in rows
+            }
+            _upsert(conn, daily, keys, _by_day(groups))
 
 
 def add_attempts(conn: Any, rows: Iterable[dict[str, Any]]) -> None:
@@ -306,7 +364,7 @@ def backfill(conn: Any, *, batch: int = 20000) -> int:
     """Fill the (empty) rollups from every row already logged; the request rows read."""
     n = 0
     for rows in _batches(conn, f"select {', '.join(_REQUEST_COLUMNS)} from requests", batch):
-        add_requests(conn, rows)
+        add_requests(conn, rows, daily=False)
         n += len(rows)
     sql = (
         "select request_id, created_at, task, student_version, kind, agreed"
