@@ -156,7 +156,7 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
             limits,
             relay,
             failed_auth,
-            Sessions(),
+            Sessions(store=store),  # shared by every worker process
             Readiness(teacher, writer),
             reads=reads,
             scrapes=scrapes,

@@ -330,3 +330,18 @@ def _daily_rollups(db: Database) -> None:
     ones."""
     rollups.create_daily(db.conn)
     rollups.fill_daily(db.conn)
+
+
+@migration("0011_dashboard_sessions")
+def _dashboard_sessions(db: Database) -> None:
+    """Dashboard sessions shared by every gateway process on the database (the hash of each
+    token and when it ends): a sign-in on one worker holds on the others."""
+    db.executescript(
+        """
+        create table dashboard_sessions (
+            digest text primary key,
+            expires_at real not null
+        );
+        create index dashboard_sessions_expiry on dashboard_sessions (expires_at);
+        """
+    )

@@ -3,9 +3,9 @@
 With ``admin_key`` the page needs the key: as ``Authorization: Bearer KEY``, or, for a browser,
 once through the sign-in form or ``/dashboard?key=KEY``, which start a session. A session is a
 random token (never derived from the key), in an HttpOnly, SameSite=Strict cookie; the gateway
-keeps it in memory for 12 hours at most, and signing out revokes it there, so a copied cookie
-stops working too. Sessions belong to one gateway process: a restart signs everyone out, and
-replicas behind a load balancer need sticky sessions (or the bearer key).
+keeps its hash in the database for 12 hours at most, and signing out revokes it there, so a
+copied cookie stops working too. Every worker process (``serve --workers N``) and every gateway
+on the same database shares the sessions, and a restart keeps them.
 
 Without ``admin_key`` the page is read-only, and open only on a gateway with no ``api_keys``
 (a gateway that asks clients for keys does not show its tasks, spend and agreement to anyone
