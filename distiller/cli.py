@@ -17,6 +17,46 @@ from understudy.storage.records import valid_task_name
 SettingsLoader = Callable[[argparse.Namespace], Any]
 TeacherFactory = Callable[[Any], Any]
 
+EXAMPLES = {
+    "distill": [
+        "understudy distill run --task support-intent",
+        "understudy distill history --task support-intent",
+        "understudy distill schedule",
+    ],
+    "distill run": [
+        "understudy distill run --task support-intent",
+        "understudy distill run --task support-intent --verbose   # the trainer's log too",
+        "understudy distill run --task support-intent --json      # for scripts",
+    ],
+    "distill schedule": ["understudy distill schedule --config understudy.toml"],
+    "distill history": [
+        "understudy distill history --task support-intent",
+        "understudy distill history --task support-intent --limit 5 --json",
+    ],
+    "golden": [
+        "understudy golden add --task support-intent --input 'I lost my card' --expected lost_card",
+        "understudy golden list --task support-intent",
+        "understudy golden remove 3",
+    ],
+    "golden add": [
+        "understudy golden add --task support-intent --input 'I lost my card' "
+        "--expected lost_card --note 'must never regress'",
+    ],
+    "golden list": ["understudy golden list", "understudy golden list --task support-intent"],
+    "golden remove": ["understudy golden remove 3"],
+    "rollback": [
+        "understudy rollback --task support-intent",
+        "understudy rollback --task support-intent --to support-intent@v1",
+    ],
+}
+"""Examples shown at the end of each command's ``--help``."""
+
+
+def with_examples(parser: argparse.ArgumentParser, examples: list[str]) -> None:
+    """End ``parser``'s ``--help`` with ``examples``, one a line, as written."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
+
 
 def task_name(value: str) -> str:
     """An argparse type: a valid task name (1-64 of ``[A-Za-z0-9._-]``, not ``.``/``..``)."""
@@ -57,6 +97,13 @@ def register(
         "--task", required=True, type=task_name, help="task name (see `understudy tasks`)"
     )
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="show the run's log and the training libraries' output (loss lines, their "
+        "progress bars) on stderr (default: they go to the run's train.log)",
+    )
     bind(p, "cmd_run")
     p = steps.add_parser("schedule", help="run the schedule: nightly and on new data")
     common(p)
@@ -99,3 +146,21 @@ def register(
         "--to", help="the version to serve, e.g. intent@v1 (default: the newest earlier champion)"
     )
     bind(p, "cmd_rollback")
+    for name, examples in EXAMPLES.items():
+        target = command_parser(subparsers, name)
+        if target is not None:
+            with_examples(target, examples)
+
+
+def command_parser(
+    subparsers: argparse._SubParsersAction, name: str
+) -> argparse.ArgumentParser | None:
+    """The parser of a command named by its words (``"distill run"``); None if there is none."""
+    first, *rest = name.split()
+    parser: argparse.ArgumentParser | None = subparsers.choices.get(first)
+    for word in rest:
+        if parser is None:
+            return None
+        steps = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = steps.choices.get(word)
+    return parser

@@ -20,14 +20,15 @@ import sqlite_utils
 
 from understudy.distiller.command_checks import existing_store, require_known_task
 from understudy.distiller.config import DistillConfig
-from understudy.distiller.history import render_history
+from understudy.distiller.history import render_history, render_result
 from understudy.distiller.lock import RunInProgress
 from understudy.distiller.pipeline import run_distillation
+from understudy.distiller.progress import LOG_FILE, command_line_progress
 from understudy.distiller.schedule import DistillScheduler
 from understudy.storage.config import db_path
 from understudy.storage.database import Store
 from understudy.storage.distill_queries import add_golden, list_golden, list_runs, remove_golden
-from understudy.storage.registry import RegistryError, rollback, task_state
+from understudy.storage.registry import RegistryError, rollback, run_outcome, task_state
 
 TeacherFactory = Callable[[Any], Any]
 
@@ -69,33 +70,27 @@ def _logging() -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Any, teacher_factory: TeacherFactory | None) -> int:
+    """One run, now: a line (or bar) per phase on stderr, then the result on one screen (or
+    JSON); the run's logs and the training libraries' output in its ``train.log`` unless
+    ``--verbose``."""
     _require_task(settings, args.task)  # a typo records no skipped run
-    _logging()
     data_dir, config = distill_settings(settings)
     teacher = teacher_factory(settings) if teacher_factory else None
+    verbose = bool(getattr(args, "verbose", False))
     try:
-        with _exit_on_sigterm():
+        with _exit_on_sigterm(), command_line_progress(verbose=verbose, stream=sys.stderr) as shown:
             outcome = run_distillation(
-                data_dir, args.task, config, trigger="manual", teacher=teacher
+                data_dir, args.task, config, trigger="manual", teacher=teacher, progress=shown
             )
     except RunInProgress as exc:
         print(f"understudy: {exc}", file=sys.stderr)
         return EXIT_BUSY
+    result = outcome.to_dict() | {"outcome": run_outcome(outcome.status, outcome.promoted)}
     if args.json:
-        print(json.dumps(outcome.to_dict(), indent=2))
+        print(json.dumps(result, indent=2))
     else:
-        promoted = f"promoted {outcome.candidate_id}" if outcome.promoted else "not promoted"
-        print(f"run {outcome.run_id}: {outcome.status}, {promoted} ({outcome.reason})")
-        metrics = outcome.metrics
-        if metrics.get("quality_target") is not None:
-            print(
-                f"  quality target {metrics['quality_target']:g}, "
-                f"{metrics.get('confidence_levels', 0)} confidence levels "
-                f"on {metrics.get('eval_examples', 0)} held-out answers"
-            )
-        for gate in outcome.gates:
-            verdict = "pass" if gate["passed"] else "FAIL"
-            print(f"  {gate['name']:<16} {gate['value']!s:>8}  {verdict}")
+        log_path = data_dir / "distill" / outcome.task / outcome.run_id / LOG_FILE
+        render_result(result, sys.stdout, log_path=str(log_path) if log_path.exists() else None)
     return EXIT_FAILED if outcome.status == "failed" else 0
 
 

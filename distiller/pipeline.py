@@ -38,13 +38,14 @@ from understudy.distiller.generate import StudentRunner
 from understudy.distiller.job import ChampionWeights, Job, JobResult
 from understudy.distiller.lock import TaskLock, recover_stale_runs
 from understudy.distiller.process import TrainingFailed, run_job_process
+from understudy.distiller.progress import NoProgress, Progress, following_progress
 from understudy.distiller.promote import promote_candidate, store_eval
 from understudy.distiller.train import WarmStart
-from understudy.distiller.worker import JOB_FILE, run_job, write_examples
+from understudy.distiller.worker import JOB_FILE, PROGRESS_FILE, run_job, write_examples
 from understudy.storage.config import db_path
 from understudy.storage.database import Store
 from understudy.storage.distill_queries import insert_run, list_golden, update_run
-from understudy.storage.registry import ModelVersion, champion, log_event
+from understudy.storage.registry import ModelVersion, champion, log_event, run_outcome
 from understudy.student.threads import auto_threads
 
 log = logging.getLogger("understudy.distiller")
@@ -80,9 +81,12 @@ def run_distillation(
     *,
     trigger: str = "manual",
     teacher: Teacher | None = None,
+    progress: Progress | None = None,
 ) -> RunOutcome:
-    """Run once for ``task``; raise :class:`~distiller.lock.RunInProgress` if one is going."""
+    """Run once for ``task``; raise :class:`~distiller.lock.RunInProgress` if one is going.
+    ``progress`` hears of each phase as it goes (:mod:`~understudy.distiller.progress`)."""
     config = (config or DistillConfig()).for_task(task)
+    progress = progress or NoProgress()
     data_dir = Path(data_dir)
     store = Store(db_path(data_dir))
     store.migrate()
@@ -114,9 +118,9 @@ def run_distillation(
                 },
             )
             lock.attach(db, run_id)
-            return _guarded(
-                db, data_dir, run_dir, RunOutcome(run_id, task, "running"), config, teacher
-            )
+            progress.started(run_id, run_dir)
+            outcome = RunOutcome(run_id, task, "running")
+            return _guarded(db, data_dir, run_dir, outcome, config, teacher, progress)
 
 
 def _guarded(
@@ -126,11 +130,12 @@ def _guarded(
     outcome: RunOutcome,
     config: DistillConfig,
     teacher: Teacher | None,
+    progress: Progress,
 ) -> RunOutcome:
     log.info("task %s: distillation run %s started", outcome.task, outcome.run_id)
     started = time.perf_counter()
     try:
-        _run(db, data_dir, run_dir, outcome, config, teacher)
+        _run(db, data_dir, run_dir, outcome, config, teacher, progress)
     except TrainingFailed as exc:
         outcome.status, outcome.promoted, outcome.reason = "failed", False, str(exc)
     except Exception as exc:
@@ -141,6 +146,7 @@ def _guarded(
         _finish(db, outcome, "failed", "interrupted", started)
         raise
     finally:
+        progress.finished()
         shutil.rmtree(run_dir / "candidate" / "checkpoints", ignore_errors=True)
     _finish(db, outcome, outcome.status, outcome.reason, started)
     return outcome
@@ -153,12 +159,15 @@ def _run(
     outcome: RunOutcome,
     config: DistillConfig,
     teacher: Teacher | None,
+    progress: Progress,
 ) -> None:
     task = outcome.task
+    progress.phase("dataset")
     dataset = build_dataset(db, task, config.dataset, kind=config.gates.kind)
     outcome.dataset = dataset.stats
     _augment(dataset, config, teacher)
     usable = len(dataset.train) + len(dataset.eval)
+    progress.note(f"{len(dataset.train)} train, {len(dataset.eval)} held out")
     if usable < config.dataset.min_examples:
         outcome.status = "skipped"
         outcome.reason = f"{usable} usable examples < min_examples {config.dataset.min_examples}"
@@ -166,7 +175,11 @@ def _run(
     update_run(db, outcome.run_id, dataset_json=dataset.stats)
     job_path = _write_job(db, run_dir, dataset, config)
     job = Job.read(job_path)
-    results = _train_candidates(job_path, job, dataset, config, task)
+    progress.phase("train")
+    results = _train_candidates(job_path, job, dataset, config, task, progress)
+    compared = " and the champion" if job.champion else ""
+    progress.note(f"{len(results)} candidate(s){compared} on {len(dataset.eval)} held-out answers")
+    progress.phase("gates")
     current = champion(db, task)
     judged = [_judge(engine, result, dataset.kind, config, current) for engine, result in results]
     best = _best(judged)
@@ -177,6 +190,7 @@ def _run(
     }
     outcome.status = "succeeded"
     outcome.reason = failed_reason(best.gates)
+    progress.note(f"{sum(g.passed for g in best.gates)}/{len(best.gates)} passed ({best.engine})")
     if outcome.reason is None:
         train = outcome.metrics["train"]
         if best.engine == CLASSICAL:
@@ -244,45 +258,60 @@ def _engines(config: DistillConfig, dataset: Dataset) -> list[str]:
 
 
 def _train_candidates(
-    job_path: Path, job: Job, dataset: Dataset, config: DistillConfig, task: str
+    job_path: Path,
+    job: Job,
+    dataset: Dataset,
+    config: DistillConfig,
+    task: str,
+    progress: Progress,
 ) -> list[tuple[str, JobResult]]:
     results: list[tuple[str, JobResult]] = []
     engines = _engines(config, dataset)
     champ: ModelEval | None = None
     if MODEL in engines:
-        result = _train_model(job_path, job, config, task)
+        result = _train_model(job_path, job, config, task, progress)
         results.append((MODEL, result))
         champ = result.champion
     if CLASSICAL in engines:
-        results.insert(0, (CLASSICAL, _train_classical(job, dataset, config, champ)))
+        results.insert(0, (CLASSICAL, _train_classical(job, dataset, config, champ, progress)))
     return results
 
 
-def _train_model(job_path: Path, job: Job, config: DistillConfig, task: str) -> JobResult:
+def _train_model(
+    job_path: Path, job: Job, config: DistillConfig, task: str, progress: Progress
+) -> JobResult:
+    relay = _progress_logger(task, progress)
     if config.train.isolation == "process":
         return run_job_process(
             job_path,
             threads=job.train.threads,
             timeout_s=config.train.timeout_s,
             launcher=config.train.launcher,
-            on_progress=_progress_logger(task),
+            on_progress=relay,
         )
-    result = run_job(job)
+    with following_progress(Path(job.run_dir) / PROGRESS_FILE, relay):
+        result = run_job(job)
     if result is None:
         raise TrainingFailed("the training job gave no result")
     return result
 
 
 def _train_classical(
-    job: Job, dataset: Dataset, config: DistillConfig, champ: ModelEval | None
+    job: Job,
+    dataset: Dataset,
+    config: DistillConfig,
+    champ: ModelEval | None,
+    progress: Progress,
 ) -> JobResult:
     """Train and evaluate the classical candidate here; the champion's evaluation is the
     model job's when it ran, else made here on the same examples."""
     run_dir = Path(job.run_dir)
     golden = json.loads((run_dir / "golden.json").read_text())
+    progress.phase("train")  # a phase already passed (the model's) is not shown again
     trained = train_classical(
         dataset.training_rows(), config.classical, run_dir / CLASSICAL_DIR, seed=job.train.seed
     )
+    progress.phase("evaluate")
     assert trained.model_path is not None
     kwargs: dict[str, Any] = {
         "kind": dataset.kind,
@@ -479,14 +508,26 @@ def _finish(
         "task %s: run %s %s%s (%s)",
         outcome.task,
         outcome.run_id,
-        status,
-        ", promoted " + str(outcome.candidate_id) if outcome.promoted else "",
+        run_outcome(status, outcome.promoted),
+        " as " + str(outcome.candidate_id) if outcome.promoted else "",
         reason,
     )
 
 
-def _progress_logger(task: str) -> Any:
+def _progress_logger(task: str, progress: Progress) -> Any:
+    """Each training progress record: a log line per logging step, and the steps shown; the
+    last step ends training (the job then evaluates)."""
+
+    trained: list[bool] = []
+
     def relay(record: dict[str, Any]) -> None:
+        step, total = record.get("step"), record.get("max_steps")
+        if isinstance(step, int) and isinstance(total, int) and not trained:
+            progress.step(step, total, "steps")
+            if step >= total:
+                trained.append(True)
+                progress.note(f"{total} steps")
+                progress.phase("evaluate")
         if "loss" in record:
             log.info(
                 "task %s: step %s/%s epoch %.2f loss %.4f (%.0f s)",

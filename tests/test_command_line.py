@@ -163,3 +163,23 @@ def test_report_help_shows_the_window_default_and_the_formats(tmp_path):
     text = " ".join(done.stdout.split())
     assert done.returncode == 0
     assert "(default 7d)" in text and "json or csv for scripts (default table)" in text
+
+
+def commands(parser: argparse.ArgumentParser, prefix: str = "understudy") -> Iterator[tuple]:
+    """(command, parser) of the program and every command under it."""
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from commands(sub, f"{prefix} {name}")
+
+
+def test_every_command_ends_its_help_with_examples_of_itself():
+    found = dict(commands(build_parser()))
+    assert {"understudy serve", "understudy distill run", "understudy golden add"} <= set(found)
+    for name, parser in found.items():
+        text = parser.format_help()
+        assert "\nexamples:\n" in text, name
+        examples = text.split("\nexamples:\n", 1)[1].splitlines()
+        assert examples and all(line.startswith("  ") for line in examples), name
+        assert any(line.strip().startswith(name) for line in examples), (name, examples)

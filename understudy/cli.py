@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from understudy.config_reader import ConfigError
 from understudy.demo.cli import add_arguments as add_demo_arguments
+from understudy.distiller.cli import command_parser, task_name, with_examples
 from understudy.distiller.cli import register as register_distiller
-from understudy.distiller.cli import task_name
 from understudy.settings import Settings, load_settings
 
 
@@ -136,6 +136,42 @@ def _version() -> str:
         return "unknown"
 
 
+EXAMPLES = {
+    "": [
+        "understudy serve --teacher-url https://api.openai.com/v1",
+        "understudy demo",
+        "understudy tasks",
+        "understudy report --since 24h",
+        "understudy distill run --task support-intent",
+    ],
+    "serve": [
+        "export UNDERSTUDY_TEACHER_API_KEY=sk-...",
+        "understudy serve                                  # the OpenAI API, on 127.0.0.1:8000",
+        "understudy serve --teacher-url http://localhost:8001/v1 --port 9000",
+        "understudy serve --config understudy.toml --data-dir /var/lib/understudy",
+    ],
+    "tasks": ["understudy tasks", "understudy tasks --json"],
+    "export": ["understudy export --task support-intent -o support-intent.jsonl"],
+    "mode": [
+        "understudy mode --task support-intent shadow        # student answers compared only",
+        "understudy mode --task support-intent teacher-only  # the student stops serving",
+    ],
+    "report": [
+        "understudy report",
+        "understudy report --since 24h --format json",
+        "understudy report --since 30d --format csv > savings.csv",
+    ],
+    "prune": [
+        "understudy prune --older-than 90d --dry-run",
+        "understudy prune --older-than 90d --vacuum",
+    ],
+    "migrate-db": ["understudy migrate-db --to postgresql://understudy@db-host/understudy"],
+    "tiny-model": ["understudy tiny-model ./tiny --texts prompts.txt --layers 2"],
+    "demo": ["understudy demo"],
+}
+"""Examples shown at the end of each command's ``--help`` (the distiller's: in its cli)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="understudy",
@@ -244,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_arguments(p)
     p.set_defaults(func=_demo)
 
+    for name, examples in EXAMPLES.items():
+        target = command_parser(sub, name) if name else parser
+        if target is not None:
+            with_examples(target, examples)
     return parser
 
 

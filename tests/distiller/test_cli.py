@@ -122,10 +122,13 @@ def test_history_shows_each_gate_with_value_threshold_and_verdict(cli, db):
         )
     out = cli("distill", "history", "--task", "intent")[1]
     assert "router: quality target 0.8, 37 confidence levels on 100 held-out answers" in out
-    assert "2001-09-09 01:46:40  42s   succeeded  cron     900    100   no" in out
-    assert "agreement          0.910 (threshold 0.700)  pass" in out
-    assert "golden             0.500 (threshold 1.000)  FAIL  1/2" in out
-    assert "why: golden 0.500 < 1.000" in out
+    assert "2001-09-09 01:46:40  42s   rejected  cron     900    100   -" in out  # not "succeeded"
+    assert "agreement  0.910  >= 0.700   pass" in out
+    failed = "golden     0.500  >= 1.000   FAIL     share of golden examples passing 0.500 < 1.000"
+    assert failed in out
+    assert "why: golden: share of golden examples passing 0.500 < 1.000 (1/2)" in out
+    run = json.loads(cli("distill", "history", "--task", "intent", "--json")[1])[0]
+    assert run["outcome"] == "rejected"
 
 
 def test_a_run_while_another_holds_the_task_exits_busy(cli, db, tmp_path):

@@ -1,0 +1,108 @@
+"""What ``distill run`` shows: a bar (or one line) per phase, the result on one screen, and the
+training libraries' own output in the run's ``train.log`` unless ``--verbose``."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.distiller.conftest import log_intents
+from understudy.distiller.progress import PHASES, PhaseDisplay, command_line_progress
+from understudy.storage.database import open_database
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _walk(display: PhaseDisplay) -> None:
+    display.phase("dataset")
+    display.note("120 train, 40 held out")
+    display.phase("train")
+    for step in (10, 60, 120):
+        display.step(step, 120, "steps")
+    display.phase("evaluate")
+    display.phase("train")  # a phase already passed is not shown again
+    display.phase("gates")
+    display.finished()
+
+
+def test_without_a_terminal_each_phase_is_one_plain_line():
+    out = io.StringIO()
+    _walk(PhaseDisplay(out, bars=False))
+    lines = out.getvalue().splitlines()
+    assert [line.split()[0] for line in lines] == list(PHASES)
+    assert "120 train, 40 held out" in lines[0] and "120/120 steps" in lines[1]
+    assert "\r" not in out.getvalue()
+
+
+def test_on_a_terminal_each_phase_is_a_bar_and_training_has_an_eta():
+    terminal = Terminal()
+    with command_line_progress(verbose=False, stream=terminal) as display:
+        display.phase("train")
+        display.step(30, 120, "steps")
+        logging.getLogger("understudy.distiller").info("a line for the run's log only")
+        logging.getLogger("understudy.distiller").warning("the champion's weights are gone")
+        print("{'loss': 1.23}")  # what a training library prints
+        display.phase("evaluate")
+    shown = terminal.getvalue()
+    assert re.search(r"train .*30/120 steps \[\d\d:\d\d<\d\d:\d\d\]", shown), shown
+    assert "the champion's weights are gone" in shown  # warnings are shown between the bars
+    assert "a line for the run's log only" not in shown and "'loss'" not in shown
+
+
+@pytest.mark.slow
+def test_a_run_on_the_tiny_model_fits_one_screen_and_keeps_the_trainers_log(tmp_path, tiny_base):
+    """`distill run` printed 36 KB for one run: bars, loss dicts and INFO lines interleaved."""
+    db = open_database(tmp_path / "understudy.db")
+    log_intents(db, "intent", 80)
+    db.conn.close()
+    config = tmp_path / "understudy.toml"
+    config.write_text(
+        "[distiller.dataset]\neval_fraction = 0.25\neval_min = 10\nmin_examples = 40\n"
+        f'[distiller.train]\nbase_model = "{tiny_base}"\nmethod = "full"\nepochs = 3\n'
+        'batch_size = 8\ndevice = "cpu"\nlogging_steps = 1\nisolation = "inline"\n'
+        'candidates = ["model"]\n'
+        "[distiller.gates]\neval_batch_size = 64\nmax_new_tokens = 8\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNDERSTUDY_")}
+
+    def distill(*extra: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+        done = subprocess.run(
+            [sys.executable, "-m", "understudy.cli", "distill", "run", "--task", "intent"]
+            + ["--data-dir", str(tmp_path), "--config", str(config), *extra],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        return done, (done.stdout + done.stderr).splitlines()
+
+    done, lines = distill()
+    assert done.returncode == 0, done.stderr
+    assert len(lines) <= 40, "\n".join(lines)
+    assert [line.split()[0] for line in done.stderr.splitlines()] == list(PHASES)
+    first = done.stdout.splitlines()[0]
+    assert re.match(r"run \S+ of task intent: (promoted|rejected)", first), first
+    assert "'loss'" not in done.stdout + done.stderr and " INFO " not in done.stdout + done.stderr
+    (run_dir,) = (tmp_path / "distill" / "intent").iterdir()
+    train_log = (run_dir / "train.log").read_text()
+    assert "'loss'" in train_log and "INFO understudy.distiller" in train_log
+    assert f"log {run_dir / 'train.log'}" in done.stdout
+
+    verbose, _ = distill("--verbose", "--json")
+    assert verbose.returncode == 0
+    assert "'loss'" in verbose.stderr and "INFO understudy.distiller" in verbose.stderr
+    assert json.loads(verbose.stdout)["outcome"] in ("promoted", "rejected")
