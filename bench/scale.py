@@ -1,0 +1,508 @@
+"""The log at production size: how reads, the gateway and retention behave on a big database.
+
+    python bench/scale.py --rows 10000,1000000            # each N in turn, then the extras
+    python bench/scale.py --rows 10000 --skip-workers      # one size only
+
+For each N a fresh data directory is filled with N realistic logged requests through the
+storage layer's own insert (the log writer's: bodies compressed, rollups added in the same
+transaction), spread over the last 30 days: chat (banking77 queries, a support conversation,
+long summaries, JSON extraction), Responses API exchanges, pass-through embeddings; served by
+the teacher, the student (with its attempt row) or as shadow checks; a few errors. Then, as an
+operator would run them: ``understudy report --since 30d``, ``understudy tasks``, ``understudy
+export`` of one task (wall time and peak RSS), ``understudy prune --dry-run``, the distiller's
+dataset build of one task; a gateway on that database: ``GET /dashboard`` and 1,000 proxied
+requests (and the same requests on an empty database); then retention deletes the oldest third
+of the rows in batches while another connection keeps writing (how long its writes take).
+
+Once: bytes per logged request before (bodies as text, the layout before
+``0009_compact_bodies``) and after, on demo-shaped traffic and on long chat transcripts; and
+``serve --workers 2`` against ``--workers 1`` under a closed-loop load (the load generator and
+the stand-in teacher run on the same cores as the gateway: say so with the figures).
+
+Prints a table; writes JSON (``--out``, default ``bench/results/scale.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._banking77 import SYSTEM  # noqa: E402
+from bench._load import run_load  # noqa: E402
+from bench._traffic import TASK, Traffic, demo_traffic, transcripts  # noqa: E402
+from tests.gateway_process import free_port  # noqa: E402
+from understudy.storage.bodies import BodyEncoder  # noqa: E402
+from understudy.storage.database import open_database  # noqa: E402
+from understudy.storage.request_log import _insert  # noqa: E402 - the writer's own insert
+from understudy.storage.retention import prune  # noqa: E402
+
+DAY = 86400.0
+BATCH = 2000
+
+
+# -- realistic rows ---------------------------------------------------------------------------
+
+
+def write_rows(
+    db: Any, rows: Iterator[tuple[str, dict[str, Any]]], compress: bool = True, size: int = BATCH
+) -> int:
+    """Insert ``rows`` as the log writer does: batches of ``size``, each one transaction with
+    its rollups (and, with ``compress``, bodies compressed, the dictionary trained when due)."""
+    encoder = BodyEncoder() if compress else None
+    batch: list[tuple[str, dict[str, Any]]] = []
+    n = 0
+    for item in rows:
+        batch.append(item)
+        if len(batch) >= size:
+            n += _flush(db, batch, encoder)
+    if batch:
+        n += _flush(db, batch, encoder)
+    return n
+
+
+def _flush(db: Any, batch: list[tuple[str, dict[str, Any]]], encoder: BodyEncoder | None) -> int:
+    _insert(db, batch, encoder)
+    if encoder is not None:
+        encoder.maybe_train(db)
+    n = sum(table == "requests" for table, _ in batch)
+    batch.clear()
+    return n
+
+
+def fill(data_dir: Path, n: int) -> dict[str, Any]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db = open_database(data_dir / "understudy.db")
+    started = time.perf_counter()
+    traffic = Traffic()
+    written = write_rows(db, _requests(traffic, n, time.time() - 30 * DAY, 30 * DAY))
+    seconds = time.perf_counter() - started
+    db.execute("pragma wal_checkpoint(truncate)")
+    db.conn.close()
+    size = (data_dir / "understudy.db").stat().st_size
+    return {
+        "rows": written,
+        "fill_s": round(seconds, 1),
+        "fill_rows_per_s": round(written / seconds),
+        "db_mb": round(size / 1e6, 1),
+        "db_bytes_per_request": round(size / max(written, 1)),
+    }
+
+
+def _requests(traffic: Traffic, n: int, start: float, span: float) -> Iterator[tuple[str, dict]]:
+    """Rows until ``n`` requests are produced (attempt rows come with their requests)."""
+    produced = 0
+    for item in traffic.rows(n, start, span):
+        produced += item[0] == "requests"
+        yield item
+        if produced >= n:
+            return
+
+
+# -- what an operator runs ---------------------------------------------------------------------
+
+
+def run_cli(*args: str, data_dir: Path) -> dict[str, float]:
+    """``understudy ARGS --data-dir D``: wall seconds and the process's peak RSS (MB)."""
+    cmd = [sys.executable, "-m", "understudy.cli", *args, "--data-dir", str(data_dir)]
+    return run_process(cmd)
+
+
+def run_process(cmd: list[str]) -> dict[str, float]:
+    """Run ``cmd``: wall seconds and its peak RSS in MB, measured by ``/usr/bin/time`` (a child
+    forked from this big process would count this process's pages as its own)."""
+    timer = shutil.which("time") or "/usr/bin/time"
+    with tempfile.NamedTemporaryFile("r") as rss:
+        started = time.perf_counter()
+        done = subprocess.run(
+            [timer, "-f", "%M", "-o", rss.name, *cmd],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+        seconds = time.perf_counter() - started
+        peak_kb = rss.read().strip().splitlines()[-1]
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.decode()[-2000:]}")
+    return {"s": round(seconds, 3), "rss_mb": round(int(peak_kb) / 1024, 1)}
+
+
+DATASET_BUILD = """
+import sys
+from understudy.distiller.config import DatasetConfig
+from understudy.distiller.dataset import build_dataset
+from understudy.storage.database import Store
+with Store(sys.argv[1]).read() as db:
+    data = build_dataset(db, sys.argv[2], DatasetConfig())
+print(data.stats["log_rows"], len(data.train), len(data.eval))
+"""
+
+
+def offline(data_dir: Path, export_to: Path) -> dict[str, Any]:
+    db = data_dir / "understudy.db"
+    return {
+        "report_30d": run_cli("report", "--since", "30d", data_dir=data_dir),
+        "tasks": run_cli("tasks", data_dir=data_dir),
+        "export_1_task": run_cli(
+            "export", "--task", TASK, "--output", str(export_to), data_dir=data_dir
+        ),
+        "prune_dry_run": run_cli("prune", "--older-than", "20d", "--dry-run", data_dir=data_dir),
+        "dataset_build": run_process([sys.executable, "-c", DATASET_BUILD, str(db), TASK]),
+    }
+
+
+# -- the gateway on it ---------------------------------------------------------------------------
+
+
+def start_upstream() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "_upstream.py"), "--port", str(port)]
+    )
+    wait_http(f"http://127.0.0.1:{port}/v1/models")
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def start_gateway(
+    upstream: str, data_dir: Path, workers: int = 1
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNDERSTUDY_")}
+    env.update(
+        {
+            "UNDERSTUDY_TEACHER_API_KEY": "sk-bench",
+            "UNDERSTUDY_LOG_LEVEL": "warning",
+            "UNDERSTUDY_STUDENT_BACKEND": "none",
+            "UNDERSTUDY_ROUTER_SHADOW_RATE": "0",
+        }
+    )
+    cmd = [sys.executable, "-m", "understudy.cli", "serve", "--teacher-url", upstream]
+    cmd += ["--port", str(port), "--data-dir", str(data_dir), "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    wait_http(f"http://127.0.0.1:{port}/health", timeout=300)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer in {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+CHAT = json.dumps(
+    {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": "I still have not received my new card"},
+        ],
+    }
+).encode()
+
+
+def online(upstream: str, data_dir: Path, requests: int) -> dict[str, Any]:
+    """``GET /dashboard`` (median of 5 after one) and ``requests`` proxied chat requests (4
+    connections) on a gateway over ``data_dir``."""
+    proc, url = start_gateway(upstream, data_dir)
+    try:
+        with httpx.Client(timeout=600) as client:
+            started = time.perf_counter()
+            first = client.get(url + "/dashboard")
+            first_s = time.perf_counter() - started
+            assert first.status_code == 200, first.text[:500]
+            times = []
+            for _ in range(5):
+                started = time.perf_counter()
+                assert client.get(url + "/dashboard").status_code == 200
+                times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            client.get(url + "/metrics")
+            metrics_s = time.perf_counter() - started
+        sample, wall = asyncio.run(run_load(url + "/v1", CHAT, 4, total=requests))
+    finally:
+        stop(proc)
+    lat = sorted(sample.latency)
+    return {
+        "dashboard_first_s": round(first_s, 3),
+        "dashboard_s": round(statistics.median(times), 3),
+        "metrics_s": round(metrics_s, 3),
+        "proxied": {
+            "requests": len(lat),
+            "errors": sample.errors,
+            "p50_ms": round(pct(lat, 50) * 1000, 2),
+            "p95_ms": round(pct(lat, 95) * 1000, 2),
+            "per_s": round(len(lat) / wall, 1),
+        },
+    }
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(len(values) * q / 100))]
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+
+def retention(data_dir: Path) -> dict[str, Any]:
+    """Delete the oldest third (older than 20 days) in batches of 500, while another
+    connection writes 20 rows every 20 ms: the writes' latency during the prune."""
+    path = data_dir / "understudy.db"
+    stop_writing = threading.Event()
+    write_s: list[float] = []
+
+    def writer() -> None:
+        db = open_database(path, migrate_schema=False)
+        traffic = Traffic(seed=99)
+        while not stop_writing.is_set():
+            rows = list(_requests(traffic, 20, time.time(), 1.0))
+            started = time.perf_counter()
+            _insert(db, rows, BodyEncoder())
+            write_s.append(time.perf_counter() - started)
+            time.sleep(0.02)
+        db.conn.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    time.sleep(0.5)
+    db = open_database(path, migrate_schema=False)
+    started = time.perf_counter()
+    deleted = prune(db, time.time() - 20 * DAY, batch_size=500, pause_s=0.01)
+    seconds = time.perf_counter() - started
+    db.conn.close()
+    stop_writing.set()
+    thread.join()
+    writes = sorted(write_s)
+    total = sum(deleted.values())
+    return {
+        "deleted": deleted,
+        "prune_s": round(seconds, 1),
+        "rows_per_s": round(total / seconds) if seconds else None,
+        "writes_during": len(writes),
+        "write_p50_ms": round(pct(writes, 50) * 1000, 1),
+        "write_p99_ms": round(pct(writes, 99) * 1000, 1),
+        "write_max_ms": round(writes[-1] * 1000, 1) if writes else None,
+    }
+
+
+# -- bytes per logged request -----------------------------------------------------------------
+
+
+def bytes_per_request(workdir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, rows in (
+        ("demo", lambda: demo_traffic(5000)),
+        ("transcripts", lambda: transcripts(300, 12)),
+    ):
+        sizes = {}
+        for layout, compress in (("before", False), ("after", True)):
+            path = workdir / f"bytes-{name}-{layout}.db"
+            db = open_database(path)
+            n = write_rows(db, rows(), compress=compress, size=500)  # the writer's group commits
+            body = db.execute(
+                "select sum(length(request_json) + coalesce(length(response_json), 0)"
+                " + coalesce(length(request_body), 0) + coalesce(length(response_body), 0))"
+                " from requests"
+            ).fetchone()[0]
+            db.execute("vacuum")
+            db.conn.close()
+            sizes[layout] = {
+                "requests": n,
+                "db_bytes_per_request": round(path.stat().st_size / n),
+                "body_bytes_per_request": round(body / n),
+            }
+        sizes["db_ratio"] = round(
+            sizes["before"]["db_bytes_per_request"] / sizes["after"]["db_bytes_per_request"], 2
+        )
+        sizes["body_ratio"] = round(
+            sizes["before"]["body_bytes_per_request"] / sizes["after"]["body_bytes_per_request"], 2
+        )
+        out[name] = sizes
+    return out
+
+
+# -- workers -------------------------------------------------------------------------------------
+
+
+def workers_throughput(upstream: str, workdir: Path, seconds: float) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for workers in (1, 2):
+        data_dir = workdir / f"workers-{workers}"
+        proc, url = start_gateway(upstream, data_dir, workers=workers)
+        try:
+            asyncio.run(run_load(url + "/v1", CHAT, 32, duration=2.0))  # warm both workers
+            sample, wall = asyncio.run(run_load(url + "/v1", CHAT, 32, duration=seconds))
+        finally:
+            stop(proc)
+        logged = (
+            sqlite3.connect(data_dir / "understudy.db")
+            .execute("select count(*) from requests")
+            .fetchone()[0]
+        )
+        lat = sorted(sample.latency)
+        out[str(workers)] = {
+            "per_s": round(len(lat) / wall, 1),
+            "p50_ms": round(pct(lat, 50) * 1000, 1),
+            "p95_ms": round(pct(lat, 95) * 1000, 1),
+            "errors": sample.errors,
+            "logged": logged,
+        }
+    out["ratio"] = round(out["2"]["per_s"] / out["1"]["per_s"], 2)
+    return out
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cli_startup_s": run_process([sys.executable, "-m", "understudy.cli", "--version"])["s"],
+        "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        "cores": os.cpu_count(),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rows", default="10000,1000000", help="sizes, comma-separated (default 10000,1000000)"
+    )
+    parser.add_argument(
+        "--requests", type=int, default=1000, help="proxied requests per size (default 1000)"
+    )
+    parser.add_argument(
+        "--workers-seconds", type=float, default=15.0, help="load per worker count (default 15)"
+    )
+    parser.add_argument(
+        "--skip-workers", action="store_true", help="leave out the workers comparison"
+    )
+    parser.add_argument("--skip-bytes", action="store_true", help="leave out bytes per request")
+    parser.add_argument(
+        "--workdir", help="where databases go (default: a temporary directory, removed)"
+    )
+    parser.add_argument(
+        "--out", default=str(ROOT / "bench" / "results" / "scale.json"), help="JSON file"
+    )
+    args = parser.parse_args(argv)
+    sizes = [int(float(x)) for x in args.rows.split(",") if x]
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="understudy-scale-"))
+    result: dict[str, Any] = {"sizes": {}, "machine": machine()}
+    upstream_proc, upstream = start_upstream()
+    try:
+        if not args.skip_bytes:
+            result["bytes"] = bytes_per_request(workdir)
+            print(json.dumps(result["bytes"]), flush=True)
+        empty = workdir / "empty"
+        result["empty"] = online(upstream, empty, args.requests)
+        for n in sizes:
+            data_dir = workdir / f"n{n}"
+            entry: dict[str, Any] = {"fill": fill(data_dir, n)}
+            print(n, json.dumps(entry["fill"]), flush=True)
+            entry["offline"] = offline(data_dir, workdir / "export.jsonl")
+            entry["online"] = online(upstream, data_dir, args.requests)
+            entry["retention"] = retention(data_dir)
+            result["sizes"][str(n)] = entry
+            print(n, json.dumps(entry), flush=True)
+            _write(args.out, result)
+            shutil.rmtree(data_dir, ignore_errors=True)
+        if not args.skip_workers:
+            result["workers"] = workers_throughput(upstream, workdir, args.workers_seconds)
+    finally:
+        stop(upstream_proc)
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result["machine"] = machine()
+    _write(args.out, result)
+    print_table(result)
+    return 0
+
+
+def _write(path: str, result: dict[str, Any]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def print_table(result: dict[str, Any]) -> None:
+    head = (
+        *("rows", "DB MB", "B/req", "report 30d", "dashboard", "tasks", "export (RSS)"),
+        *("prune dry", "dataset (RSS)", "proxied p50/p95", "prune rows/s", "write max"),
+    )
+    lines = [head]
+    empty = result["empty"]["proxied"]
+    lines.append(("0", "-", "-", "-", f"{result['empty']['dashboard_s']:.3f} s", "-", "-", "-", "-",
+                  f"{empty['p50_ms']}/{empty['p95_ms']} ms", "-", "-"))  # fmt: skip
+    for n, e in result["sizes"].items():
+        off, on, ret = e["offline"], e["online"], e["retention"]
+        lines.append(
+            (
+                f"{int(n):,}",
+                str(e["fill"]["db_mb"]),
+                str(e["fill"]["db_bytes_per_request"]),
+                f"{off['report_30d']['s']:.2f} s",
+                f"{on['dashboard_s']:.3f} s",
+                f"{off['tasks']['s']:.2f} s",
+                f"{off['export_1_task']['s']:.1f} s ({off['export_1_task']['rss_mb']:.0f} MB)",
+                f"{off['prune_dry_run']['s']:.2f} s",
+                f"{off['dataset_build']['s']:.1f} s ({off['dataset_build']['rss_mb']:.0f} MB)",
+                f"{on['proxied']['p50_ms']}/{on['proxied']['p95_ms']} ms",
+                f"{ret['rows_per_s']:,}",
+                f"{ret['write_max_ms']} ms",
+            )
+        )
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
+    for row in lines:
+        print(" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    if "bytes" in result:
+        for name, b in result["bytes"].items():
+            print(
+                f"bytes per request, {name}: {b['before']['db_bytes_per_request']} -> "
+                f"{b['after']['db_bytes_per_request']} (x{b['db_ratio']}); bodies "
+                f"{b['before']['body_bytes_per_request']} -> {b['after']['body_bytes_per_request']}"
+                f" (x{b['body_ratio']})"
+            )
+    if "workers" in result:
+        w = result["workers"]
+        print(f"workers: 1 = {w['1']['per_s']}/s, 2 = {w['2']['per_s']}/s (x{w['ratio']})")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
