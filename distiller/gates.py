@@ -19,6 +19,7 @@ from statistics import NormalDist
 from typing import Any
 
 from understudy.distiller.config import GateConfig
+from understudy.distiller.figures import distinct
 
 
 @dataclass
@@ -204,7 +205,8 @@ def failed_reason(gates: Sequence[GateResult]) -> str | None:
 def _failure(gate: GateResult) -> str:
     below = gate.value is None or gate.threshold is None or gate.value < gate.threshold
     if below:
-        return f"{gate.name} {_fmt(gate.value)} < {_fmt(gate.threshold)}"
+        value, threshold = distinct(gate.value, gate.threshold)  # -0.0203 < -0.0200
+        return f"{gate.name} {value} < {threshold}"
     if gate.name == "coverage":
         return f"coverage {_fmt(gate.value)}: nothing served at the quality target"
     return f"{gate.name}: {gate.detail}"

@@ -109,3 +109,10 @@ def test_distinct_figures_use_the_fewest_decimals_that_tell_them_apart():
     assert distinct(0.8000001, 0.8) == ("0.800000", "0.800000")  # 6 decimals at most
     assert distinct(0.025, -0.02, signed=True) == ("+0.025", "-0.020")
     assert distinct(None, 0.5) == ("-", "0.500")
+
+
+def test_the_stored_reason_of_a_failed_gate_has_no_rounding_artefact():
+    from understudy.distiller.gates import GateResult, failed_reason
+
+    gate = GateResult("non_inferiority", -0.0203, -0.02, False, "served traffic: ...")
+    assert failed_reason([gate]) == "non_inferiority -0.0203 < -0.0200"
