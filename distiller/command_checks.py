@@ -13,6 +13,7 @@ import sqlite_utils
 
 from understudy.storage.config import db_path
 from understudy.storage.database import Store
+from understudy.storage.engine import Address, describe
 from understudy.storage.queries import known_tasks
 
 ARGUMENT_ERROR = 2
@@ -22,12 +23,14 @@ class CommandRefused(Exception):
     """What the command was asked cannot be done; the message is one line for the user."""
 
 
-def existing_store(data_dir: str | Path) -> Store:
-    """The data directory's database, refused when it does not exist (opening would create it)."""
-    store = Store(db_path(Path(data_dir)))
+def existing_store(data_dir: str | Path, database: Address | None = None) -> Store:
+    """The database (``database``: ``storage.url``'s; by default the data directory's file),
+    refused when it does not exist (opening would create it)."""
+    store = Store(db_path(Path(data_dir)) if database is None else database)
     if not store.exists():
+        where = data_dir if database is None else describe(database)
         raise CommandRefused(
-            f"no database in {data_dir} (start `understudy serve` there first, or pass --data-dir)"
+            f"no database in {where} (start `understudy serve` there first, or pass --data-dir)"
         )
     return store
 

@@ -28,12 +28,19 @@ from understudy.distiller.schedule import DistillScheduler
 from understudy.storage.config import db_path
 from understudy.storage.database import Store
 from understudy.storage.distill_queries import add_golden, list_golden, list_runs, remove_golden
+from understudy.storage.engine import Address
 from understudy.storage.registry import RegistryError, rollback, run_outcome, task_state
 
 TeacherFactory = Callable[[Any], Any]
 
 EXIT_FAILED = 1
 EXIT_BUSY = 75  # EX_TEMPFAIL: another run of the task is going
+
+
+def database_of(settings: Any) -> Address:
+    """The settings' database: ``storage.url``'s, else the data directory's SQLite file."""
+    found = getattr(settings, "db_path", None)
+    return db_path(Path(settings.data_dir)) if found is None else found
 
 
 def distill_settings(settings: Any) -> tuple[Path, DistillConfig]:
@@ -49,7 +56,8 @@ def _db(settings: Any, *, existing: bool = False) -> Iterator[sqlite_utils.Datab
     """The settings' database, its schema brought up to date first; with ``existing``, a missing
     one is refused rather than created."""
     data_dir = Path(settings.data_dir)
-    store = existing_store(data_dir) if existing else Store(db_path(data_dir))
+    database = database_of(settings)
+    store = existing_store(data_dir, database) if existing else Store(database)
     store.migrate()
     with store.write() as db:
         yield db
@@ -57,7 +65,7 @@ def _db(settings: Any, *, existing: bool = False) -> Iterator[sqlite_utils.Datab
 
 def _require_task(settings: Any, task: str) -> None:
     """Refuse a missing database or a task it has never seen, writing nothing."""
-    store = existing_store(settings.data_dir)
+    store = existing_store(settings.data_dir, database_of(settings))
     store.migrate()
     with store.read() as db:
         require_known_task(db, task)
@@ -80,7 +88,13 @@ def cmd_run(args: argparse.Namespace, settings: Any, teacher_factory: TeacherFac
     try:
         with _exit_on_sigterm(), command_line_progress(verbose=verbose, stream=sys.stderr) as shown:
             outcome = run_distillation(
-                data_dir, args.task, config, trigger="manual", teacher=teacher, progress=shown
+                data_dir,
+                args.task,
+                config,
+                trigger="manual",
+                teacher=teacher,
+                progress=shown,
+                database=database_of(settings),
             )
     except RunInProgress as exc:
         print(f"understudy: {exc}", file=sys.stderr)
@@ -117,7 +131,9 @@ def cmd_schedule(
     _logging()
     data_dir, config = distill_settings(settings)
     teacher = teacher_factory(settings) if teacher_factory else None
-    DistillScheduler(data_dir, config, teacher=teacher).serve_forever()
+    DistillScheduler(
+        data_dir, config, teacher=teacher, database=database_of(settings)
+    ).serve_forever()
     return 0
 
 

@@ -45,6 +45,7 @@ from understudy.distiller.worker import JOB_FILE, PROGRESS_FILE, run_job, write_
 from understudy.storage.config import db_path
 from understudy.storage.database import Store
 from understudy.storage.distill_queries import insert_run, list_golden, update_run
+from understudy.storage.engine import Address
 from understudy.storage.registry import ModelVersion, champion, log_event, run_outcome
 from understudy.student.threads import auto_threads
 
@@ -82,13 +83,14 @@ def run_distillation(
     trigger: str = "manual",
     teacher: Teacher | None = None,
     progress: Progress | None = None,
+    database: Address | None = None,
 ) -> RunOutcome:
     """Run once for ``task``; raise :class:`~distiller.lock.RunInProgress` if one is going.
     ``progress`` hears of each phase as it goes (:mod:`~understudy.distiller.progress`)."""
     config = (config or DistillConfig()).for_task(task)
     progress = progress or NoProgress()
     data_dir = Path(data_dir)
-    store = Store(db_path(data_dir))
+    store = Store(db_path(data_dir) if database is None else database)  # storage.url
     store.migrate()
     with store.write() as db:
         for run_id in recover_stale_runs(db, ttl_s=config.schedule.lock_ttl_s):

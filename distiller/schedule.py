@@ -40,6 +40,7 @@ from understudy.storage.distill_queries import (
     tasks_with_teacher_answers,
     update_run,
 )
+from understudy.storage.engine import Address
 
 log = logging.getLogger("understudy.distiller")
 
@@ -52,9 +53,9 @@ promotion."""
 
 
 @contextlib.contextmanager
-def _database(data_dir: Path) -> Iterator[sqlite_utils.Database]:
-    """The data directory's database, its schema brought up to date first."""
-    store = Store(db_path(data_dir))
+def _database(address: Address) -> Iterator[sqlite_utils.Database]:
+    """The database (a SQLite file or a PostgreSQL URL), its schema brought up to date first."""
+    store = Store(address)
     store.migrate()
     with store.write() as db:
         yield db
@@ -90,8 +91,11 @@ class DistillScheduler:
         *,
         teacher: Teacher | None = None,
         run: RunFn = run_distillation,
+        database: Address | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.database = db_path(self.data_dir) if database is None else database
+        """The database (``storage.url``; the data directory's SQLite file by default)."""
         self.config = config or DistillConfig()
         self.teacher = teacher
         self.run = run
@@ -103,7 +107,7 @@ class DistillScheduler:
     def tasks(self) -> list[str]:
         if self.config.schedule.tasks:
             return list(self.config.schedule.tasks)
-        with _database(self.data_dir) as db:
+        with _database(self.database) as db:
             return tasks_with_teacher_answers(db)
 
     def due_by_count(self, task: str, now: float | None = None) -> bool:
@@ -116,7 +120,7 @@ class DistillScheduler:
         if cfg.new_examples_trigger <= 0:
             return False
         now = time.time() if now is None else now
-        with _database(self.data_dir) as db:
+        with _database(self.database) as db:
             last = last_run(db, task)
             if last is not None and last["status"] == "running":
                 return False
@@ -136,7 +140,7 @@ class DistillScheduler:
     def missed(self, task: str, now: float | None = None) -> bool:
         """A cron time passed since the task's last run (or its first answer, if never run)."""
         now_dt = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC)
-        with _database(self.data_dir) as db:
+        with _database(self.database) as db:
             last = last_run(db, task)
             since = last["started_at"] if last is not None else first_request_at(db, task)
         if since is None:
@@ -152,7 +156,12 @@ class DistillScheduler:
         with self._busy:  # one run at a time in this worker
             try:
                 return self.run(
-                    self.data_dir, task, self.config, trigger=trigger, teacher=self.teacher
+                    self.data_dir,
+                    task,
+                    self.config,
+                    trigger=trigger,
+                    teacher=self.teacher,
+                    database=self.database,
                 )
             except RunInProgress as exc:
                 log.info("task %s: %s; not starting another", task, exc)
@@ -183,7 +192,7 @@ class DistillScheduler:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         cfg = self.config.schedule
-        with _database(self.data_dir) as db:
+        with _database(self.database) as db:
             for run_id in recover_stale_runs(db, ttl_s=cfg.lock_ttl_s):
                 log.warning("run %s had crashed; marked failed", run_id)
         scheduler = BackgroundScheduler(
@@ -238,8 +247,10 @@ class ScheduleProcess:
         teacher: Teacher | None = None,
         log_level: str = "INFO",
         stop_timeout_s: float = 10.0,
+        database: Address | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.database = db_path(self.data_dir) if database is None else database
         self.config = config
         self.teacher = teacher
         self.log_level = log_level.upper()
@@ -259,7 +270,14 @@ class ScheduleProcess:
         self._stop = context.Event()
         self._process = context.Process(
             target=_serve_in_child,
-            args=(self.data_dir, self.config, self.teacher, self._stop, self.log_level),
+            args=(
+                self.data_dir,
+                self.config,
+                self.teacher,
+                self._stop,
+                self.log_level,
+                self.database,
+            ),
             name="understudy-distill-schedule",
             daemon=True,
         )
@@ -282,7 +300,7 @@ class ScheduleProcess:
         log.info("distiller schedule stopped")
 
     def _fail_runs_of(self, pid: int) -> None:
-        with _database(self.data_dir) as db:
+        with _database(self.database) as db:
             for run in running_runs(db):
                 if run.get("pid") == pid:
                     update_run(
@@ -295,7 +313,12 @@ class ScheduleProcess:
 
 
 def _serve_in_child(
-    data_dir: Path, config: DistillConfig, teacher: Teacher | None, stop: Any, level: str
+    data_dir: Path,
+    config: DistillConfig,
+    teacher: Teacher | None,
+    stop: Any,
+    level: str,
+    database: Address,
 ) -> None:
     """Entry point of :class:`ScheduleProcess`'s child."""
     os.setsid()  # our own process group: the training process can be stopped with us
@@ -306,7 +329,7 @@ def _serve_in_child(
         threading.Thread(
             target=_die_with, args=(parent.sentinel, stop), name="parent-watch", daemon=True
         ).start()
-    DistillScheduler(data_dir, config, teacher=teacher).serve_forever(stop)
+    DistillScheduler(data_dir, config, teacher=teacher, database=database).serve_forever(stop)
 
 
 def _die_with(sentinel: int, stop: Any) -> None:

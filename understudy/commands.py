@@ -24,7 +24,7 @@ from understudy.student.tiny import build_tiny_model
 
 def _store(settings: Settings) -> Store:
     """The settings' database, its schema brought up to date; refused when it does not exist."""
-    store = existing_store(settings.data_dir)
+    store = existing_store(settings.data_dir, settings.db_path)
     store.migrate()
     return store
 

@@ -58,7 +58,7 @@ def report(
     settings: Settings, *, window_s: float, fmt_name: str = "table", out: IO[str] | None = None
 ) -> int:
     out = out or sys.stdout
-    existing_store(settings.data_dir)  # a report never creates a database
+    existing_store(settings.data_dir, settings.db_path)  # a report never creates a database
     summary = build_summary(settings, window_s)
     if fmt_name == "json":
         out.write(json.dumps(asdict(summary), indent=2) + "\n")

@@ -29,4 +29,5 @@ def schedule_for(settings: Settings) -> ScheduleProcess | None:
         settings.distiller,
         teacher=SyncTeacher.from_settings(settings),
         log_level=settings.log_level,
+        database=settings.db_path,
     )
