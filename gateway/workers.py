@@ -12,6 +12,20 @@ kernel hands each new connection to one of them. The parent only supervises:
   orphan keeps the port.
 
 Fork before any thread starts: the parent opens nothing but the socket.
+
+What the workers share and what each has alone:
+
+* exact across workers (they read the database): the request log (one SQLite file in WAL mode,
+  each worker's write-behind queue committing in turn), the rollups and everything that reads
+  them (report, dashboard, tasks, ``/metrics`` totals), monthly budgets (the rollups, re-read at
+  most once a second, plus the worker's own rows not yet committed: another worker's spend
+  shows within that second and its commit interval), dashboard sessions, the registry (every
+  worker loads a newly promoted student from it within ``student.reload_interval_s``);
+* per worker: rate limits (token buckets: a key may get up to N times its rate), failed-key
+  throttling, ``max_auto_tasks`` new fingerprinted tasks, ``/ready``'s cache, ``/metrics``'
+  in-process gauges (log queue, connections), the student's weights (each worker holds a copy
+  in memory), a crash losing at most one commit interval of rows, retention passes (each worker
+  runs them; a batch another already deleted is simply found empty).
 """
 
 from __future__ import annotations

@@ -91,3 +91,19 @@ def test_a_worker_that_dies_is_replaced(workers):
     for n in range(6):  # new connections: the replacement accepts its share, nothing fails
         assert ask(workers, n)[0]
     assert workers.stop() == 0
+
+
+def test_workers_end_when_the_supervisor_is_killed(workers):
+    pids = worker_pids(workers)
+    workers.kill()  # SIGKILL: the supervisor cannot pass anything on
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in pids)  # no orphan keeps serving the port
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
