@@ -132,7 +132,7 @@ def render_table(s: Summary, window_s: float) -> str:
         f"  live agreement    {fmt.pct(s.agreement):>12}   target {fmt.pct(s.quality_target)}"
         f" ({fmt.count(s.compared)} shadow comparisons on {s.agreement_scope} tasks)",
         f"  teacher spend     {fmt.usd(s.teacher_spend_usd):>12}   "
-        f"of which shadow calls {fmt.usd(s.shadow_spend_usd)}",
+        f"of which shadow checks {fmt.usd(s.shadow_spend_usd)}",
         f"  teacher avoided   {fmt.usd(s.avoided_usd):>12}",
         f"  student cost      {fmt.usd(s.student_cost_usd):>12}"
         + ("   (no student price set: the student is free)" if s.student_free else ""),

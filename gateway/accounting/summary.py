@@ -4,6 +4,7 @@ same function, the same definitions, each screen naming its window)."""
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -13,9 +14,8 @@ import sqlite_utils
 
 from understudy.gateway.accounting import fmt
 from understudy.gateway.accounting.prices import projected_monthly
-from understudy.storage import reports
+from understudy.storage import reports, rollups
 from understudy.storage.registry import all_task_states, get_model
-from understudy.storage.rollups import HOUR_S
 
 DEFINITIONS = (
     (
@@ -134,16 +134,16 @@ def summarize(
     student_free: bool,
     now: float | None = None,
 ) -> Summary:
-    """Sums and rates over the last ``window_s`` seconds up to ``now``. The log is summed in
-    whole hours (:mod:`storage.reports`), so the window counted starts at the start of the hour
-    holding ``now - window_s``: ``since`` and ``until`` say what was counted, and the monthly
-    projection scales the savings of exactly that span to 30 days."""
+    """Sums and rates over the last ``window_s`` seconds up to ``now``. The log is summed per
+    minute or per hour (:mod:`storage.reports`), so the span counted starts at the start of the
+    minute or hour holding ``now - window_s``: ``since`` and ``until`` say what was counted, and
+    the monthly projection scales the savings of exactly that span to 30 days."""
     wall = time.time()
     asked_until = wall if now is None else now
-    first, end = reports.hours(asked_until - window_s, asked_until)
-    since = first * HOUR_S
-    # Rows after a past ``now`` in its last hour are counted too: up to the hour's end.
-    until = max(asked_until, min(end * HOUR_S, wall))
+    start, end = counted_span(asked_until - window_s, asked_until, wall)
+    since = start
+    # Rows after a past ``now`` in its last minute or hour are counted too: up to its end.
+    until = max(asked_until, min(end, wall))
     totals = reports.cost_totals(db, since, until)
     agreement = reports.live_agreement(db, since, until)
     span = until - max(since, totals["first_at"] or until)
@@ -188,6 +188,18 @@ def summarize(
     )
 
 
+def counted_span(since: float, until: float, wall: float) -> tuple[float, float]:
+    """The span ``[start, end)`` the log's sums count for a window ``[since, until)``: to the
+    minute while the per-minute sums of its start are kept, else widened to whole hours (the
+    rule of :func:`storage.reports.window`)."""
+    kept = getattr(rollups, "MINUTES_KEPT_S", None)
+    if kept is not None and since >= wall - kept:
+        minute = rollups.MINUTE_S
+        return math.floor(since / minute) * minute, math.ceil(until / minute) * minute
+    first, end = reports.hours(since, until)
+    return first * rollups.HOUR_S, end * rollups.HOUR_S
+
+
 def teacher_alone(sums: dict[str, Any]) -> float:
     """What the teacher would have cost answering every request in ``sums`` (a row of
     :mod:`storage.reports`): its spend on the requests it answered + the avoided cost."""
@@ -195,13 +207,12 @@ def teacher_alone(sums: dict[str, Any]) -> float:
     return max(0.0, answered) + sums["avoided_usd"]
 
 
-def describe_window(summary: Summary) -> str:
-    """``last 24h: 2026-11-30 18:00 to 2026-12-01 18:22 UTC (whole hours)``: the words every
-    screen uses for the span it counted."""
-    return (
-        f"last {fmt.duration(summary.window_s)}: {fmt.utc(summary.since)} to "
-        f"{fmt.utc(summary.until)} UTC (whole hours)"
-    )
+def describe_window(summary: Summary, *, named: bool = True) -> str:
+    """``last 24h: 2026-11-30 18:22 to 2026-12-01 18:22 UTC``: the words every
+    screen uses for the span it counted (without the ``last 24h: `` asked for, when not
+    ``named``)."""
+    span = f"{fmt.utc(summary.since)} to {fmt.utc(summary.until)} UTC"
+    return f"last {fmt.duration(summary.window_s)}: {span}" if named else span
 
 
 def projection_note(summary: Summary) -> str:

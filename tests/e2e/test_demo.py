@@ -110,7 +110,7 @@ def test_the_teacher_bill_shrinks(demo):
     assert g.student == len(served) and g.saved_usd > 0
     assert f"coverage {fmt.pct(g.coverage)} of all requests" in printed
     assert re.search(rf"saved +{re.escape(fmt.usd(g.saved_usd))}: ", printed)
-    assert "the gateway's figures, last " in printed and "(whole hours)" in printed
+    assert "the gateway's figures, 20" in printed and " UTC: the history and the live" in printed
     agreement = sum(a.agrees for a in served) / len(served)
     verdict = "met" if agreement >= SMALL.quality_target else "NOT met"
     assert f"agreement with the teacher {agreement:.3f} on {len(served)}" in printed

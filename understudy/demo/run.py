@@ -233,9 +233,9 @@ def _print_summary(demo: Demo, summary: Summary) -> None:
     if summary.gateway is not None:
         window = summary.window
         say.line(
-            f"the gateway's figures, {describe_window(summary.gateway)}: history and live "
-            f"traffic, as the dashboard's {window} window and `understudy report --since "
-            f"{window}` show them"
+            f"the gateway's figures, {describe_window(summary.gateway, named=False)}: the "
+            f"history and the live traffic, as the dashboard's {window} window and "
+            f"`understudy report --since {window}` show them"
         )
     for line in summary.lines():
         say.line(line)

@@ -56,8 +56,10 @@ class DashboardData:
 
 
 def bucket_size(window_s: float) -> float:
-    """Points per hour (the log's finest sums) up to a week, per day beyond: a demo under the
-    7d window is a line of hours, not one daily dot."""
+    """Points per minute for the last hour, per hour up to a week, per day beyond: a demo of a
+    few minutes is a line, not one dot."""
+    if window_s <= 3600:
+        return 60.0
     return 3600.0 if window_s <= 7 * 86400 else 86400.0
 
 

@@ -22,7 +22,7 @@ from understudy.gateway.api.dashboard.style import CSS
 REFRESH_S = 30
 NO_STUDENT = "no student has served yet: lines appear once a student is promoted"
 WINDOWS = (("1h", 3600.0), ("24h", 86400.0), ("7d", 7 * 86400.0), ("30d", 30 * 86400.0))
-BUCKET_WORDS = {3600.0: "hour", 86400.0: "day"}
+BUCKET_WORDS = {60.0: "minute", 3600.0: "hour", 86400.0: "day"}
 FRAMES = (svg.Frame(cls="wide"), svg.Frame(width=360, height=240, left=56, right=14, cls="narrow"))
 """Each chart twice: for a wide screen, and for a phone (its labels stay readable there)."""
 
