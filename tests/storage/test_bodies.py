@@ -113,12 +113,12 @@ def fresh_dictionary_cache(monkeypatch):
     monkeypatch.setattr(bodies, "_dictionaries", {})
 
 
-def test_logged_bodies_are_stored_compressed_and_read_back_as_text(tmp_path):
+def test_logged_bodies_are_stored_compressed_and_read_back_as_text(address):
     rng = random.Random(0)
     rows = [row(i, rng) for i in range(50)]
     rows.append(row(50, rng, response_json=None, status="error"))
-    log_rows(tmp_path / "u.db", rows)
-    db = open_database(tmp_path / "u.db")
+    log_rows(address, rows)
+    db = open_database(address)
     stored = db.execute(
         "select request_json, response_json, request_body, response_body from requests"
         " where id = 'req_7'"
@@ -137,26 +137,26 @@ def test_logged_bodies_are_stored_compressed_and_read_back_as_text(tmp_path):
     assert "request_body" not in learned["req_3"]
 
 
-def test_rows_logged_before_compression_still_read(tmp_path):
+def test_rows_logged_before_compression_still_read(address):
     rng = random.Random(1)
     old = row(0, rng, response_id="resp_old", stored=True)
-    db = open_database(tmp_path / "u.db")
+    db = open_database(address)
     with db.conn:
         db["requests"].insert(old)  # text bodies, as logged before 0009_compact_bodies
     db.conn.close()
-    log_rows(tmp_path / "u.db", [row(1, rng, response_id="resp_new", stored=True)])
-    db = open_database(tmp_path / "u.db")
+    log_rows(address, [row(1, rng, response_id="resp_new", stored=True)])
+    db = open_database(address)
     assert find_response(db, "resp_old")["response_json"] == old["response_json"]
     assert json.loads(find_response(db, "resp_new")["request_json"])["max_tokens"] == 16
     assert [p["id"] for p in iter_teacher_pairs(db, "t")] == ["req_0", "req_1"]
     assert count_teacher_answers(db, "t") == 2
 
 
-def test_a_dictionary_is_trained_from_the_log_and_read_by_another_process(tmp_path):
+def test_a_dictionary_is_trained_from_the_log_and_read_by_another_process(address):
     rng = random.Random(2)
     rows = [row(i, rng) for i in range(bodies.SAMPLE_BODIES + 300)]
-    log_rows(tmp_path / "u.db", rows[: bodies.SAMPLE_BODIES], rows[bodies.SAMPLE_BODIES :])
-    db = open_database(tmp_path / "u.db")
+    log_rows(address, rows[: bodies.SAMPLE_BODIES], rows[bodies.SAMPLE_BODIES :])
+    db = open_database(address)
     dictionaries = db.execute("select id from body_dictionaries").fetchall()
     assert len(dictionaries) == 1
     last = db.execute("select response_body from requests where id = ?", [rows[-1]["id"]])
@@ -173,21 +173,21 @@ def test_a_dictionary_is_trained_from_the_log_and_read_by_another_process(tmp_pa
     assert sizes * 3 < raw
 
 
-def test_a_second_writer_uses_the_stored_dictionary(tmp_path):
+def test_a_second_writer_uses_the_stored_dictionary(address):
     rng = random.Random(3)
-    log_rows(tmp_path / "u.db", [row(i, rng) for i in range(bodies.SAMPLE_BODIES + 10)])
+    log_rows(address, [row(i, rng) for i in range(bodies.SAMPLE_BODIES + 10)])
     later = [row(5000 + i, rng) for i in range(bodies.SAMPLE_BODIES + 10)]
-    log_rows(tmp_path / "u.db", later)  # a new writer (a restart, another worker)
-    db = open_database(tmp_path / "u.db")
+    log_rows(address, later)  # a new writer (a restart, another worker)
+    db = open_database(address)
     assert db.execute("select count(*) from body_dictionaries").fetchone()[0] == 1
     frame = db.execute("select request_body from requests where id = 'req_5000'").fetchone()[0]
     assert bodies.zstandard.get_frame_parameters(frame).dict_id != 0
 
 
-def test_a_body_that_is_not_utf8_is_cleaned_not_lost(tmp_path):
+def test_a_body_that_is_not_utf8_is_cleaned_not_lost(address):
     rng = random.Random(4)
     bad = row(0, rng, response_json='{"x": "\ud83d"}')
-    log_rows(tmp_path / "u.db", [bad, row(1, rng)])
-    db = open_database(tmp_path / "u.db")
+    log_rows(address, [bad, row(1, rng)])
+    db = open_database(address)
     assert get_request(db, "req_0")["response_json"] == '{"x": "?"}'
     assert get_request(db, "req_1") is not None
