@@ -152,6 +152,17 @@ class Passthrough:
             )
         except UnderstudyError as exc:
             self._settle(record, call, body, None, STATUS_ERROR, exc.status_code, exc.message)
+            if isinstance(exc, UpstreamError):
+                log.warning(
+                    "teacher call failed: HTTP %d after %d attempt%s; %s %s, request %s: %s",
+                    exc.status_code,
+                    exc.attempts,
+                    "" if exc.attempts == 1 else "s",
+                    call.method,
+                    record.path_label,
+                    call.request_id,
+                    exc.message[:300],
+                )
             raise exc.with_headers({"x-request-id": call.request_id}) from None
         except BaseException:
             self._settle(record, call, body, None, STATUS_INCOMPLETE, 499, "the client left")

@@ -67,6 +67,8 @@ def test_a_refused_teacher_key_is_a_502_that_names_the_gateways_setting(gw, teac
     with pytest.raises(openai.APIStatusError) as info:
         client(gw).embeddings.create(model="text-embedding-3-small", input="hi")
     assert info.value.status_code == 502 and "UNDERSTUDY_TEACHER_API_KEY" in info.value.message
+    (line,) = failure_lines(gw, info.value.response.headers["x-request-id"])
+    assert "HTTP 502 after 1 attempt;" in line and "POST /v1/embeddings" in line, line
 
 
 def test_a_gateway_without_a_teacher_key_says_so_when_refused(stub, teacher, tmp_path):
