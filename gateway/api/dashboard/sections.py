@@ -204,7 +204,7 @@ def runs_table(data: DashboardData) -> str:
         ("outcome", ""),
         ("agreement", "num"),
         ("coverage", "num"),
-        ("took", "num"),
+        ("took", "num nowrap"),
         ("why", "muted"),
     )
     return f'<div class="panel" id="runs">{title}{table(head, rows)}</div>'
