@@ -88,6 +88,16 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def gpu_problem(device: str, gpus: int) -> str | None:
+    """Why this training process has no GPU of its own (None: it has, or needs none)."""
+    if device != "cuda" or world_size() == 1 or local_rank() < gpus:
+        return None
+    return (
+        f"train.num_processes: training process {local_rank()} on this machine has no GPU of "
+        f"its own ({gpus} GPU{'s' if gpus != 1 else ''} here; one process per GPU)"
+    )
+
+
 @contextmanager
 def main_process_first(*, cpu: bool) -> Iterator[None]:
     """The first process runs the block; the others wait until it has, then run it (a block

@@ -23,7 +23,13 @@ from typing import Any
 
 from understudy.distiller.job import Job, JobResult
 from understudy.distiller.launch import LaunchError, launch_command, process_threads
-from understudy.distiller.worker import LOG_FILE, PROGRESS_FILE, RESULT_FILE, RUN_PID_VARIABLE
+from understudy.distiller.worker import (
+    FAILURE_MARK,
+    LOG_FILE,
+    PROGRESS_FILE,
+    RESULT_FILE,
+    RUN_PID_VARIABLE,
+)
 from understudy.student.threads import thread_environment
 
 log = logging.getLogger("understudy.distiller")
@@ -134,10 +140,15 @@ def _describe(code: int) -> str:
 
 
 def _last_error(run_dir: Path) -> str:
+    """Why the job failed: the first process's own words (of several, the first to fail), else
+    the log's last error line."""
     try:
         lines = (run_dir / LOG_FILE).read_text(errors="replace").splitlines()
     except OSError:
         return ""
+    for line in lines[-500:]:
+        if FAILURE_MARK in line:
+            return f": {line.split(FAILURE_MARK, 1)[1].strip()[:300]}"
     for line in reversed(lines[-50:]):
         if "Error" in line or "error" in line:
             return f": {line.strip()[:300]}"

@@ -18,6 +18,7 @@ from typing import Any
 from understudy.distiller.config import TrainConfig
 from understudy.distiller.dataset import Example
 from understudy.distiller.launch import (
+    gpu_problem,
     is_main_process,
     local_rank,
     main_process_first,
@@ -148,6 +149,9 @@ def train_candidate(
     if warm_start and config.method == "full":
         base = str(warm_start.model_path)  # the champion's whole model and tokenizer
     device = _device(config.device)
+    problem = gpu_problem(device, torch.cuda.device_count() if device == "cuda" else 0)
+    if problem:
+        raise ValueError(problem)
     if base == "tiny":
         base = str(_shared_tiny_base(output_dir / "base", examples, config, cpu=device == "cpu"))
     tokenizer = AutoTokenizer.from_pretrained(base)

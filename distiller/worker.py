@@ -34,6 +34,9 @@ RESULT_FILE = "result.json"
 JOB_FILE = "job.json"
 LOG_FILE = "train.log"
 PROGRESS_FILE = "progress.jsonl"
+FAILURE_MARK = "training failed: "
+"""Starts the log line that says why the job failed (the run's reason is read from it: behind a
+launcher, the launcher's own report comes last and names no cause)."""
 RUN_PID_VARIABLE = "UNDERSTUDY_DISTILL_RUN_PID"
 """The process id of the run that started the job: the job stops when that process is gone,
 also with a launcher (``accelerate launch``) between the two."""
@@ -159,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     job = Job.read(Path(args[0]))
     setup_logging()
     exit_with_parent()
-    run_job(job)
+    try:
+        run_job(job)
+    except Exception as exc:
+        log.error("%s%s: %s", FAILURE_MARK, type(exc).__name__, exc)
+        raise
     return 0
 
 

@@ -178,3 +178,20 @@ def test_the_job_file_carries_the_launch_settings(tmp_path):
     stored = json.loads(job.read_text())["train"]
     assert (stored["num_processes"], stored["accelerate_config"]) == (2, "/a.yaml")
     assert Job.read(job).train.distributed
+
+
+def test_a_process_without_a_gpu_of_its_own_is_named(monkeypatch):
+    from understudy.distiller.launch import gpu_problem
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert gpu_problem("cuda", 2) is None
+    assert gpu_problem("cpu", 0) is None  # processes on CPU need no GPU
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert gpu_problem("cuda", 2) == (
+        "train.num_processes: training process 2 on this machine has no GPU of its own "
+        "(2 GPUs here; one process per GPU)"
+    )
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert gpu_problem("cuda", 1) is None

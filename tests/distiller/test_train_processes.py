@@ -129,3 +129,17 @@ def test_a_distillation_run_trains_on_two_processes(tmp_path, tiny_base):
     log = (Path(run["run_dir"]) / LOG_FILE).read_text()
     assert log.count("evaluating the candidate") == 1
     db.conn.close()
+
+
+def test_a_failed_job_on_two_processes_says_why(tmp_path):
+    """The run's reason was the launcher's last words ('traceback : To enable traceback see:
+    https://pytorch.org/...'), not the cause one process gives."""
+    from understudy.distiller.process import TrainingFailed
+
+    missing = str(tmp_path / "no-such-model")
+    train = replace(TINY, base_model=missing, num_processes=2)
+    with pytest.raises(TrainingFailed) as failed:
+        run_job(tmp_path / "run", train)
+    reason = str(failed.value)
+    assert reason.startswith("training process exited with code 1: ")
+    assert missing in reason and "traceback" not in reason
