@@ -345,3 +345,11 @@ def _dashboard_sessions(db: Database) -> None:
         create index dashboard_sessions_expiry on dashboard_sessions (expires_at);
         """
     )
+
+
+@migration("0012_minute_rollups")
+def _minute_rollups(db: Database) -> None:
+    """Request sums per minute for the last days (``storage/rollups.py``): a recent window is
+    counted to the minute at its ends; filled from the rows logged in that span."""
+    rollups.create_minutes(db.conn)
+    rollups.fill_minutes(db.conn, time.time())

@@ -14,11 +14,23 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from understudy.storage.engine import Database
-from understudy.storage.rollups import DAILY, DAY_HOURS, HOUR_S, bucket_bounds
+from understudy.storage.rollups import (
+    DAILY,
+    DAY_HOURS,
+    HOUR_S,
+    LATENCY_KEYS,
+    MINUTE_S,
+    MINUTES,
+    MINUTES_KEPT_S,
+    REQUEST_KEYS,
+    REQUEST_SUMS,
+    bucket_bounds,
+)
 
 GROUPS = {
     "task": "task",
@@ -74,22 +86,67 @@ def hours(since: float, until: float) -> tuple[int, int]:
     return math.floor(since / HOUR_S), math.ceil(until / HOUR_S)
 
 
-def window(table: str, since: float, until: float, *, daily: bool = True) -> tuple[str, list[int]]:
+def window(
+    table: str,
+    since: float,
+    until: float,
+    *,
+    daily: bool = True,
+    fine: bool = False,
+    now: float | None = None,
+) -> tuple[str, list[int]]:
     """The rows of a rollup ``table`` in the window, as a subquery (``from`` it) and its
-    parameters: the whole UTC days inside it from the daily twin (when ``daily`` and the table
-    has one), the hours at either end from the hourly table."""
+    parameters. A window's ends are counted to the minute from the per-minute table while they
+    are in the span it keeps (else widened to whole hours); whole UTC days inside come from the
+    daily twin (when ``daily``), the other whole hours from the hourly table; with ``fine``,
+    every minute from the per-minute table while the window is in its span. Rows of
+    ``rollup_requests`` carry ``minute``, the first minute they count."""
+    arms: list[tuple[str, list[int]]] = []
     first, end = hours(since, until)
-    day0 = -(-first // DAY_HOURS) * DAY_HOURS  # first whole day
-    day1 = end // DAY_HOURS * DAY_HOURS  # end of the last whole day
-    twin = DAILY.get(table)
-    if not daily or twin is None or day1 <= day0:
-        return f"(select * from {table} where hour >= ? and hour < ?) as r", [first, end]
-    return (
-        f"(select * from {twin} where hour >= ? and hour < ?"
-        f" union all select * from {table} where hour >= ? and hour < ?"
-        f" union all select * from {table} where hour >= ? and hour < ?) as r",
-        [day0, day1, first, day0, day1, end],
-    )
+    minutes = MINUTES.get(table)
+    kept_from = (time.time() if now is None else now) - MINUTES_KEPT_S
+    if minutes is not None and since >= kept_from:
+        m0, m1 = math.floor(since / MINUTE_S), math.ceil(until / MINUTE_S)
+        first, end = -(-m0 // 60), m1 // 60  # the whole hours inside
+        if first >= end or fine:
+            first = end
+            arms.append((_arm(table, minutes), _minute_span(m0, m1)))
+        else:
+            arms += [
+                (_arm(table, minutes), _minute_span(m0, first * 60)),
+                (_arm(table, minutes), _minute_span(end * 60, m1)),
+            ]
+    if first < end:
+        day0 = -(-first // DAY_HOURS) * DAY_HOURS  # the first whole day
+        day1 = end // DAY_HOURS * DAY_HOURS  # the end of the last whole day
+        twin = DAILY.get(table)
+        if daily and twin is not None and day0 < day1:
+            arms.append((_arm(table, twin), [day0, day1]))
+            arms += [(_arm(table, table), [first, day0]), (_arm(table, table), [day1, end])]
+        else:
+            arms.append((_arm(table, table), [first, end]))
+    sql = " union all ".join(arm for arm, _ in arms)
+    return f"({sql}) as r", [p for _, params in arms for p in params]
+
+
+def _minute_span(m0: int, m1: int) -> list[int]:
+    """The parameters of a per-minute arm: its hours (the table's key starts with the hour),
+    then its minutes."""
+    return [m0 // 60, -(-m1 // 60), m0, m1]
+
+
+def _arm(table: str, source: str) -> str:
+    """One part of a window: ``source``'s rows (of ``table``'s columns) in a span."""
+    if table == "rollup_requests":
+        columns = ", ".join((*REQUEST_KEYS, *REQUEST_SUMS, "first_at", "last_at"))
+        if source == MINUTES[table]:
+            return (
+                f"select {columns}, minute from {source} where hour >= ? and hour < ?"
+                " and minute >= ? and minute < ?"
+            )
+        return f"select {columns}, hour * 60 as minute from {source} where hour >= ? and hour < ?"
+    columns = ", ".join((*LATENCY_KEYS, "n"))
+    return f"select {columns} from {source} where hour >= ? and hour < ?"
 
 
 def cost_totals(db: Database, since: float, until: float) -> dict[str, Any]:
@@ -120,18 +177,20 @@ def cost_by(db: Database, group: str, since: float, until: float) -> list[dict[s
 
 def cost_series(db: Database, since: float, until: float, bucket_s: float) -> list[dict[str, Any]]:
     """Per task and time bucket (start time in seconds, buckets of ``bucket_s`` from
-    ``since``; a whole number of hours): requests, student-served, saved."""
-    src, params = window("rollup_requests", since, until, daily=False)
+    ``since``): requests, student-served, saved. Buckets shorter than an hour are filled
+    minute by minute in the span the per-minute sums are kept; others from whole hours (an
+    hour's sums in the bucket holding its start)."""
+    src, params = window("rollup_requests", since, until, daily=False, fine=bucket_s < HOUR_S)
     rows = db.query(
-        "select task, hour, sum(case when served_by != 'shadow' then calls else 0 end)"
+        "select task, minute, sum(case when served_by != 'shadow' then calls else 0 end)"
         " as requests, sum(case when served_by = 'student' then calls else 0 end) as student,"
         f" coalesce(sum(saved_usd), 0.0) as saved_usd from {src}"
-        f" where {_NOT_RELAYED} group by task, hour order by task, hour",
+        f" where {_NOT_RELAYED} group by task, minute order by task, minute",
         params,
     )
     out: dict[tuple[str, int], dict[str, Any]] = {}
     for r in rows:
-        index = max(0, math.floor((r["hour"] * HOUR_S - since) / bucket_s))
+        index = max(0, math.floor((r["minute"] * MINUTE_S - since) / bucket_s))
         acc = out.setdefault(
             (r["task"], index),
             {"task": r["task"], "requests": 0, "student": 0, "saved_usd": 0.0},

@@ -15,6 +15,9 @@ here, never in SQL):
 
 ``rollup_requests_daily`` and ``rollup_latency_daily`` hold the same sums per UTC day (their
 ``hour`` is the day's first hour), so a month's report reads ~30 rows per group, not ~720.
+``rollup_requests_minute`` holds the request sums per minute for the last
+:data:`MINUTES_KEPT_S` only (older minutes are deleted as the log writes): a recent window
+is counted to the minute at its ends, and charts of a short window have a point a minute.
 
 Every report, the dashboard, ``understudy tasks``, the budgets and ``/metrics`` read these
 instead of ``requests``. Only the log writer adds to them (:func:`record`), counting each row
@@ -31,7 +34,8 @@ Every statement here runs on SQLite and PostgreSQL: ``?`` placeholders and
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 HOUR_S = 3600
@@ -121,6 +125,18 @@ DAILY_DDL = (
     DDL[2].replace("rollup_latency (", "rollup_latency_daily (", 1),
 )
 
+MINUTE_S = 60
+MINUTES_KEPT_S = 3 * 86400
+"""How long the per-minute request sums are kept."""
+MINUTES = {"rollup_requests": "rollup_requests_minute"}
+"""The hourly table that has a per-minute twin."""
+MINUTE_KEYS = ("hour", "minute", *REQUEST_KEYS[1:])
+MINUTE_DDL = (
+    DDL[0]
+    .replace("rollup_requests (", "rollup_requests_minute (\n        minute integer not null,", 1)
+    .replace("primary key (hour,", "primary key (hour, minute,", 1),
+)
+
 _REQUIRED = ("id", "created_at", "endpoint", "task", "task_source", "served_by", "status")
 _ATTEMPT_REQUIRED = ("request_id", "created_at", "task", "student_version", "kind")
 _CHUNK = 500
@@ -152,6 +168,12 @@ def day_start(hour: int) -> int:
 def create(conn: Any) -> None:
     """Create the hourly rollup tables (the migration calls this, then :func:`backfill`)."""
     for statement in DDL:
+        conn.execute(statement)
+
+
+def create_minutes(conn: Any) -> None:
+    """Create the per-minute table (the migration calls this, then :func:`fill_minutes`)."""
+    for statement in MINUTE_DDL:
         conn.execute(statement)
 
 
@@ -199,29 +221,57 @@ def record(conn: Any, by_table: dict[str, list[dict[str, Any]]], unseen: set[str
         add_attempts(conn, [a for a in attempts if _present(a, _ATTEMPT_REQUIRED)])
 
 
-def add_requests(conn: Any, rows: Iterable[dict[str, Any]], *, daily: bool = True) -> None:
-    """Add request rows (already stored) to ``rollup_requests`` and ``rollup_latency``, and to
-    their daily twins (unless ``daily`` is off: before the migration that made them)."""
-    sums: dict[tuple[Any, ...], dict[str, Any]] = {}
+def add_requests(
+    conn: Any,
+    rows: Iterable[dict[str, Any]],
+    *,
+    daily: bool = True,
+    minutes: bool = True,
+    now: float | None = None,
+) -> None:
+    """Add request rows (already stored) to ``rollup_requests`` and ``rollup_latency``, to
+    their daily twins and to the per-minute table (unless ``daily`` or ``minutes`` is off:
+    before the migrations that made them). Per-minute sums are kept for
+    :data:`MINUTES_KEPT_S` before ``now``; older ones are not written, and deleted."""
+    by_minute: dict[tuple[Any, ...], dict[str, Any]] = {}
     latency: dict[tuple[Any, ...], int] = {}
     for row in rows:
-        _add_request(row, sums, latency)
+        _add_request(row, by_minute, latency)
+    sums = _folded(by_minute, lambda key: (key[0], *key[2:]))
     hist = {k: {"n": n} for k, n in latency.items()}
     _upsert(conn, "rollup_requests", REQUEST_KEYS, sums)
     _upsert(conn, "rollup_latency", LATENCY_KEYS, hist)
     if daily:
         _upsert(conn, DAILY["rollup_requests"], REQUEST_KEYS, _by_day(sums))
         _upsert(conn, DAILY["rollup_latency"], LATENCY_KEYS, _by_day(hist))
+    if minutes:
+        add_minutes(conn, by_minute, time.time() if now is None else now)
+
+
+def add_minutes(conn: Any, by_minute: dict[tuple[Any, ...], dict[str, Any]], now: float) -> None:
+    """Write the per-minute sums of the kept span; delete the hours that left it."""
+    first = hour_of(now - MINUTES_KEPT_S)
+    recent = {k: v for k, v in by_minute.items() if k[0] >= first}
+    _upsert(conn, MINUTES["rollup_requests"], MINUTE_KEYS, recent)
+    conn.execute(f"delete from {MINUTES['rollup_requests']} where hour < ?", [first])
 
 
 def _by_day(groups: dict[tuple[Any, ...], dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
     """Hourly groups summed per day (the key's first element: the hour, then the day's)."""
+    return _folded(groups, lambda key: (day_start(key[0]), *key[1:]))
+
+
+def _folded(
+    groups: dict[tuple[Any, ...], dict[str, Any]],
+    coarser: Callable[[tuple[Any, ...]], tuple[Any, ...]],
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Groups summed into coarser ones (``coarser`` maps a key to its coarser key)."""
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     for key, sums in groups.items():
-        day = (day_start(key[0]), *key[1:])
-        acc = out.get(day)
+        into = coarser(key)
+        acc = out.get(into)
         if acc is None:
-            out[day] = dict(sums)
+            out[into] = dict(sums)
             continue
         for column, value in sums.items():
             if column == "first_at":
@@ -268,7 +318,8 @@ def _add_request(
         return
     hour, served_by = hour_of(at), str(row["served_by"])
     model = row.get("teacher_model") or row.get("requested_model") or ""
-    key = (hour, str(row["task"]), str(row["endpoint"]), served_by, row.get("api_key_id") or "")
+    task, endpoint = str(row["task"]), str(row["endpoint"])
+    key = (hour, math.floor(at / MINUTE_S), task, endpoint, served_by, row.get("api_key_id") or "")
     acc = sums.get((*key, str(model)))
     if acc is None:
         acc = sums[(*key, str(model))] = dict.fromkeys(REQUEST_SUMS, 0)
@@ -288,7 +339,7 @@ def _add_request(
         acc["latency_ms_sum"] += ms
         acc["latency_n"] += 1
         if ok:
-            lkey = (hour, key[1], key[2], served_by, latency_bucket(ms))
+            lkey = (hour, task, endpoint, served_by, latency_bucket(ms))
             latency[lkey] = latency.get(lkey, 0) + 1
     acc["first_at"] = min(acc["first_at"], at)
     acc["last_at"] = max(acc["last_at"], at)
@@ -364,7 +415,7 @@ def backfill(conn: Any, *, batch: int = 20000) -> int:
     """Fill the (empty) rollups from every row already logged; the request rows read."""
     n = 0
     for rows in _batches(conn, f"select {', '.join(_REQUEST_COLUMNS)} from requests", batch):
-        add_requests(conn, rows, daily=False)
+        add_requests(conn, rows, daily=False, minutes=False)
         n += len(rows)
     sql = (
         "select request_id, created_at, task, student_version, kind, agreed"
@@ -375,10 +426,23 @@ def backfill(conn: Any, *, batch: int = 20000) -> int:
     return n
 
 
-def _batches(conn: Any, sql: str, size: int) -> Iterator[list[dict[str, Any]]]:
+def _batches(
+    conn: Any, sql: str, size: int, params: list[Any] | None = None
+) -> Iterator[list[dict[str, Any]]]:
     """The rows of ``sql`` as dicts, ``size`` at a time: memory stays flat at any log size
     (the upserts between batches write other tables than the one read)."""
-    cur = conn.execute(sql)
+    cur = conn.execute(sql, params or [])
     names = [d[0] for d in cur.description]
     while chunk := cur.fetchmany(size):
         yield [dict(zip(names, r, strict=True)) for r in chunk]
+
+
+def fill_minutes(conn: Any, now: float, *, batch: int = 20000) -> None:
+    """Fill the (empty) per-minute table from the rows logged in the span it keeps."""
+    columns = ", ".join(_REQUEST_COLUMNS)
+    sql = f"select {columns} from requests where created_at >= ?"
+    for rows in _batches(conn, sql, batch, [hour_of(now - MINUTES_KEPT_S) * HOUR_S]):
+        by_minute: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in rows:
+            _add_request(row, by_minute, {})
+        add_minutes(conn, by_minute, now)

@@ -5,9 +5,11 @@ a mixed workload goes through the real log writer."""
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import sqlite3
+import time
 from pathlib import Path
 from statistics import quantiles
 from typing import Any
@@ -206,20 +208,20 @@ def _attempt(rng: random.Random, i: int, at: float) -> dict[str, Any]:
     }
 
 
-def workload(n: int = 1500, seed: int = 3) -> tuple[list[dict], list[dict]]:
-    """Rows over 40 hours from ``T0 - 16 h`` (across midnight UTC): every kind of row."""
+def workload(
+    n: int = 1500, seed: int = 3, start: float = T0 - 16 * HOUR
+) -> tuple[list[dict], list[dict]]:
+    """Rows over 40 hours from ``start`` (by default across midnight UTC): every kind of row."""
     rng = random.Random(seed)
-    times = sorted(T0 - 16 * HOUR + rng.random() * 40 * HOUR for _ in range(n))
+    times = sorted(start + rng.random() * 40 * HOUR for _ in range(n))
     rows = [_request(rng, i, at) for i, at in enumerate(times)]
     attempts = [_attempt(rng, i, at) for i, at in enumerate(times) if rng.random() < 0.4]
     return rows, attempts
 
 
-@pytest.fixture(scope="module")
-def logged(tmp_path_factory) -> Path:
+def log_workload(path: Path, start: float = T0 - 16 * HOUR) -> Path:
     """The workload written by the real log writer, a few ids sent twice."""
-    path = tmp_path_factory.mktemp("rollups") / "u.db"
-    rows, attempts = workload()
+    rows, attempts = workload(start=start)
     writer = RequestLogWriter(path, commit_interval_ms=5, batch_size=97)
     writer.start()
     for row in rows:
@@ -231,6 +233,20 @@ def logged(tmp_path_factory) -> Path:
     writer.close()
     assert writer.dropped == 0
     return path
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory) -> Path:
+    return log_workload(tmp_path_factory.mktemp("rollups") / "u.db")
+
+
+NOW = time.time()
+
+
+@pytest.fixture(scope="module")
+def recent(tmp_path_factory) -> Path:
+    """The workload over the last 40 hours: its windows' ends are counted to the minute."""
+    return log_workload(tmp_path_factory.mktemp("recent") / "u.db", start=NOW - 40 * HOUR)
 
 
 def same(new: Any, old: Any) -> None:
@@ -273,6 +289,29 @@ def test_every_report_gives_what_the_scan_of_requests_gave(logged, since, until)
     same(reports.live_agreement(db, since, until), old_live_agreement(db, since, until))
     same(usage_since(db, since), old_usage_since(db, since))
     same(list_tasks(db), old_list_tasks(db))
+
+
+def _minutes(since: float, until: float) -> tuple[float, float]:
+    return math.floor(since / 60) * 60.0, math.ceil(until / 60) * 60.0
+
+
+@pytest.mark.parametrize(
+    ("ago", "span"),
+    [(40 * HOUR, 40 * HOUR), (29.3 * HOUR, 27.91 * HOUR), (5.21 * HOUR, 0.37 * HOUR), (0.1, 0.05)],
+)
+def test_a_recent_window_is_counted_to_the_minute(recent, ago, span):
+    db = open_database(recent)
+    since, until = NOW - ago + 7.5, NOW - ago + span
+    whole = _minutes(since, until)
+    same(reports.cost_totals(db, since, until), old_cost_totals(db, *whole))
+    for group in ("task", "day", "api_key"):
+        same(reports.cost_by(db, group, since, until), old_cost_by(db, group, *whole))
+    same(reports.passthrough_by_endpoint(db, since, until), old_passthrough(db, *whole))
+    for bucket in (60, 600):
+        same(
+            reports.cost_series(db, *whole, bucket),
+            old_cost_series(db, *whole, bucket),
+        )
 
 
 def test_a_window_off_the_hour_counts_its_whole_hours(logged):
@@ -372,7 +411,7 @@ def test_rows_written_outside_the_writer_add_to_the_rollups_once(tmp_path):
 _REQUESTS = re.compile(r"(?<![\w])requests\b")
 
 
-def test_no_report_or_dashboard_query_reads_requests(logged, monkeypatch):
+def test_no_report_or_dashboard_query_reads_requests(logged, recent, monkeypatch):
     """EXPLAIN QUERY PLAN of every statement the report, the dashboard, ``understudy tasks``
     and the budgets run: none touches ``requests`` (scan or index search)."""
     from understudy.gateway.accounting.summary import summarize
@@ -388,15 +427,17 @@ def test_no_report_or_dashboard_query_reads_requests(logged, monkeypatch):
         return db
 
     monkeypatch.setattr(Store, "_open", traced)
-    store = Store(logged)
-    now = T0 + 24 * HOUR
-    for window in (3600.0, 86400.0, 30 * 86400.0):
-        gather(store, load_settings(env={}), window, now=now)
-    with store.read() as db:
-        summarize(db, window_s=30 * 86400, quality_target=0.9, student_free=True, now=now)
-        list_tasks(db)
-        usage_since(db, T0)
+    for path, now in ((logged, T0 + 24 * HOUR), (recent, NOW)):  # hours; minutes at the ends
+        store = Store(path)
+        for window in (600.0, 3600.0, 86400.0, 30 * 86400.0):
+            gather(store, load_settings(env={}), window, now=now)
+        with store.read() as db:
+            summarize(db, window_s=30 * 86400, quality_target=0.9, student_free=True, now=now)
+            list_tasks(db)
+            usage_since(db, now - 86400)
     monkeypatch.undo()
+    assert any("rollup_requests_minute" in s for s in statements)
+    assert any("rollup_requests_daily" in s for s in statements)
     selects = {s for s in statements if s.lstrip().lower().startswith(("select", "with"))}
     assert sum("rollup_" in s for s in selects) >= 6
     db = open_database(logged)
