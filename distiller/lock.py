@@ -2,7 +2,10 @@
 
 The holder renews the lock from a heartbeat thread. A lock is stale, and may be taken over,
 once it expired (no heartbeat for ``ttl_s``) or when its holder's process is gone (same host).
-Runs left ``running`` by a dead worker are marked failed by :func:`recover_stale_runs`.
+On PostgreSQL the holder also holds a session lock (``storage/advisory.py``), which the server
+releases when the holder's connection ends: whoever takes it knows the row's holder is gone,
+on any host, at once. Runs left ``running`` by a dead worker are marked failed by
+:func:`recover_stale_runs`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import sqlite_utils
 
+from understudy.storage.advisory import SessionLock
 from understudy.storage.database import Store
 from understudy.storage.distill_queries import (
     acquire_lock,
@@ -27,6 +31,7 @@ from understudy.storage.distill_queries import (
     set_lock_run,
     update_run,
 )
+from understudy.storage.engine import is_postgres
 
 
 class RunInProgress(Exception):
@@ -76,19 +81,27 @@ class TaskLock:
         self.run_id: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._session: SessionLock | None = None
 
     def __enter__(self) -> TaskLock:
         self.store.migrate()
-        with self.store.write() as db:
-            taken, before = acquire_lock(
-                db,
-                self.task,
-                owner=self.owner,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                ttl_s=self.ttl_s,
-                is_stale=lambda row: holder_gone(row) is not None,
-            )
+        if is_postgres(self.store.path):
+            self._hold_session()
+        try:
+            with self.store.write() as db:
+                taken, before = acquire_lock(
+                    db,
+                    self.task,
+                    owner=self.owner,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    ttl_s=self.ttl_s,
+                    # holding the session lock, whoever wrote the row has no session left
+                    is_stale=lambda row: self._session is not None or holder_gone(row) is not None,
+                )
+        except BaseException:
+            self._release_session()
+            raise
         if not taken:
             assert before is not None
             raise RunInProgress(self.task, before)
@@ -96,6 +109,22 @@ class TaskLock:
         self._thread = threading.Thread(target=self._beat, name="distill-heartbeat", daemon=True)
         self._thread.start()
         return self
+
+    def _hold_session(self) -> None:
+        """Take the task's session lock, or refuse: its holder's session is alive."""
+        session = SessionLock(self.store.path, f"understudy-distill:{self.task}")
+        if not session.try_acquire():
+            with self.store.read() as db:
+                holder = get_lock(db, self.task)
+            raise RunInProgress(
+                self.task, holder or {"pid": "?", "host": "another host (starting)"}
+            )
+        self._session = session
+
+    def _release_session(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.release()
 
     def attach(self, db: sqlite_utils.Database, run_id: str) -> None:
         """Name the run holding the lock; the heartbeat then also renews the run row."""
@@ -113,8 +142,11 @@ class TaskLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        with self.store.write() as db:
-            release_lock(db, self.task, self.owner)
+        try:
+            with self.store.write() as db:
+                release_lock(db, self.task, self.owner)
+        finally:
+            self._release_session()
 
 
 def recover_stale_runs(db: sqlite_utils.Database, *, ttl_s: float = 300.0) -> list[str]:

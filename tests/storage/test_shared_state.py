@@ -4,6 +4,10 @@ distiller's commands and schedule reading ``storage.url``'s database."""
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -53,13 +57,24 @@ def test_one_of_many_racing_workers_takes_the_lock(address):
 
 
 def test_a_second_worker_waits_and_a_dead_holder_is_replaced(address):
-    with TaskLock(address, "intent", ttl_s=60, heartbeat_s=0.05):
-        with pytest.raises(RunInProgress), TaskLock(address, "intent"):
-            pass
-        with Store(address).write() as db:  # the holder's process is gone (same host)
-            db.execute("update distill_locks set pid = ? where task = ?", [_dead_pid(), "intent"])
-        with TaskLock(address, "intent") as taker:
-            assert taker.replaced is not None and taker.replaced["pid"] == _dead_pid()
+    with (
+        TaskLock(address, "intent", ttl_s=60, heartbeat_s=0.05),
+        pytest.raises(RunInProgress),
+        TaskLock(address, "intent"),
+    ):
+        pass
+    with Store(address).write() as db:  # a lock left by a process of this host that is gone
+        acquire_lock(
+            db,
+            "intent",
+            owner="gone",
+            host=socket.gethostname(),
+            pid=_dead_pid(),
+            ttl_s=3600,
+            is_stale=lambda row: False,
+        )
+    with TaskLock(address, "intent") as taker:
+        assert taker.replaced is not None and taker.replaced["pid"] == _dead_pid()
 
 
 def _dead_pid() -> int:
@@ -99,3 +114,33 @@ def test_the_distillers_commands_and_schedule_use_storage_url(address, tmp_path,
     assert not (data / "understudy.db").exists()
     scheduler = DistillScheduler(data, database=address)
     assert scheduler.tasks() == ["intent"]
+
+
+HOLDER = """
+import socket, sys, time
+socket.gethostname = lambda: "worker-b"  # a worker on another host: its pid means nothing here
+from understudy.distiller.lock import TaskLock
+with TaskLock(sys.argv[1], "intent", ttl_s=3600, heartbeat_s=60):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_crashed_workers_lock_is_free_at_once_on_postgresql(postgres_url):
+    """Its row says another host and an hour to expiry; the server ends its session lock when
+    its connection drops, and that is enough."""
+    Store(postgres_url).migrate()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, postgres_url], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunInProgress, match="worker-b"), TaskLock(postgres_url, "intent"):
+            pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        with TaskLock(postgres_url, "intent") as taker:
+            assert taker.replaced is not None and taker.replaced["host"] == "worker-b"
+    finally:
+        holder.kill()
+        holder.wait()
