@@ -462,46 +462,69 @@ def _write(path: str, result: dict[str, Any]) -> None:
 
 
 def print_table(result: dict[str, Any]) -> None:
+    """The results as Markdown tables (as in BENCHMARKS.md)."""
     head = (
-        *("rows", "DB MB", "B/req", "report 30d", "dashboard", "tasks", "export (RSS)"),
-        *("prune dry", "dataset (RSS)", "proxied p50/p95", "prune rows/s", "write max"),
+        *("rows", "DB MB", "bytes/req", "report 30d", "dashboard", "tasks", "export 1 task"),
+        *("prune --dry-run", "dataset build", "proxied p50 / p95", "prune", "writes during prune"),
     )
-    lines = [head]
-    empty = result["empty"]["proxied"]
-    lines.append(("0", "-", "-", "-", f"{result['empty']['dashboard_s']:.3f} s", "-", "-", "-", "-",
-                  f"{empty['p50_ms']}/{empty['p95_ms']} ms", "-", "-"))  # fmt: skip
+    empty = result["empty"]
+    lines = [
+        head,
+        ("0", "0", "-", "-", f"{empty['dashboard_s']:.3f} s", "-", "-", "-", "-",
+         f"{empty['proxied']['p50_ms']} / {empty['proxied']['p95_ms']} ms", "-", "-"),
+    ]  # fmt: skip
     for n, e in result["sizes"].items():
         off, on, ret = e["offline"], e["online"], e["retention"]
         lines.append(
             (
                 f"{int(n):,}",
-                str(e["fill"]["db_mb"]),
+                f"{e['fill']['db_mb']:,}",
                 str(e["fill"]["db_bytes_per_request"]),
                 f"{off['report_30d']['s']:.2f} s",
                 f"{on['dashboard_s']:.3f} s",
                 f"{off['tasks']['s']:.2f} s",
-                f"{off['export_1_task']['s']:.1f} s ({off['export_1_task']['rss_mb']:.0f} MB)",
+                f"{off['export_1_task']['s']:.1f} s, {off['export_1_task']['rss_mb']:.0f} MB",
                 f"{off['prune_dry_run']['s']:.2f} s",
-                f"{off['dataset_build']['s']:.1f} s ({off['dataset_build']['rss_mb']:.0f} MB)",
-                f"{on['proxied']['p50_ms']}/{on['proxied']['p95_ms']} ms",
-                f"{ret['rows_per_s']:,}",
-                f"{ret['write_max_ms']} ms",
+                f"{off['dataset_build']['s']:.1f} s, {off['dataset_build']['rss_mb']:.0f} MB",
+                f"{on['proxied']['p50_ms']} / {on['proxied']['p95_ms']} ms",
+                f"{sum(ret['deleted'].values()):,} rows, {ret['rows_per_s']:,}/s",
+                f"p50 {ret['write_p50_ms']}, p99 {ret['write_p99_ms']},"
+                f" max {ret['write_max_ms']} ms",
             )
         )
-    widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
-    for row in lines:
-        print(" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    _markdown(lines)
     if "bytes" in result:
+        rows = [("traffic", "before", "after", "smaller", "bodies before", "bodies after")]
         for name, b in result["bytes"].items():
-            print(
-                f"bytes per request, {name}: {b['before']['db_bytes_per_request']} -> "
-                f"{b['after']['db_bytes_per_request']} (x{b['db_ratio']}); bodies "
-                f"{b['before']['body_bytes_per_request']} -> {b['after']['body_bytes_per_request']}"
-                f" (x{b['body_ratio']})"
+            rows.append(
+                (
+                    name,
+                    str(b["before"]["db_bytes_per_request"]),
+                    str(b["after"]["db_bytes_per_request"]),
+                    f"{b['db_ratio']}x",
+                    str(b["before"]["body_bytes_per_request"]),
+                    str(b["after"]["body_bytes_per_request"]),
+                )
             )
+        _markdown(rows)
     if "workers" in result:
         w = result["workers"]
-        print(f"workers: 1 = {w['1']['per_s']}/s, 2 = {w['2']['per_s']}/s (x{w['ratio']})")
+        rows = [("workers", "req/s", "p50 ms", "p95 ms", "errors", "logged")]
+        for k in ("1", "2"):
+            rows.append(
+                (k, *(str(w[k][c]) for c in ("per_s", "p50_ms", "p95_ms", "errors", "logged")))
+            )
+        _markdown(rows)
+        print(f"two workers: {w['ratio']}x one worker's throughput")
+    print(f"machine: {json.dumps(result['machine'])}")
+
+
+def _markdown(rows: list[tuple[str, ...]]) -> None:
+    print()
+    print("| " + " | ".join(rows[0]) + " |")
+    print("|" + "---|" * len(rows[0]))
+    for row in rows[1:]:
+        print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":
