@@ -14,8 +14,9 @@ import sqlite_utils
 
 from understudy.gateway.accounting import fmt
 from understudy.gateway.accounting.prices import projected_monthly
-from understudy.storage import reports, rollups
+from understudy.storage import reports
 from understudy.storage.registry import all_task_states, get_model
+from understudy.storage.rollups import HOUR_S, MINUTE_S, MINUTES_KEPT_S
 
 DEFINITIONS = (
     (
@@ -192,12 +193,10 @@ def counted_span(since: float, until: float, wall: float) -> tuple[float, float]
     """The span ``[start, end)`` the log's sums count for a window ``[since, until)``: to the
     minute while the per-minute sums of its start are kept, else widened to whole hours (the
     rule of :func:`storage.reports.window`)."""
-    kept = getattr(rollups, "MINUTES_KEPT_S", None)
-    if kept is not None and since >= wall - kept:
-        minute = rollups.MINUTE_S
-        return math.floor(since / minute) * minute, math.ceil(until / minute) * minute
+    if since >= wall - MINUTES_KEPT_S:
+        return math.floor(since / MINUTE_S) * MINUTE_S, math.ceil(until / MINUTE_S) * MINUTE_S
     first, end = reports.hours(since, until)
-    return first * rollups.HOUR_S, end * rollups.HOUR_S
+    return first * HOUR_S, end * HOUR_S
 
 
 def teacher_alone(sums: dict[str, Any]) -> float:

@@ -44,12 +44,11 @@ def _row(served_by: str, at: float, **costs: float) -> dict:
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
-    """Ten minutes of a demo-like log, 10 to 20 minutes before the hour's end: 8 teacher
-    answers ($0.001 each), 2 student answers (avoiding $0.001 each) and one shadow check
-    ($0.0004)."""
+    """A demo-like log of the last ten minutes: 8 teacher answers ($0.001 each), 2 student
+    answers (avoiding $0.001 each) and one shadow check ($0.0004)."""
     path = tmp_path / "understudy.db"
     db = open_database(path)
-    start = (time.time() // HOUR) * HOUR - 1200  # the previous hour, 20 minutes before its end
+    start = time.time() - 600
     rows = [_row("teacher", start + i, teacher_cost_usd=0.001) for i in range(8)]
     rows += [
         _row("student", start + 100 + i, avoided_cost_usd=0.001, saved_usd=0.001) for i in range(2)
