@@ -18,6 +18,7 @@ import pytest
 
 from understudy.storage import migrations, reports
 from understudy.storage.database import Store, open_database
+from understudy.storage.engine import Address
 from understudy.storage.limits import usage_since
 from understudy.storage.queries import list_tasks
 from understudy.storage.records import RequestRecord
@@ -219,7 +220,7 @@ def workload(
     return rows, attempts
 
 
-def log_workload(path: Path, start: float = T0 - 16 * HOUR) -> Path:
+def log_workload(path: Address, start: float = T0 - 16 * HOUR) -> Address:
     """The workload written by the real log writer, a few ids sent twice."""
     rows, attempts = workload(start=start)
     writer = RequestLogWriter(path, commit_interval_ms=5, batch_size=97)
@@ -444,3 +445,26 @@ def test_no_report_or_dashboard_query_reads_requests(logged, recent, monkeypatch
     for sql in selects:
         plan = " | ".join(r[3] for r in db.execute(f"explain query plan {sql}").fetchall())
         assert not _REQUESTS.search(plan), f"{sql}\n  -> {plan}"
+
+
+def _all_reports(db: Any, since: float, until: float) -> dict[str, Any]:
+    return {
+        "totals": reports.cost_totals(db, since, until),
+        "by": [reports.cost_by(db, g, since, until) for g in ("task", "day", "api_key", "hour")],
+        "series": reports.cost_series(db, since, until, HOUR),
+        "relayed": reports.passthrough_by_endpoint(db, since, until),
+        "agreement": reports.live_agreement(db, since, until),
+        "latency": reports.latency_summary(db, since, until),
+        "tasks": list_tasks(db),
+        "usage": usage_since(db, since),
+    }
+
+
+def test_the_reports_read_the_same_on_both_engines(address, logged):
+    """The same workload logged on SQLite and on PostgreSQL: the same numbers."""
+    log_workload(address)
+    window = (T0 - 16 * HOUR, T0 + 24 * HOUR)
+    with Store(address).read() as db:
+        got = _all_reports(db, *window)
+    same(got, _all_reports(open_database(logged), *window))
+    assert got["totals"]["requests"] > 1000
