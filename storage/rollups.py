@@ -367,7 +367,9 @@ def _upsert(
         f"insert into {table} ({', '.join(cols)}) values ({', '.join('?' for _ in cols)})"
         f" on conflict ({', '.join(keys)}) do update set {', '.join(updates)}"
     )
-    conn.executemany(sql, [[*k, *(v[c] for c in values)] for k, v in groups.items()])
+    # In key order: two writers adding to the same rows lock them in the same order (no
+    # deadlock between PostgreSQL transactions).
+    conn.executemany(sql, [[*k, *(v[c] for c in values)] for k, v in sorted(groups.items())])
 
 
 def _present(row: dict[str, Any], columns: tuple[str, ...]) -> bool:
