@@ -1,10 +1,11 @@
 """Aggregations for cost reports, the dashboard, ``understudy tasks`` and the budgets.
 
-Every function here but the token-ratio ones reads the hourly rollups the log writer keeps
+Every function here but the token-ratio ones reads the rollups the log writer keeps
 (:mod:`storage.rollups`), never the ``requests`` rows, so a report costs the same at any log
-size. A window ``[since, until)`` counts whole hours: from the start of the hour holding
-``since`` to the end of the hour holding the last instant before ``until`` (a window that starts
-and ends on the hour is exact; ``now`` is the end of the log). Relayed calls
+size. A window ``[since, until)`` counts whole minutes when it starts in the last three days
+(the span the per-minute sums are kept), else whole hours: from the start of the minute (or
+hour) holding ``since`` to the end of the one holding the last instant before ``until``. Live
+agreement and latency always count whole hours. Relayed calls
 (``served_by = 'passthrough'``: embeddings, files, ...) have their own sums
 (:func:`passthrough_by_endpoint`) and stay out of the tasks' (coverage, savings, latency).
 No pricing logic here.
