@@ -191,7 +191,7 @@ def _utc(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _certificate(metrics: dict[str, Any]) -> str:
+def _certificate(metrics: Mapping[str, Any]) -> str:
     """How many held-out examples the bound was taken on, and which bound it is."""
     served, bound = metrics.get("certified_served"), metrics.get("certified_bound")
     if served is None or bound is None:

@@ -95,7 +95,7 @@ class PhaseDisplay:
             self.current, self._index = name, index
             self._started, self._note, self._done = time.monotonic(), "", None
             if self.bars:
-                from tqdm import tqdm
+                from tqdm import tqdm  # type: ignore[import-untyped]
 
                 self._bar = tqdm(
                     total=None, desc=f"{name:<8}", file=self.stream, bar_format=_NO_TOTAL
@@ -217,8 +217,8 @@ def command_line_progress(*, verbose: bool, stream: TextIO) -> Iterator[PhaseDis
     display = PhaseDisplay(stream, bars=stream.isatty() and not verbose)
     root = logging.getLogger()
     saved = (root.level, list(root.handlers))
-    for handler in saved[1]:
-        root.removeHandler(handler)
+    for old in saved[1]:
+        root.removeHandler(old)
     root.setLevel(logging.INFO)
     if verbose:
         handler: logging.Handler = logging.StreamHandler(stream)
