@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from understudy.storage.engine import Database
+from understudy.storage.notify import notify_change
 
 MODES = ("teacher-only", "shadow", "routed")
 DRIFT_REASON = "drift"
@@ -265,6 +266,7 @@ def _upsert_state(
         " updated_at = excluded.updated_at, reason = excluded.reason",
         [task, mode, champion_id, previous_id, now, reason],
     )
+    notify_change(db, task)  # gateways on PostgreSQL re-read at once
 
 
 def _model(r: dict[str, Any]) -> ModelVersion:

@@ -1,6 +1,7 @@
 """Which student serves which task, kept in step with the registry without a restart.
 
-A watcher reads ``task_state`` every ``student.reload_interval_s``. When a task's champion
+A watcher reads ``task_state`` every ``student.reload_interval_s``, and at once when the
+registry on PostgreSQL notifies a change (``storage/notify.py``). When a task's champion
 changes (promotion or rollback) the new version is loaded first, then switched in, then the old
 one is unloaded, so requests never see a gap. Mode changes (``teacher-only``, ``shadow``,
 ``routed``) take effect at the next poll.
@@ -19,6 +20,7 @@ from understudy.gateway.config import GatewayConfig
 from understudy.gateway.serving.routing import TaskRouter, build_router
 from understudy.storage.database import Store
 from understudy.storage.distill_queries import SERVING_EVENT
+from understudy.storage.notify import RegistryListener
 from understudy.storage.registry import ModelVersion, all_task_states, get_model, log_event
 from understudy.student.base import StudentBackend, StudentModel
 from understudy.student.classical_backend import EngineSwitch
@@ -72,6 +74,8 @@ class StudentPool:
         self.slots: dict[str, Slot] = {}
         self._task: asyncio.Task[None] | None = None
         self._store = Store(settings.db_path)
+        self._changed: asyncio.Event | None = None
+        self._listener: RegistryListener | None = None
 
     def slot(self, task: str) -> Slot | None:
         return self.slots.get(task)
@@ -84,9 +88,17 @@ class StudentPool:
         if self.backend_factory is None:
             return
         await self.refresh()
+        changed = self._changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._listener = RegistryListener(
+            self.settings.db_path, lambda task: loop.call_soon_threadsafe(changed.set)
+        )
+        self._listener.start()
         self._task = asyncio.create_task(self._watch(), name="understudy-student-watcher")
 
     async def close(self) -> None:
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.stop)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -95,8 +107,13 @@ class StudentPool:
             await self.backend.close()
 
     async def _watch(self) -> None:
+        assert self._changed is not None
         while True:
-            await asyncio.sleep(self.settings.student.reload_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._changed.wait(), self.settings.student.reload_interval_s
+                )
+            self._changed.clear()
             try:
                 await self.refresh()
             except Exception:
