@@ -194,16 +194,16 @@ class RunLog(io.TextIOBase):
 
 
 class _Console(logging.Handler):
-    """Warnings and errors of the run, shown between the bars."""
+    """Warnings and errors of the run, shown between the bars: one line each (a traceback
+    stays in ``train.log``)."""
 
     def __init__(self, display: PhaseDisplay) -> None:
         super().__init__(logging.WARNING)
         self.display = display
-        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.display.message(self.format(record))
+            self.display.message(f"{record.levelname} {record.name}: {record.getMessage()}")
         except (OSError, ValueError):  # a log line must never break the run
             self.handleError(record)
 

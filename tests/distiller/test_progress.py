@@ -106,3 +106,16 @@ def test_a_run_on_the_tiny_model_fits_one_screen_and_keeps_the_trainers_log(tmp_
     assert verbose.returncode == 0
     assert "'loss'" in verbose.stderr and "INFO understudy.distiller" in verbose.stderr
     assert json.loads(verbose.stdout)["outcome"] in ("promoted", "rejected")
+
+
+def test_an_error_of_the_run_is_one_line_and_its_traceback_stays_in_the_log(tmp_path):
+    err = io.StringIO()
+    with command_line_progress(verbose=False, stream=err) as display:
+        display.started("r1", tmp_path)
+        try:
+            raise ValueError("the dataset is broken")
+        except ValueError:
+            logging.getLogger("understudy.distiller").exception("task t: run r1 failed")
+    assert err.getvalue() == "ERROR understudy.distiller: task t: run r1 failed\n"
+    log = (tmp_path / "train.log").read_text()
+    assert "Traceback" in log and "the dataset is broken" in log
