@@ -180,6 +180,12 @@ def test_every_command_ends_its_help_with_examples_of_itself():
     for name, parser in found.items():
         text = parser.format_help()
         assert "\nexamples:\n" in text, name
-        examples = text.split("\nexamples:\n", 1)[1].splitlines()
+        examples = text.split("\nexamples:\n", 1)[1].split("\n\n")[0].splitlines()
         assert examples and all(line.startswith("  ") for line in examples), name
         assert any(line.strip().startswith(name) for line in examples), (name, examples)
+
+
+def test_the_programs_help_lists_the_exit_codes():
+    text = build_parser().format_help()
+    codes = text.split("\nexit codes:\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in codes] == ["0", "1", "2", "3", "75"]

@@ -148,6 +148,7 @@ EXAMPLES = {
         "export UNDERSTUDY_TEACHER_API_KEY=sk-...",
         "understudy serve                                  # the OpenAI API, on 127.0.0.1:8000",
         "understudy serve --teacher-url http://localhost:8001/v1 --port 9000",
+        "understudy serve --host 0.0.0.0 --workers 4          # with api_keys set",
         "understudy serve --config understudy.toml --data-dir /var/lib/understudy",
     ],
     "tasks": ["understudy tasks", "understudy tasks --json"],
@@ -170,6 +171,14 @@ EXAMPLES = {
     "demo": ["understudy demo"],
 }
 """Examples shown at the end of each command's ``--help`` (the distiller's: in its cli)."""
+
+
+EXIT_CODES = """exit codes:
+  0   done
+  1   the command ran and failed (a failed distillation run, nothing to roll back to, ...)
+  2   bad arguments or settings, no database in the data directory, an unknown task
+  3   serve could not start (data directory not writable, port in use, ...)
+  75  distill run: another run of the task is already going; try again later"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         target = command_parser(sub, name) if name else parser
         if target is not None:
             with_examples(target, examples)
+    parser.epilog = f"{parser.epilog}\n\n{EXIT_CODES}"
     return parser
 
 
