@@ -1,7 +1,8 @@
-"""deploy/nginx.conf in front of two real gateway processes, with the openai SDK: requests
-spread over both replicas and each logged once, streams relayed as they come, a replica that
-is gone skipped. Runs where nginx is installed (the compose file's structure is checked in
-tests/test_deploy.py either way)."""
+"""deploy/nginx.conf in front of two real gateway processes on one PostgreSQL database, as
+deploy/compose.yaml runs them, with the openai SDK: requests spread over both replicas and each
+logged once, streams relayed as they come, a replica that is gone skipped. Runs where nginx and
+PostgreSQL are installed (the compose file's structure is checked in tests/test_deploy.py
+either way)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 
 from tests.e2e.conftest import gateway_env
 from tests.gateway_process import ROOT, GatewayProcess, free_port
+from tests.postgres_server import PostgresServer
 from tests.teacher_stub import StubTeacher
 
 NGINX = shutil.which("nginx") or next(
@@ -39,7 +41,11 @@ class Balancer:
         text = re.sub(r"(server 127\.0\.0\.1:\d+) resolve", r"\1", text)  # names only
         text = text.replace("listen 8000;", f"listen 127.0.0.1:{self.port};")
         text = text.replace("pid /tmp/nginx.pid;", f"pid {workdir}/nginx.pid;")
-        text = text.replace("access_log /dev/stdout;", f"access_log {workdir}/access.log;")
+        # which replica answered each request, as nginx saw it
+        text = text.replace(
+            "access_log /dev/stdout;",
+            f"log_format replica '$upstream_addr';\n    access_log {workdir}/access.log replica;",
+        )
         self.config = workdir / "nginx.conf"
         self.config.write_text(text)
         self.workdir = workdir
@@ -48,6 +54,12 @@ class Balancer:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    def answered_by(self) -> list[str]:
+        """The replica (its address) that answered each request so far, in order (nginx lists
+        every replica it tried, the one that answered last)."""
+        lines = (self.workdir / "access.log").read_text().splitlines()
+        return [line.split(",")[-1].strip() for line in lines if line.strip()]
 
     def start(self) -> Balancer:
         assert NGINX is not None
@@ -74,10 +86,17 @@ class Balancer:
 
 
 @pytest.fixture(scope="module")
-def replicas(stub: StubTeacher, tmp_path_factory) -> Iterator[list[GatewayProcess]]:
+def replicas(
+    stub: StubTeacher, postgres_server: PostgresServer, tmp_path_factory
+) -> Iterator[list[GatewayProcess]]:
+    from understudy.storage.engine_postgres import close_pools
+
     root = tmp_path_factory.mktemp("replicas")
+    url = postgres_server.fresh_database()
     env = gateway_env(UNDERSTUDY_TRUSTED_PROXIES="*")
-    gateways = [GatewayProcess(stub.base_url, root / name, env=env) for name in REPLICAS]
+    gateways = [
+        GatewayProcess(stub.base_url, root / name, env=env, storage_url=url) for name in REPLICAS
+    ]
     try:
         for gateway in gateways:
             gateway.start()
@@ -85,6 +104,8 @@ def replicas(stub: StubTeacher, tmp_path_factory) -> Iterator[list[GatewayProces
     finally:
         for gateway in gateways:
             gateway.stop()
+        close_pools(url)
+        postgres_server.drop_database(url)
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +121,12 @@ def client(lb: Balancer) -> openai.OpenAI:
     return openai.OpenAI(base_url=lb.base_url, api_key="sk-client", max_retries=0)
 
 
-def logged(replicas: list[GatewayProcess], marker: str, count: int) -> list[int]:
-    """Rows whose request carries ``marker``, per replica, once ``count`` are in all."""
+def logged(gateway: GatewayProcess, marker: str, count: int) -> int:
+    """Rows of the shared log whose request carries ``marker``, once there are ``count``."""
     deadline = time.monotonic() + 10
     while True:
-        found = [
-            sum(marker in (row.get("request_json") or "") for row in g.rows()) for g in replicas
-        ]
-        if sum(found) >= count or time.monotonic() > deadline:
+        found = sum(marker in (row.get("request_json") or "") for row in gateway.rows())
+        if found >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
 
@@ -121,9 +140,9 @@ def test_requests_spread_over_both_replicas_and_each_is_logged_once(balancer, re
         )
         assert reply.choices[0].message.content
 
-    per_replica = logged(replicas, "spread ", 12)
-    assert sum(per_replica) == 12  # none sent twice, none lost
-    assert all(n > 0 for n in per_replica), per_replica
+    answered = balancer.answered_by()
+    assert {f"127.0.0.1:{g.port}" for g in replicas} == set(answered[-12:])
+    assert logged(replicas[0], "spread ", 12) == 12  # one log: none sent twice, none lost
 
 
 def test_a_stream_reaches_the_client_as_the_teacher_sends_it(balancer, teacher):
@@ -159,4 +178,5 @@ def test_a_replica_that_is_gone_is_skipped(balancer, replicas, teacher):
             messages=[{"role": "user", "content": f"failover {i} please"}],
         )
         assert reply.choices[0].message.content == f"ok: failover {i} please"
-    assert logged([second], "failover ", 8) == [8]
+    assert logged(second, "failover ", 8) == 8
+    assert set(balancer.answered_by()[-8:]) == {f"127.0.0.1:{second.port}"}
