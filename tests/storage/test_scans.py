@@ -26,7 +26,7 @@ from understudy.storage.distill_queries import (
     iter_log_rows,
     latest_feedback,
 )
-from understudy.storage.queries import iter_teacher_pairs
+from understudy.storage.queries import auto_tasks, iter_teacher_pairs, known_tasks
 from understudy.storage.records import RequestRecord
 from understudy.storage.responses import find_response
 from understudy.storage.retention import count_older, prune
@@ -72,7 +72,7 @@ def statements(db: Any, run: Callable[[], Any]) -> list[str]:
         run()
     finally:
         db.conn.set_trace_callback(None)
-    return [s for s in seen if s.lstrip().lower().startswith(("select", "delete"))]
+    return [s for s in seen if s.lstrip().lower().startswith(("select", "delete", "with"))]
 
 
 def plan(db: Any, sql: str) -> str:
@@ -109,6 +109,8 @@ READS: dict[str, Callable[[Any], Any]] = {
     "a stored response": lambda db: find_response(db, "resp_1"),
     "retention count": lambda db: count_older(db, NOW - 100),
     "retention": lambda db: prune(db, NOW - 100, batch_size=50),
+    "task names": lambda db: known_tasks(db),
+    "fingerprinted tasks at start-up": lambda db: auto_tasks(db, 1000),
 }
 
 
@@ -135,6 +137,24 @@ def test_the_dataset_reads_only_the_newest_rows_of_its_task(tmp_path):
     assert list(iter_log_rows(db, "t", limit=0)) == []
     assert len(list(iter_log_rows(db, "t", limit=500))) == 50
     assert list(iter_log_rows(db, "nothing", limit=5)) == []
+
+
+def test_task_names_come_from_the_index_one_seek_each(tmp_path):
+    db = open_database(tmp_path / "u.db")
+    fill(db, 30, task="auto-00aa", other_tasks=30)
+    fill(db, 20, task="b", start=100)
+    with db.conn:
+        db.execute(
+            "insert into requests (id, created_at, endpoint, task, task_source, served_by,"
+            " status, request_json) values ('p1', 1, 'embeddings', 'only-relayed', 'header',"
+            " 'passthrough', 'ok', '')"
+        )
+        db.execute("insert into golden_examples (task, created_at, input_json, expected)"
+                   " values ('golden-only', 1, '\"hi\"', 'x')")  # fmt: skip
+    assert known_tasks(db) == ["auto-00aa", "b", "golden-only", "other"]
+    assert auto_tasks(db, 5) == ["auto-00aa"] and auto_tasks(db, 0) == []
+    seeks = [s for s in statements(db, lambda: known_tasks(db)) if "from requests" in s]
+    assert len(seeks) <= 2 + len(known_tasks(db))  # a few per name, never one per row
 
 
 def peak_bytes(run: Callable[[], Any]) -> int:
