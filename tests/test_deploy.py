@@ -228,6 +228,8 @@ def test_compose_settings_are_all_known_to_the_gateway(compose):
     gateway = load_settings(env=_understudy_env(compose["services"]["gateway-1"]))
     assert gateway.storage.retention_days == 90 and gateway.admin_key
     assert gateway.trusted_proxies == ["*"]  # the balancer's X-Forwarded-For is believed
+    url = compose["services"]["gateway-1"]["environment"]["UNDERSTUDY_STORAGE_URL"]
+    assert gateway.storage.url == url and url.startswith("postgresql://")
 
 
 def test_dockerfile_is_multi_stage_non_root_with_healthcheck_and_volume():
