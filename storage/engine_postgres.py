@@ -13,6 +13,7 @@ owner (the log writer, a lock's heartbeat) opens a connection of its own instead
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterable, Iterator
@@ -263,6 +264,8 @@ def connect(url: str, *, lock_timeout_ms: int = 2000) -> PgDatabase:
 
 _POOLS: dict[tuple[str, int], Any] = {}
 _POOLS_LOCK = threading.Lock()
+_POOLS_PID = [0]
+"""The process the pools belong to: a forked worker (``serve --workers N``) makes its own."""
 POOL_MAX = 16
 """Most pooled connections per URL in one process."""
 
@@ -271,6 +274,9 @@ def pool(url: str, lock_timeout_ms: int = 2000) -> Any:
     """The process's connection pool for ``url`` (made on first use)."""
     key = (url, int(lock_timeout_ms))
     with _POOLS_LOCK:
+        if _POOLS_PID[0] != os.getpid():  # inherited over fork: the parent's, never used here
+            _POOLS.clear()
+            _POOLS_PID[0] = os.getpid()
         found = _POOLS.get(key)
         if found is None:
             from psycopg_pool import ConnectionPool
