@@ -26,9 +26,10 @@ class CommandRefused(Exception):
 def existing_store(data_dir: str | Path, database: Address | None = None) -> Store:
     """The database (``database``: ``storage.url``'s; by default the data directory's file),
     refused when it does not exist (opening would create it)."""
-    store = Store(db_path(Path(data_dir)) if database is None else database)
+    default = db_path(Path(data_dir))
+    store = Store(default if database is None else database)
     if not store.exists():
-        where = data_dir if database is None else describe(database)
+        where = data_dir if store.path == default else describe(store.path)
         raise CommandRefused(
             f"no database in {where} (start `understudy serve` there first, or pass --data-dir)"
         )
