@@ -79,7 +79,7 @@ class PhaseDisplay:
         self._note = ""
         self._done: tuple[int, int | None, str] | None = None
         self._bar: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a warning logged while a phase changes comes back here
         self.on_started: Callable[[str, Path], None] | None = None
 
     def started(self, run_id: str, run_dir: Path) -> None:
