@@ -19,6 +19,7 @@ import httpx
 
 from understudy.gateway.config import GatewayConfig, TeacherConfig
 from understudy.gateway.teacher.client import RETRYABLE_STATUS
+from understudy.gateway.teacher.redact import Redactor
 from understudy.storage import queries
 from understudy.storage.database import Store
 
@@ -69,8 +70,11 @@ class SyncTeacher:
         body = {"model": self._model_name(), "messages": messages}
         response = self._post(body)
         if response.status_code != 200:
+            text = Redactor([self.settings.api_key]).text(response.text)[:200]
+            if response.status_code in (401, 403):
+                text += " (the gateway's teacher key: UNDERSTUDY_TEACHER_API_KEY)"
             raise httpx.HTTPStatusError(
-                f"teacher answered {response.status_code}: {response.text[:200]}",
+                f"teacher answered {response.status_code}: {text}",
                 request=response.request,
                 response=response,
             )

@@ -61,3 +61,18 @@ def test_it_travels_to_a_child_process_after_use(stub, teacher_settings):
     assert copy([{"role": "user", "content": "I lost my card"}]) == "lost_card"
     teacher.close()
     copy.close()
+
+
+def test_a_refused_teacher_key_is_logged_once_naming_the_setting_and_never_the_key(
+    stub, tmp_path, caplog
+):
+    key = "sk-synthetic-SECRET-0123456789"
+    settings = TeacherConfig(url=stub.base_url, api_key=key, backoff_s=0.01, timeout_s=5)
+    stub.control(misbehave_next=["echo_auth:401"])
+    teacher = SyncTeacher(settings, model="teacher-1")
+    with caplog.at_level("WARNING", logger="understudy.distiller"):
+        assert teacher([{"role": "user", "content": "I lost my card"}]) == ""
+    (record,) = caplog.records
+    assert "401" in record.getMessage() and "UNDERSTUDY_TEACHER_API_KEY" in record.getMessage()
+    assert key not in record.getMessage()
+    teacher.close()
