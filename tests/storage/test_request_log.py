@@ -254,3 +254,26 @@ def test_a_deleted_database_is_noticed_and_reopened(tmp_path):
     stats = writer.stats()
     assert stats.reopened == 1 and "deleted" in (stats.notice or "")
     writer.close()
+
+
+def test_a_lost_postgresql_connection_keeps_rows_and_reconnects(postgres_url):
+    """The server ended the writer's connection (a restart, a failover, an idle timeout): the
+    rows are kept, counted as a failed commit, and written once a new connection is open."""
+    import psycopg
+
+    writer = RequestLogWriter(postgres_url, commit_interval_ms=10)
+    writer.start()
+    writer.submit("requests", record(0))
+    assert writer.flush(timeout=5) and count(postgres_url) == 1
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        ended = admin.execute(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity"
+            " where datname = current_database() and pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert ended >= 1
+    for i in range(1, 6):
+        writer.submit("requests", record(i))
+    assert writer.flush(timeout=10)
+    assert count(postgres_url) == 6 and writer.dropped == 0
+    assert writer.failed_commits >= 1 and writer.healthy
+    writer.close()
