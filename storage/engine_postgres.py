@@ -287,6 +287,7 @@ def pool(url: str, lock_timeout_ms: int = 2000) -> Any:
                 max_size=POOL_MAX,
                 kwargs=_options(lock_timeout_ms),
                 configure=_configure,
+                check=ConnectionPool.check_connection,  # one the server ended is replaced
                 open=True,
                 timeout=30,
             )

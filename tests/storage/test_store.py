@@ -112,3 +112,22 @@ def test_the_same_sql_runs_on_both_engines(address):
         assert db.execute("select count(*), max(at) from heartbeat").fetchone() == (1, 3.0)
         rows = list(db.query("select kind from events where kind like ?", ["shadow of %"]))
         assert rows == [{"kind": "shadow of %"}]
+
+
+def test_pooled_connections_the_server_ended_are_replaced(postgres_url):
+    """After a PostgreSQL restart or failover the pool's idle connections are dead: the next
+    read gets a live one, not an error."""
+    import psycopg
+
+    store = Store(postgres_url)
+    store.migrate()
+    with store.read() as db:
+        assert db.execute("select count(*) from requests").fetchone() == (0,)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity"
+            " where datname = current_database() and pid <> pg_backend_pid()"
+        )
+    for _ in range(3):
+        with store.read() as db:
+            assert db.execute("select count(*) from requests").fetchone() == (0,)
