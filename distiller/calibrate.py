@@ -1,9 +1,13 @@
 """Fitting the router for a candidate: calibration of P(agree) and the serving threshold.
 
-The threshold and the coverage it gives are chosen on out-of-fold scores (each held-out
-example scored by a policy fitted without it), so the coverage a gate sees is not flattered by
-scoring the examples the policy was fitted on. The policy stored for serving is then fitted
-on all held-out examples.
+The held-out examples are split in two, by position: the policy (P(agree) from the answer's
+features) is fitted on one part (``FIT_SHARE``), and the threshold is certified on the other
+with that very policy, the one stored and served. Certifying on out-of-fold scores of other
+policies, or on the examples the policy was fitted on, certifies something other than what
+serves. The threshold is chosen by fixed-sequence testing (:func:`router.certify_threshold`):
+a lower bound on the agreement of what it serves, on at least ``min_certified_served``
+examples, each weighted by the inverse of its chance to be drawn (shadow checks against
+audits).
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from understudy.router import (
     Router,
     RouterSpec,
     ThresholdChoice,
-    choose_threshold,
+    certify_threshold,
 )
 from understudy.router.config import RouterConfig
 
-FOLDS = 5
+FIT_SHARE = 0.2
+"""Share of the held-out examples the policy is fitted on; the rest certify the threshold."""
 
 
 @dataclass
@@ -55,10 +60,21 @@ def calibrate(candidate: ModelEval, kind: str, config: GateConfig) -> Calibratio
     least ``config.min_calibration_examples`` held-out examples (drawn uniformly from
     traffic by the dataset); with fewer, nothing is served."""
     features, labels = candidate.features, [bool(x) for x in candidate.agreed]
+    weights = candidate.sample_weights()
     if not labels:
         return Calibration(RouterSpec(kind, config.target), 0.0, Served(0.0, 0, 0))
-    scores = out_of_fold_scores(features, labels)
-    choice = choose_threshold(scores, labels, config.target, config.confidence)
+    fit, check = split_for_certification(len(labels))
+    policy = _fit([features[i] for i in fit], [labels[i] for i in fit])
+    check_scores = policy.scores([features[i] for i in check])
+    choice = certify_threshold(
+        check_scores,
+        [labels[i] for i in check],
+        config.target,
+        config.confidence,
+        config.bound,
+        min_served=config.min_certified_served,
+        weights=[weights[i] for i in check],
+    )
     note = None
     if len(labels) < config.min_calibration_examples:
         note = (
@@ -66,22 +82,61 @@ def calibrate(candidate: ModelEval, kind: str, config: GateConfig) -> Calibratio
             f"{config.min_calibration_examples}: no threshold certified"
         )
         choice = _nothing(choice)
-    router = RouterSpec(kind, config.target, _fit(features, labels), choice)
-    served = Served.of([s >= choice.threshold for s in scores], labels)
+    elif choice.serves_nothing:
+        note = _why_nothing(len(check), config)
+    router = RouterSpec(kind, config.target, policy, choice)
+    scores = policy.scores(features)
+    served = Served.of([s >= choice.threshold for s in scores], labels, weights)
     return Calibration(router, float(choice.expected_coverage), served, note)
 
 
+def split_for_certification(n: int) -> tuple[list[int], list[int]]:
+    """Positions of the examples the policy is fitted on and of those that certify the
+    threshold: ``FIT_SHARE`` of every five, interleaved, so both parts span the same time."""
+    per_five = round(FIT_SHARE * 5)
+    fit = [i for i in range(n) if i % 5 < per_five]
+    return fit, [i for i in range(n) if i % 5 >= per_five]
+
+
+def _why_nothing(n_check: int, config: GateConfig) -> str | None:
+    if n_check < config.min_certified_served:
+        return (
+            f"{n_check} examples to certify on < min_certified_served "
+            f"{config.min_certified_served}: no threshold certified"
+        )
+    return None
+
+
 def champion_served(
-    router: Mapping[str, Any], features: Sequence[Mapping[str, Any]], agreed: Sequence[bool]
+    router: Mapping[str, Any],
+    features: Sequence[Mapping[str, Any]],
+    agreed: Sequence[bool],
+    weights: Sequence[float] | None = None,
+    keep: Sequence[bool] | None = None,
 ) -> Served:
-    """What the champion, under its stored router, would serve of the same examples."""
+    """What a model, under its stored router, would serve of the same examples (those flagged
+    in ``keep``, when given)."""
     spec = RouterSpec.from_dict(router)
     if spec.threshold is not None:
         decider = Router(spec.policy, spec.threshold)
     else:
         decider = Router(spec.policy, fixed_threshold=RouterConfig.fixed_threshold)
-    served = [decider.decide(Features.from_dict(f)).serve for f in features]
-    return Served.of(served, [bool(a) for a in agreed])
+    w = list(weights) if weights else [1.0] * len(agreed)
+    rows = [
+        (decider.decide(Features.from_dict(f)).serve, bool(a), x)
+        for f, a, x, k in zip(features, agreed, w, keep or [True] * len(agreed), strict=True)
+        if k
+    ]
+    return Served.of([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+
+
+def unseen_by(window: Mapping[str, Any], created_at: Sequence[float]) -> list[bool]:
+    """Which held-out examples a champion never trained on, from the data window it was
+    promoted with: its own held-out slice began at ``eval_from``, and a held-out example from
+    then on was in that slice or is newer than the champion (older ones it trained on, and
+    judged on them it would look better than it is)."""
+    since = window.get("eval_from")
+    return [since is None or t >= since for t in created_at]
 
 
 def _nothing(choice: ThresholdChoice) -> ThresholdChoice:
@@ -94,23 +149,9 @@ def _nothing(choice: ThresholdChoice) -> ThresholdChoice:
         quality_target=choice.quality_target,
         confidence=choice.confidence,
         bound=choice.bound,
+        method=choice.method,
+        min_served=choice.min_served,
     )
-
-
-def out_of_fold_scores(
-    features: Sequence[Mapping[str, Any]], labels: Sequence[bool], folds: int = FOLDS
-) -> list[float]:
-    """P(agree) of each example from a policy fitted on the other folds."""
-    n = len(labels)
-    folds = max(2, min(folds, n))
-    scores = [0.0] * n
-    for k in range(folds):
-        held = [i for i in range(n) if i % folds == k]
-        rest = [i for i in range(n) if i % folds != k]
-        policy = _fit([features[i] for i in rest], [labels[i] for i in rest])
-        for i, score in zip(held, policy.scores([features[i] for i in held]), strict=True):
-            scores[i] = float(score)
-    return scores
 
 
 def _fit(features: Sequence[Mapping[str, Any]], labels: Sequence[bool]) -> CalibratedPolicy:

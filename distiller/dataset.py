@@ -6,9 +6,9 @@ truncated, empty, tool-calling and (for JSON tasks) unparsable answers are filte
 feedback is applied (a correction replaces the answer, a negative score drops the example);
 secrets and configured PII are scrubbed; exact and near-duplicate prompts are removed (the
 newest copy is kept); the newest slice of examples drawn uniformly from traffic becomes the
-held-out set (audits, and teacher answers logged while no student routed the task: never
-deferrals, which are the hard requests, nor shadow checks, which are the easy ones). Failure
-cases carry
+held-out set (audits, teacher answers logged while no student routed the task, and shadow
+checks weighted by the inverse of their chance to be drawn, :mod:`distiller.sampling`; never
+deferrals, which are the hard requests). Failure cases carry
 ``weight = failure_weight``.
 """
 
@@ -24,6 +24,7 @@ import sqlite_utils
 
 from understudy.distiller.config import DatasetConfig
 from understudy.distiller.dedupe import near_duplicates, normalise
+from understudy.distiller.sampling import UNIFORM, Draws, how_drawn
 from understudy.distiller.scrub import Scrubber
 from understudy.storage.distill_queries import failure_request_ids, iter_log_rows, latest_feedback
 from understudy.storage.responses import find_response
@@ -53,8 +54,12 @@ class Example:
     weight: int = 1
     response_format: dict[str, Any] | None = None
     uniform: bool = True
-    """Drawn uniformly from the task's traffic: an audit, or a teacher answer logged while no
-    student routed the task. Only these are held out to calibrate and judge a student."""
+    """Drawn from the task's traffic regardless of the router: an audit, a shadow check, or a
+    teacher answer logged while no student routed the task. Only these are held out to
+    calibrate and judge a student."""
+    sample_weight: float = 1.0
+    """Inverse of the chance it was drawn, relative to an audit (:mod:`distiller.sampling`):
+    below 1 for audits and shadow checks of requests the student served."""
 
     def prompt_text(self) -> str:
         if self.messages is None:
@@ -103,7 +108,10 @@ def build_dataset(
     feedback = latest_feedback(db, task)
     # Rows are streamed: only the examples made of them are held, never the rows themselves.
     rows = _counted(iter_log_rows(db, task, limit=config.max_examples), stats)
-    examples = list(_examples(rows, failures, feedback, config, stats, log_turns(db)))
+    draws = Draws()
+    examples = list(_examples(rows, failures, feedback, config, stats, log_turns(db), draws))
+    for ex in examples:
+        ex.sample_weight = draws.weight(ex.id) or 1.0
     if kind == "auto":
         kind = infer_kind(examples)
     if kind == "json":
@@ -186,11 +194,14 @@ def _examples(
     config: DatasetConfig,
     stats: Counter[str],
     turns: Callable[[str], Turn | None],
+    draws: Draws | None = None,
 ) -> Iterable[Example]:
     scrubber = Scrubber.build(
         secrets=config.scrub_secrets, pii=config.scrub_pii, extra=config.pii_patterns
     )
     for row in rows:
+        if draws is not None:
+            draws.add(row)
         origin = _shadow_origin(row)
         fb = feedback.get(row["id"]) or (feedback.get(origin) if origin else None)
         if fb is not None and fb["score"] is not None and fb["score"] < 0:
@@ -238,18 +249,10 @@ def _source(row: Mapping[str, Any], fb: Mapping[str, Any]) -> str:
     return "reviewed" if fb.get("reviewed") else "correction"
 
 
-AUDIT_REASON = "audit"
-"""How an audit's teacher row starts its ``route_reason`` (``audit: the student would ...``)."""
-_UNIFORM_REASONS = (AUDIT_REASON, "shadow mode")
-
-
 def is_uniform(row: Mapping[str, Any]) -> bool:
-    """A teacher row drawn uniformly from the task's traffic: an audit, a shadow-mode answer,
-    or one logged while no student routed the task (no route reason)."""
-    reason = row.get("route_reason")
-    return row["served_by"] == "teacher" and (
-        reason is None or str(reason).startswith(_UNIFORM_REASONS)
-    )
+    """A teacher row drawn from the task's traffic regardless of the router: an audit, a
+    shadow check, a shadow-mode answer, or one logged while no student routed the task."""
+    return how_drawn(row) in UNIFORM
 
 
 def _shadow_origin(row: Mapping[str, Any]) -> str | None:

@@ -29,6 +29,13 @@ class ModelEval:
     golden: list[dict[str, Any]] = field(default_factory=list)
     latency_ms: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    weights: list[float] = field(default_factory=list)
+    """Each held-out example's sample weight (the inverse of its chance to be drawn, see
+    :attr:`Example.sample_weight`); empty: all 1."""
+
+    def sample_weights(self) -> list[float]:
+        """:attr:`weights`, or 1 for every example when none were recorded."""
+        return list(self.weights) if self.weights else [1.0] * len(self.agreed)
 
     @property
     def agreement(self) -> float:
@@ -81,6 +88,7 @@ def evaluate_student(
         valid=[is_valid(g, kind, ex.response_format) for g, ex in zip(gens, examples, strict=True)],
         features=[_features(g, ex) for g, ex in zip(gens, examples, strict=True)],
         answers=[g.text for g in gens],
+        weights=[ex.sample_weight for ex in examples],
     )
     golden_prompts = [golden_prompt(g["input"], system_prompt) for g in golden]
     golden_gens = runner.generate(

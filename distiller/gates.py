@@ -87,22 +87,41 @@ class Served:
     """What one model would serve of the held-out examples under its router."""
 
     coverage: float
-    """Share of the examples it would serve."""
+    """Share of the examples it would serve (weighted by each example's sample weight)."""
     n: int
     """Examples it would serve."""
     agreed: int
     """Of those, the ones where it agrees with the teacher."""
+    weighted_agreement: float | None = None
+    """Agreement on what it serves, each example weighted by its sample weight (None: the
+    plain share ``agreed / n``)."""
 
     @property
     def agreement(self) -> float | None:
+        if self.weighted_agreement is not None:
+            return self.weighted_agreement
         return self.agreed / self.n if self.n else None
 
     @classmethod
-    def of(cls, served: Sequence[bool], agreed: Sequence[bool]) -> Served:
-        """From a served flag and an agreement flag per example."""
-        pairs = list(zip(served, agreed, strict=True))
-        n = sum(1 for s, _ in pairs if s)
-        return cls(n / len(pairs) if pairs else 0.0, n, sum(1 for s, a in pairs if s and a))
+    def of(
+        cls,
+        served: Sequence[bool],
+        agreed: Sequence[bool],
+        weights: Sequence[float] | None = None,
+    ) -> Served:
+        """From a served flag and an agreement flag (and a sample weight) per example."""
+        w = [1.0] * len(served) if weights is None else list(weights)
+        rows = list(zip(served, agreed, w, strict=True))
+        n = sum(1 for s, _, _ in rows if s)
+        total = sum(x for _, _, x in rows)
+        on = sum(x for s, _, x in rows if s)
+        agreement = sum(x for s, a, x in rows if s and a) / on if on else None
+        return cls(
+            on / total if total else 0.0,
+            n,
+            sum(1 for s, a, _ in rows if s and a),
+            agreement if any(x != 1.0 for x in w) else None,
+        )
 
 
 def evaluate_gates(

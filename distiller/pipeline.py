@@ -25,6 +25,7 @@ from understudy.distiller.calibrate import (
     calibrate,
     champion_served,
     confidence_levels,
+    unseen_by,
 )
 from understudy.distiller.classical import BASE as CLASSICAL_BASE
 from understudy.distiller.classical import ENGINE as CLASSICAL
@@ -183,7 +184,10 @@ def _run(
     progress.note(f"{len(results)} candidate(s){compared} on {len(dataset.eval)} held-out answers")
     progress.phase("gates")
     current = champion(db, task)
-    judged = [_judge(engine, result, dataset.kind, config, current) for engine, result in results]
+    created = [ex.created_at for ex in dataset.eval]
+    judged = [
+        _judge(engine, result, created, dataset.kind, config, current) for engine, result in results
+    ]
     best = _best(judged)
     outcome.gates = [g.to_dict() for g in best.gates]
     outcome.metrics = _metrics(best.result, best.fitted, job) | {
@@ -328,22 +332,30 @@ def _train_classical(
 
 
 def _judge(
-    engine: str, result: JobResult, kind: str, config: DistillConfig, current: ModelVersion | None
+    engine: str,
+    result: JobResult,
+    created: list[float],
+    kind: str,
+    config: DistillConfig,
+    current: ModelVersion | None,
 ) -> Judged:
     candidate, champ = result.candidate, result.champion
     fitted = calibrate(candidate, kind, config.gates)
-    champ_served = (
-        champion_served(current.router, champ.features, champ.agreed)
-        if champ is not None and current is not None
-        else None
-    )
+    champ_served, cand_served = None, fitted.served
+    if champ is not None and current is not None:
+        # Both on the held-out examples the champion never trained on.
+        keep = unseen_by(current.data_window, created)
+        weights = candidate.sample_weights()
+        champ_served = champion_served(current.router, champ.features, champ.agreed, weights, keep)
+        router = fitted.router.to_dict()
+        cand_served = champion_served(router, candidate.features, candidate.agreed, weights, keep)
     gates = evaluate_gates(
         config.gates,
         agreement=candidate.agreement,
         coverage=fitted.coverage,
         validity=candidate.validity,
         golden=candidate.golden_passed,
-        candidate_served=fitted.served,
+        candidate_served=cand_served,
         champion_served=champ_served,
         coverage_note=fitted.note,
     )
@@ -457,6 +469,9 @@ def _metrics(result: JobResult, fitted: Calibration, job: Job) -> dict[str, Any]
         "certified_lower_bound": threshold.get("agreement_lower_bound"),
         "served_agreement": threshold.get("expected_agreement"),
         "calibration_examples": threshold.get("n_calibration"),
+        "certified_served": threshold.get("n_served"),
+        "certified_bound": threshold.get("bound"),
+        "certified_confidence": threshold.get("confidence"),
         "calibration_note": fitted.note,
         "validity": round(candidate.validity, 4),
         "golden_passed": sum(candidate.golden_passed),

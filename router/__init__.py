@@ -22,6 +22,7 @@ from understudy.router.shadow import ShadowSampler
 from understudy.router.spec import RouterSpec
 from understudy.router.threshold import (
     ThresholdChoice,
+    certify_threshold,
     choose_threshold,
     lower_bound,
     threshold_stats,
@@ -48,6 +49,7 @@ __all__ = [
     "ThresholdChoice",
     "answers_agree",
     "bench_decision_time",
+    "certify_threshold",
     "choose_threshold",
     "chrf",
     "extract_features",

@@ -4,13 +4,22 @@ The student serves an answer when its score is at least the threshold. On calibr
 (scores and whether the student agreed with the teacher), :func:`choose_threshold` picks the
 threshold that serves the most while the *lower confidence bound* of the agreement on the
 served answers, not its point estimate, meets the target.
+
+:func:`certify_threshold` is the one the distiller certifies a student with. Scanning every
+threshold and keeping the widest whose bound passes is many tests at once: the chosen one is
+the luckiest, and its bound is too high. It tests instead in a fixed sequence, from the
+strictest threshold serving at least ``min_served`` calibration examples down, and stops at the
+first that fails (the fixed-sequence procedure of Learn-then-Test, Angelopoulos et al. 2021):
+the order depends on the scores alone, so the chance that the chosen threshold's true agreement
+is below the target is at most ``1 - confidence``. Examples may carry weights (one drawn with
+half the chance of another counts twice); the bound is then taken on the effective sample size.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Any
 
@@ -33,6 +42,12 @@ class ThresholdChoice:
     quality_target: float
     confidence: float
     bound: str = "wilson"
+    n_served: int | None = None
+    """Calibration examples at or above the threshold (the bound's sample; None: not recorded)."""
+    method: str = "scan"
+    """``scan`` (:func:`choose_threshold`) or ``fixed_sequence`` (:func:`certify_threshold`)."""
+    min_served: int = 0
+    """Fewest served calibration examples a threshold needed to be tested."""
 
     @property
     def serves_nothing(self) -> bool:
@@ -49,6 +64,9 @@ class ThresholdChoice:
             "quality_target": self.quality_target,
             "confidence": self.confidence,
             "bound": self.bound,
+            "n_served": self.n_served,
+            "method": self.method,
+            "min_served": self.min_served,
         }
 
     @classmethod
@@ -63,11 +81,15 @@ class ThresholdChoice:
             quality_target=float(data["quality_target"]),
             confidence=float(data["confidence"]),
             bound=str(data.get("bound", "wilson")),
+            n_served=None if data.get("n_served") is None else int(data["n_served"]),
+            method=str(data.get("method", "scan")),
+            min_served=int(data.get("min_served") or 0),
         )
 
 
-def lower_bound(agreed: int, n: int, confidence: float = 0.95, bound: str = "wilson") -> float:
+def lower_bound(agreed: float, n: float, confidence: float = 0.95, bound: str = "wilson") -> float:
     """One-sided lower confidence bound of a proportion ``agreed / n`` (0 when ``n == 0``).
+    The counts may be fractional (an effective sample size of weighted examples).
 
     ``wilson``: the Wilson score bound. ``clopper_pearson``: the exact (beta) bound, needs
     scipy.
@@ -93,7 +115,7 @@ def lower_bound(agreed: int, n: int, confidence: float = 0.95, bound: str = "wil
     raise ValueError(f"unknown bound {bound!r}; known: {BOUNDS}")
 
 
-def upper_bound(agreed: int, n: int, confidence: float = 0.95, bound: str = "wilson") -> float:
+def upper_bound(agreed: float, n: float, confidence: float = 0.95, bound: str = "wilson") -> float:
     """One-sided upper confidence bound of a proportion ``agreed / n`` (1 when ``n == 0``)."""
     if not 0 <= agreed <= n:
         raise ValueError(f"need 0 <= agreed <= n, got {agreed} of {n}")
@@ -135,6 +157,62 @@ def choose_threshold(
     return best or _serve_nothing(n_total, quality_target, confidence, bound)
 
 
+def certify_threshold(
+    scores: Sequence[float],
+    labels: Sequence[bool],
+    quality_target: float,
+    confidence: float = 0.95,
+    bound: str = "clopper_pearson",
+    *,
+    min_served: int = 30,
+    weights: Sequence[float] | None = None,
+) -> ThresholdChoice:
+    """The widest threshold certified by fixed-sequence testing; serves nothing when none is.
+
+    Thresholds are the distinct scores, highest first. Those serving fewer than
+    ``min_served`` calibration examples are not tested (too few to tell anything); from the
+    first serving that many, each is tested in turn (lower bound of the weighted agreement of
+    what it serves, on the effective sample size, at least ``quality_target``) and the
+    sequence stops at the first that fails. Coverage is the weighted share served.
+    """
+    _check_inputs(scores, labels, quality_target, confidence, bound)
+    w = [1.0] * len(scores) if weights is None else [float(x) for x in weights]
+    if len(w) != len(scores) or any(not x > 0 or math.isinf(x) for x in w):
+        raise ValueError("weights must be one positive finite number per score")
+    n_total, w_total = len(scores), math.fsum(w)
+    best: ThresholdChoice | None = None
+    served = 0
+    s_w = s_w2 = s_agreed = 0.0
+    for score, group in _weighted_groups(scores, labels, w):
+        served += len(group)
+        s_w += math.fsum(x for x, _ in group)
+        s_w2 += math.fsum(x * x for x, _ in group)
+        s_agreed += math.fsum(x for x, agreed in group if agreed)
+        if served < min_served:
+            continue
+        n_eff = s_w * s_w / s_w2
+        low = lower_bound(min(n_eff, n_eff * s_agreed / s_w), n_eff, confidence, bound)
+        if low < quality_target:
+            break
+        best = ThresholdChoice(
+            threshold=score,
+            expected_coverage=s_w / w_total,
+            expected_agreement=s_agreed / s_w,
+            agreement_lower_bound=low,
+            n_calibration=n_total,
+            quality_target=quality_target,
+            confidence=confidence,
+            bound=bound,
+            n_served=served,
+            method="fixed_sequence",
+            min_served=min_served,
+        )
+    if best is not None:
+        return best
+    nothing = _serve_nothing(n_total, quality_target, confidence, bound)
+    return replace(nothing, method="fixed_sequence", min_served=min_served)
+
+
 def threshold_stats(
     scores: Sequence[float],
     labels: Sequence[bool],
@@ -171,6 +249,20 @@ def _groups_by_score(
             groups[-1][1].append(bool(label))
         else:
             groups.append((float(score), [bool(label)]))
+    return groups
+
+
+def _weighted_groups(
+    scores: Sequence[float], labels: Sequence[bool], weights: Sequence[float]
+) -> list[tuple[float, list[tuple[float, bool]]]]:
+    """(score, (weight, label) pairs with that score), highest score first."""
+    rows = sorted(zip(scores, weights, labels, strict=True), key=lambda r: r[0], reverse=True)
+    groups: list[tuple[float, list[tuple[float, bool]]]] = []
+    for score, weight, label in rows:
+        if groups and groups[-1][0] == score:
+            groups[-1][1].append((weight, bool(label)))
+        else:
+            groups.append((float(score), [(weight, bool(label))]))
     return groups
 
 

@@ -32,7 +32,7 @@ def config(**train) -> DistillConfig:
 
 def test_a_label_task_gets_a_classical_student_that_passes_the_gates(tmp_path):
     db = open_database(tmp_path / "understudy.db")
-    log_intents(db, TASK, 160)
+    log_intents(db, TASK, 400)
 
     outcome = run_distillation(tmp_path, TASK, config())
 

@@ -113,10 +113,11 @@ def test_split_sizes_respect_min_and_max():
     assert [len(p) for p in split_by_time(examples[:10], DatasetConfig(eval_min=20))] == [5, 5]
 
 
-def test_only_examples_drawn_uniformly_from_traffic_are_held_out(db):
-    # After a promotion the newest teacher answers are mostly deferrals (the hard requests)
-    # and shadow checks (the easy ones): held out, they judged the next student on a biased
-    # sample. Audits and answers logged while no student routed the task are the yardstick.
+def test_only_examples_drawn_regardless_of_the_router_are_held_out_and_weighted(db):
+    # After a promotion the newest teacher answers are mostly deferrals (the hard requests):
+    # held out, they judged the next student on a biased sample. Audits, answers logged while
+    # no student routed the task and shadow checks (weighted by the inverse of their chance to
+    # be drawn) are the yardstick.
     for i in range(40):
         log_exchange(db, "t", distinct(i), "before", at=i)  # no student yet
     for i in range(40, 60):
@@ -124,22 +125,36 @@ def test_only_examples_drawn_uniformly_from_traffic_are_held_out(db):
             db, "t", distinct(i), "hard", at=i, route_reason="deferred: below_threshold"
         )
         log_attempt(db, deferred, "t", "x", "failure", agreed=False)
-    for i in range(60, 70):
+    for i in range(60, 260):  # 200 requests the student served, 10 of them shadow-checked
+        log_exchange(db, "t", distinct(i), "x", at=i, served_by="student")
+    for i in range(260, 270):
         log_exchange(
             db, "t", distinct(i), "easy", at=i, served_by="shadow", route_reason="shadow of r"
         )
+    reasons = ["audit: the student would serve (confident)"] * 4 + [
+        "audit: the student would defer (below_threshold)"
+    ] * 2
     audits = [
-        log_exchange(db, "t", distinct(i), "audit", at=i, route_reason="audit: would serve")
-        for i in range(70, 75)
+        log_exchange(db, "t", distinct(i), "audit", at=i, route_reason=reasons[i - 270])
+        for i in range(270, 276)
     ]
 
-    dataset = build_dataset(db, "t", DatasetConfig(eval_fraction=0.2, eval_min=1))
+    dataset = build_dataset(db, "t", DatasetConfig(eval_fraction=0.2, eval_min=20))
 
-    assert len(dataset.eval) == 15
-    assert {ex.answer for ex in dataset.eval} == {"before", "audit"}
+    assert len(dataset.eval) == 20
+    assert {ex.answer for ex in dataset.eval} == {"before", "easy", "audit"}
     assert set(audits) <= {ex.id for ex in dataset.eval}
-    assert {ex.answer for ex in dataset.train} == {"before", "hard", "easy"}
-    assert dataset.stats["uniform"] == 45
+    assert {ex.answer for ex in dataset.train} == {"before", "hard"}
+    assert dataset.stats["uniform"] == 56
+    # 6 audits of 226 routed requests (a), 10 shadow checks of 200 served ones (s): a served
+    # request is drawn with chance a + (1 - a) s, a deferred one with chance a.
+    a, s = 6 / 226, 10 / 200
+    weights = {ex.answer: set() for ex in dataset.eval}
+    for ex in dataset.eval:
+        weights[ex.answer].add(round(ex.sample_weight, 6))
+    served = round(a / (a + (1 - a) * s), 6)
+    assert weights == {"before": {1.0}, "easy": {served}, "audit": {served, 1.0}}
+    assert served < 0.4
 
 
 def test_failure_cases_are_up_weighted_in_training(db):

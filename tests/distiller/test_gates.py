@@ -1,6 +1,6 @@
 import pytest
 
-from understudy.distiller.calibrate import calibrate, champion_served
+from understudy.distiller.calibrate import calibrate, champion_served, unseen_by
 from understudy.distiller.config import GateConfig
 from understudy.distiller.evaluate import ModelEval
 from understudy.distiller.gates import Served, evaluate_gates, failed_reason, non_inferiority
@@ -158,3 +158,38 @@ def test_the_champion_is_judged_on_the_same_examples_under_its_own_router():
     stored = calibrate(ev, "label", config).router.to_dict()
     served = champion_served(stored, ev.features, ev.agreed)
     assert (served.n, served.agreed) == (70, 70)
+
+
+def test_shadow_checks_weigh_less_than_audits_in_calibration():
+    # The confident answers the champion served are over-represented by shadow checks: 120
+    # agreeing ones drawn as shadow checks (weight 0.25) and 80 audits of which 24 disagree.
+    # Unweighted, 88% of what it serves agrees; weighted, (30 + 56) / (30 + 80) = 0.78 < 0.8.
+    feats = [extract_features([-0.01], text="a").to_dict()] * 200
+    feats += [extract_features([-3.0], text="b").to_dict()] * 200
+    agreed = [True] * 120 + [True] * 56 + [False] * 24 + [False] * 200
+    weights = [0.25] * 120 + [1.0] * 280
+    order = [i for k in range(5) for i in range(k, 400, 5)]  # both parts get every kind
+    ev = ModelEval(
+        agreed=[agreed[i] for i in order],
+        valid=[True] * 400,
+        features=[feats[i] for i in order],
+        answers=[""] * 400,
+        weights=[weights[i] for i in order],
+    )
+    config = GateConfig(quality_target=0.8, bound="wilson")
+    assert calibrate(ev, "label", config).router.threshold.serves_nothing
+    ev.weights = []
+    fitted = calibrate(ev, "label", config)
+    assert not fitted.router.threshold.serves_nothing
+    assert fitted.served.agreement == pytest.approx(0.88)
+
+
+def test_the_champion_is_compared_only_on_examples_it_never_trained_on():
+    window = {"train_from": 0.0, "train_to": 50.0, "eval_from": 30.0, "eval_to": 50.0}
+    assert unseen_by(window, [10.0, 29.9, 30.0, 45.0, 80.0]) == [False, False, True, True, True]
+    assert unseen_by({}, [1.0, 2.0]) == [True, True]
+    ev = _eval(70, 50)
+    stored = calibrate(ev, "label", GateConfig(quality_target=0.8)).router.to_dict()
+    keep = [i % 2 == 0 for i in range(120)]
+    served = champion_served(stored, ev.features, ev.agreed, keep=keep)
+    assert (served.n, served.agreed) == (35, 35) and served.coverage == pytest.approx(35 / 60)

@@ -55,13 +55,17 @@ def tiny_config(base: str, isolation: str = "inline") -> DistillConfig:
             isolation=isolation,
             candidates=["model"],  # the language model's path (the classical one: test_classical)
         ),
-        # 40 held-out answers can show at most ~0.94 agreement at 95% confidence.
+        # 40 held-out answers (32 certify the threshold) can show at most ~0.92 agreement at
+        # 95% confidence (Wilson), with the bound taken on at least 25 of them.
         gates=GateConfig(
             min_agreement=0.8,
             quality_target=0.9,
             eval_batch_size=64,
             max_new_tokens=8,
             min_calibration_examples=20,
+            min_certified_served=25,
+            bound="wilson",
+            confidence=0.95,
         ),
         schedule=ScheduleConfig(heartbeat_s=0.5),
     )

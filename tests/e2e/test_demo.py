@@ -38,7 +38,15 @@ SMALL = DemoOptions(
     quality_target=0.6,
     # 60 held-out answers measure agreement to about +-0.1: gates set low enough that the
     # student (about 0.8 on the teacher's answers, which agree with gold on 0.83) passes them.
-    extra={"distiller.gates": {"min_agreement": 0.6, "min_calibration_examples": 50}},
+    # The threshold is certified on 48 of them, its bound taken on at least 20 served answers.
+    extra={
+        "distiller.gates": {
+            "min_agreement": 0.6,
+            "min_calibration_examples": 50,
+            "min_certified_served": 20,
+            "confidence": 0.95,
+        }
+    },
 )
 
 

@@ -3,7 +3,13 @@ import math
 
 import pytest
 
-from understudy.router import ThresholdChoice, choose_threshold, lower_bound, threshold_stats
+from understudy.router import (
+    ThresholdChoice,
+    certify_threshold,
+    choose_threshold,
+    lower_bound,
+    threshold_stats,
+)
 
 Z2 = 1.6448536269514722**2  # one-sided 95% normal quantile, squared
 
@@ -143,3 +149,54 @@ def test_choice_round_trips_through_strict_json(labels):
     choice = choose_threshold([0.6, 0.9, 0.7, 0.8], labels, 0.5)
     text = json.dumps(choice.to_dict(), allow_nan=False)
     assert ThresholdChoice.from_dict(json.loads(text)) == choice
+
+
+def test_certification_tests_thresholds_in_a_fixed_sequence_and_stops_at_the_first_failure():
+    # Highest scores first: 40 agree, then 10 of which 6 disagree, then 200 that all agree.
+    # Scanning keeps the widest threshold whose bound passes (all 250: 244/250); tested in
+    # sequence, the group of 10 fails first and the widest certified threshold is the top 40.
+    scores = [0.9] * 40 + [0.5] * 10 + [0.3] * 200
+    labels = [True] * 40 + [True] * 4 + [False] * 6 + [True] * 200
+    assert choose_threshold(scores, labels, 0.9).threshold == 0.3
+    choice = certify_threshold(scores, labels, 0.9, bound="wilson", min_served=30)
+    assert choice.threshold == 0.9 and choice.n_served == 40
+    assert choice.method == "fixed_sequence" and choice.min_served == 30
+    assert choice.agreement_lower_bound == pytest.approx(lower_bound(40, 40))
+
+
+def test_certification_needs_min_served_examples():
+    # 25 of 25 agree: a Wilson bound of 0.90 meets 0.8, but 25 answers are too few to test.
+    assert not choose_threshold(
+        [0.9] * 25 + [0.1] * 75, [True] * 25 + [False] * 75, 0.8
+    ).serves_nothing
+    few = certify_threshold([0.9] * 25 + [0.1] * 75, [True] * 25 + [False] * 75, 0.8)
+    assert few.serves_nothing and few.method == "fixed_sequence" and few.n_served is None
+    enough = certify_threshold([0.9] * 30 + [0.1] * 70, [True] * 30 + [False] * 70, 0.8)
+    assert enough.threshold == 0.9 and enough.n_served == 30
+    assert enough.bound == "clopper_pearson"
+    assert enough.agreement_lower_bound == pytest.approx(0.05 ** (1 / 30))
+
+
+def test_certification_weighs_examples_on_their_effective_sample_size():
+    # 40 agreeing answers, 20 weighing 1 and 20 weighing 0.25, and 10 disagreeing ones of
+    # weight 1: the weighted agreement is 25 / 35 and the bound is on (sum w)^2 / sum w^2.
+    scores = [0.9] * 40 + [0.9] * 10 + [0.1] * 50
+    labels = [True] * 40 + [False] * 10 + [False] * 50
+    weights = [1.0] * 20 + [0.25] * 20 + [1.0] * 10 + [1.0] * 50
+    choice = certify_threshold(scores, labels, 0.5, bound="wilson", weights=weights)
+    n_eff = 35**2 / (20 + 20 * 0.0625 + 10)
+    assert choice.expected_agreement == pytest.approx(25 / 35)
+    assert choice.agreement_lower_bound == pytest.approx(lower_bound(n_eff * 25 / 35, n_eff))
+    assert choice.expected_coverage == pytest.approx(35 / 85) and choice.n_served == 50
+    with pytest.raises(ValueError, match="weights"):
+        certify_threshold([0.9], [True], 0.5, weights=[0.0])
+
+
+def test_the_certificate_round_trips_with_its_bound():
+    choice = certify_threshold([0.9] * 40, [True] * 40, 0.8)
+    again = ThresholdChoice.from_dict(json.loads(json.dumps(choice.to_dict())))
+    assert again == choice and again.to_dict()["n_served"] == 40
+    old = {
+        k: v for k, v in choice.to_dict().items() if k not in ("n_served", "method", "min_served")
+    }
+    assert ThresholdChoice.from_dict(old).method == "scan"
