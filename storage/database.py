@@ -102,7 +102,8 @@ def data_dir_problem(data_dir: str | Path, db: Address) -> str | None:
         finally:
             database.conn.close()
     except problems as exc:
-        return f"cannot write the database {describe(db)}: {exc}"
+        reason = " ".join(str(exc).split())  # one line (a server's message may have several)
+        return f"cannot write the database {describe(db)}: {reason}"
     return None
 
 

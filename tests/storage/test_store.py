@@ -131,3 +131,12 @@ def test_pooled_connections_the_server_ended_are_replaced(postgres_url):
     for _ in range(3):
         with store.read() as db:
             assert db.execute("select count(*) from requests").fetchone() == (0,)
+
+
+def test_an_unreachable_postgresql_is_one_line_without_its_password(tmp_path):
+    from understudy.storage.database import data_dir_problem
+
+    problem = data_dir_problem(tmp_path, "postgresql://u:s3cret@127.0.0.1:1/db")
+    assert problem is not None and problem.startswith("cannot write the database")
+    assert "postgresql://u:***@127.0.0.1:1/db" in problem
+    assert "s3cret" not in problem and "\n" not in problem
