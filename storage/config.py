@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,3 +67,9 @@ class StorageConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        postgres = self.url.startswith(URL_SCHEMES[1:])
+        if postgres and importlib.util.find_spec("psycopg_pool") is None:
+            raise ValueError(
+                "storage.url names PostgreSQL, which needs psycopg: "
+                "pip install 'understudy[postgres]'"
+            )

@@ -140,3 +140,21 @@ def test_an_unreachable_postgresql_is_one_line_without_its_password(tmp_path):
     assert problem is not None and problem.startswith("cannot write the database")
     assert "postgresql://u:***@127.0.0.1:1/db" in problem
     assert "s3cret" not in problem and "\n" not in problem
+
+
+def test_storage_url_is_checked_when_settings_load(monkeypatch):
+    import importlib.util
+
+    from understudy.config_reader import ConfigError
+    from understudy.settings import load_settings
+
+    with pytest.raises(ConfigError, match="sqlite:/// or postgresql://"):
+        load_settings(env={"UNDERSTUDY_STORAGE_URL": "mysql://h/db"})
+    found = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "psycopg_pool" else found(name),
+    )
+    with pytest.raises(ConfigError, match=r"understudy\[postgres\]"):
+        load_settings(env={"UNDERSTUDY_STORAGE_URL": "postgresql://h/db"})
