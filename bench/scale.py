@@ -391,6 +391,9 @@ def workers_throughput(upstream: str, workdir: Path, seconds: float) -> dict[str
 def machine() -> dict[str, Any]:
     return {
         "cli_startup_s": run_process([sys.executable, "-m", "understudy.cli", "--version"])["s"],
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
         "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
         "cores": os.cpu_count(),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
