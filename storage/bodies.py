@@ -4,14 +4,14 @@ log's own bodies once there are enough of them.
 A ``requests`` row written by the log keeps its bodies in ``request_body`` / ``response_body``
 (zstd frames; ``request_json`` is then ``''`` and ``response_json`` NULL). Rows logged before
 migration ``0009_compact_bodies`` keep their text in ``request_json`` / ``response_json`` and are
-read as they are. Readers never see the difference: :func:`decode_row` (or a :class:`BodyReader`
-for many rows) puts the text back in ``request_json`` / ``response_json``.
+read as they are. Readers never see the difference: :func:`decode_row` (:func:`decode_rows` for
+many) puts the text back in ``request_json`` / ``response_json``.
 
 A frame compressed with a dictionary names it by zstd's own dictionary id (a random 32-bit
 number chosen when it is trained), and the dictionary is stored in ``body_dictionaries`` under
 that id: a frame is read with the dictionary it was written with, whichever process trained
-it. Dictionaries are never deleted (a few of 16 KiB each: a new one is trained every
-:data:`RETRAIN_ROWS` bodies), so retention deletes rows and nothing else.
+it. Dictionaries are never deleted (64 KiB each, one per :data:`RETRAIN_ROWS` bodies a writer
+compresses: 37 for 5M logged requests), so retention deletes rows and nothing else.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ BODY_COLUMNS = (("request_json", "request_body"), ("response_json", "response_bo
 
 
 class Reads(Protocol):
-    """What reading bodies needs of a connection: ``Database`` and
-    ``sqlite3.Reads`` both do."""
+    """What reading bodies needs of a connection: ``Database`` and ``sqlite3.Connection``
+    both do."""
 
     def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
 
