@@ -31,6 +31,9 @@ from understudy.router.config import RouterConfig
 
 FIT_SHARE = 0.2
 """Share of the held-out examples the policy is fitted on; the rest certify the threshold."""
+MIN_FIT = 10
+"""Fewest examples the policy is fitted on (at most half the held-out set): on a handful it
+cannot tell a sure answer from an unsure one."""
 
 
 @dataclass
@@ -92,10 +95,11 @@ def calibrate(candidate: ModelEval, kind: str, config: GateConfig) -> Calibratio
 
 def split_for_certification(n: int) -> tuple[list[int], list[int]]:
     """Positions of the examples the policy is fitted on and of those that certify the
-    threshold: ``FIT_SHARE`` of every five, interleaved, so both parts span the same time."""
-    per_five = round(FIT_SHARE * 5)
-    fit = [i for i in range(n) if i % 5 < per_five]
-    return fit, [i for i in range(n) if i % 5 >= per_five]
+    threshold: ``FIT_SHARE`` of them (at least ``MIN_FIT``, at most half), spread evenly over
+    the held-out set so that both parts span the same time."""
+    n_fit = min(max(round(FIT_SHARE * n), MIN_FIT), n // 2)
+    fit = {round(k * n / n_fit) for k in range(n_fit)} if n_fit else set()
+    return sorted(fit), [i for i in range(n) if i not in fit]
 
 
 def _why_nothing(n_check: int, config: GateConfig) -> str | None:
