@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.postgres_server import PostgresServer, unavailable_reason
+from tests.postgres_server import PostgresServer, adopt_environment, unavailable_reason
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    adopt_environment()  # before any test reads the settings from the environment
 
 
 @pytest.fixture(scope="session")

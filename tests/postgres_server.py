@@ -1,7 +1,9 @@
 """A throwaway PostgreSQL server for tests: ``initdb`` in a temporary directory, ``pg_ctl start``
 on a free loopback port, stopped (and the directory removed) when the test session ends.
 
-``UNDERSTUDY_TEST_POSTGRES_URL`` names a server to use instead (CI starts one in ``.ci/run``).
+``UNDERSTUDY_TEST_POSTGRES_URL`` names a server to use instead (CI starts one in ``.ci/run``);
+the test session takes it out of the environment as it starts (:func:`adopt_environment`),
+since the settings reader refuses ``UNDERSTUDY_*`` names it does not know.
 Each test gets a database of its own (:meth:`PostgresServer.fresh_database`). PostgreSQL
 refuses to run as root: as root the cluster is owned by the ``postgres`` user (Debian's
 package creates it), else by whoever runs the tests.
@@ -20,6 +22,19 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ENV_URL = "UNDERSTUDY_TEST_POSTGRES_URL"
+_given = {"url": ""}
+
+
+def adopt_environment() -> None:
+    """Move ``UNDERSTUDY_TEST_POSTGRES_URL`` from the environment into this module."""
+    _given["url"] = os.environ.pop(ENV_URL, "") or _given["url"]
+
+
+def given_url() -> str:
+    """The server named by ``UNDERSTUDY_TEST_POSTGRES_URL`` (empty: none)."""
+    return _given["url"] or os.environ.get(ENV_URL, "")
+
+
 _BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 
@@ -32,7 +47,7 @@ def _binary(name: str) -> str | None:
 
 def unavailable_reason() -> str | None:
     """Why no PostgreSQL server can be had for tests (None: one can)."""
-    if os.environ.get(ENV_URL):
+    if given_url():
         return None
     try:
         import psycopg  # noqa: F401
@@ -69,7 +84,7 @@ class PostgresServer:
     made on it."""
 
     def __init__(self) -> None:
-        self.url = os.environ.get(ENV_URL, "")
+        self.url = given_url()
         self._dir: Path | None = None
         self._user: str | None = None
 

@@ -52,16 +52,28 @@ def test_one_monthly_budget_holds_across_replicas(stub, teacher, postgres_url, t
             time.sleep(0.15)  # a refresh of the other replica's usage is at most a second old
         assert refused_at is not None, "the budget was never enforced"
         assert max(used) < budget <= sum(used) + 60  # neither replica alone reached it
-        for gw in (a, b):  # and both refuse the key from then on
-            status = httpx.post(
-                gw.base_url + "/chat/completions",
-                headers={"authorization": f"Bearer {KEY}"},
-                json={"model": "m", "messages": [{"role": "user", "content": "What is 2+2?"}]},
-            ).status_code
-            assert status == 429
+        for gw in (a, b):  # and both refuse the key once they have re-read the usage
+            assert _refused_within(gw, 3.0), f"{gw.url} still answers the spent key"
     finally:
         a.stop()
         b.stop()
+
+
+def _refused_within(gw: GatewayProcess, seconds: float) -> bool:
+    """Whether the key is refused (429) within ``seconds``: a replica re-reads every process's
+    usage at most a second apart, plus the commit interval of the one that logged it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        status = httpx.post(
+            gw.base_url + "/chat/completions",
+            headers={"authorization": f"Bearer {KEY}"},
+            json={"model": "m", "messages": [{"role": "user", "content": "What is 2+2?"}]},
+        ).status_code
+        if status == 429:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
 
 
 def _load(gw: GatewayProcess, acked: list[tuple[float, str]], stop: threading.Event) -> None:
