@@ -35,7 +35,9 @@ from understudy.storage.database import open_database
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_gateway(upstream: str, data_dir: Path, storage_url: str) -> tuple[subprocess.Popen, str]:
+def start_gateway(
+    upstream: str, data_dir: Path, storage_url: str, extra: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNDERSTUDY_")}
     env.update(
@@ -44,6 +46,7 @@ def start_gateway(upstream: str, data_dir: Path, storage_url: str) -> tuple[subp
             "UNDERSTUDY_LOG_LEVEL": "warning",
             "UNDERSTUDY_STUDENT_BACKEND": "none",
             "UNDERSTUDY_STORAGE_URL": storage_url,
+            **(extra or {}),
         }
     )
     cmd = [sys.executable, "-m", "understudy.cli", "serve", "--teacher-url", upstream]
@@ -101,12 +104,18 @@ def measure_target(
 
 
 def run_gateways(
-    name: str, upstream: str, addresses: list[str], work: Path, levels: list[int], duration: float
+    name: str,
+    upstream: str,
+    addresses: list[str],
+    work: Path,
+    levels: list[int],
+    duration: float,
+    extra: dict[str, str] | None = None,
 ) -> tuple[list[dict], dict]:
     procs = []
     try:
         for i, address in enumerate(addresses):
-            procs.append(start_gateway(upstream, work / f"{name}-{i}", address))
+            procs.append(start_gateway(upstream, work / f"{name}-{i}", address, extra))
         rows, acked = measure_target(name, [url for _, url in procs], levels, duration)
     finally:
         for proc, _ in procs:
@@ -145,7 +154,21 @@ def print_table(rows: list[dict], durability: list[dict]) -> None:
         print(f"{d['target']}: {d['acknowledged']} acknowledged, {d['lost']} lost after SIGTERM")
 
 
-ORDER = ["direct", "sqlite", "postgresql", "postgresql x2"]
+SHARED_LIMIT = {  # one client (the load's address), a limit far above the load
+    "UNDERSTUDY_LIMITS_REQUESTS_PER_MINUTE": "6000000",
+    "UNDERSTUDY_LIMITS_BURST": "100000",
+}
+LIMITED = {
+    "postgresql, shared limit, a lease per request": {
+        **SHARED_LIMIT,
+        "UNDERSTUDY_LIMITS_RATE_LEASE_S": "0.000001",
+    },
+    "postgresql, shared limit, 0.1 s leases": {
+        **SHARED_LIMIT,
+        "UNDERSTUDY_LIMITS_RATE_LEASE_S": "0.1",
+    },
+}
+ORDER = ["direct", "sqlite", "postgresql", "postgresql x2", *LIMITED]
 
 
 def main() -> int:
@@ -181,6 +204,12 @@ def main() -> int:
             )
             rows += found
             durability.append(lost)
+            for name, extra in LIMITED.items():
+                found, lost = run_gateways(
+                    name, upstream, [server.fresh_database()], work, levels, args.duration, extra
+                )
+                rows += found
+                durability.append(lost)
     finally:
         upstream_proc.terminate()
         upstream_proc.wait()

@@ -92,6 +92,11 @@ class LimitConfig:
     monthly_usd: float = 0.0
     """Teacher spend (USD, priced by ``[costs]``; an unpriced model at the table's highest prices)
     each gateway key may run up a month; 0: off."""
+    rate_lease_s: float = 0.0
+    """0: each gateway process counts the rate limit of its own (with N processes or replicas
+    a key gets up to N times the rate). Above 0: the buckets are shared in the database, every
+    process leasing a key's tokens for at most this many seconds at a time (one database
+    round trip per lease; leased tokens a process does not spend in time are lost)."""
     reserve_tokens: int = 256
     """Tokens a request in flight holds of its key's ``monthly_tokens`` for its answer (with its
     body's, four characters a token) until it is logged: concurrent requests cannot all start
@@ -103,7 +108,7 @@ class LimitConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first ``limits.*`` setting below zero."""
-        names = ("requests_per_minute", "burst", "monthly_tokens", "monthly_usd")
+        names = ("requests_per_minute", "burst", "monthly_tokens", "monthly_usd", "rate_lease_s")
         for name in (*names, "reserve_tokens", "failed_auth_per_minute"):
             if getattr(self, name) < 0:
                 raise ValueError(f"limits.{name} must be >= 0")

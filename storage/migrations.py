@@ -353,3 +353,18 @@ def _minute_rollups(db: Database) -> None:
     counted to the minute at its ends; filled from the rows logged in that span."""
     rollups.create_minutes(db.conn)
     rollups.fill_minutes(db.conn, time.time())
+
+
+@migration("0013_rate_buckets")
+def _rate_buckets(db: Database) -> None:
+    """Rate limits shared by every gateway process on the database (``limits.rate_lease_s``):
+    each client's token bucket, which processes lease tokens from (``storage/rate_limits.py``)."""
+    db.executescript(
+        """
+        create table rate_buckets (
+            client text primary key,
+            tokens real not null,
+            at real not null
+        );
+        """
+    )

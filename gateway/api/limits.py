@@ -1,8 +1,10 @@
 """Per-key request limits and monthly token budgets, enforced before a request is handled.
 
 * Rate limit: a token bucket per client (``limits.requests_per_minute``, bursts up to
-  ``limits.burst``), in memory. A client is its gateway key (by its non-secret id); with an open
-  gateway, the hash of the teacher key it passes through, or else its address.
+  ``limits.burst``), in memory; with ``limits.rate_lease_s`` in the database, shared by every
+  process (:mod:`gateway.api.shared_limits`). A client is its gateway key (by its non-secret
+  id); with an open gateway, the hash of the teacher key it passes through, or else its
+  address.
 * Budget: tokens used per gateway key in the current calendar month (UTC), read from the log's
   hourly rollups (at start-up, then at most every ``BUDGET_REFRESH_S``, off the request path)
   plus the rows this process has logged since that are not committed yet. The rollups count
@@ -35,6 +37,7 @@ from litestar import Request
 
 from understudy.gateway.api import auth
 from understudy.gateway.api.responses import request_id
+from understudy.gateway.api.shared_limits import SharedTokenBuckets
 from understudy.gateway.config import GatewayConfig, LimitConfig
 from understudy.gateway.errors import BudgetExceededError, RateLimitError, UnderstudyError
 from understudy.storage.database import Store
@@ -268,7 +271,7 @@ class RequestLimits:
     def __init__(self, settings: GatewayConfig) -> None:
         self.settings = settings
         limits: LimitConfig = settings.limits
-        self.buckets = (
+        self.buckets: TokenBuckets | SharedTokenBuckets | None = (
             TokenBuckets(limits.requests_per_minute, limits.burst)
             if limits.requests_per_minute > 0
             else None
@@ -346,6 +349,9 @@ def open_limits(settings: GatewayConfig, store: Store) -> RequestLimits | None:
     limits = RequestLimits(settings)
     if limits.buckets is None and limits.budgets is None:
         return None
+    lease_s = settings.limits.rate_lease_s
+    if limits.buckets is not None and lease_s > 0:  # shared by every process on the database
+        limits.buckets = SharedTokenBuckets(limits.buckets, store, lease_s)
     if limits.budgets is not None:
         limits.budgets.load(store)
     return limits

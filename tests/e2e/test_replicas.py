@@ -128,3 +128,27 @@ def test_kill_9_of_one_replica_loses_no_acknowledged_row(stub, teacher, postgres
     finally:
         a.stop()
         b.stop()
+
+
+def test_one_rate_limit_holds_across_replicas(stub, teacher, postgres_url, tmp_path):
+    """A key's burst of 5 (6 a minute after it) is spent through either replica: 5 answers in
+    all, not 5 from each."""
+    config = (
+        f'api_keys = ["{KEY}"]\n[limits]\nrequests_per_minute = 6\nburst = 5\nrate_lease_s = 1.0\n'
+    )
+    a, b = _replicas(stub, tmp_path, postgres_url, config)
+    try:
+        statuses = []
+        for i in range(12):
+            gw = (a, b)[i % 2]
+            statuses.append(
+                httpx.post(
+                    gw.base_url + "/chat/completions",
+                    headers={"authorization": f"Bearer {KEY}"},
+                    json={"model": "m", "messages": [{"role": "user", "content": "What is 2+2?"}]},
+                ).status_code
+            )
+        assert statuses.count(200) == 5 and statuses.count(429) == 7, statuses
+    finally:
+        a.stop()
+        b.stop()
