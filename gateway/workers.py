@@ -21,7 +21,8 @@ What the workers share and what each has alone:
   most once a second, plus the worker's own rows not yet committed: another worker's spend
   shows within that second and its commit interval), dashboard sessions, the registry (every
   worker loads a newly promoted student from it within ``student.reload_interval_s``);
-* per worker: rate limits (token buckets: a key may get up to N times its rate), failed-key
+* per worker: rate limits unless ``limits.rate_lease_s`` is set (then the buckets are shared
+  in the database; at 0, the default, a key may get up to N times its rate), failed-key
   throttling, ``max_auto_tasks`` new fingerprinted tasks, ``/ready``'s cache, ``/metrics``'
   in-process gauges (log queue, connections), the student's weights (each worker holds a copy
   in memory), a crash losing at most one commit interval of rows, retention passes (each worker
