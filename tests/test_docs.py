@@ -201,7 +201,7 @@ def test_the_first_screen_is_the_quickstart_against_the_real_api():
     assert 'OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=' in screen
     assert "any `api_key` works" in screen and "UNDERSTUDY_API_KEYS" in screen
     # what it saves: a measured figure, and the command that measured it
-    assert re.search(r"\d+(\.\d+)?% of them", screen)
+    assert re.search(r"saved \d+(\.\d+)?% of the teacher calls", screen)
     assert "python bench/replay.py" in screen
 
 
