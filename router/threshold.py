@@ -170,8 +170,9 @@ def certify_threshold(
     """The widest threshold certified by fixed-sequence testing; serves nothing when none is.
 
     Thresholds are the distinct scores, highest first. Those serving fewer than
-    ``min_served`` calibration examples are not tested (too few to tell anything); from the
-    first serving that many, each is tested in turn (lower bound of the weighted agreement of
+    ``min_served`` calibration examples, or too few for the bound to reach the target even if
+    every one agreed, are not tested (both depend on the scores alone, never on the labels);
+    from the first serving enough, each is tested in turn (lower bound of the weighted agreement of
     what it serves, on the effective sample size, at least ``quality_target``) and the
     sequence stops at the first that fails. Coverage is the weighted share served.
     """
@@ -188,9 +189,9 @@ def certify_threshold(
         s_w += math.fsum(x for x, _ in group)
         s_w2 += math.fsum(x * x for x, _ in group)
         s_agreed += math.fsum(x for x, agreed in group if agreed)
-        if served < min_served:
-            continue
         n_eff = s_w * s_w / s_w2
+        if served < min_served or lower_bound(n_eff, n_eff, confidence, bound) < quality_target:
+            continue  # too few to test, or to pass even if every one agreed: not tested
         low = lower_bound(min(n_eff, n_eff * s_agreed / s_w), n_eff, confidence, bound)
         if low < quality_target:
             break

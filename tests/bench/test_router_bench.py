@@ -35,14 +35,15 @@ def generation(text: str, sure: bool, rng: random.Random) -> Generation:
 
 @pytest.fixture(scope="module")
 def held_out() -> ModelEval:
-    """600 held-out answers: the sure ones agree with the teacher, the doubtful ones do not."""
+    """800 held-out answers: the sure ones agree with the teacher, the doubtful ones do not.
+    (A fifth fit the policy; the 320 sure ones of the rest certify 0.99 with an exact bound.)"""
     rng = random.Random(1)
-    gens = [generation("lost_card", i % 2 == 0, rng) for i in range(600)]
+    gens = [generation("lost_card", i % 2 == 0, rng) for i in range(800)]
     from bench._banking77 import features_of
 
     return ModelEval(
-        agreed=[i % 2 == 0 for i in range(600)],
-        valid=[True] * 600,
+        agreed=[i % 2 == 0 for i in range(800)],
+        valid=[True] * 800,
         features=[features_of(g).to_dict() for g in gens],
         answers=[g.text for g in gens],
     )

@@ -200,3 +200,13 @@ def test_the_certificate_round_trips_with_its_bound():
         k: v for k, v in choice.to_dict().items() if k not in ("n_served", "method", "min_served")
     }
     assert ThresholdChoice.from_dict(old).method == "scan"
+
+
+def test_certification_starts_where_a_perfect_record_could_meet_the_target():
+    # 50 of 50 agreeing have an exact 95% bound of 0.942: testing there would stop the
+    # sequence at once for a target of 0.97; the first threshold tested serves enough (99).
+    scores = [1.0 - i / 1000 for i in range(200)] + [0.1] * 100
+    labels = [True] * 200 + [False] * 100
+    choice = certify_threshold(scores, labels, 0.97, 0.95, min_served=50)
+    assert choice.threshold == pytest.approx(0.801) and choice.n_served == 200
+    assert choice.agreement_lower_bound == pytest.approx(0.05 ** (1 / 200))
