@@ -36,7 +36,9 @@ def small_disk(tmp_path):
 
 
 def fill(path: Path) -> None:
-    with path.open("wb") as fh:
+    # Unbuffered: a buffered file would keep the part of a write that did not fit and raise
+    # ENOSPC again when it is closed.
+    with path.open("wb", buffering=0) as fh:
         try:
             while True:
                 fh.write(b"\0" * 65536)
