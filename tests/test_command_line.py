@@ -189,3 +189,24 @@ def test_the_programs_help_lists_the_exit_codes():
     text = build_parser().format_help()
     codes = text.split("\nexit codes:\n", 1)[1].splitlines()
     assert [line.split()[0] for line in codes] == ["0", "1", "2", "3", "75"]
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
+    """``understudy export ... | head -1``: the pipe closes after the first line; the command
+    stops quietly (it printed a BrokenPipeError traceback)."""
+    db = open_database(tmp_path / "understudy.db")
+    log_intents(db, "intent", 400)
+    db.conn.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNDERSTUDY_")}
+    command = [sys.executable, "-m", "understudy", "export", "--task", "intent"]
+    command += ["--data-dir", str(tmp_path)]
+    with subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        code = proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+    assert code == 1

@@ -7,6 +7,7 @@ distiller take about a second to import), so ``--help`` and argument errors answ
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -309,6 +310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandRefused as exc:
         print(f"understudy: {exc}", file=sys.stderr)
         return ARGUMENT_ERROR
+    except BrokenPipeError:
+        # The reader went away (`understudy report | head`): stop quietly. Python flushes stdout
+        # again at exit, so point it at /dev/null first (the recipe of Python's signal docs).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
