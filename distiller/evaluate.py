@@ -8,7 +8,7 @@ checks (the answer ended on its own, is not empty, parses and fits the requested
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -74,12 +74,24 @@ def evaluate_student(
     config: GateConfig,
     system_prompt: str | None = None,
     latency_samples: int = 16,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> ModelEval:
-    """Generate answers for ``examples`` and ``golden`` and judge each one."""
+    """Generate answers for ``examples`` and ``golden`` and judge each one; ``on_progress``
+    hears (answers generated, answers to generate) after each batch."""
     started = time.perf_counter()
     prompts = [Prompt(ex.messages, ex.prompt) for ex in examples]
+    total = len(prompts) + len(golden)
+
+    def done_by(offset: int) -> Callable[[int], None] | None:
+        if on_progress is None:
+            return None
+        return lambda n: on_progress(offset + n, total)
+
     gens = runner.generate(
-        prompts, max_new_tokens=config.max_new_tokens, batch_size=config.eval_batch_size
+        prompts,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.eval_batch_size,
+        on_batch=done_by(0),
     )
     result = ModelEval(
         agreed=[
@@ -92,7 +104,10 @@ def evaluate_student(
     )
     golden_prompts = [golden_prompt(g["input"], system_prompt) for g in golden]
     golden_gens = runner.generate(
-        golden_prompts, max_new_tokens=config.max_new_tokens, batch_size=config.eval_batch_size
+        golden_prompts,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.eval_batch_size,
+        on_batch=done_by(len(prompts)),
     )
     result.golden = [
         {

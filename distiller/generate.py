@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,11 +72,19 @@ class StudentRunner:
         )
 
     def generate(
-        self, prompts: Sequence[Prompt], *, max_new_tokens: int = 64, batch_size: int = 32
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        max_new_tokens: int = 64,
+        batch_size: int = 32,
+        on_batch: Callable[[int], None] | None = None,
     ) -> list[Generation]:
+        """Answers to ``prompts`` in batches; ``on_batch`` hears how many are done after each."""
         out: list[Generation] = []
         for start in range(0, len(prompts), batch_size):
             out += self._batch(prompts[start : start + batch_size], max_new_tokens)
+            if on_batch is not None:
+                on_batch(len(out))
         return out
 
     def latency_ms(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 64) -> dict[str, Any]:

@@ -324,10 +324,17 @@ def _train_classical(
         "config": job.gates,
         "system_prompt": job.system_prompt,
     }
-    candidate = evaluate_student(StudentRunner(trained.model_path), dataset.eval, golden, **kwargs)
+    models = 2 if champ is None and job.champion is not None else 1
+
+    def shown(index: int) -> Any:
+        return lambda done, total: progress.step(index * total + done, models * total, "answers")
+
+    candidate = evaluate_student(
+        StudentRunner(trained.model_path), dataset.eval, golden, **kwargs, on_progress=shown(0)
+    )
     if champ is None and job.champion is not None:
         runner = StudentRunner(job.champion.weights, job.champion.adapter_path, job.train.device)
-        champ = evaluate_student(runner, dataset.eval, golden, **kwargs)
+        champ = evaluate_student(runner, dataset.eval, golden, **kwargs, on_progress=shown(1))
     return JobResult(trained, candidate, champ)
 
 
@@ -545,6 +552,10 @@ def _progress_logger(task: str, progress: Progress) -> Any:
                 trained.append(True)
                 progress.note(f"{total} steps")
                 progress.phase("evaluate")
+        done, to_do = record.get("evaluated"), record.get("to_evaluate")
+        if isinstance(done, int) and isinstance(to_do, int):
+            progress.phase("evaluate")
+            progress.step(done, to_do, "answers")
         if "loss" in record:
             log.info(
                 "task %s: step %s/%s epoch %.2f loss %.4f (%.0f s)",

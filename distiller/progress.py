@@ -1,8 +1,9 @@
 """What ``understudy distill run`` shows while it runs: one line per phase.
 
 The phases are :data:`PHASES` (dataset, train, evaluate, gates). On a terminal each is a
-progress bar (training's with its steps and an ETA); otherwise each prints one plain line when
-it ends. Everything else a run says (its INFO lines, the training libraries' own output: the
+progress bar (training's counts its steps, evaluation's the answers it generates, each with an
+ETA; the short dataset and gates phases show their time); otherwise each prints one plain line
+when it ends. Everything else a run says (its INFO lines, the training libraries' own output: the
 Hugging Face loss dicts, progress bars, warnings) goes to the run's ``train.log``, where the
 training process writes too; ``--verbose`` shows it all on stderr instead. Warnings and errors
 of the run itself are shown either way.

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from understudy.distiller.dataset import Example
@@ -80,6 +81,8 @@ def run_job(job: Job) -> JobResult | None:
         return None
     log.info("evaluating the candidate on %d held-out examples", len(held_out))
     device = job.train.device
+    models = 1 if job.champion is None else 2
+    report = _evaluation_progress(run_dir / PROGRESS_FILE, models)
     runner = StudentRunner(trained.weights, trained.adapter_path, device)
     candidate = evaluate_student(
         runner,
@@ -88,6 +91,7 @@ def run_job(job: Job) -> JobResult | None:
         kind=job.kind,
         config=job.gates,
         system_prompt=job.system_prompt,
+        on_progress=report(0),
     )
     del runner
     champion = None
@@ -101,10 +105,27 @@ def run_job(job: Job) -> JobResult | None:
             kind=job.kind,
             config=job.gates,
             system_prompt=job.system_prompt,
+            on_progress=report(1),
         )
     result = JobResult(trained, candidate, champion)
     result.write(run_dir / RESULT_FILE)
     return result
+
+
+def _evaluation_progress(path: Path, models: int) -> Callable[[int], Callable[[int, int], None]]:
+    """For the ``index``-th of ``models`` evaluated on the same examples: a callback appending
+    ``{"evaluated": done, "to_evaluate": total}`` (over all of them) to the progress file, which
+    ``distill run`` shows as the evaluate phase's bar."""
+
+    def for_model(index: int) -> Callable[[int, int], None]:
+        def report(done: int, total: int) -> None:
+            record = {"evaluated": index * total + done, "to_evaluate": models * total}
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+        return report
+
+    return for_model
 
 
 def setup_logging() -> None:

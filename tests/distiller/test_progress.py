@@ -119,3 +119,66 @@ def test_an_error_of_the_run_is_one_line_and_its_traceback_stays_in_the_log(tmp_
     assert err.getvalue() == "ERROR understudy.distiller: task t: run r1 failed\n"
     log = (tmp_path / "train.log").read_text()
     assert "Traceback" in log and "the dataset is broken" in log
+
+
+class Recorder:
+    """A :class:`~understudy.distiller.progress.Progress` that keeps what it hears."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+        self.steps: list[tuple[str | None, int, int | None, str]] = []
+
+    def started(self, run_id: str, run_dir: Path) -> None:
+        return None
+
+    def phase(self, name: str) -> None:
+        self.current = name
+
+    def step(self, done: int, total: int | None, unit: str = "") -> None:
+        self.steps.append((self.current, done, total, unit))
+
+    def note(self, text: str) -> None:
+        return None
+
+    def finished(self) -> None:
+        self.current = None
+
+
+def test_the_evaluate_phase_counts_the_answers_it_generates(tmp_path):
+    """Evaluation (minutes for a language model on a big held-out set) had no count, so its bar
+    had no ETA; it counts generated answers now, up to every held-out and golden one."""
+    from understudy.distiller.config import DatasetConfig, DistillConfig, GateConfig, TrainConfig
+    from understudy.distiller.pipeline import run_distillation
+
+    db = open_database(tmp_path / "understudy.db")
+    log_intents(db, "intent", 400)
+    db.conn.close()
+    cfg = DistillConfig(
+        dataset=DatasetConfig(eval_fraction=0.25, eval_min=10, min_examples=40),
+        train=TrainConfig(isolation="inline", candidates=["classical"]),
+        gates=GateConfig(quality_target=0.9, min_calibration_examples=20),
+    )
+    recorder = Recorder()
+    outcome = run_distillation(tmp_path, "intent", cfg, progress=recorder)
+    evaluated = [s for s in recorder.steps if s[0] == "evaluate"]
+    assert evaluated and {unit for *_, unit in evaluated} == {"answers"}
+    held_out = outcome.metrics["eval_examples"]
+    last_done, last_total = evaluated[-1][1], evaluated[-1][2]
+    assert last_done == last_total and last_total >= held_out
+
+
+def test_the_training_process_reports_evaluation_through_its_progress_file(tmp_path):
+    """A model evaluated in the training process (candidate, then the champion on the same
+    examples) reaches ``distill run``'s evaluate bar through the progress file."""
+    from understudy.distiller.pipeline import _progress_logger
+    from understudy.distiller.worker import _evaluation_progress
+
+    path = tmp_path / "progress.jsonl"
+    report = _evaluation_progress(path, 2)
+    report(0)(10, 10)  # the candidate: all of its 10 answers
+    report(1)(4, 10)  # the champion: 4 of the same 10
+    recorder = Recorder()
+    relay = _progress_logger("intent", recorder)
+    for line in path.read_text().splitlines():
+        relay(json.loads(line))
+    assert recorder.steps == [("evaluate", 10, 20, "answers"), ("evaluate", 14, 20, "answers")]
