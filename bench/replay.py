@@ -41,6 +41,7 @@ from understudy.demo.cli import stop_on_sigterm
 from understudy.demo.config import DemoOptions
 from understudy.demo.report import Summary
 from understudy.demo.run import run_demo
+from understudy.distiller.config import DatasetConfig
 
 LAMBDA = 0.05
 """Cost of a teacher call in discounted accuracy (accuracy - LAMBDA * teacher-call share)."""
@@ -62,6 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--targets", type=float, nargs="+", default=[0.8, 0.9, 0.95], help="quality targets"
     )
     p.add_argument("--k", type=int, default=250, help="distil every K teacher-labelled requests")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        help="live teacher answers before the first run, held out by it (default: K)",
+    )
     p.add_argument("--history", type=int, default=0, help="train queries logged first (9002: all)")
     p.add_argument("--limit", type=int, help="stream only the first N queries of each order")
     p.add_argument("--epochs", type=float, default=6.0, help="training epochs per run")
@@ -94,6 +100,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--audit-rate", type=float, default=0.03, help="router.audit_rate")
     p.add_argument(
+        "--held-out",
+        choices=["demo", "product"],
+        default="demo",
+        help="held-out slice of each run: the demo's (the K newest teacher answers) or the "
+        "product's defaults (distiller.dataset eval_fraction/eval_min/eval_max)",
+    )
+    p.add_argument(
         "--combine",
         type=Path,
         nargs="+",
@@ -112,7 +125,7 @@ def options_for(args: argparse.Namespace, seed: int, target: float, data_dir: Pa
         history=args.history,
         requests=args.limit if args.limit is not None else 3080,
         intents=77,
-        warmup=args.k,
+        warmup=args.k if args.warmup is None else args.warmup,
         every=args.k,
         data_dir=data_dir,
         port=0,
@@ -132,8 +145,22 @@ def options_for(args: argparse.Namespace, seed: int, target: float, data_dir: Pa
                 "candidates": args.candidates,
             },
             "router": {"audit_rate": args.audit_rate},
+            "distiller.dataset": held_out(args.held_out),
         },
     )
+
+
+def held_out(choice: str) -> dict[str, object]:
+    """``distiller.dataset`` settings of the held-out slice: none beyond the demo's, or the
+    product's defaults."""
+    if choice == "demo":
+        return {}
+    defaults = DatasetConfig()
+    return {
+        "eval_fraction": defaults.eval_fraction,
+        "eval_min": defaults.eval_min,
+        "eval_max": defaults.eval_max,
+    }
 
 
 def bench_data(teacher: str) -> Banking77:
@@ -366,8 +393,8 @@ def plot(runs: list[dict[str, Any]], means: list[dict[str, Any]], path: Path) ->
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.k < 1 or (args.limit is not None and args.limit < 1):
-        print("--k and --limit must be >= 1", file=sys.stderr)
+    if min(args.k, args.limit or 1, 1 if args.warmup is None else args.warmup) < 1:
+        print("--k, --limit and --warmup must be >= 1", file=sys.stderr)
         return 2
     started = time.perf_counter()
     if args.combine:

@@ -8,8 +8,10 @@ import pytest
 
 from bench.replay import LAMBDA, averaged, combined, main, options_for, parse_args, scores
 from understudy.demo.banking77 import Query
+from understudy.demo.config import gateway_config
 from understudy.demo.report import Summary
 from understudy.demo.traffic import Answered
+from understudy.distiller.config import DatasetConfig
 
 
 def _answered(answer: str, served_by: str, gold: str = "a", teacher: str = "a") -> Answered:
@@ -66,6 +68,22 @@ def test_options_follow_the_protocol(tmp_path):
     assert options.extra["distiller.train"]["candidates"] == ["classical"]
     assert options.extra["distiller.gates"] == {}  # no overall-agreement gate, as in the product
     assert options.data is not None and len(options.data.test) == 3080
+
+
+def test_the_held_out_slice_is_the_demos_unless_the_products_defaults_are_asked_for(tmp_path):
+    def dataset(*flags: str) -> str:
+        options = options_for(parse_args(["--history", "9002", *flags]), 0, 0.8, tmp_path)
+        config = gateway_config(options, teacher_url="http://t", port=1, model="m")
+        return config.split("[distiller.dataset]\n", 1)[1].split("\n\n", 1)[0]
+
+    # the demo's: the K newest teacher answers, the live ones
+    assert dataset("--k", "250") == "eval_fraction = 0.01\neval_min = 250\neval_max = 250"
+    assert dataset("--warmup", "500") == "eval_fraction = 0.01\neval_min = 500\neval_max = 500"
+    defaults = DatasetConfig()
+    assert dataset("--held-out", "product") == (
+        f"eval_fraction = {defaults.eval_fraction!r}\neval_min = {defaults.eval_min}"
+        f"\neval_max = {defaults.eval_max}"
+    )
 
 
 def _result_file(path, history, runs):
