@@ -8,6 +8,11 @@ request as sent, unless its newest turns are the gateway's (student answers, ids
 has never seen): then those turns are expanded into ``input`` and ``previous_response_id``
 points at the teacher's newest response in the chain, which it knows whole (or is dropped when
 the chain has none: the whole conversation is then in ``input``).
+
+Behind a load balancer the follow-up may reach another replica before the row of the response
+it names is committed (the log writes behind, ``storage.commit_interval_ms``). So an id the log
+does not hold is read once more, after two commit intervals (the writer commits at least once
+in that time), before it is taken for someone else's (the teacher's, or not found).
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ class Conversations:
         self.store = store
         self.writer = writer
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.settle_s = 2 * writer.interval
+        """How long a miss waits before the log is read once more: another replica's row
+        is committed by then."""
         writer.add_listener(self._remember)
 
     def _remember(self, table: str, row: dict[str, Any]) -> None:
@@ -73,6 +81,9 @@ class Conversations:
         unstored one, or another key's, is not found (404)."""
         row = self._recent.get(response_id)
         if row is None:
+            row = await asyncio.to_thread(self._read, response_id)
+        if row is None:  # perhaps another replica's, not committed yet
+            await asyncio.sleep(self.settle_s)
             row = await asyncio.to_thread(self._read, response_id)
         if row is None or row["served_by"] != "student":
             return None
@@ -110,9 +121,11 @@ class Conversations:
         if req.previous_response_id is None:
             call.messages = chat_messages(req.instructions, new_items)
             return
-        turns, rest = await asyncio.to_thread(
-            self._walk, req.previous_response_id, call.ctx.api_key_id
-        )
+        key_id = call.ctx.api_key_id
+        turns, rest = await asyncio.to_thread(self._walk, req.previous_response_id, key_id)
+        if rest == req.previous_response_id:  # none of it logged: perhaps not committed yet
+            await asyncio.sleep(self.settle_s)
+            turns, rest = await asyncio.to_thread(self._walk, req.previous_response_id, key_id)
         history = _history(turns)
         if rest is None:
             call.messages = chat_messages(req.instructions, history + new_items)
