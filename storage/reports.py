@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from understudy.storage.engine import Database
@@ -176,17 +176,35 @@ def cost_by(db: Database, group: str, since: float, until: float) -> list[dict[s
     return [_clean(r) for r in rows]
 
 
-def cost_series(db: Database, since: float, until: float, bucket_s: float) -> list[dict[str, Any]]:
+def cost_series(
+    db: Database,
+    since: float,
+    until: float,
+    bucket_s: float,
+    *,
+    own: Sequence[str] | None = None,
+    rest: str = "",
+) -> list[dict[str, Any]]:
     """Per task and time bucket (start time in seconds, buckets of ``bucket_s`` from
     ``since``): requests, student-served, saved. Buckets shorter than an hour are filled
     minute by minute in the span the per-minute sums are kept; others from whole hours (an
-    hour's sums in the bucket holding its start)."""
-    src, params = window("rollup_requests", since, until, daily=False, fine=bucket_s < HOUR_S)
+    hour's sums in the bucket holding its start). With ``own``, only those tasks keep their
+    name: the others' sums come as one task named ``rest``."""
+    day = DAY_HOURS * HOUR_S
+    # Whole days from the daily sums when every bucket is made of whole UTC days.
+    daily = bucket_s % day == 0 and since % day == 0
+    src, params = window("rollup_requests", since, until, daily=daily, fine=bucket_s < HOUR_S)
+    name = "task"
+    if own is not None:
+        marks = ", ".join("?" for _ in own) or "null"
+        name = f"case when task in ({marks}) then task else ? end"
+        params = [*own, rest, *params]
     rows = db.query(
-        "select task, minute, sum(case when served_by != 'shadow' then calls else 0 end)"
-        " as requests, sum(case when served_by = 'student' then calls else 0 end) as student,"
+        f"select {name} as task, minute,"
+        " sum(case when served_by != 'shadow' then calls else 0 end) as requests,"
+        " sum(case when served_by = 'student' then calls else 0 end) as student,"
         f" coalesce(sum(saved_usd), 0.0) as saved_usd from {src}"
-        f" where {_NOT_RELAYED} group by task, minute order by task, minute",
+        f" where {_NOT_RELAYED} group by 1, minute order by 1, minute",
         params,
     )
     out: dict[tuple[str, int], dict[str, Any]] = {}

@@ -174,3 +174,34 @@ def test_the_demo_prints_the_gateways_figures(db_path):
 def _page(db_path: Path, window: str) -> str:
     data = gather(Store(db_path), GatewayConfig(), dict(WINDOWS)[window])
     return render_page(data, window=window, admin=False, nonce="n")
+
+
+def test_a_log_of_many_tasks_charts_the_top_ones_and_sums_the_rest(tmp_path):
+    """Found at 1M logged requests over 44 tasks: every task drew its own line in both charts,
+    twice (wide and narrow frames), a 3.4 MB page. The tasks that saved most keep their lines;
+    the others are one line whose points are their sums, so the chart still sums the headline."""
+    from understudy.gateway.api.dashboard.data import CHARTED_TASKS, other_tasks
+
+    path = tmp_path / "understudy.db"
+    db = open_database(path)
+    start = time.time() - 3000
+    rows = []
+    for t in range(20):
+        for i in range(3):
+            row = _row("student", start + 60 * t + i, avoided_cost_usd=0.001, saved_usd=0.001 * t)
+            rows.append({**row, "id": f"req_{t}_{i}", "task": f"task-{t:02d}"})
+        teacher = _row("teacher", start + 60 * t + 5, teacher_cost_usd=0.001)
+        rows.append({**teacher, "id": f"req_{t}_t", "task": f"task-{t:02d}"})
+    write_rows(db, "requests", rows)
+    db.conn.close()
+
+    data = gather(Store(path), GatewayConfig(), 86400)
+    rest = other_tasks(20 - (CHARTED_TASKS - 1))
+    assert len(data.saved) == CHARTED_TASKS and rest in data.saved
+    top = {f"task-{t:02d}" for t in range(19, 19 - (CHARTED_TASKS - 1), -1)}
+    assert set(data.saved) - {rest} == top  # the tasks that saved most
+    assert sum(map(sum, data.saved.values())) == pytest.approx(data.summary.saved_usd)
+    assert max(v for v in data.coverage[rest] if v is not None) == pytest.approx(0.75)
+    page = render_page(data, window="24h", admin=True, nonce="n")
+    charts = page.split("Cumulative savings per task", 1)[1].split("<h2>Students</h2>", 1)[0]
+    assert rest in charts and "task-19" in charts and "task-00" not in charts

@@ -271,6 +271,7 @@ WINDOWS = [
     (T0 - 5 * HOUR, T0 + 3 * HOUR),  # across midnight
     (T0 + 7 * HOUR, T0 + 8 * HOUR),  # one hour
     (T0 + 30 * HOUR, T0 + 40 * HOUR),  # nothing logged
+    (T0 - 24 * HOUR, T0 + 24 * HOUR),  # whole UTC days: day buckets from the daily sums
 ]
 
 

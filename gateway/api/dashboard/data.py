@@ -55,6 +55,25 @@ class DashboardData:
     generated_at: float = field(default_factory=time.time)
 
 
+CHARTED_TASKS = 8
+"""Most lines a chart draws: the tasks that saved most, the rest summed as one line."""
+
+
+def other_tasks(count: int) -> str:
+    """The name of the line that sums ``count`` tasks not drawn on their own."""
+    return f"other tasks ({count})"
+
+
+def _charted(summary: Summary) -> tuple[list[str] | None, str]:
+    """The tasks drawn as their own lines (the summary's order: those that saved most) and the
+    name of the one line summing the rest; ``None``: every task has its line. A log of many
+    tasks draws a readable chart, and a page that does not grow with the number of tasks."""
+    names = [t.task for t in summary.tasks]
+    if len(names) <= CHARTED_TASKS:
+        return None, ""
+    return names[: CHARTED_TASKS - 1], other_tasks(len(names) - (CHARTED_TASKS - 1))
+
+
 def bucket_size(window_s: float) -> float:
     """Points per minute for the last hour, per hour up to a week, per day beyond: a demo of a
     few minutes is a line, not one dot."""
@@ -93,13 +112,20 @@ def _gather(
     start = summary.since
     n = max(1, math.ceil((now - start) / bucket))
     buckets = [start + i * bucket for i in range(n)]
+    own, rest = _charted(summary)
     saved: dict[str, list[float]] = {}
-    coverage: dict[str, list[float | None]] = {}
-    for row in reports.cost_series(db, start, now, bucket):
+    counts: dict[str, list[list[int]]] = {}  # per line, [requests, student] per bucket
+    for row in reports.cost_series(db, start, now, bucket, own=own, rest=rest):
         i = min(max(0, round((row["start"] - start) / bucket)), n - 1)
-        saved.setdefault(row["task"], [0.0] * n)[i] += row["saved_usd"]
-        cov = coverage.setdefault(row["task"], [None] * n)
-        cov[i] = row["student"] / row["requests"] if row["requests"] else None
+        name = row["task"]
+        saved.setdefault(name, [0.0] * n)[i] += row["saved_usd"]
+        pair = counts.setdefault(name, [[0, 0] for _ in range(n)])[i]
+        pair[0] += row["requests"]
+        pair[1] += row["student"]
+    coverage = {
+        name: [student / requests if requests else None for requests, student in pairs]
+        for name, pairs in counts.items()
+    }
     return DashboardData(
         summary=summary,
         window_s=window_s,

@@ -107,7 +107,7 @@ def _document(title: str, body: str, *, refresh: bool) -> str:
 
 def _task_order(data: DashboardData) -> list[str]:
     names = {t.task for t in data.summary.tasks} | {c.task for c in data.students}
-    return sorted(names)
+    return sorted(names | set(data.saved) | set(data.coverage))  # with the charts' shared line
 
 
 def _header(data: DashboardData, window: str) -> str:
