@@ -25,6 +25,7 @@ from understudy.storage.database import Store
 from understudy.storage.distill_queries import (
     acquire_lock,
     get_lock,
+    get_run,
     release_lock,
     renew_lock,
     running_runs,
@@ -99,6 +100,8 @@ class TaskLock:
                     # holding the session lock, whoever wrote the row has no session left
                     is_stale=lambda row: self._session is not None or holder_gone(row) is not None,
                 )
+                if taken and before is not None:
+                    self._fail_replaced_run(db, before)
         except BaseException:
             self._release_session()
             raise
@@ -109,6 +112,17 @@ class TaskLock:
         self._thread = threading.Thread(target=self._beat, name="distill-heartbeat", daemon=True)
         self._thread.start()
         return self
+
+    def _fail_replaced_run(self, db: sqlite_utils.Database, before: dict[str, Any]) -> None:
+        """The run of a lock taken over is marked failed: its worker is gone (on another host
+        its row would otherwise stay ``running`` until the lock's expiry)."""
+        run = get_run(db, before["run_id"]) if before.get("run_id") else None
+        if run is None or run["status"] != "running":
+            return
+        why = holder_gone(before) or "its worker's database session ended"
+        update_run(
+            db, run["id"], status="failed", finished_at=time.time(), reason=f"crashed: {why}"
+        )
 
     def _hold_session(self) -> None:
         """Take the task's session lock, or refuse: its holder's session is alive."""

@@ -432,6 +432,14 @@ def test_one_distill_lock_across_two_workers(shared):
         third = understudy(shared, "distill", "run", "--task", TASK, env=long_run)
         wait_for(lambda: holds(third), timeout=60, what="the next run to take the lock")
         assert time.time() < expires_at  # not by the row's expiry
+        db = _registry(shared)
+        try:  # the killed worker's run is over, not left "running" until the row expires
+            (status,) = db.execute(
+                "select status from distill_runs where id = ?", [run_id]
+            ).fetchone()
+        finally:
+            db.conn.close()
+        assert status == "failed"
     finally:
         for proc in (first, third):
             if proc is not None and proc.poll() is None:
