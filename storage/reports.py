@@ -193,12 +193,12 @@ def cost_series(
     day = DAY_HOURS * HOUR_S
     # Whole days from the daily sums when every bucket is made of whole UTC days.
     daily = bucket_s % day == 0 and since % day == 0
-    src, params = window("rollup_requests", since, until, daily=daily, fine=bucket_s < HOUR_S)
-    name = "task"
+    src, spans = window("rollup_requests", since, until, daily=daily, fine=bucket_s < HOUR_S)
+    name, params = "task", list[Any](spans)
     if own is not None:
         marks = ", ".join("?" for _ in own) or "null"
         name = f"case when task in ({marks}) then task else ? end"
-        params = [*own, rest, *params]
+        params = [*own, rest, *spans]
     rows = db.query(
         f"select {name} as task, minute,"
         " sum(case when served_by != 'shadow' then calls else 0 end) as requests,"
