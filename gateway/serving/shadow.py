@@ -25,6 +25,7 @@ from understudy.gateway.serving.pool import Slot
 from understudy.gateway.serving.replies import new_request_id
 from understudy.gateway.serving.routing import Judgement
 from understudy.gateway.serving.student_wire import answer_text
+from understudy.gateway.serving.teacher_path import log_failure
 from understudy.gateway.serving.verdict import Attempt, AttemptKind
 from understudy.gateway.teacher.client import TeacherClient
 from understudy.storage.database import Store
@@ -102,12 +103,17 @@ class Shadow:
             record.http_status = exc.status_code
             record.latency_ms = (time.perf_counter() - started) * 1000
             self.ledger.shadow_row(record)
+            attempts = getattr(exc, "attempts", 1)
+            log_failure(call, exc.status_code, attempts, f"shadow check {record.id}: {exc.message}")
             return
         record.latency_ms = (time.perf_counter() - started) * 1000
         record.http_status = result.status_code
         parsed = result.answer
         if parsed is None:
             record.error = f"teacher HTTP {result.status_code}"
+            log_failure(
+                call, result.status_code, result.attempts, f"shadow check {record.id}: refused"
+            )
         else:
             record.status = STATUS_OK
             record.response_json = result.content.decode("utf-8", "replace")

@@ -58,3 +58,7 @@ async def test_a_shadow_call_answered_with_html_is_a_shadow_error_row(tmp_path, 
     assert row["status"] == "error" and row["http_status"] == 502
     assert "not JSON" in row["error"]
     assert "never retrieved" not in caplog.text and "shadow job failed" not in caplog.text
+    # one line in the gateway's log, like any teacher failure (a shadow call's left none)
+    (line,) = [r.getMessage() for r in caplog.records if "teacher call failed" in r.getMessage()]
+    assert "HTTP 502 after 1 attempt;" in line and "task t, request req_served" in line
+    assert f"shadow check {row['id']}" in line
