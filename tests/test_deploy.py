@@ -162,6 +162,15 @@ def test_compose_every_replica_uses_the_one_database(compose):
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
 
 
+def test_compose_replicas_share_each_keys_rate(compose):
+    """Rate limits are per process unless leased from the database: two replicas gave a key
+    twice its rate."""
+    for name in ("gateway-1", "gateway-2"):
+        env = compose["services"][name]["environment"]
+        assert float(env["UNDERSTUDY_LIMITS_RATE_LEASE_S"]) > 0, name
+        assert int(env["UNDERSTUDY_LIMITS_REQUESTS_PER_MINUTE"].split(":-")[-1].rstrip("}")) > 0
+
+
 def _mounts(service: dict) -> dict[str, str]:
     """Target path -> 'volume' or 'volume:ro'."""
     out = {}
