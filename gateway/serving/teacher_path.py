@@ -100,10 +100,13 @@ class TeacherPath:
         ctx.teacher_s += time.perf_counter() - teacher_started
         self.ledger.teacher_waited(ctx.teacher_s)
         headers.update(answer.headers)
-        reply = BodyReply(answer.status_code, headers, answer.content)
+        content = answer.content
+        if answer.answer is not None and _restore_previous(call, answer.answer):
+            content = msgspec.json.encode(answer.answer)
+        reply = BodyReply(answer.status_code, headers, content)
         if answer.answer is not None:
             _fill_from_response(record, answer.answer)
-            record.response_json = answer.content.decode("utf-8", "replace")
+            record.response_json = content.decode("utf-8", "replace")
             return TeacherTurn(reply, Outcome(STATUS_OK, 200, answer=answer.answer))
         return TeacherTurn(reply, _refused(call, answer))
 
@@ -147,6 +150,7 @@ class TeacherPath:
             broke: UpstreamError | None = None
             try:
                 async for event in stream.events():
+                    event = _with_previous(call, event)
                     if _keep_event(event, assembler, hide_usage):
                         if record.ttfb_ms is None:
                             record.ttfb_ms = ctx.elapsed_ms()
@@ -175,6 +179,34 @@ class TeacherPath:
             record.response_json = msgspec.json.encode(result).decode()
             if outcome.status == STATUS_OK:
                 outcome.answer = result
+
+
+def _restore_previous(call: Call, answer: Any) -> bool:
+    """A Responses answer to a request whose chain was expanded for the teacher (student turns
+    sent as input, chained to an older id or to none) names what the teacher was sent; put back
+    the ``previous_response_id`` the client sent. True when it changed."""
+    if call.endpoint.name != "responses" or call.upstream is None or not isinstance(answer, dict):
+        return False
+    response = answer if answer.get("object") == "response" else answer.get("response")
+    previous = call.body.get("previous_response_id")
+    if not isinstance(response, dict) or response.get("previous_response_id") == previous:
+        return False
+    response["previous_response_id"] = previous
+    return True
+
+
+def _with_previous(call: Call, event: bytes) -> bytes:
+    """A stream event whose response object names the client's ``previous_response_id``
+    (:func:`_restore_previous`)."""
+    if call.endpoint.name != "responses" or call.upstream is None:
+        return event
+    payload = event_data(event)
+    if payload is None or b'"previous_response_id"' not in payload:
+        return event
+    parsed = _parse_json(payload)
+    if not _restore_previous(call, parsed):
+        return event
+    return event.replace(payload, msgspec.json.encode(parsed), 1)
 
 
 def _conclude(

@@ -273,6 +273,8 @@ def test_a_chain_teacher_student_teacher_reaches_the_teacher_expanded(served, te
         ("user", "Name a colour."),
     ]
     assert second.id not in json.dumps(sent) and second.output[0].id not in json.dumps(sent)
+    # The client sees the chain it sent, not the one the teacher got (it said first.id).
+    assert third.previous_response_id == second.id
     # A chain whose newest turn is the teacher's goes on by id, as sent (a built-in tool keeps
     # this turn with the teacher: the student may be sure of it otherwise).
     fourth = c.responses.create(
@@ -301,6 +303,14 @@ def test_a_chain_that_starts_with_the_student_reaches_the_teacher_whole(served, 
         ("user", "Name a colour."),
     ]
     assert first.id not in json.dumps(sent)
+    # The answer names the response the client chained to (the teacher was sent none; it said
+    # null), whole and streamed.
+    assert second.previous_response_id == first.id
+    with c.responses.stream(
+        model=MODEL, input="Name a colour.", previous_response_id=first.id, tools=WEB_SEARCH
+    ) as stream:
+        streamed = [e for e in stream if getattr(e, "response", None) is not None]
+    assert streamed and {e.response.previous_response_id for e in streamed} == {first.id}
 
 
 def _texts(items: list[dict[str, Any]]) -> list[tuple[str | None, str]]:
