@@ -18,9 +18,16 @@ COMMIT_INTERVAL_MS = 50
 SCHEDULING_SLACK_S = 0.25
 
 
-def _load(gw: GatewayProcess, acked: list[tuple[float, str]], stop: threading.Event) -> None:
+def load(
+    gw: GatewayProcess,
+    acked: list[tuple[float, str]],
+    stop: threading.Event,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Chat requests (every other one streamed) until ``stop``; each answered one's arrival
+    time and id into ``acked``."""
     body = {"model": "m", "messages": [{"role": "user", "content": "What is 2+2?"}]}
-    with httpx.Client(base_url=gw.base_url, timeout=5) as client:
+    with httpx.Client(base_url=gw.base_url, timeout=5, headers=headers) as client:
         while not stop.is_set():
             try:
                 stream = bool(len(acked) % 2)
@@ -38,7 +45,7 @@ def test_kill_9_under_load_loses_nothing_older_than_the_commit_interval(stub, te
     gw = GatewayProcess(stub.base_url, tmp_path / "data", env=env).start()
     acked: list[tuple[float, str]] = []
     stop = threading.Event()
-    threads = [threading.Thread(target=_load, args=(gw, acked, stop)) for _ in range(16)]
+    threads = [threading.Thread(target=load, args=(gw, acked, stop)) for _ in range(16)]
     for t in threads:
         t.start()
     try:

@@ -45,9 +45,11 @@ from tests.e2e.student_fixtures import (
     task_messages,
     wait_for,
 )
+from tests.e2e.test_kill9 import load
 from tests.gateway_process import ROOT, GatewayProcess
 
 KEY = "gw-key-replicas"
+AUTH = {"authorization": f"Bearer {KEY}"}
 COMMIT_INTERVAL_MS = 50
 SCHEDULING_SLACK_S = 0.25  # the writer shares two busy cores with both gateways and the load
 
@@ -110,29 +112,14 @@ def _refused_within(gw: GatewayProcess, seconds: float) -> bool:
         time.sleep(0.1)
 
 
-def _load(gw: GatewayProcess, acked: list[tuple[float, str]], stop: threading.Event) -> None:
-    body = {"model": "m", "messages": [{"role": "user", "content": "What is 2+2?"}]}
-    headers = {"authorization": f"Bearer {KEY}"}
-    with httpx.Client(base_url=gw.base_url, timeout=5, headers=headers) as client:
-        while not stop.is_set():
-            try:
-                r = client.post("/chat/completions", json={**body, "stream": len(acked) % 2 == 1})
-                if r.status_code == 200:
-                    acked.append((time.monotonic(), r.headers["x-request-id"]))
-            except httpx.HTTPError:
-                if stop.is_set():
-                    return
-                time.sleep(0.01)
-
-
 def test_kill_9_of_one_replica_loses_no_acknowledged_row(stub, teacher, postgres_url, tmp_path):
     a, b = _replicas(stub, tmp_path, postgres_url, f'api_keys = ["{KEY}"]\n')
     try:
         acked_a: list[tuple[float, str]] = []
         acked_b: list[tuple[float, str]] = []
         stop = threading.Event()
-        threads = [threading.Thread(target=_load, args=(a, acked_a, stop)) for _ in range(6)]
-        threads += [threading.Thread(target=_load, args=(b, acked_b, stop)) for _ in range(6)]
+        threads = [threading.Thread(target=load, args=(a, acked_a, stop, AUTH)) for _ in range(6)]
+        threads += [threading.Thread(target=load, args=(b, acked_b, stop, AUTH)) for _ in range(6)]
         for t in threads:
             t.start()
         try:
