@@ -9,17 +9,16 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
+from tests.storage.test_request_log import record
 from understudy.cli import main
 from understudy.distiller.lock import RunInProgress, TaskLock
 from understudy.distiller.schedule import DistillScheduler
 from understudy.storage.database import Store, open_database
 from understudy.storage.distill_queries import acquire_lock, get_lock, list_golden
 from understudy.storage.engine import is_postgres
-from understudy.storage.records import RequestRecord
 from understudy.storage.request_log import write_rows
 
 
@@ -83,18 +82,7 @@ def _dead_pid() -> int:
 
 def _seed(address) -> None:
     Store(address).migrate()
-    row = RequestRecord(
-        id="req_1",
-        created_at=time.time(),
-        endpoint="chat.completions",
-        task="intent",
-        task_source="header",
-        requested_model="m",
-        served_by="teacher",
-        status="ok",
-        request_json="{}",
-        response_json="{}",
-    ).as_row()
+    row = {**record(1), "task": "intent"}
     with Store(address).write() as db:
         write_rows(db, "requests", [row])
 
