@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import struct
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -179,13 +180,25 @@ async def _keepalive(ex: Exchange, gap: float, request_id: tuple[bytes, bytes]) 
 
 @functools.cache
 def gzip_bomb(mib: int) -> bytes:
-    """``{"a": "000...0"}`` of ``mib`` MiB, gzipped (about 1 KiB per MiB)."""
-    squeezer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    """``{"a": "000...0"}`` of ``mib`` MiB, gzipped (about 1 KiB per MiB).
+
+    Each MiB of zeros is deflated once after a full flush, which makes its bytes the same every
+    time, and repeated: compressing the whole GiB took 5 s here (longer than the strict
+    gateway's teacher deadline on a busy machine); this takes a quarter of a second.
+    """
+    squeezer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     block = b"0" * (1024 * 1024)
-    parts = [squeezer.compress(b'{"a": "')]
-    parts += [squeezer.compress(block) for _ in range(mib)]
-    parts.append(squeezer.compress(b'"}') + squeezer.flush())
-    return b"".join(parts)
+    start, end = b'{"a": "', b'"}'
+    head = squeezer.compress(start) + squeezer.flush(zlib.Z_FULL_FLUSH)
+    one = squeezer.compress(block) + squeezer.flush(zlib.Z_FULL_FLUSH)
+    tail = squeezer.compress(end) + squeezer.flush()
+    crc = zlib.crc32(start)
+    for _ in range(mib):
+        crc = zlib.crc32(block, crc)
+    crc = zlib.crc32(end, crc)
+    size = (len(start) + mib * len(block) + len(end)) & 0xFFFFFFFF
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"  # gzip, deflate, no name, no mtime
+    return header + head + one * mib + tail + struct.pack("<II", crc, size)
 
 
 @functools.cache
