@@ -188,6 +188,8 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
             await teacher.close()
             if retention is not None:
                 await asyncio.to_thread(retention.stop)
+            if limits is not None:
+                await asyncio.to_thread(limits.close)
             await asyncio.to_thread(writer.close, settings.server.shutdown_flush_s)
             box.put(None)
             stats = writer.stats()

@@ -101,6 +101,10 @@ class LimitConfig:
     """Tokens a request in flight holds of its key's ``monthly_tokens`` for its answer (with its
     body's, four characters a token) until it is logged: concurrent requests cannot all start
     on the same unspent budget."""
+    budget_lease_s: float = 30.0
+    """How long a request in flight holds its key's budget in the database unless its gateway
+    process renews the hold (every second while it lives): a process killed with requests in
+    flight keeps their tokens held this long."""
     failed_auth_per_minute: int = 10
     """Failed key checks (gateway, admin, dashboard sign-in) an address may make a minute before
     its key checks get 429 until the minute has passed; each failure is logged without the key.
@@ -109,7 +113,7 @@ class LimitConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first ``limits.*`` setting below zero."""
         names = ("requests_per_minute", "burst", "monthly_tokens", "monthly_usd", "rate_lease_s")
-        for name in (*names, "reserve_tokens", "failed_auth_per_minute"):
+        for name in (*names, "reserve_tokens", "budget_lease_s", "failed_auth_per_minute"):
             if getattr(self, name) < 0:
                 raise ValueError(f"limits.{name} must be >= 0")
 

@@ -368,3 +368,32 @@ def _rate_buckets(db: Database) -> None:
         );
         """
     )
+
+
+@migration("0016_shared_limits")
+def _shared_limits(db: Database) -> None:
+    """What every gateway process on the database shares to keep limits exact: each request in
+    flight's hold on its key's monthly budget (its owner renews it; a dead owner's lapses), and
+    failed key checks per client address (``storage/limits.py``); rate buckets by age, to prune
+    the idle ones."""
+    db.executescript(
+        """
+        create table budget_reservations (
+            id text primary key,
+            api_key_id text not null,
+            tokens integer not null,
+            owner text not null,
+            expires_at real not null
+        );
+        create index budget_reservations_key on budget_reservations (api_key_id, expires_at);
+        create index budget_reservations_owner on budget_reservations (owner);
+        create table auth_failures (
+            id integer primary key,
+            address text not null,
+            at real not null
+        );
+        create index auth_failures_address on auth_failures (address, at);
+        create index auth_failures_at on auth_failures (at);
+        create index rate_buckets_at on rate_buckets (at);
+        """
+    )

@@ -1,6 +1,8 @@
 """Rate-limit buckets shared by every gateway process on the database: a process leases a few
 tokens of a client's bucket at a time (``limits.rate_lease_s``) and spends them locally, so
-the database is asked once per lease, not once per request."""
+the database is asked once per lease, not once per request. A bucket nobody leased from for as
+long as it takes to fill is full, as a bucket never seen is: such rows are pruned as leases are
+written."""
 
 from __future__ import annotations
 
@@ -17,11 +19,15 @@ def lease_tokens(
     capacity: float,
     want: int,
     now: float,
+    prune: bool = False,
 ) -> tuple[int, float]:
     """Take up to ``want`` whole tokens from ``client``'s bucket (``rate`` tokens a second, at
     most ``capacity``; a new bucket is full). ``(tokens taken, seconds until one is there)``:
-    the wait is 0.0 when any were taken."""
+    the wait is 0.0 when any were taken. With ``prune``, also remove every bucket full again
+    (untouched for ``capacity / rate`` seconds)."""
     with exclusive(db, f"understudy-rate:{client}"):
+        if prune:
+            db.execute("delete from rate_buckets where at < ?", [now - capacity / rate])
         row = db.execute(
             "select tokens, at from rate_buckets where client = ?", [client]
         ).fetchone()

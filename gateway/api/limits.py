@@ -5,16 +5,16 @@
   process (:mod:`gateway.api.shared_limits`). A client is its gateway key (by its non-secret
   id); with an open gateway, the hash of the teacher key it passes through, or else its
   address.
-* Budget: tokens used per gateway key in the current calendar month (UTC), read from the log's
-  hourly rollups (at start-up, then at most every ``BUDGET_REFRESH_S``, off the request path)
-  plus the rows this process has logged since that are not committed yet. The rollups count
-  every process writing the log, so with several workers a budget is exact, not per process
-  (another worker's usage shows within a refresh and its commit interval). A key at or over
-  ``limits.monthly_tokens`` is refused until the month ends; the request that crosses the line
-  is still answered.
-  Requests in flight count too: each reserves an estimate (its body at four characters a token
-  plus ``limits.reserve_tokens`` for the answer) until its row is logged or its response ends,
-  so a burst of concurrent requests cannot all start on the same unspent budget.
+* Budget: tokens and teacher USD used per gateway key in the current calendar month (UTC). A key
+  at or over ``limits.monthly_tokens`` (or ``limits.monthly_usd``) is refused until the month
+  ends; the request that crosses the line is still answered. Requests in flight count too: each
+  holds an estimate (its body at four characters a token plus ``limits.reserve_tokens`` for the
+  answer) until its row is logged, so a burst of concurrent requests cannot all start on the
+  same unspent budget. The gateway checks and holds in the database
+  (:mod:`gateway.api.shared_budgets`): exact across every process and replica on it.
+  :class:`MonthlyBudgets` is the count of one process (the rollups re-read at most every
+  ``BUDGET_REFRESH_S``, off the request path, plus its own rows and requests in flight): what a
+  process falls back to while the database cannot answer.
 
 Both refusals are 429 in OpenAI's shape with ``retry-after``; nothing refused reaches the
 teacher or the log. The check is a dependency of the answering endpoints (chat and
@@ -37,6 +37,7 @@ from litestar import Request
 
 from understudy.gateway.api import auth
 from understudy.gateway.api.responses import request_id
+from understudy.gateway.api.shared_budgets import SharedBudgets
 from understudy.gateway.api.shared_limits import SharedTokenBuckets
 from understudy.gateway.config import GatewayConfig, LimitConfig
 from understudy.gateway.errors import BudgetExceededError, RateLimitError, UnderstudyError
@@ -211,6 +212,18 @@ class MonthlyBudgets:
             with self._lock:
                 self._refreshing = False
 
+    def month(self) -> float:
+        """The first second of the current month (UTC)."""
+        with self._lock:
+            self._roll()
+            return self._month
+
+    def admit(self, request_id: str, key: str, tokens: int) -> str | None:
+        """After :meth:`check` let ``key`` in: hold ``tokens`` for its request (token budgets)."""
+        if self.monthly_tokens:
+            self.reserve(request_id, key, tokens)
+        return None
+
     def reserve(self, request_id: str, key: str, tokens: int) -> None:
         """Hold ``tokens`` of ``key``'s budget for a request in flight."""
         with self._lock:
@@ -276,7 +289,7 @@ class RequestLimits:
             if limits.requests_per_minute > 0
             else None
         )
-        self.budgets = (
+        self.budgets: MonthlyBudgets | SharedBudgets | None = (
             MonthlyBudgets(limits.monthly_tokens, limits.monthly_usd)
             if limits.monthly_tokens > 0 or limits.monthly_usd > 0
             else None
@@ -308,13 +321,11 @@ class RequestLimits:
         bucket, key = self.client(request)
         if bucket is None:
             return None
-        if self.budgets is not None and key is not None:
-            spent = self.budgets.check(key)
-            if spent:
-                return BudgetExceededError(
-                    f"This key has used its monthly budget ({spent}); it renews at the start "
-                    "of next month (UTC)."
-                ), self.budgets.renews_in()
+        budgets = self.budgets if key is not None else None
+        if isinstance(budgets, MonthlyBudgets):  # this process's count: checked first
+            refused = self._over_budget(budgets, budgets.check(key or ""))
+            if refused is not None:
+                return refused
         if self.buckets is not None:
             wait = self.buckets.take(bucket)
             if wait:
@@ -323,9 +334,21 @@ class RequestLimits:
                     f"{self.settings.limits.requests_per_minute} requests per minute per "
                     f"key. Please try again in {math.ceil(wait)}s."
                 ), wait
-        if self.budgets is not None and key is not None and self.budgets.monthly_tokens:
-            self.budgets.reserve(request_id(request), key, self._estimate(request))
+        if budgets is not None:  # shared: checked and held in one step, past the rate limit
+            spent = budgets.admit(request_id(request), key or "", self._estimate(request))
+            return self._over_budget(budgets, spent)
         return None
+
+    @staticmethod
+    def _over_budget(
+        budgets: MonthlyBudgets | SharedBudgets, spent: str | None
+    ) -> tuple[UnderstudyError, float] | None:
+        if not spent:
+            return None
+        return BudgetExceededError(
+            f"This key has used its monthly budget ({spent}); it renews at the start "
+            "of next month (UTC)."
+        ), budgets.renews_in()
 
     def _estimate(self, request: Request) -> int:
         """Tokens a request may use: its body's, and ``limits.reserve_tokens`` for the answer."""
@@ -343,6 +366,11 @@ class RequestLimits:
             if rid is not None:
                 self.budgets.settle(rid)
 
+    def close(self) -> None:
+        """Stop the budgets' background work (the holds' renewal)."""
+        if isinstance(self.budgets, SharedBudgets):
+            self.budgets.close()
+
 
 def open_limits(settings: GatewayConfig, store: Store) -> RequestLimits | None:
     """The limits of ``settings`` (budgets read from the log), or None when both are off."""
@@ -354,4 +382,5 @@ def open_limits(settings: GatewayConfig, store: Store) -> RequestLimits | None:
         limits.buckets = SharedTokenBuckets(limits.buckets, store, lease_s)
     if limits.budgets is not None:
         limits.budgets.load(store)
+        limits.budgets = SharedBudgets(limits.budgets, store, settings.limits.budget_lease_s)
     return limits

@@ -1,0 +1,67 @@
+"""Budgets held in the database: two processes' requests in flight count against one budget,
+a hold ends once its row is logged (or a moment after a response without one), and a database
+that cannot answer leaves the process counting on its own."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from tests.gateway.test_budgets_across_workers import row
+from understudy.gateway.api.limits import MonthlyBudgets
+from understudy.gateway.api.shared_budgets import UNLOGGED_GRACE_S, SharedBudgets
+from understudy.storage.database import Store
+from understudy.storage.request_log import write_rows
+
+
+def budgets(store: Store, clock, limit: int = 100) -> SharedBudgets:
+    local = MonthlyBudgets(monthly_tokens=limit, clock=clock)
+    local.load(store)
+    return SharedBudgets(local, store, lease_s=30.0, clock=clock)
+
+
+def held(store: Store) -> list[str]:
+    with store.read() as db:
+        return sorted(r[0] for r in db.execute("select id from budget_reservations").fetchall())
+
+
+def test_two_processes_hold_one_budget_and_release_it_when_logged(tmp_path):
+    store = Store(tmp_path / "u.db")
+    store.migrate()
+    now = [time.time()]
+    a, b = budgets(store, lambda: now[0]), budgets(store, lambda: now[0])
+    try:
+        assert a.admit("r1", "k", 40) is None
+        assert b.admit("r2", "k", 40) is None  # 40 held by the other process: 40 < 100
+        assert b.admit("r3", "k", 40) is None  # 80 < 100
+        assert a.admit("r4", "k", 40) == "100 tokens"  # 120 held in flight
+        assert a.admit("r5", "other", 40) is None
+        a.record("requests", {"id": "r1"})
+        with store.write() as db:
+            write_rows(db, "requests", [row("r1", "k", 10)])
+        assert b.admit("r6", "k", 1) is None  # 10 logged + 80 held
+        a.settle("r5")  # ended without a row: kept a moment (a row may still come)
+        a.sweep()
+        assert held(store) == ["r2", "r3", "r5", "r6"]
+        now[0] += UNLOGGED_GRACE_S + 0.1
+        a.sweep()
+        assert held(store) == ["r2", "r3", "r6"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_database_that_cannot_answer_leaves_the_process_counting(tmp_path):
+    store = Store(tmp_path / "u.db")
+    store.migrate()
+    shared = budgets(store, time.time, limit=50)
+    shared.store = Store(tmp_path / "u.db", busy_timeout_ms=50)
+    other = sqlite3.connect(tmp_path / "u.db")
+    other.execute("begin exclusive")  # another process holds the file: locked
+    try:
+        assert shared.admit("r1", "k", 30) is None
+        assert shared.admit("r2", "k", 30) is None  # 30 of 50 held in this process
+        assert shared.admit("r3", "k", 30) == "50 tokens"
+    finally:
+        other.rollback()
+        other.close()
