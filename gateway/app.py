@@ -17,7 +17,7 @@ from understudy.gateway.accounting.metrics import Metrics
 from understudy.gateway.api import routes
 from understudy.gateway.api.admin import ADMIN_HANDLERS
 from understudy.gateway.api.dashboard.routes import DASHBOARD_HANDLERS
-from understudy.gateway.api.failed_auth import FailedAuth
+from understudy.gateway.api.failed_auth import open_failed_auth
 from understudy.gateway.api.feedback import feedback
 from understudy.gateway.api.guards import GUARDS
 from understudy.gateway.api.limits import open_limits
@@ -144,7 +144,7 @@ def create_app(settings: GatewayConfig, *, companions: Sequence[Companion] = ())
         scrapes = SlowReads(1, 4)
         known = await asyncio.to_thread(_auto_tasks, store, settings.max_auto_tasks)
         pipeline.auto_tasks.seed(known)
-        failed_auth = FailedAuth(settings.limits.failed_auth_per_minute)
+        failed_auth = open_failed_auth(settings.limits.failed_auth_per_minute, store)
         services = Services(
             settings,
             store,
