@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from understudy.storage import rollups
+from understudy.storage import bodies, rollups
 from understudy.storage.engine import Database, dialect
 from understudy.storage.engine_postgres import COMPAT
 
@@ -397,3 +397,21 @@ def _shared_limits(db: Database) -> None:
         create index rate_buckets_at on rate_buckets (at);
         """
     )
+
+
+@migration("0015_one_body_frame")
+def _one_body_frame(db: Database) -> None:
+    """A logged request's bodies in one blob (``storage/bodies.py``): the request and response
+    as one zstd frame in ``bodies`` (a frame per body cost its own header, and the response
+    compresses better after its request); every row logged so far is converted, 500 at a
+    time. The Responses store's index holds only the rows that have a response id (chat rows,
+    most of the log, have none)."""
+    db.executescript(
+        """
+        alter table requests add column bodies blob;
+        drop index requests_response_id;
+        create index requests_response_id on requests (response_id)
+            where response_id is not null;
+        """
+    )
+    bodies.convert(db)
