@@ -15,7 +15,8 @@ requests (and the same requests on an empty database); then retention deletes th
 of the rows in batches while another connection keeps writing (how long its writes take).
 
 Once: bytes per logged request before (bodies as text, the layout before
-``0009_compact_bodies``) and after, on demo-shaped traffic and on long chat transcripts; and
+``0009_compact_bodies``) and after, on demo-shaped traffic and on long chat transcripts (the
+whole file over N requests, and what it grows by per request over N more); and
 ``serve --workers 2`` against ``--workers 1`` under a closed-loop load (the load generator and
 the stand-in teacher run on the same cores as the gateway: say so with the figures).
 
@@ -38,6 +39,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -322,37 +324,63 @@ def retention(data_dir: Path) -> dict[str, Any]:
 # -- bytes per logged request -----------------------------------------------------------------
 
 
+BYTES_TRAFFIC = {
+    "demo": (lambda: demo_traffic(10000), 5000),
+    "transcripts": (lambda: transcripts(600, 12), 3600),
+}
+"""Each traffic's rows and how many make the first measurement (the rest, as many again,
+make the growth)."""
+
+
+RATIOS = {
+    "db_ratio": "db_bytes_per_request",
+    "growth_ratio": "growth_per_request",
+    "body_ratio": "body_bytes_per_request",
+}
+
+
 def bytes_per_request(workdir: Path) -> dict[str, Any]:
+    """Bytes per logged request, before (bodies as text) and after (as the log writes them):
+    the whole file over the first N requests, and what the file grows by per request over the
+    next N (without what a database holds whatever its size: the schema, the empty tables, a
+    64 KiB dictionary), each after ``vacuum``; and the bodies' own bytes."""
     out: dict[str, Any] = {}
-    for name, rows in (
-        ("demo", lambda: demo_traffic(5000)),
-        ("transcripts", lambda: transcripts(300, 12)),
-    ):
-        sizes = {}
+    for name, (rows, half) in BYTES_TRAFFIC.items():
+        sizes: dict[str, Any] = {}
         for layout, compress in (("before", False), ("after", True)):
-            path = workdir / f"bytes-{name}-{layout}.db"
-            db = open_database(path)
-            n = write_rows(db, rows(), compress=compress, size=500)  # the writer's group commits
-            body = db.execute(
-                "select sum(length(request_json) + coalesce(length(response_json), 0)"
-                " + coalesce(length(request_body), 0) + coalesce(length(response_body), 0))"
-                " from requests"
-            ).fetchone()[0]
-            db.execute("vacuum")
-            db.conn.close()
-            sizes[layout] = {
-                "requests": n,
-                "db_bytes_per_request": round(path.stat().st_size / n),
-                "body_bytes_per_request": round(body / n),
-            }
-        sizes["db_ratio"] = round(
-            sizes["before"]["db_bytes_per_request"] / sizes["after"]["db_bytes_per_request"], 2
-        )
-        sizes["body_ratio"] = round(
-            sizes["before"]["body_bytes_per_request"] / sizes["after"]["body_bytes_per_request"], 2
-        )
+            sizes[layout] = _layout_bytes(
+                workdir / f"bytes-{name}-{layout}.db", rows(), half, compress
+            )
+        for ratio, key in RATIOS.items():
+            sizes[ratio] = round(sizes["before"][key] / sizes["after"][key], 2)
         out[name] = sizes
     return out
+
+
+def _layout_bytes(path: Path, rows: Iterator[Any], half: int, compress: bool) -> dict[str, Any]:
+    db = open_database(path)
+    rows = iter(rows)
+    n = write_rows(db, islice(rows, half), compress=compress, size=500)  # the writer's commits
+    body = db.execute(
+        "select sum(length(request_json) + coalesce(length(response_json), 0)"
+        " + coalesce(length(bodies), 0)) from requests"
+    ).fetchone()[0]
+    first = _vacuumed_size(db, path)
+    more = write_rows(db, rows, compress=compress, size=500)
+    grown = _vacuumed_size(db, path) - first
+    db.conn.close()
+    return {
+        "requests": n,
+        "db_bytes_per_request": round(first / n),
+        "growth_per_request": round(grown / more),
+        "body_bytes_per_request": round(body / n),
+    }
+
+
+def _vacuumed_size(db: Any, path: Path) -> int:
+    db.execute("vacuum")
+    db.execute("pragma wal_checkpoint(truncate)")
+    return path.stat().st_size
 
 
 # -- workers -------------------------------------------------------------------------------------
@@ -497,17 +525,17 @@ def print_table(result: dict[str, Any]) -> None:
         )
     _markdown(lines)
     if "bytes" in result:
-        rows = [("traffic", "before", "after", "smaller", "bodies before", "bodies after")]
+        rows = [
+            ("traffic", "file before", "file after", "smaller", "growth before", "growth after")
+            + ("smaller", "bodies before", "bodies after")
+        ]
         for name, b in result["bytes"].items():
+            before, after = b["before"], b["after"]
             rows.append(
-                (
-                    name,
-                    str(b["before"]["db_bytes_per_request"]),
-                    str(b["after"]["db_bytes_per_request"]),
-                    f"{b['db_ratio']}x",
-                    str(b["before"]["body_bytes_per_request"]),
-                    str(b["after"]["body_bytes_per_request"]),
-                )
+                (name, str(before["db_bytes_per_request"]), str(after["db_bytes_per_request"]))
+                + (f"{b['db_ratio']}x", str(before["growth_per_request"]))
+                + (str(after["growth_per_request"]), f"{b['growth_ratio']}x")
+                + (str(before["body_bytes_per_request"]), str(after["body_bytes_per_request"]))
             )
         _markdown(rows)
     if "workers" in result:
