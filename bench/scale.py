@@ -2,10 +2,13 @@
 
     python bench/scale.py --rows 10000,1000000            # each N in turn, then the extras
     python bench/scale.py --rows 10000 --skip-workers      # one size only
+    python bench/scale.py --rows 10000000 --skip-bytes --skip-workers --workdir /tmp/scale
 
 For each N a fresh data directory is filled with N realistic logged requests through the
 storage layer's own insert (the log writer's: bodies compressed, rollups added in the same
-transaction), spread over the last 30 days: chat (banking77 queries, a support conversation,
+transaction), spread over the last 30 days (above a million, the newest day is written so and
+copied in SQL to the 29 days before it, then the rollups are rebuilt by the migrations' own
+backfill: 10M rows in minutes, not half an hour): chat (banking77 queries, a support conversation,
 long summaries, JSON extraction), Responses API exchanges, pass-through embeddings; served by
 the teacher, the student (with its attempt row) or as shadow checks; a few errors. Then, as an
 operator would run them: ``understudy report --since 30d``, ``understudy tasks``, ``understudy
@@ -52,6 +55,7 @@ from bench._banking77 import SYSTEM  # noqa: E402
 from bench._load import run_load  # noqa: E402
 from bench._traffic import TASK, Traffic, demo_traffic, transcripts  # noqa: E402
 from tests.gateway_process import free_port  # noqa: E402
+from understudy.storage import rollups  # noqa: E402
 from understudy.storage.bodies import BodyEncoder  # noqa: E402
 from understudy.storage.database import open_database  # noqa: E402
 from understudy.storage.request_log import _insert  # noqa: E402 - the writer's own insert
@@ -90,12 +94,28 @@ def _flush(db: Any, batch: list[tuple[str, dict[str, Any]]], encoder: BodyEncode
     return n
 
 
+REPLICATE_ABOVE = 1_000_000
+"""Larger logs are filled by copying one day of rows written through the log writer."""
+DAYS = 30
+
+
 def fill(data_dir: Path, n: int) -> dict[str, Any]:
+    """N requests over the last 30 days. Up to :data:`REPLICATE_ABOVE`: every row through the
+    log writer's insert. Above: the newest day (N / 30 rows) through the writer, copied in SQL
+    to each of the 29 days before it (:func:`replicate`: new ids, the same bodies, the day's
+    rollups with them)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     db = open_database(data_dir / "understudy.db")
     started = time.perf_counter()
-    traffic = Traffic()
-    written = write_rows(db, _requests(traffic, n, time.time() - 30 * DAY, 30 * DAY))
+    now = time.time()
+    timings: dict[str, float] = {}
+    if n <= REPLICATE_ABOVE:
+        written = write_rows(db, _requests(Traffic(), n, now - DAYS * DAY, DAYS * DAY))
+    else:
+        written = write_rows(db, _requests(Traffic(), -(-n // DAYS), now - DAY, DAY))
+        timings["written_s"] = round(time.perf_counter() - started, 1)
+        written += replicate(db, n - written)
+        timings["copied_s"] = round(time.perf_counter() - started - timings["written_s"], 1)
     seconds = time.perf_counter() - started
     db.execute("pragma wal_checkpoint(truncate)")
     db.conn.close()
@@ -104,9 +124,121 @@ def fill(data_dir: Path, n: int) -> dict[str, Any]:
         "rows": written,
         "fill_s": round(seconds, 1),
         "fill_rows_per_s": round(written / seconds),
+        **timings,
         "db_mb": round(size / 1e6, 1),
         "db_bytes_per_request": round(size / max(written, 1)),
     }
+
+
+def filled(data_dir: Path) -> dict[str, Any]:
+    """What a database filled before holds (``--reuse``)."""
+    path = data_dir / "understudy.db"
+    conn = sqlite3.connect(path)
+    (rows,) = conn.execute("select count(*) from requests").fetchone()
+    conn.close()
+    size = path.stat().st_size
+    return {
+        "rows": rows,
+        "reused": True,
+        "db_mb": round(size / 1e6, 1),
+        "db_bytes_per_request": round(size / max(rows, 1)),
+    }
+
+
+def replicate(db: Any, more: int) -> int:
+    """Copy the requests logged so far (one day, with their attempt rows and rollups) to the
+    days before it, whole copies until ``more`` rows are added: copy ``k`` is ``k`` days older,
+    its ids (and the ids its rows name) prefixed ``cKK_`` instead of ``req_``, its hourly and
+    per-minute sums those of the day copied, shifted as its rows are (each copy one
+    transaction). The daily and per-task sums are then filled from the hourly ones by the
+    migrations' own functions."""
+    conn = db.conn
+    conn.execute("pragma cache_size = -2000000").fetchall()
+    ((block, last),) = conn.execute("select count(*), max(rowid) from requests").fetchall()
+    hourly = {
+        "rollup_requests": rollups.REQUEST_KEYS,
+        "rollup_latency": rollups.LATENCY_KEYS,
+        "rollup_agreement": rollups.AGREEMENT_KEYS,
+        rollups.MINUTES["rollup_requests"]: rollups.MINUTE_KEYS,
+    }
+    with conn:
+        for table in hourly:  # the day's sums, before copies add to its first hour
+            conn.execute(f"create temp table day_{table} as select * from {table}")
+    copied, k = 0, 0
+    while copied < more:
+        k += 1
+        with conn:
+            _copy_rows(conn, f"c{k:02d}_", k * DAY, last)
+            for table, keys in hourly.items():
+                if table in rollups.MINUTES.values() and k * DAY > rollups.MINUTES_KEPT_S + DAY:
+                    continue  # per-minute sums are kept for three days
+                _copy_sums(conn, table, keys, k)
+        conn.execute("pragma wal_checkpoint(truncate)").fetchall()  # the WAL stays one copy
+        copied += block
+    with conn:
+        conn.execute(
+            f"delete from {rollups.MINUTES['rollup_requests']} where hour < ?",
+            [rollups.hour_of(time.time() - rollups.MINUTES_KEPT_S)],
+        )
+        for table in (*rollups.DAILY.values(), *rollups.TASKS.values()):
+            conn.execute(f"delete from {table}")
+        rollups.fill_daily(conn)
+        rollups.fill_tasks(conn)
+        ((counted,),) = conn.execute("select sum(calls) from rollup_tasks_daily").fetchall()
+        assert counted == block + copied, (counted, block + copied)
+        for table in hourly:
+            conn.execute(f"drop table day_{table}")
+    return copied
+
+
+def _copy_rows(conn: Any, prefix: str, shift: float, last: int) -> None:
+    """One copy of the requests up to rowid ``last`` and their attempt rows."""
+    columns = [r[1] for r in conn.execute("pragma table_info(requests)")]
+    shifted = {
+        "id": "? || substr(id, 5)",
+        "created_at": "created_at - ?",
+        "response_id": "case when response_id is null then null"
+        " else 'resp_' || ? || substr(response_id, 6) end",
+        "route_reason": "case when route_reason like 'shadow of req_%'"
+        " then 'shadow of ' || ? || substr(route_reason, 15) else route_reason end",
+    }
+    params = {"id": prefix, "created_at": shift, "response_id": prefix, "route_reason": prefix}
+    conn.execute(
+        f"insert into requests ({', '.join(columns)}) select"
+        f" {', '.join(shifted.get(c, c) for c in columns)} from requests"
+        " where rowid <= ? order by rowid",
+        [*(params[c] for c in columns if c in shifted), last],
+    )
+    attempt_columns = [r[1] for r in conn.execute("pragma table_info(student_attempts)")][1:]
+    attempt_shifted = {"request_id": "? || substr(request_id, 5)", "created_at": "created_at - ?"}
+    conn.execute(
+        f"insert into student_attempts ({', '.join(attempt_columns)}) select"
+        f" {', '.join(attempt_shifted.get(c, c) for c in attempt_columns)}"
+        " from student_attempts where substr(request_id, 1, 4) = 'req_'",
+        [prefix, shift],
+    )
+
+
+def _copy_sums(conn: Any, table: str, keys: tuple[str, ...], k: int) -> None:
+    """The day's sums of ``table`` added ``k`` days earlier."""
+    columns = [r[1] for r in conn.execute(f"pragma table_info({table})")]
+    shift = {"hour": f"hour - {24 * k}", "minute": f"minute - {1440 * k}"}
+    shift |= {c: f"{c} - {k * DAY}" for c in ("first_at", "last_at")}
+    updates = []
+    for c in columns:
+        if c in keys:
+            continue
+        if c in ("first_at", "last_at"):
+            cmp = "<" if c == "first_at" else ">"
+            new, old = f"excluded.{c}", f"{table}.{c}"
+            updates.append(f"{c} = case when {new} {cmp} {old} then {new} else {old} end")
+        else:
+            updates.append(f"{c} = {table}.{c} + excluded.{c}")
+    conn.execute(
+        f"insert into {table} ({', '.join(columns)}) select"
+        f" {', '.join(shift.get(c, c) for c in columns)} from day_{table} where true"
+        f" on conflict ({', '.join(keys)}) do update set {', '.join(updates)}"
+    )
 
 
 def _requests(traffic: Traffic, n: int, start: float, span: float) -> Iterator[tuple[str, dict]]:
@@ -451,6 +583,11 @@ def main(argv: list[str] | None = None) -> int:
         "--workdir", help="where databases go (default: a temporary directory, removed)"
     )
     parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure a database already filled in --workdir (its nN folder) instead of filling",
+    )
+    parser.add_argument(
         "--out", default=str(ROOT / "bench" / "results" / "scale.json"), help="JSON file"
     )
     args = parser.parse_args(argv)
@@ -466,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
         result["empty"] = online(upstream, empty, args.requests)
         for n in sizes:
             data_dir = workdir / f"n{n}"
-            entry: dict[str, Any] = {"fill": fill(data_dir, n)}
+            reused = args.reuse and (data_dir / "understudy.db").exists()
+            entry: dict[str, Any] = {"fill": filled(data_dir) if reused else fill(data_dir, n)}
             print(n, json.dumps(entry["fill"]), flush=True)
             entry["offline"] = offline(data_dir, workdir / "export.jsonl")
             entry["online"] = online(upstream, data_dir, args.requests)

@@ -370,6 +370,15 @@ def _rate_buckets(db: Database) -> None:
     )
 
 
+@migration("0014_task_rollups")
+def _task_rollups(db: Database) -> None:
+    """Per-task twins of the hourly and daily request rollups (hour x task x ``served_by``,
+    ``storage/rollups.py``): the headline, the per-task and per-day figures and the dashboard's
+    charts read a few times fewer rows than the wide tables; filled from them."""
+    rollups.create_tasks(db.conn)
+    rollups.fill_tasks(db.conn)
+
+
 @migration("0016_shared_limits")
 def _shared_limits(db: Database) -> None:
     """What every gateway process on the database shares to keep limits exact: each request in

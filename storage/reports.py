@@ -30,6 +30,8 @@ from understudy.storage.rollups import (
     MINUTES_KEPT_S,
     REQUEST_KEYS,
     REQUEST_SUMS,
+    TASK_KEYS,
+    TASKS,
     bucket_bounds,
 )
 
@@ -43,6 +45,14 @@ GROUPS = {
 (``YYYY-MM-DD``) or hour (its start, seconds since the epoch)."""
 
 _NOT_RELAYED = "served_by != 'passthrough'"
+
+_TWINS = {
+    "rollup_requests": (DAILY["rollup_requests"], MINUTES["rollup_requests"]),
+    "rollup_latency": (DAILY["rollup_latency"], None),
+    TASKS["rollup_requests"]: (TASKS[DAILY["rollup_requests"]], MINUTES["rollup_requests"]),
+}
+"""Each hourly table a window reads: its daily twin and the per-minute table of its sums."""
+_TASKS = TASKS["rollup_requests"]
 
 _SUMS = """
     sum(case when served_by != 'shadow' then calls else 0 end) as requests,
@@ -101,10 +111,10 @@ def window(
     are in the span it keeps (else widened to whole hours); whole UTC days inside come from the
     daily twin (when ``daily``), the other whole hours from the hourly table; with ``fine``,
     every minute from the per-minute table while the window is in its span. Rows of
-    ``rollup_requests`` carry ``minute``, the first minute they count."""
+    ``rollup_requests`` and ``rollup_tasks`` carry ``minute``, the first minute they count."""
     arms: list[tuple[str, list[int]]] = []
     first, end = hours(since, until)
-    minutes = MINUTES.get(table)
+    twin, minutes = _TWINS[table]
     kept_from = (time.time() if now is None else now) - MINUTES_KEPT_S
     if minutes is not None and since >= kept_from:
         m0, m1 = math.floor(since / MINUTE_S), math.ceil(until / MINUTE_S)
@@ -120,7 +130,6 @@ def window(
     if first < end:
         day0 = -(-first // DAY_HOURS) * DAY_HOURS  # the first whole day
         day1 = end // DAY_HOURS * DAY_HOURS  # the end of the last whole day
-        twin = DAILY.get(table)
         if daily and twin is not None and day0 < day1:
             arms.append((_arm(table, twin), [day0, day1]))
             arms += [(_arm(table, table), [first, day0]), (_arm(table, table), [day1, end])]
@@ -138,9 +147,10 @@ def _minute_span(m0: int, m1: int) -> list[int]:
 
 def _arm(table: str, source: str) -> str:
     """One part of a window: ``source``'s rows (of ``table``'s columns) in a span."""
-    if table == "rollup_requests":
-        columns = ", ".join((*REQUEST_KEYS, *REQUEST_SUMS, "first_at", "last_at"))
-        if source == MINUTES[table]:
+    if table in ("rollup_requests", _TASKS):
+        keys = REQUEST_KEYS if table == "rollup_requests" else TASK_KEYS
+        columns = ", ".join((*keys, *REQUEST_SUMS, "first_at", "last_at"))
+        if source == MINUTES["rollup_requests"]:
             return (
                 f"select {columns}, minute from {source} where hour >= ? and hour < ?"
                 " and minute >= ? and minute < ?"
@@ -152,7 +162,7 @@ def _arm(table: str, source: str) -> str:
 
 def cost_totals(db: Database, since: float, until: float) -> dict[str, Any]:
     """One row of sums over every request in the window."""
-    src, params = window("rollup_requests", since, until)
+    src, params = window(_TASKS, since, until)
     (row,) = db.query(f"select {_SUMS} from {src} where {_NOT_RELAYED}", params)
     return _clean(row)
 
@@ -161,7 +171,8 @@ def cost_by(db: Database, group: str, since: float, until: float) -> list[dict[s
     """Sums per ``task``, ``api_key`` (its non-secret id; ``-`` for none), ``day`` (UTC,
     ``YYYY-MM-DD``) or ``hour`` (its start in seconds) in the window, ordered by key."""
     column = GROUPS[group]
-    src, params = window("rollup_requests", since, until, daily=group != "hour")
+    table = "rollup_requests" if group == "api_key" else _TASKS
+    src, params = window(table, since, until, daily=group != "hour")
     rows = db.query(
         f"select {column} as key, {_SUMS} from {src} where {_NOT_RELAYED}"
         f" group by {column} order by {column}",
@@ -184,16 +195,19 @@ def cost_series(
     *,
     own: Sequence[str] | None = None,
     rest: str = "",
+    anchor: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Per task and time bucket (start time in seconds, buckets of ``bucket_s`` from
-    ``since``): requests, student-served, saved. Buckets shorter than an hour are filled
-    minute by minute in the span the per-minute sums are kept; others from whole hours (an
-    hour's sums in the bucket holding its start). With ``own``, only those tasks keep their
-    name: the others' sums come as one task named ``rest``."""
+    """Per task and time bucket: requests, student-served, saved. Buckets are ``bucket_s``
+    long from ``anchor`` (default ``since``; ``0`` with day buckets: whole UTC days, read from
+    the daily sums), the first one starting at ``since``: ``bucket`` is a bucket's index from
+    the first, ``start`` its start. Buckets shorter than an hour are filled minute by minute
+    in the span the per-minute sums are kept; others from whole hours (an hour's sums in the
+    bucket holding its start). With ``own``, only those tasks keep their name: the others' sums
+    come as one task named ``rest``."""
+    anchor = since if anchor is None else anchor
     day = DAY_HOURS * HOUR_S
-    # Whole days from the daily sums when every bucket is made of whole UTC days.
-    daily = bucket_s % day == 0 and since % day == 0
-    src, spans = window("rollup_requests", since, until, daily=daily, fine=bucket_s < HOUR_S)
+    daily = bucket_s % day == 0 and anchor % day == 0
+    src, spans = window(_TASKS, since, until, daily=daily, fine=bucket_s < HOUR_S)
     name, params = "task", list[Any](spans)
     if own is not None:
         marks = ", ".join("?" for _ in own) or "null"
@@ -207,9 +221,10 @@ def cost_series(
         f" where {_NOT_RELAYED} group by 1, minute order by 1, minute",
         params,
     )
+    first = math.floor((since - anchor) / bucket_s)
     out: dict[tuple[str, int], dict[str, Any]] = {}
     for r in rows:
-        index = max(0, math.floor((r["minute"] * MINUTE_S - since) / bucket_s))
+        index = max(0, math.floor((r["minute"] * MINUTE_S - anchor) / bucket_s) - first)
         acc = out.setdefault(
             (r["task"], index),
             {"task": r["task"], "requests": 0, "student": 0, "saved_usd": 0.0},
@@ -217,7 +232,10 @@ def cost_series(
         acc["requests"] += r["requests"]
         acc["student"] += r["student"]
         acc["saved_usd"] += r["saved_usd"]
-    return [{**v, "bucket": i, "start": since + i * bucket_s} for (_, i), v in sorted(out.items())]
+    return [
+        {**v, "bucket": i, "start": max(since, anchor + (first + i) * bucket_s)}
+        for (_, i), v in sorted(out.items())
+    ]
 
 
 def passthrough_by_endpoint(db: Database, since: float, until: float) -> list[dict[str, Any]]:
@@ -284,7 +302,8 @@ def task_list(db: Database) -> list[dict[str, Any]]:
             " sum(case when served_by = 'student' then calls else 0 end) as student,"
             " sum(calls - errors) as ok, sum(errors) as failed,"
             " min(first_at) as first_at, max(last_at) as last_at"
-            f" from rollup_requests_daily where {_NOT_RELAYED} group by task order by last_at desc"
+            f" from {TASKS[DAILY['rollup_requests']]} where {_NOT_RELAYED}"
+            " group by task order by last_at desc"
         )
     )
 
@@ -296,7 +315,7 @@ def log_totals(db: Database, from_hour: int) -> list[dict[str, Any]]:
         db.query(
             "select hour, task, served_by, sum(calls) as calls, sum(errors) as errors,"
             " sum(teacher_cost_usd) as teacher_cost_usd, sum(saved_usd) as saved_usd"
-            " from rollup_requests where hour >= ? group by hour, task, served_by",
+            f" from {_TASKS} where hour >= ? group by hour, task, served_by",
             [from_hour],
         )
     )

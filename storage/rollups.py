@@ -15,6 +15,10 @@ here, never in SQL):
 
 ``rollup_requests_daily`` and ``rollup_latency_daily`` hold the same sums per UTC day (their
 ``hour`` is the day's first hour), so a month's report reads ~30 rows per group, not ~720.
+``rollup_tasks`` and ``rollup_tasks_daily`` hold ``rollup_requests``' sums per hour (or day) x
+task x ``served_by`` only: what the headline, the per-task and per-day figures and the
+dashboard's charts read, a few times fewer rows than the wide table (one per key and model
+and endpoint).
 ``rollup_requests_minute`` holds the request sums per minute for the last
 :data:`MINUTES_KEPT_S` only (older minutes are deleted as the log writes): a recent window
 is counted to the minute at its ends, and charts of a short window have a point a minute.
@@ -137,6 +141,28 @@ MINUTE_DDL = (
     .replace("primary key (hour,", "primary key (hour, minute,", 1),
 )
 
+TASKS = {"rollup_requests": "rollup_tasks", "rollup_requests_daily": "rollup_tasks_daily"}
+"""Each wide request table and its narrow per-task twin."""
+TASK_KEYS = ("hour", "task", "served_by")
+_WIDE_ONLY = ("endpoint", "api_key_id", "model")
+TASKS_DDL = tuple(
+    "\n".join(
+        line
+        for line in DDL[0].replace("rollup_requests (", f"{narrow} (", 1).splitlines()
+        if line.split()[:1] not in ([c] for c in _WIDE_ONLY)
+    ).replace(", endpoint, served_by, api_key_id, model)", ", served_by)")
+    for narrow in TASKS.values()
+)
+TABLES = (
+    "rollup_requests",
+    "rollup_latency",
+    "rollup_agreement",
+    *DAILY.values(),
+    *MINUTES.values(),
+    *TASKS.values(),
+)
+"""Every rollup table."""
+
 _REQUIRED = ("id", "created_at", "endpoint", "task", "task_source", "served_by", "status")
 _ATTEMPT_REQUIRED = ("request_id", "created_at", "task", "student_version", "kind")
 _CHUNK = 500
@@ -174,6 +200,12 @@ def create(conn: Any) -> None:
 def create_minutes(conn: Any) -> None:
     """Create the per-minute table (the migration calls this, then :func:`fill_minutes`)."""
     for statement in MINUTE_DDL:
+        conn.execute(statement)
+
+
+def create_tasks(conn: Any) -> None:
+    """Create the per-task tables (the migration calls this, then :func:`fill_tasks`)."""
+    for statement in TASKS_DDL:
         conn.execute(statement)
 
 
@@ -227,12 +259,14 @@ def add_requests(
     *,
     daily: bool = True,
     minutes: bool = True,
+    tasks: bool = True,
     now: float | None = None,
 ) -> None:
     """Add request rows (already stored) to ``rollup_requests`` and ``rollup_latency``, to
-    their daily twins and to the per-minute table (unless ``daily`` or ``minutes`` is off:
-    before the migrations that made them). Per-minute sums are kept for
-    :data:`MINUTES_KEPT_S` before ``now``; older ones are not written, and deleted."""
+    their daily twins, to the per-minute table and to the per-task tables (unless ``daily``,
+    ``minutes`` or ``tasks`` is off: before the migrations that made them). Per-minute sums
+    are kept for :data:`MINUTES_KEPT_S` before ``now``; older ones are not written, and
+    deleted."""
     by_minute: dict[tuple[Any, ...], dict[str, Any]] = {}
     latency: dict[tuple[Any, ...], int] = {}
     for row in rows:
@@ -244,6 +278,10 @@ def add_requests(
     if daily:
         _upsert(conn, DAILY["rollup_requests"], REQUEST_KEYS, _by_day(sums))
         _upsert(conn, DAILY["rollup_latency"], LATENCY_KEYS, _by_day(hist))
+    if tasks:
+        narrow = _folded(sums, lambda key: (key[0], key[1], key[3]))
+        _upsert(conn, TASKS["rollup_requests"], TASK_KEYS, narrow)
+        _upsert(conn, TASKS["rollup_requests_daily"], TASK_KEYS, _by_day(narrow))
     if minutes:
         add_minutes(conn, by_minute, time.time() if now is None else now)
 
@@ -293,6 +331,18 @@ def fill_daily(conn: Any, *, batch: int = 20000) -> None:
                 for r in rows
             }
             _upsert(conn, daily, keys, _by_day(groups))
+
+
+def fill_tasks(conn: Any) -> None:
+    """Fill the (empty) per-task tables from the wide hourly and daily ones, in SQL."""
+    sums = ", ".join(f"sum({c})" for c in REQUEST_SUMS)
+    columns = ", ".join((*TASK_KEYS, *REQUEST_SUMS, "first_at", "last_at"))
+    keys = ", ".join(TASK_KEYS)
+    for wide, narrow in TASKS.items():
+        conn.execute(
+            f"insert into {narrow} ({columns}) select {keys}, {sums}, min(first_at),"
+            f" max(last_at) from {wide} group by {keys}"
+        )
 
 
 def add_attempts(conn: Any, rows: Iterable[dict[str, Any]]) -> None:
@@ -417,7 +467,7 @@ def backfill(conn: Any, *, batch: int = 20000) -> int:
     """Fill the (empty) rollups from every row already logged; the request rows read."""
     n = 0
     for rows in _batches(conn, f"select {', '.join(_REQUEST_COLUMNS)} from requests", batch):
-        add_requests(conn, rows, daily=False, minutes=False)
+        add_requests(conn, rows, daily=False, minutes=False, tasks=False)
         n += len(rows)
     sql = (
         "select request_id, created_at, task, student_version, kind, agreed"

@@ -4,6 +4,7 @@ fine enough for a short window, and no event that changed nothing."""
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from pathlib import Path
@@ -205,3 +206,27 @@ def test_a_log_of_many_tasks_charts_the_top_ones_and_sums_the_rest(tmp_path):
     page = render_page(data, window="24h", admin=True, nonce="n")
     charts = page.split("Cumulative savings per task", 1)[1].split("<h2>Students</h2>", 1)[0]
     assert rest in charts and "task-19" in charts and "task-00" not in charts
+
+
+def test_the_30_day_charts_have_a_point_per_utc_day_summing_its_rows(tmp_path):
+    # Found: day points started at the window's start, not at midnight UTC, so a 30-day chart
+    # summed 720 hours of hourly sums instead of the daily ones.
+    path = tmp_path / "understudy.db"
+    db = open_database(path)
+    now = time.time()
+    times = [now - 29.5 * 86400 + i * 7919.0 for i in range(320)]
+    write_rows(
+        db, "requests", [_row("student", at, avoided_cost_usd=0.01, saved_usd=0.01) for at in times]
+    )
+    db.conn.close()
+    data = gather(Store(path), GatewayConfig(), 30 * 86400, now=now)
+    assert data.bucket_s == 86400 and data.buckets[0] == data.summary.since
+    assert all(b % 86400 == 0 for b in data.buckets[1:])
+    assert data.buckets[-1] <= now < data.buckets[-1] + 86400
+    edges = [*data.buckets[1:], math.inf]
+    per_day = [
+        sum(1 for at in times if start <= at < end)
+        for start, end in zip(data.buckets, edges, strict=True)
+    ]
+    assert data.saved["intent"] == pytest.approx([0.01 * n for n in per_day])
+    assert sum(data.saved["intent"]) == pytest.approx(data.summary.saved_usd) == 3.2

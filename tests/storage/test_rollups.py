@@ -24,7 +24,13 @@ from understudy.storage.queries import list_tasks
 from understudy.storage.records import RequestRecord
 from understudy.storage.request_log import RequestLogWriter, write_rows
 from understudy.storage.retention import prune
-from understudy.storage.rollups import bucket_bounds, latency_bucket
+from understudy.storage.rollups import (
+    REQUEST_SUMS,
+    TASK_KEYS,
+    bucket_bounds,
+    latency_bucket,
+)
+from understudy.storage.rollups import TASKS as PER_TASK
 
 HOUR = 3600
 T0 = 1_764_460_800  # 2025-11-30 00:00 UTC: the workload spans two days
@@ -469,3 +475,64 @@ def test_the_reports_read_the_same_on_both_engines(address, logged):
         got = _all_reports(db, *window)
     same(got, _all_reports(open_database(logged), *window))
     assert got["totals"]["requests"] > 1000
+
+
+def _per_task(db: Any) -> dict[str, list[dict[str, Any]]]:
+    """Each per-task table, and its wide twin summed per hour (or day) x task x served_by."""
+    keys = ", ".join(TASK_KEYS)
+    columns = [*REQUEST_SUMS, "first_at", "last_at"]
+    sums = ", ".join(
+        f"{'min' if c == 'first_at' else 'max' if c == 'last_at' else 'sum'}({c}) as {c}"
+        for c in columns
+    )
+    out = {}
+    for wide, narrow in PER_TASK.items():
+        out[narrow] = list(
+            db.query(f"select {keys}, {sums} from {narrow} group by {keys} order by {keys}")
+        )
+        out[wide] = list(
+            db.query(f"select {keys}, {sums} from {wide} group by {keys} order by {keys}")
+        )
+    return out
+
+
+def assert_per_task_sums_the_wide(db: Any) -> None:
+    tables = _per_task(db)
+    for wide, narrow in PER_TASK.items():
+        assert len(tables[narrow]) > 10
+        same(tables[narrow], tables[wide])
+
+
+def test_the_per_task_rollups_are_the_sums_of_the_wide_ones(address):
+    """Written by the log writer (ids sent twice counted once), then after retention."""
+    log_workload(address)
+    with Store(address).read() as db:
+        assert_per_task_sums_the_wide(db)
+        before = _per_task(db)
+    db = open_database(address)
+    try:
+        assert prune(db, T0)["requests"] > 0
+        assert_per_task_sums_the_wide(db)
+        same(_per_task(db), before)  # retention keeps every rollup
+    finally:
+        db.conn.close()
+
+
+def test_the_migration_fills_the_per_task_rollups_from_the_wide_ones(tmp_path, monkeypatch):
+    """A log from before the per-task rollups: after the migration they sum the wide ones, and
+    the report reads the same as the scan of the rows."""
+    path = tmp_path / "old.db"
+    upto = [name for name, _ in migrations.MIGRATIONS].index("0007_security") + 1
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:upto])
+    db = open_database(path)
+    rows, attempts = workload(800, seed=5)
+    db["requests"].insert_all(rows)
+    db["student_attempts"].insert_all(attempts)
+    db.conn.close()
+    monkeypatch.undo()
+    assert "0014_task_rollups" in Store(path).migrate()
+    db = open_database(path)
+    assert_per_task_sums_the_wide(db)
+    window = (T0 - 16 * HOUR, T0 + 24 * HOUR)
+    same(reports.cost_totals(db, *window), old_cost_totals(db, *window))
+    same(reports.cost_by(db, "day", *window), old_cost_by(db, "day", *window))

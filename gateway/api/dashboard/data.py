@@ -55,6 +55,8 @@ class DashboardData:
     generated_at: float = field(default_factory=time.time)
 
 
+DAY_S = 86400.0
+
 CHARTED_TASKS = 8
 """Most lines a chart draws: the tasks that saved most, the rest summed as one line."""
 
@@ -79,7 +81,7 @@ def bucket_size(window_s: float) -> float:
     few minutes is a line, not one dot."""
     if window_s <= 3600:
         return 60.0
-    return 3600.0 if window_s <= 7 * 86400 else 86400.0
+    return 3600.0 if window_s <= 7 * DAY_S else DAY_S
 
 
 def is_noop(event: dict[str, Any]) -> bool:
@@ -108,15 +110,18 @@ def _gather(
         now=now,
     )
     bucket = bucket_size(window_s)
-    # Buckets of the summary's own window, so the charts sum exactly the headline's rows.
+    # Buckets of the summary's own window, so the charts sum exactly the headline's rows; day
+    # points are UTC days (the first one from the window's start), summed from the daily sums.
     start = summary.since
-    n = max(1, math.ceil((now - start) / bucket))
-    buckets = [start + i * bucket for i in range(n)]
+    anchor = 0.0 if bucket >= DAY_S else start
+    first = math.floor((start - anchor) / bucket)
+    n = max(1, math.ceil((now - anchor) / bucket) - first)
+    buckets = [max(start, anchor + (first + i) * bucket) for i in range(n)]
     own, rest = _charted(summary)
     saved: dict[str, list[float]] = {}
     counts: dict[str, list[list[int]]] = {}  # per line, [requests, student] per bucket
-    for row in reports.cost_series(db, start, now, bucket, own=own, rest=rest):
-        i = min(max(0, round((row["start"] - start) / bucket)), n - 1)
+    for row in reports.cost_series(db, start, now, bucket, own=own, rest=rest, anchor=anchor):
+        i = min(row["bucket"], n - 1)
         name = row["task"]
         saved.setdefault(name, [0.0] * n)[i] += row["saved_usd"]
         pair = counts.setdefault(name, [[0, 0] for _ in range(n)])[i]
