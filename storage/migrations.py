@@ -414,11 +414,14 @@ def _one_body_frame(db: Database) -> None:
     as one zstd frame in ``bodies`` (a frame per body cost its own header, and the response
     compresses better after its request); every row logged so far is converted, 500 at a
     time. The Responses store's index holds only the rows that have a response id (chat rows,
-    most of the log, have none)."""
+    most of the log, have none). Safe to run again after an interruption (SQLite commits a
+    script's DDL at once): what is done is kept, the conversion goes on where it stopped."""
+    columns = [d[0] for d in db.execute("select * from requests limit 0").description]
+    if "bodies" not in columns:
+        db.executescript("alter table requests add column bodies blob;")
     db.executescript(
         """
-        alter table requests add column bodies blob;
-        drop index requests_response_id;
+        drop index if exists requests_response_id;
         create index requests_response_id on requests (response_id)
             where response_id is not null;
         """

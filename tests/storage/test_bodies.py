@@ -299,3 +299,26 @@ def test_a_text_log_gets_a_dictionary_when_converted(address, monkeypatch):
     assert [blob_dictionary(b) for b in blobs] == [trained] * len(rows)
     bodies._dictionaries.clear()
     assert get_request(db, "req_17")["response_json"] == rows[17]["response_json"]
+
+
+def test_a_conversion_cut_short_goes_on_where_it_stopped(address, monkeypatch):
+    """SQLite commits a migration script's DDL at once: a gateway killed while ``0015`` was
+    converting rows finds the column there on its next start, and converts the rest."""
+    rng = random.Random(7)
+    rows = [row(i, rng) for i in range(1200)]
+    db = migrated_to_0014(address, monkeypatch)
+    with db.conn:
+        db["requests"].insert_all(rows)
+    db.conn.close()
+
+    def cut_short(db, batch=bodies.CONVERT_BATCH):
+        raise KeyboardInterrupt  # killed before a batch was committed
+
+    monkeypatch.setattr(bodies, "convert", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        Store(address).migrate()
+    monkeypatch.undo()
+    assert Store(address).migrate() == ["0015_one_body_frame"]
+    db = open_database(address)
+    assert db.execute("select count(*) from requests where bodies is null").fetchone()[0] == 0
+    assert get_request(db, "req_1100")["response_json"] == rows[1100]["response_json"]
