@@ -8,6 +8,13 @@ serves. The threshold is chosen by fixed-sequence testing (:func:`router.certify
 a lower bound on the agreement of what it serves, on at least ``min_certified_served``
 examples, each weighted by the inverse of its chance to be drawn (shadow checks against
 audits).
+
+A candidate whose answers are one label with its probability (the classical student) needs no
+policy fitted on a share of the held-out set: the features are functions of its class
+probabilities, and that probability ranks its answers as well as a policy fitted on a few dozen
+examples would (worse: such a fit is noisy). Its policy is the smoothed agreement rate times
+that probability, an order fixed before any label is seen, and every held-out example
+certifies the threshold: a quarter more evidence for the same bound.
 """
 
 from __future__ import annotations
@@ -58,16 +65,24 @@ def calibrate_router(
     return result.router, result.coverage
 
 
-def calibrate(candidate: ModelEval, kind: str, config: GateConfig) -> Calibration:
+def calibrate(
+    candidate: ModelEval, kind: str, config: GateConfig, *, ranked_by_probability: bool = False
+) -> Calibration:
     """The router and the served slice of ``candidate``. A threshold is certified only on at
     least ``config.min_calibration_examples`` held-out examples (drawn uniformly from
-    traffic by the dataset); with fewer, nothing is served."""
+    traffic by the dataset); with fewer, nothing is served. ``ranked_by_probability``: the
+    answer's probability ranks the answers (one-label answers); no policy is fitted on a share
+    of them and all certify."""
     features, labels = candidate.features, [bool(x) for x in candidate.agreed]
     weights = candidate.sample_weights()
     if not labels:
         return Calibration(RouterSpec(kind, config.target), 0.0, Served(0.0, 0, 0))
-    fit, check = split_for_certification(len(labels))
-    policy = _fit([features[i] for i in fit], [labels[i] for i in fit])
+    if ranked_by_probability:
+        fit, check = [], list(range(len(labels)))
+        policy = probability_policy(labels)
+    else:
+        fit, check = split_for_certification(len(labels))
+        policy = _fit([features[i] for i in fit], [labels[i] for i in fit])
     check_scores = policy.scores([features[i] for i in check])
     choice = certify_threshold(
         check_scores,
@@ -100,6 +115,16 @@ def split_for_certification(n: int) -> tuple[list[int], list[int]]:
     n_fit = min(max(round(FIT_SHARE * n), MIN_FIT), n // 2)
     fit = {round(k * n / n_fit) for k in range(n_fit)} if n_fit else set()
     return sorted(fit), [i for i in range(n) if i not in fit]
+
+
+def probability_policy(labels: Sequence[bool]) -> CalibratedPolicy:
+    """The smoothed agreement rate of ``labels`` times the answer's (geometric mean token)
+    probability: ranks answers by that probability alone, whatever the labels, so a threshold
+    certified on the same examples is tested in an order fixed before their labels."""
+    n, agreed = len(labels), sum(bool(x) for x in labels)
+    return CalibratedPolicy(
+        method="prior", prior=(agreed + 1) / (n + 2), n_samples=n, n_agreed=agreed
+    )
 
 
 def _why_nothing(n_check: int, config: GateConfig) -> str | None:

@@ -347,7 +347,7 @@ def _judge(
     current: ModelVersion | None,
 ) -> Judged:
     candidate, champ = result.candidate, result.champion
-    fitted = calibrate(candidate, kind, config.gates)
+    fitted = calibrate(candidate, kind, config.gates, ranked_by_probability=engine == CLASSICAL)
     champ_served, cand_served = None, fitted.served
     if champ is not None and current is not None:
         # Both on the held-out examples the champion never trained on.

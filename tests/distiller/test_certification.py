@@ -18,13 +18,14 @@ from pathlib import Path
 
 from bench._banking77 import label_names, read_csv
 from understudy.distiller.calibrate import calibrate
+from understudy.distiller.classical import train_classical
 from understudy.distiller.config import GateConfig
 from understudy.distiller.dataset import Example
 from understudy.distiller.evaluate import evaluate_student
 from understudy.distiller.generate import StudentRunner
 from understudy.router import Router
 from understudy.router.features import Features
-from understudy.student.classical import ClassicalModel, ClassicalSettings
+from understudy.student.classical import ClassicalSettings
 
 TARGET = 0.8
 MISS = 0.01
@@ -63,13 +64,11 @@ def certify_and_serve(
         queries[seen - held_out : seen],
         queries[seen:],
     )
-    settings = ClassicalSettings()
-    model = ClassicalModel.fit([t for t, _ in train], [a for _, a in train], settings)
-    model.save(tmp_path / "student", settings)
+    train_classical(examples(train), ClassicalSettings(), tmp_path / "student")
     runner = StudentRunner(str(tmp_path / "student"))
     config = GateConfig(quality_target=TARGET)
     candidate = evaluate_student(runner, examples(held), [], kind="label", config=config)
-    router = calibrate(candidate, "label", config).router
+    router = calibrate(candidate, "label", config, ranked_by_probability=True).router
     judged = evaluate_student(runner, examples(unseen), [], kind="label", config=config)
     decide = Router(router.policy, router.threshold)
     served = [

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from understudy.distiller.calibrate import calibrate, champion_served, unseen_by
@@ -193,3 +195,28 @@ def test_the_champion_is_compared_only_on_examples_it_never_trained_on():
     keep = [i % 2 == 0 for i in range(120)]
     served = champion_served(stored, ev.features, ev.agreed, keep=keep)
     assert (served.n, served.agreed) == (35, 35) and served.coverage == pytest.approx(35 / 60)
+
+
+def test_a_classical_candidate_is_certified_on_every_held_out_example():
+    # 55 sure answers that agree and 50 unsure that do not. With a policy fitted on a fifth of
+    # them, the 84 left hold 44 sure ones: fewer than the 50 a threshold must serve to be
+    # tested, so nothing was certified. A one-label answer's probability ranks it without a
+    # fit, and all 105 certify.
+    config = GateConfig(quality_target=0.8)
+    assert calibrate(_eval(55, 50), "label", config).router.threshold.serves_nothing
+    fitted = calibrate(_eval(55, 50), "label", config, ranked_by_probability=True)
+    threshold = fitted.router.threshold
+    assert (threshold.n_calibration, threshold.n_served) == (105, 55)
+    assert fitted.coverage == pytest.approx(55 / 105) and fitted.note is None
+    assert threshold.agreement_lower_bound >= 0.8
+
+
+def test_a_classical_candidates_order_does_not_depend_on_the_labels():
+    ev = _eval(55, 50)
+    probabilities = [math.exp(f["mean_token_logprob"]) for f in ev.features]
+    for agreed in (ev.agreed, [not a for a in ev.agreed]):
+        ev.agreed = agreed
+        policy = calibrate(ev, "label", GateConfig(), ranked_by_probability=True).router.policy
+        scores = policy.scores(ev.features)
+        ranked = sorted(range(105), key=lambda i: (-scores[i], i))
+        assert ranked == sorted(range(105), key=lambda i: (-probabilities[i], i))
