@@ -13,7 +13,12 @@ from pathlib import Path
 
 from understudy.distiller.dataset import Dataset, Example
 from understudy.distiller.train import TrainResult
-from understudy.student.classical import ClassicalModel, ClassicalSettings, prompt_text
+from understudy.student.classical import (
+    ClassicalModel,
+    ClassicalSettings,
+    label_words,
+    prompt_text,
+)
 
 log = logging.getLogger("understudy.distiller")
 
@@ -33,11 +38,18 @@ def fits(dataset: Dataset, settings: ClassicalSettings) -> bool:
 def train_classical(
     examples: Sequence[Example], settings: ClassicalSettings, out_dir: Path, *, seed: int = 0
 ) -> TrainResult:
-    """Fit on ``examples`` (each repeated ``weight`` times) and save into ``out_dir``."""
+    """Fit on ``examples`` (each repeated ``weight`` times), and on each label's own words
+    ``settings.label_examples`` times, and save into ``out_dir``."""
     started = time.perf_counter()
     rows = [ex for ex in examples for _ in range(max(1, ex.weight))]
     texts = [prompt_text(ex.messages, ex.prompt) for ex in rows]
-    model = ClassicalModel.fit(texts, [ex.answer for ex in rows], settings, seed=seed)
+    answers = [ex.answer for ex in rows]
+    for label in sorted(set(answers)):
+        words = label_words(label)
+        if words:
+            texts += [words] * settings.label_examples
+            answers += [label] * settings.label_examples
+    model = ClassicalModel.fit(texts, answers, settings, seed=seed)
     model.save(out_dir, settings)
     seconds = round(time.perf_counter() - started, 2)
     log.info(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +47,17 @@ class ClassicalSettings:
     """Inverse regularisation strength of the logistic regression."""
     max_iter: int = 300
     """Most solver iterations."""
+    label_examples: int = 1
+    """Times each label's own words (``card_arrival`` as ``card arrival``) train as one more
+    example of it: from a few hundred answers, a label's name is often the best evidence of
+    what it means (0: off)."""
+
+
+def label_words(label: str) -> str:
+    """A label as the words it is made of: ``_``, ``-``, ``.``, ``/`` and ``:`` become spaces,
+    and camelCase is split (``cardArrival`` -> ``card Arrival``)."""
+    spaced = re.sub(r"[_\-./:]+", " ", label)
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", spaced).strip()
 
 
 def is_classical(path: str | Path) -> bool:

@@ -88,3 +88,31 @@ def test_the_classical_engine_answers_with_its_class_probabilities_as_router_fea
     )
     assert features.mean_token_prob == pytest.approx(probs[0], abs=1e-5)
     assert features.first_token_margin == pytest.approx(probs[0] - probs[1], abs=1e-5)
+
+
+def test_a_labels_own_words_teach_the_classical_student_what_it_means(tmp_path):
+    # Two answers per label, none of them in the label's words: a request worded like a label
+    # is answered with it only when the labels' words train too (a cold start: the first
+    # few hundred answers leave most labels with a handful of examples).
+    from understudy.distiller.classical import train_classical
+    from understudy.distiller.dataset import Example
+
+    asked = {
+        "card_arrival": ["where is the thing you posted me", "still waiting on my parcel"],
+        "exchange_rate": ["how much is a dollar worth", "what do I get for my euros"],
+        "top_up_failed": ["adding money did not work", "my deposit bounced"],
+    }
+    examples = [
+        Example(f"{label}-{i}", float(i), label, messages=[{"role": "user", "content": text}])
+        for label, texts in asked.items()
+        for i, text in enumerate(texts)
+    ]
+    queries = ["card arrival", "the exchange rate", "my top up failed"]
+    answers = {}
+    for n in (0, 1):
+        settings = ClassicalSettings(label_examples=n)
+        train_classical(examples, settings, tmp_path / str(n))
+        model = ClassicalModel.load(tmp_path / str(n))
+        answers[n] = [top[0][0] for top in model.predict(queries, top_k=1)]
+    assert answers[1] == ["card_arrival", "exchange_rate", "top_up_failed"]
+    assert answers[0] != answers[1]
