@@ -5,9 +5,12 @@
 Starts the minimal upstream and a throwaway PostgreSQL cluster (``tests/postgres_server.py``;
 or uses ``--postgres-url``), then measures non-streaming chat completions directly, through
 one gateway on SQLite, one on PostgreSQL, and two gateways on one PostgreSQL database (the load
-split evenly, as behind a balancer), each alone. After each gateway's cells it stops the
-gateways (SIGTERM) and counts the rows logged against the requests acknowledged. Prints a table
-and writes JSON under ``bench/results/``.
+split evenly, as behind a balancer), each alone; then the cost of the limits shared in the
+database: rate limits leased per request or per 0.1 s / 0.5 s, and a monthly budget checked
+and held per request (against the same gateway with a key and no budget, on either engine).
+After each gateway's cells it stops the gateways (SIGTERM) and counts the rows logged against
+the requests acknowledged. Prints a table and writes JSON under ``bench/results/``.
+``--target NAME`` (repeatable) runs only the targets named (and ``direct``: the deltas need it).
 """
 
 from __future__ import annotations
@@ -167,8 +170,20 @@ LIMITED = {
         **SHARED_LIMIT,
         "UNDERSTUDY_LIMITS_RATE_LEASE_S": "0.1",
     },
+    "postgresql, shared limit, 0.5 s leases": {
+        **SHARED_LIMIT,
+        "UNDERSTUDY_LIMITS_RATE_LEASE_S": "0.5",
+    },
 }
-ORDER = ["direct", "sqlite", "postgresql", "postgresql x2", *LIMITED]
+KEYED = {"UNDERSTUDY_API_KEYS": "sk-bench-0123456789abcdef0123456789abcdef"}  # the load's
+BUDGET = {**KEYED, "UNDERSTUDY_LIMITS_MONTHLY_TOKENS": str(10**12)}  # never reached
+BUDGETED = {  # name: (engine, settings)
+    "sqlite, gateway key": ("sqlite", KEYED),
+    "sqlite, monthly budget": ("sqlite", BUDGET),
+    "postgresql, gateway key": ("postgresql", KEYED),
+    "postgresql, monthly budget": ("postgresql", BUDGET),
+}
+ORDER = ["direct", "sqlite", "postgresql", "postgresql x2", *LIMITED, *BUDGETED]
 
 
 def main() -> int:
@@ -176,8 +191,15 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per cell")
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated levels")
     parser.add_argument("--postgres-url", help="a server to use (default: a throwaway cluster)")
+    parser.add_argument(
+        "--target", action="append", default=[], help="a target to run (repeatable; all)"
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
+    chosen = set(args.target) or set(ORDER)
+    unknown = chosen - set(ORDER)
+    if unknown:
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))} (known: {', '.join(ORDER)})")
     server = PostgresServer()
     if args.postgres_url:
         server.url = args.postgres_url
@@ -190,23 +212,22 @@ def main() -> int:
             work = Path(tmp)
             direct, _ = measure_target("direct", [upstream], levels, args.duration)
             rows += direct
-            sqlite_url = f"sqlite:///{work / 'bench.db'}"
-            for name, addresses in (
-                ("sqlite", [sqlite_url]),
-                ("postgresql", [server.fresh_database()]),
-            ):
-                found, lost = run_gateways(name, upstream, addresses, work, levels, args.duration)
-                rows += found
-                durability.append(lost)
+            targets: list[tuple[str, list[str], dict[str, str] | None]] = [
+                ("sqlite", [f"sqlite:///{work / 'bench.db'}"], None),
+                ("postgresql", [server.fresh_database()], None),
+            ]
             shared = server.fresh_database()
-            found, lost = run_gateways(
-                "postgresql x2", upstream, [shared, shared], work, levels, args.duration
-            )
-            rows += found
-            durability.append(lost)
-            for name, extra in LIMITED.items():
+            targets.append(("postgresql x2", [shared, shared], None))
+            targets += [(n, [server.fresh_database()], extra) for n, extra in LIMITED.items()]
+            for n, (engine, extra) in BUDGETED.items():
+                slug = n.replace(", ", "-").replace(" ", "-")
+                where = f"sqlite:///{work / slug}.db" if engine == "sqlite" else ""
+                targets.append((n, [where or server.fresh_database()], extra))
+            for name, addresses, extra in targets:
+                if name not in chosen:
+                    continue
                 found, lost = run_gateways(
-                    name, upstream, [server.fresh_database()], work, levels, args.duration, extra
+                    name, upstream, addresses, work, levels, args.duration, extra
                 )
                 rows += found
                 durability.append(lost)

@@ -92,11 +92,13 @@ class LimitConfig:
     monthly_usd: float = 0.0
     """Teacher spend (USD, priced by ``[costs]``; an unpriced model at the table's highest prices)
     each gateway key may run up a month; 0: off."""
-    rate_lease_s: float = 0.0
-    """0: each gateway process counts the rate limit of its own (with N processes or replicas
-    a key gets up to N times the rate). Above 0: the buckets are shared in the database, every
-    process leasing a key's tokens for at most this many seconds at a time (one database
-    round trip per lease; leased tokens a process does not spend in time are lost)."""
+    rate_lease_s: float | None = None
+    """Whether the rate limit is shared by every gateway process on the database. Above 0:
+    shared, every process leasing a key's tokens for at most this many seconds at a time (one
+    database round trip per lease; leased tokens a process does not spend in time are lost).
+    0: each process counts its own (with N processes or replicas a key gets up to N times the
+    rate). Unset: 0.5 on PostgreSQL (replicas), 0 on SQLite (one gateway has nothing to share;
+    set it for ``serve --workers N``)."""
     reserve_tokens: int = 256
     """Tokens a request in flight holds of its key's ``monthly_tokens`` for its answer (with its
     body's, four characters a token) until it is logged: concurrent requests cannot all start
@@ -114,7 +116,7 @@ class LimitConfig:
         """Raise ``ValueError`` naming the first ``limits.*`` setting below zero."""
         names = ("requests_per_minute", "burst", "monthly_tokens", "monthly_usd", "rate_lease_s")
         for name in (*names, "reserve_tokens", "budget_lease_s", "failed_auth_per_minute"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"limits.{name} must be >= 0")
 
 

@@ -17,16 +17,22 @@ What the workers share and what each has alone:
 
 * exact across workers (they read the database): the request log (one SQLite file in WAL mode,
   each worker's write-behind queue committing in turn), the rollups and everything that reads
-  them (report, dashboard, tasks, ``/metrics`` totals), monthly budgets (the rollups, re-read at
-  most once a second, plus the worker's own rows not yet committed: another worker's spend
-  shows within that second and its commit interval), dashboard sessions, the registry (every
-  worker loads a newly promoted student from it within ``student.reload_interval_s``);
-* per worker: rate limits unless ``limits.rate_lease_s`` is set (then the buckets are shared
-  in the database; at 0, the default, a key may get up to N times its rate), failed-key
-  throttling, ``max_auto_tasks`` new fingerprinted tasks, ``/ready``'s cache, ``/metrics``'
-  in-process gauges (log queue, connections), the student's weights (each worker holds a copy
-  in memory), a crash losing at most one commit interval of rows, retention passes (each worker
-  runs them; a batch another already deleted is simply found empty).
+  them (report, dashboard, tasks, ``/metrics`` totals), monthly budgets (a request is admitted
+  and holds its estimate in the database in one transaction, against every worker's logged
+  usage and requests in flight: a key's month ends below its budget plus the one request that
+  crossed the line, while requests use no more than they hold; a killed worker's holds lapse
+  within ``limits.budget_lease_s``), failed-key throttling (failures counted in the database:
+  ``limits.failed_auth_per_minute`` a minute across all workers, plus at most one more key
+  judged per worker that had not heard yet), dashboard sessions, the registry (every worker
+  loads a newly promoted student from it within ``student.reload_interval_s``);
+* shared when ``limits.rate_lease_s`` is above 0 (set it for ``--workers N`` on SQLite; unset,
+  it is 0.5 on PostgreSQL): rate limits, leased from buckets in the database; at 0 each worker
+  counts its own and a key may get up to N times its rate;
+* per worker: ``max_auto_tasks`` new fingerprinted tasks (each worker may add up to the cap: at
+  most N times it), the teacher-key cache of pass-through mode, ``/ready``'s cache,
+  ``/metrics``' in-process gauges (log queue, connections), the student's weights (each worker
+  holds a copy in memory), a crash losing at most one commit interval of rows, retention passes
+  (each worker runs them; a batch another already deleted is simply found empty).
 """
 
 from __future__ import annotations

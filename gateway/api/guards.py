@@ -49,13 +49,14 @@ def api_key_id(request: Request, services: NamedDependency[Services]) -> str | N
         raise
 
 
-def limited_key_id(request: Request, services: NamedDependency[Services]) -> str | None:
+async def limited_key_id(request: Request, services: NamedDependency[Services]) -> str | None:
     # Depends on ``services`` alone (not on ``api_key_id``, ``limits``): litestar resolves a
     # level of several dependencies in a task group, which costs the answering endpoints
-    # about a tenth of their throughput (bench/overhead.py).
+    # about a tenth of their throughput (bench/overhead.py). Async: a monthly budget's
+    # database step runs on a worker thread.
     key_id = api_key_id(request, services)
     limits = services.limits
-    refused = limits.check(request) if limits is not None else None
+    refused = await limits.check_async(request) if limits is not None else None
     if refused is None:
         return key_id
     error, wait_s = refused
@@ -76,6 +77,6 @@ def admin(request: Request, services: NamedDependency[Services]) -> Admin:
 
 GUARDS = {
     "api_key_id": Provide(api_key_id, sync_to_thread=False),
-    "limited_key_id": Provide(limited_key_id, sync_to_thread=False),
+    "limited_key_id": Provide(limited_key_id),
     "admin": Provide(admin, sync_to_thread=False),
 }

@@ -1,10 +1,10 @@
 """Per-key request limits and monthly token budgets, enforced before a request is handled.
 
 * Rate limit: a token bucket per client (``limits.requests_per_minute``, bursts up to
-  ``limits.burst``), in memory; with ``limits.rate_lease_s`` in the database, shared by every
-  process (:mod:`gateway.api.shared_limits`). A client is its gateway key (by its non-secret
-  id); with an open gateway, the hash of the teacher key it passes through, or else its
-  address.
+  ``limits.burst``), in memory; with ``limits.rate_lease_s`` (on PostgreSQL unless set to 0)
+  in the database, shared by every process (:mod:`gateway.api.shared_limits`). A client is its
+  gateway key (by its non-secret id); with an open gateway, the hash of the teacher key it
+  passes through, or else its address.
 * Budget: tokens and teacher USD used per gateway key in the current calendar month (UTC). A key
   at or over ``limits.monthly_tokens`` (or ``limits.monthly_usd``) is refused until the month
   ends; the request that crosses the line is still answered. Requests in flight count too: each
@@ -23,6 +23,7 @@ completions), resolved before the handler runs.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import logging
@@ -50,6 +51,9 @@ MAX_IDLE_BUCKETS = 10000  # buckets kept before full (idle) ones are forgotten
 RESERVATION_TTL_S = 600.0  # a reservation never settled (a row never logged) lapses
 BUDGET_REFRESH_S = 1.0  # how often the budgets re-read every process's usage from the rollups
 CHARS_PER_TOKEN = 4
+DEFAULT_RATE_LEASE_S = 0.5
+"""``limits.rate_lease_s`` on PostgreSQL when it is not set (BENCHMARKS.md, PostgreSQL and
+replicas: no cost measured, where a lease per request costs a database round trip)."""
 
 
 @dataclass
@@ -318,26 +322,49 @@ class RequestLimits:
 
     def check(self, request: Request) -> tuple[UnderstudyError, float] | None:
         """The refusal for this caller and the seconds it should wait, or None."""
+        refused, key = self._gate(request)
+        if refused is not None or key is None or self.budgets is None:
+            return refused
+        spent = self.budgets.admit(request_id(request), key, self._estimate(request))
+        return self._over_budget(self.budgets, spent)
+
+    async def check_async(self, request: Request) -> tuple[UnderstudyError, float] | None:
+        """:meth:`check`, the shared budget's database transaction on a worker thread: the
+        event loop serves other requests meanwhile."""
+        refused, key = self._gate(request)
+        budgets = self.budgets
+        if refused is not None or key is None or budgets is None:
+            return refused
+        rid, estimate = request_id(request), self._estimate(request)
+        if isinstance(budgets, SharedBudgets):
+            spent = await asyncio.to_thread(budgets.admit, rid, key, estimate)
+        else:
+            spent = budgets.admit(rid, key, estimate)
+        return self._over_budget(budgets, spent)
+
+    def _gate(self, request: Request) -> tuple[tuple[UnderstudyError, float] | None, str | None]:
+        """The rate limit, and this process's own budget count: ``(refusal, None)``, or
+        ``(None, the key whose budget is to be checked and held)`` (None: no budget)."""
         bucket, key = self.client(request)
         if bucket is None:
-            return None
+            return None, None
         budgets = self.budgets if key is not None else None
         if isinstance(budgets, MonthlyBudgets):  # this process's count: checked first
             refused = self._over_budget(budgets, budgets.check(key or ""))
             if refused is not None:
-                return refused
+                return refused, None
         if self.buckets is not None:
             wait = self.buckets.take(bucket)
             if wait:
-                return RateLimitError(
-                    "Rate limit reached: "
-                    f"{self.settings.limits.requests_per_minute} requests per minute per "
-                    f"key. Please try again in {math.ceil(wait)}s."
-                ), wait
-        if budgets is not None:  # shared: checked and held in one step, past the rate limit
-            spent = budgets.admit(request_id(request), key or "", self._estimate(request))
-            return self._over_budget(budgets, spent)
-        return None
+                return (
+                    RateLimitError(
+                        "Rate limit reached: "
+                        f"{self.settings.limits.requests_per_minute} requests per minute per "
+                        f"key. Please try again in {math.ceil(wait)}s."
+                    ),
+                    wait,
+                ), None
+        return None, key if budgets is not None else None
 
     @staticmethod
     def _over_budget(
@@ -378,6 +405,8 @@ def open_limits(settings: GatewayConfig, store: Store) -> RequestLimits | None:
     if limits.buckets is None and limits.budgets is None:
         return None
     lease_s = settings.limits.rate_lease_s
+    if lease_s is None:  # shared where replicas are likely: on PostgreSQL
+        lease_s = DEFAULT_RATE_LEASE_S if store.postgres else 0.0
     if limits.buckets is not None and lease_s > 0:  # shared by every process on the database
         limits.buckets = SharedTokenBuckets(limits.buckets, store, lease_s)
     if limits.budgets is not None:

@@ -27,12 +27,13 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from understudy.storage.database import Store
-from understudy.storage.engine import error_types
+from understudy.storage.database import Store, open_database
+from understudy.storage.engine import Database, error_types
 from understudy.storage.limits import drop_holds, hold_budget, logged_holds, renew_holds
 
 log = logging.getLogger("understudy.limits")
@@ -86,6 +87,29 @@ class SharedBudgets:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._connections = threading.local()
+
+    @contextmanager
+    def _write(self) -> Iterator[Database]:
+        """A connection for one transaction: PostgreSQL's pool, or a SQLite connection kept
+        open per thread (opening one costs more than the admission itself)."""
+        if self.store.postgres:
+            with self.store.write() as pg:
+                yield pg
+            return
+        db = getattr(self._connections, "db", None)
+        if db is None:
+            db = open_database(
+                self.store.path, busy_timeout_ms=self.store.busy_timeout_ms, migrate_schema=False
+            )
+            self._connections.db = db
+        try:
+            with db.conn:
+                yield db
+        except error_types():
+            self._connections.db = None
+            db.conn.close()
+            raise
 
     def admit(self, request_id: str, key: str, tokens: int) -> str | None:
         """None when ``key`` may start a request (holding ``tokens`` of its budget, when the
@@ -93,7 +117,7 @@ class SharedBudgets:
         hold = tokens if self.monthly_tokens else 0
         now = self.clock()
         try:
-            with self.store.write() as db:
+            with self._write() as db:
                 budget = hold_budget(
                     db,
                     request_id,

@@ -3,8 +3,9 @@ database named (no lease asked per refused request), and idle buckets are pruned
 
 from __future__ import annotations
 
-from understudy.gateway.api.limits import TokenBuckets
+from understudy.gateway.api.limits import TokenBuckets, open_limits
 from understudy.gateway.api.shared_limits import PRUNE_S, SharedTokenBuckets
+from understudy.gateway.config import GatewayConfig, LimitConfig
 from understudy.storage.database import Store
 
 
@@ -41,3 +42,18 @@ def test_idle_buckets_are_pruned_as_leases_are_written(tmp_path):
     with store.read() as db:
         left = [r[0] for r in db.execute("select client from rate_buckets").fetchall()]
     assert left == ["late"]
+
+
+def test_rate_limits_are_shared_by_default_on_postgresql_only(tmp_path):
+    def buckets_of(address: str, lease_s: float | None) -> object:
+        settings = GatewayConfig(limits=LimitConfig(requests_per_minute=60, rate_lease_s=lease_s))
+        limits = open_limits(settings, Store(address))
+        assert limits is not None
+        return limits.buckets
+
+    postgres = "postgresql://u:p@db.invalid:5432/u"  # not reached: leases are taken on demand
+    shared = buckets_of(postgres, None)
+    assert isinstance(shared, SharedTokenBuckets) and shared.lease_s == 0.5
+    assert isinstance(buckets_of(postgres, 0.0), TokenBuckets)  # per process when asked
+    assert isinstance(buckets_of(str(tmp_path / "u.db"), None), TokenBuckets)
+    assert isinstance(buckets_of(str(tmp_path / "u.db"), 0.2), SharedTokenBuckets)
