@@ -5,14 +5,46 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.postgres_server import PostgresServer, adopt_environment, unavailable_reason
+from tests.postgres_server import (
+    ENV_URL,
+    PostgresServer,
+    adopt_environment,
+    given_url,
+    unavailable_reason,
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--e2e-storage",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the database of every gateway the end-to-end tests start: its data directory's "
+        "SQLite file (default) or a PostgreSQL database of its own (tests/postgres_server.py)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    adopt_environment()  # before any test reads the settings from the environment
+    # Before any test reads the settings from the environment; a worker of ``pytest -n`` gets
+    # the server from the process that started it (the environment has lost it by then).
+    adopt_environment(getattr(config, "workerinput", {}).get(ENV_URL, ""))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist: hand each worker the PostgreSQL server named for the run."""
+    node.workerinput[ENV_URL] = given_url()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with a test that trains a model (``slow``) first, otherwise as collected: under
+    ``-n`` the longest files start at once rather than end the run alone."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
 
 
 @pytest.fixture(scope="session")

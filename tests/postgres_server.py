@@ -3,7 +3,8 @@ on a free loopback port, stopped (and the directory removed) when the test sessi
 
 ``UNDERSTUDY_TEST_POSTGRES_URL`` names a server to use instead (CI starts one in ``.ci/run``);
 the test session takes it out of the environment as it starts (:func:`adopt_environment`),
-since the settings reader refuses ``UNDERSTUDY_*`` names it does not know.
+since the settings reader refuses ``UNDERSTUDY_*`` names it does not know, and hands it to the
+worker processes of ``pytest -n``.
 Each test gets a database of its own (:meth:`PostgresServer.fresh_database`). PostgreSQL
 refuses to run as root: as root the cluster is owned by the ``postgres`` user (Debian's
 package creates it), else by whoever runs the tests.
@@ -25,9 +26,10 @@ ENV_URL = "UNDERSTUDY_TEST_POSTGRES_URL"
 _given = {"url": ""}
 
 
-def adopt_environment() -> None:
-    """Move ``UNDERSTUDY_TEST_POSTGRES_URL`` from the environment into this module."""
-    _given["url"] = os.environ.pop(ENV_URL, "") or _given["url"]
+def adopt_environment(url: str = "") -> None:
+    """Move ``UNDERSTUDY_TEST_POSTGRES_URL`` from the environment into this module (``url``: the
+    one the controlling process of ``pytest -n`` adopted, handed to a worker)."""
+    _given["url"] = os.environ.pop(ENV_URL, "") or url or _given["url"]
 
 
 def given_url() -> str:
@@ -100,7 +102,10 @@ class PostgresServer:
         self._as_owner(
             [_binary("initdb"), "-D", str(data), "-U", "understudy", "-A", "trust", "-E", "UTF8"]
         )
-        options = f"-p {port} -k {self._dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = (
+            f"-p {port} -k {self._dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+            " -c max_connections=300"  # test processes in parallel, each gateway with its pool
+        )
         self._as_owner(
             [_binary("pg_ctl"), "-D", str(data), "-l", str(self._dir / "log"), "-w", "-o", options]
             + ["start"]

@@ -1,4 +1,8 @@
-"""Fixtures for end-to-end tests: a stand-in teacher and the real gateway process."""
+"""Fixtures for end-to-end tests: a stand-in teacher and the real gateway process.
+
+With ``--e2e-storage postgresql`` every gateway logs into a PostgreSQL database of its own
+(``tests/gateway_process.py``), dropped when its test module ends; a test marked
+``sqlite_only`` (it reads or breaks the SQLite file itself) is skipped, saying why."""
 
 from __future__ import annotations
 
@@ -6,8 +10,47 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import GatewayProcess, drop_databases, use_postgres
 from tests.teacher_stub import StubTeacher
+
+PINNED = {"postgres_server", "postgres_url"}
+"""Fixtures of tests that make their own PostgreSQL database, whatever ``--e2e-storage`` says."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``--e2e-storage postgresql``: skip, saying why, the tests that read or break the
+    SQLite file itself, and those that run on PostgreSQL in the default run already."""
+    if config.getoption("e2e_storage") != "postgresql":
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else "reads the SQLite file itself"
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
+        elif PINNED & set(getattr(item, "fixturenames", ())):
+            item.add_marker(
+                pytest.mark.skip(reason="on PostgreSQL in the default run too (its own database)")
+            )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def gateway_storage(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The engine of this run's gateways (``--e2e-storage``)."""
+    engine = str(request.config.getoption("e2e_storage"))
+    if engine == "postgresql":
+        use_postgres(request.getfixturevalue("postgres_server"))
+    try:
+        yield engine
+    finally:
+        use_postgres(None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def gateway_databases(gateway_storage: str) -> Iterator[None]:
+    """Drop the module's gateways' PostgreSQL databases once its gateways have stopped."""
+    yield
+    drop_databases()
+
 
 TEACHER_KEY = "sk-teacher-SECRET-7f3a9c"
 TEACHER_MODEL = "gpt-4o-mini-2024-07-18"

@@ -41,7 +41,9 @@ class Seeded:
     agreement: float
 
 
-def seed(db_path: Path, *, days: int = 7, per_hour: int = 12, now: float | None = None) -> Seeded:
+def seed(
+    db_path: Path | str, *, days: int = 7, per_hour: int = 12, now: float | None = None
+) -> Seeded:
     now = time.time() if now is None else now
     rng = random.Random(7)
     db = open_database(db_path)

@@ -28,7 +28,7 @@ import httpx
 import openai
 
 from tests.e2e.conftest import gateway_env
-from tests.gateway_process import ROOT, GatewayProcess
+from tests.gateway_process import ROOT, GatewayProcess, database_address, database_for
 from tests.teacher_stub import StubTeacher
 
 TASK = "banking"
@@ -188,9 +188,10 @@ def log_teacher_traffic(gateway: GatewayProcess, n: int = LOGGED) -> None:
     assert len(rows) >= n, f"only {len(rows)} of {n} teacher answers were logged"
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``understudy ARGS`` in a subprocess, as an operator runs it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNDERSTUDY_")}
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``understudy ARGS`` in a subprocess, as an operator runs it (``env`` added to the
+    environment: a gateway's ``storage_env``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNDERSTUDY_")} | (env or {})
     return subprocess.run(
         [sys.executable, "-m", "understudy.cli", *args],
         cwd=ROOT,
@@ -246,7 +247,7 @@ def distill(data_dir: Path, config: Any) -> Any:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return run_distillation(data_dir, TASK, config)
+        return run_distillation(data_dir, TASK, config, database=database_for(data_dir))
     finally:
         torch.set_num_threads(threads)
 
@@ -257,7 +258,7 @@ def train_student(data_dir: Path) -> Student:
     from understudy.storage.database import open_database
     from understudy.storage.registry import champion, promote, register_model
 
-    db = open_database(data_dir / "understudy.db")
+    db = open_database(database_address(data_dir))
     try:
         if _TRAINED:
             target = data_dir / "models" / TASK / "v1"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import httpx
@@ -12,7 +11,6 @@ import pytest
 from tests.e2e.conftest import gateway_env
 from tests.gateway_process import GatewayProcess
 from understudy.gateway.api.auth import key_id
-from understudy.storage.database import open_database
 from understudy.storage.registry import promote, register_model
 
 CHAT = [{"role": "user", "content": "What is 2+2?"}]
@@ -31,11 +29,10 @@ def admin_gw(stub, tmp_path_factory):
 
 
 def feedback_rows(gw) -> list[tuple]:
-    conn = sqlite3.connect(gw.db_path)
-    try:
-        return conn.execute("select request_id, score, correction from feedback").fetchall()
-    finally:
-        conn.close()
+    with gw.database() as db:
+        return [
+            tuple(row) for row in db.execute("select request_id, score, correction from feedback")
+        ]
 
 
 def test_feedback_is_recorded_for_a_logged_answer(admin_gw, teacher):
@@ -82,12 +79,11 @@ def test_admin_endpoints_need_the_admin_key(admin_gw, teacher):
 
 
 def test_admin_mode_and_rollback(admin_gw, teacher):
-    db = open_database(admin_gw.db_path)
-    v1 = register_model(db, "intent", base="tiny-base")
-    v2 = register_model(db, "intent", base="tiny-base")
-    promote(db, v1.id)
-    promote(db, v2.id)
-    db.conn.close()
+    with admin_gw.database() as db:
+        v1 = register_model(db, "intent", base="tiny-base")
+        v2 = register_model(db, "intent", base="tiny-base")
+        promote(db, v1.id)
+        promote(db, v2.id)
     base = admin_gw.url + "/admin/tasks/intent"
     bad = httpx.post(base + "/mode", headers=ADMIN, json={"mode": "sometimes"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "mode"
@@ -142,13 +138,13 @@ def _feedback(gw, key: str, body: dict) -> httpx.Response:
 
 
 def _feedback_rows(gw) -> list[tuple]:
-    conn = sqlite3.connect(gw.db_path)
-    try:
-        return conn.execute(
-            "select request_id, correction, api_key_id, reviewed from feedback order by id"
-        ).fetchall()
-    finally:
-        conn.close()
+    with gw.database() as db:
+        return [
+            tuple(row)
+            for row in db.execute(
+                "select request_id, correction, api_key_id, reviewed from feedback order by id"
+            )
+        ]
 
 
 def test_feedback_only_on_the_keys_own_requests_or_with_the_admin_key(two_keys, teacher):

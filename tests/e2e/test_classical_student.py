@@ -21,7 +21,6 @@ from tests.e2e.student_fixtures import (
     wait_until_student_serves,
 )
 from tests.gateway_process import GatewayProcess
-from understudy.storage.database import open_database
 from understudy.storage.registry import promote, register_model
 from understudy.student.classical import ClassicalModel, ClassicalSettings
 
@@ -36,12 +35,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayP
     pairs = task_messages(200, seed=0)
     model = ClassicalModel.fit([t for t, _ in pairs], [label for _, label in pairs])
     path = model.save(data_dir / "models" / TASK / "v1", ClassicalSettings())
-    db = open_database(gw.db_path)
-    try:
+    with gw.database() as db:
         version = register_model(db, TASK, base="classical", model_path=str(path))
         promote(db, version.id)
-    finally:
-        db.conn.close()
     text, label = pairs[0]
     try:
         wait_until_student_serves(gw, text)

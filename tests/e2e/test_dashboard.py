@@ -19,7 +19,7 @@ import pytest
 from tests.e2e import chromium
 from tests.e2e.conftest import gateway_env
 from tests.e2e.seed_costs import ROUTED, SHADOWED, Seeded, seed
-from tests.gateway_process import ROOT, GatewayProcess
+from tests.gateway_process import ROOT, GatewayProcess, database_address
 from understudy.demo.report import gateway_lines
 from understudy.gateway.accounting import fmt
 from understudy.report import build_summary
@@ -31,7 +31,7 @@ ADMIN_KEY = "adm-dashboard-KEY-4e1f"
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Seeded]:
     data = tmp_path_factory.mktemp("dash") / "data"
-    return data, seed(data / "understudy.db")
+    return data, seed(database_address(data))
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,10 @@ def test_rollback_button_endpoint(dash, seeded):
 def test_report_prints_the_same_numbers(dash, seeded):
     data, facts = seeded
     run = [sys.executable, "-m", "understudy.cli", "report", "--data-dir", str(data)]
-    out = subprocess.run([*run, "--format", "json"], capture_output=True, text=True, cwd=ROOT)
+    env = dash.command_env()
+    out = subprocess.run(
+        [*run, "--format", "json"], capture_output=True, text=True, cwd=ROOT, env=env
+    )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["saved_usd"] == pytest.approx(facts.saved_usd)
@@ -133,13 +136,19 @@ def test_report_prints_the_same_numbers(dash, seeded):
     tasks = {t["task"]: t for t in report["tasks"]}
     assert tasks[ROUTED]["champion"] and tasks[SHADOWED]["mode"] == "shadow"
     assert {d["key"] for d in report["by_day"]} and len(report["by_key"]) == 2
-    table = subprocess.run([*run, "--since", "7d"], capture_output=True, text=True, cwd=ROOT)
+    table = subprocess.run(
+        [*run, "--since", "7d"], capture_output=True, text=True, cwd=ROOT, env=env
+    )
     assert fmt.usd(facts.saved_usd) in table.stdout and ROUTED in table.stdout
-    csv_out = subprocess.run([*run, "--format", "csv"], capture_output=True, text=True, cwd=ROOT)
+    csv_out = subprocess.run(
+        [*run, "--format", "csv"], capture_output=True, text=True, cwd=ROOT, env=env
+    )
     lines = csv_out.stdout.splitlines()
     assert lines[0].startswith("group,key,requests")
     assert lines[1].startswith(f"total,all,{facts.requests},{facts.student},")
-    bad = subprocess.run([*run, "--since", "soon"], capture_output=True, text=True, cwd=ROOT)
+    bad = subprocess.run(
+        [*run, "--since", "soon"], capture_output=True, text=True, cwd=ROOT, env=env
+    )
     assert bad.returncode == 2 and "invalid duration" in bad.stderr
 
 
@@ -148,13 +157,18 @@ def _figures_everywhere(dash: GatewayProcess, data: Path) -> dict[str, dict[str,
     them: ``report --format json``, ``tasks --json``, the dashboard and the demo's summary."""
     run = [sys.executable, "-m", "understudy.cli"]
     where = ["--data-dir", str(data), "--since", "7d"]
+    env = dash.command_env()
     out = subprocess.run(
-        [*run, "report", *where, "--format", "json"], capture_output=True, text=True, cwd=ROOT
+        [*run, "report", *where, "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     listed = subprocess.run(
-        [*run, "tasks", *where, "--json"], capture_output=True, text=True, cwd=ROOT
+        [*run, "tasks", *where, "--json"], capture_output=True, text=True, cwd=ROOT, env=env
     )
     assert listed.returncode == 0, listed.stderr
     tasks = json.loads(listed.stdout)
@@ -166,7 +180,8 @@ def _figures_everywhere(dash: GatewayProcess, data: Path) -> dict[str, dict[str,
     served = re.search(r"([\d,]+) of ([\d,]+) requests served by the student", page)
     coverage = re.search(r'id="tile-coverage".*?class="value[^"]*">([^<]+)<', page, re.S)
     assert hero and share and served and coverage
-    settings = load_settings(overrides={"data_dir": str(data)}, env={})
+    overrides = {"data_dir": str(data), "storage.url": dash.storage_url}
+    settings = load_settings(overrides=overrides, env={})
     demo = "\n".join(gateway_lines(build_summary(settings, 7 * 86400), 0, 1, 0.0))
     demo_figures = re.search(
         r"requests +([\d,]+) .*\nserved by the student ([\d,]+): coverage ([\d.]+%)"

@@ -25,6 +25,10 @@ from understudy.demo.run import prepare_data_dir, run_demo
 from understudy.demo.teacher import ReplayTeacher
 from understudy.gateway.accounting import fmt
 
+pytestmark = pytest.mark.sqlite_only(
+    "the demo makes its own data directory and reads its SQLite file; it takes no storage.url"
+)
+
 # A small run: 4 intents, 480 training queries as logged history, then 160 live queries with
 # GPT-4's real answers: the teacher answers the first 60 alone, one distillation run holds
 # them out to calibrate the router, and the student serves what it is sure of in the rest.

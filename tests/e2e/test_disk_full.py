@@ -15,6 +15,11 @@ import pytest
 from tests.e2e.conftest import gateway_env
 from tests.gateway_process import ROOT, GatewayProcess
 
+pytestmark = pytest.mark.sqlite_only(
+    "a full or read-only disk under the data directory's SQLite file (PostgreSQL's disk is the"
+    " server's)"
+)
+
 CHAT = [{"role": "user", "content": "What is 2+2?"}]
 
 

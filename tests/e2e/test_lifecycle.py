@@ -80,6 +80,7 @@ def test_ready_reports_teacher_and_database(gateway, teacher):
     assert httpx.get(gateway.url + "/health").json() == {"status": "ok"}
 
 
+@pytest.mark.sqlite_only("holds SQLite's file lock (begin exclusive) on the gateway's file")
 def test_locked_database_does_not_stop_serving(stub, teacher, tmp_path):
     env = gateway_env(UNDERSTUDY_STORAGE_BUSY_TIMEOUT_MS="50")
     with GatewayProcess(stub.base_url, tmp_path / "data", env=env) as gw:
@@ -122,9 +123,11 @@ def test_tasks_and_export_commands(stub, teacher, tmp_path):
             model="m", messages=CHAT, extra_headers={"X-Understudy-Task": "other"}
         )
     run = [sys.executable, "-m", "understudy.cli"]
+    env = gw.command_env()
     listed = subprocess.run(
         run + ["tasks", "--data-dir", str(data), "--json"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -135,6 +138,7 @@ def test_tasks_and_export_commands(stub, teacher, tmp_path):
     table = subprocess.run(
         run + ["tasks", "--data-dir", str(data)],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -156,6 +160,7 @@ def test_tasks_and_export_commands(stub, teacher, tmp_path):
             str(out),
         ],
         cwd=ROOT,
+        env=env,
         check=True,
         timeout=60,
     )
@@ -167,6 +172,7 @@ def test_tasks_and_export_commands(stub, teacher, tmp_path):
     assert lines[0]["messages"][0] == {"role": "system", "content": "Be brief."}
 
 
+@pytest.mark.sqlite_only("deletes the gateway's SQLite file and its WAL")
 def test_a_deleted_database_is_reopened_and_ready_says_so(stub, teacher, tmp_path):
     """The writer once kept writing into the unlinked file (rows lost) with /ready all green,
     and feedback answered 500."""

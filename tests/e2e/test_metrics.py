@@ -158,7 +158,7 @@ def test_the_content_type_names_one_charset(gw):
 
 
 def test_distill_runs_are_read_from_the_database(gw):
-    db = open_database(gw.db_path)
+    db = open_database(gw.address)
     now = time.time()
     runs = [
         ("r1", "succeeded", True, now - 7200),

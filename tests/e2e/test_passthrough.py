@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import io
 import json
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -300,16 +299,9 @@ def test_store_json_bodies_keeps_small_ones_and_they_never_train(
     big_row = small.row(big.http_response.headers["x-request-id"])
     assert big_row["response_json"] is None and big_row["total_tokens"] == 300
 
-    conn = sqlite3.connect(small.db_path)
-    conn.row_factory = sqlite3.Row
-    try:
-        import sqlite_utils
-
-        db = sqlite_utils.Database(conn)
+    with small.database() as db:
         assert "" not in tasks_with_teacher_answers(db)
         assert list(iter_log_rows(db, "")) == []
-    finally:
-        conn.close()
 
 
 def test_report_metrics_and_dashboard_show_the_family(
@@ -330,7 +322,7 @@ def test_report_metrics_and_dashboard_show_the_family(
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin"} | small.storage_env,
         check=True,
     ).stdout
     line = next(x for x in report.splitlines() if x.startswith("embeddings"))

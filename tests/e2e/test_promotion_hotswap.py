@@ -60,40 +60,27 @@ def version_served(gateway: GatewayProcess, text: str) -> str:
 
 
 def champion_of(gateway: GatewayProcess) -> str:
-    from understudy.storage.database import open_database
     from understudy.storage.registry import task_state
 
-    db = open_database(gateway.db_path)
-    try:
+    with gateway.database() as db:
         return task_state(db, TASK).champion_id
-    finally:
-        db.conn.close()
 
 
 def serving_since_of(gateway: GatewayProcess, model_id: str) -> float | None:
-    from understudy.storage.database import open_database
     from understudy.storage.distill_queries import serving_since
 
-    db = open_database(gateway.db_path)
-    try:
+    with gateway.database() as db:
         return serving_since(db, TASK, model_id)
-    finally:
-        db.conn.close()
 
 
 def promoted_at(gateway: GatewayProcess, model_id: str) -> float:
-    from understudy.storage.database import open_database
     from understudy.storage.registry import get_model
 
-    db = open_database(gateway.db_path)
-    try:
+    with gateway.database() as db:
         return float(get_model(db, model_id).promoted_at)
-    finally:
-        db.conn.close()
 
 
 def test_a_new_promotion_is_served_without_a_restart(served):
-    from understudy.storage.database import open_database
     from understudy.storage.registry import promote, register_model
 
     gateway, student = served
@@ -103,12 +90,9 @@ def test_a_new_promotion_is_served_without_a_restart(served):
 
     weights = gateway.data_dir / "models" / TASK / "retrained"
     shutil.copytree(student.model_path, weights)
-    db = open_database(gateway.db_path)
-    try:
+    with gateway.database() as db:
         v2 = register_model(db, TASK, base="tiny", model_path=str(weights), router=student.router)
         promote(db, v2.id)
-    finally:
-        db.conn.close()
 
     wait_for(lambda: version_served(gateway, text) == f"{TASK}@v2", what="v2 to serve")
     assert gateway.proc.pid == pid and gateway.proc.poll() is None
@@ -131,7 +115,8 @@ def test_rollback_restores_the_previous_champion(served):
     # A second rollback has nothing earlier to go to: it never re-promotes v2.
     response = admin(gateway, "POST", f"/admin/tasks/{TASK}/rollback")
     assert response.status_code == 404
-    done = cli("rollback", "--data-dir", str(gateway.data_dir), "--task", TASK)
+    rollback = ["rollback", "--data-dir", str(gateway.data_dir), "--task", TASK]
+    done = cli(*rollback, env=gateway.storage_env)
     assert done.returncode == 1 and "no earlier champion" in done.stderr
     assert version_served(gateway, text) == f"{TASK}@v1"
     assert champion_of(gateway) == f"{TASK}@v1"

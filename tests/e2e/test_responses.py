@@ -248,6 +248,7 @@ def test_export_writes_responses_exchanges_in_the_chat_fine_tuning_format(gatewa
             str(out),
         ],
         cwd=ROOT,
+        env=gateway.command_env(),
         check=True,
         timeout=60,
         capture_output=True,

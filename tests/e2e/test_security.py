@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from tests.e2e.conftest import TEACHER_KEY, gateway_env
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import GatewayProcess, database_address
 from tests.student.fake_vllm import BASE_MODEL, FakeVLLM
 from understudy.gateway.api.auth import key_id
 from understudy.gateway.app import create_app
@@ -70,7 +70,7 @@ def vllm() -> Iterator[FakeVLLM]:
 def secured(stub, vllm, tmp_path_factory) -> Iterator[GatewayProcess]:
     root = tmp_path_factory.mktemp("secured")
     data = root / "data"
-    db = open_database(data / "understudy.db")
+    db = open_database(database_address(data))
     inside = _adapter(data / "models" / "inside" / "v1")
     outside = _adapter(root / "elsewhere" / "v1")
     sneaky = str(data / "models" / ".." / ".." / "elsewhere" / "v1")
@@ -191,7 +191,7 @@ def test_task_names_cannot_name_parent_directories(secured, teacher):
 
 def test_monthly_token_budget_counts_the_log_and_live_usage(stub, teacher, tmp_path):
     data = tmp_path / "data"
-    db = open_database(data / "understudy.db")
+    db = open_database(database_address(data))
     spent = {  # KEY_A spent its budget before this start; the gateway reads that back
         "id": "req_earlier",
         "created_at": time.time() - 60,
@@ -233,7 +233,7 @@ def test_monthly_token_budget_counts_the_log_and_live_usage(stub, teacher, tmp_p
 
 
 def _written(gw: GatewayProcess) -> bytes:
-    out = gw.output().encode()
+    out = gw.stored_text().encode() + gw.output().encode()
     for path in gw.data_dir.rglob("*"):
         if path.is_file():
             out += path.read_bytes()
@@ -333,7 +333,7 @@ def test_pass_through_without_gateway_keys_no_credential_no_answer(stub, vllm, t
     """The student answered a caller that carried no credential at all (200, served by the
     student) while the same request on a teacher-served task got the teacher's 401."""
     data = tmp_path / "data"
-    db = open_database(data / "understudy.db")
+    db = open_database(database_address(data))
     adapter = _adapter(data / "models" / "own-key" / "v1")  # not the module gateway's adapter
     promote(db, register_model(db, "own-key", base=BASE_MODEL, adapter_path=adapter).id)
     db.conn.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -108,17 +107,13 @@ def teacher(table_teacher: StubTeacher) -> StubTeacher:
 
 def serve_same_student(gateway: GatewayProcess, task: str, student: Student) -> None:
     """Promote the trained weights for another task too (its own mode and drift state)."""
-    from understudy.storage.database import open_database
     from understudy.storage.registry import promote, register_model
 
-    db = open_database(gateway.db_path)
-    try:
+    with gateway.database() as db:
         model = register_model(
             db, task, base="tiny", model_path=student.model_path, router=student.router
         )
         promote(db, model.id)
-    finally:
-        db.conn.close()
 
 
 def ask(gateway: GatewayProcess, text: str, model: str = MODEL, **kw: Any) -> Any:
@@ -130,12 +125,8 @@ def ask(gateway: GatewayProcess, text: str, model: str = MODEL, **kw: Any) -> An
 
 
 def query(gateway: GatewayProcess, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(gateway.db_path)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
+    with gateway.database() as db:
+        return list(db.query(sql, params))
 
 
 def attempts(gateway: GatewayProcess, request_id: str, wait: bool = True) -> list[dict[str, Any]]:
@@ -448,7 +439,8 @@ def test_task_mode_changes_apply_without_a_restart(served, teacher):
     wait_until_student_serves(gateway, text, model)
     pid = gateway.proc.pid
 
-    done = cli("mode", "--data-dir", str(gateway.data_dir), "--task", task, "teacher-only")
+    mode = ["mode", "--data-dir", str(gateway.data_dir), "--task", task]
+    done = cli(*mode, "teacher-only", env=gateway.storage_env)
     assert done.returncode == 0, done.stderr
     wait_for(
         lambda: ask(gateway, text, model)[0].headers["x-understudy-served-by"] == "teacher",
@@ -467,7 +459,7 @@ def test_task_mode_changes_apply_without_a_restart(served, teacher):
     [attempt] = attempts(gateway, raw.headers["x-request-id"])
     assert attempt["kind"] == "shadow" and attempt["agreed"] == 1
 
-    done = cli("mode", "--data-dir", str(gateway.data_dir), "--task", task, "routed")
+    done = cli(*mode, "routed", env=gateway.storage_env)
     assert done.returncode == 0, done.stderr
     wait_until_student_serves(gateway, text, model)
     assert gateway.proc.pid == pid and gateway.proc.poll() is None
