@@ -180,10 +180,11 @@ def replicate(db: Any, more: int) -> int:
             f"delete from {rollups.MINUTES['rollup_requests']} where hour < ?",
             [rollups.hour_of(time.time() - rollups.MINUTES_KEPT_S)],
         )
-        for table in (*rollups.DAILY.values(), *rollups.TASKS.values()):
+        for table in (*rollups.DAILY.values(), *rollups.TASKS.values(), *rollups.KEYS.values()):
             conn.execute(f"delete from {table}")
         rollups.fill_daily(conn)
         rollups.fill_tasks(conn)
+        rollups.fill_keys(conn)
         ((counted,),) = conn.execute("select sum(calls) from rollup_tasks_daily").fetchall()
         assert counted == block + copied, (counted, block + copied)
         for table in hourly:

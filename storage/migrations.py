@@ -427,3 +427,12 @@ def _one_body_frame(db: Database) -> None:
         """
     )
     bodies.convert(db)
+
+
+@migration("0014_key_rollups")
+def _key_rollups(db: Database) -> None:
+    """Per-key twins of the hourly and daily request rollups (hour x gateway key id x endpoint
+    family x ``served_by``, ``storage/rollups.py``): the per-key figures and the relayed calls
+    read a few rows an hour instead of the wide tables'; filled from them."""
+    rollups.create_keys(db.conn)
+    rollups.fill_keys(db.conn)

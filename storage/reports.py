@@ -24,6 +24,8 @@ from understudy.storage.rollups import (
     DAILY,
     DAY_HOURS,
     HOUR_S,
+    KEY_KEYS,
+    KEYS,
     LATENCY_KEYS,
     MINUTE_S,
     MINUTES,
@@ -50,9 +52,13 @@ _TWINS = {
     "rollup_requests": (DAILY["rollup_requests"], MINUTES["rollup_requests"]),
     "rollup_latency": (DAILY["rollup_latency"], None),
     TASKS["rollup_requests"]: (TASKS[DAILY["rollup_requests"]], MINUTES["rollup_requests"]),
+    KEYS["rollup_requests"]: (KEYS[DAILY["rollup_requests"]], MINUTES["rollup_requests"]),
 }
 """Each hourly table a window reads: its daily twin and the per-minute table of its sums."""
 _TASKS = TASKS["rollup_requests"]
+_KEYS = KEYS["rollup_requests"]
+_REQUEST_TABLES = {"rollup_requests": REQUEST_KEYS, _TASKS: TASK_KEYS, _KEYS: KEY_KEYS}
+"""The request tables a window reads and their keys."""
 
 _SUMS = """
     sum(case when served_by != 'shadow' then calls else 0 end) as requests,
@@ -111,7 +117,7 @@ def window(
     are in the span it keeps (else widened to whole hours); whole UTC days inside come from the
     daily twin (when ``daily``), the other whole hours from the hourly table; with ``fine``,
     every minute from the per-minute table while the window is in its span. Rows of
-    ``rollup_requests`` and ``rollup_tasks`` carry ``minute``, the first minute they count."""
+    the request tables carry ``minute``, the first minute they count."""
     arms: list[tuple[str, list[int]]] = []
     first, end = hours(since, until)
     twin, minutes = _TWINS[table]
@@ -147,8 +153,8 @@ def _minute_span(m0: int, m1: int) -> list[int]:
 
 def _arm(table: str, source: str) -> str:
     """One part of a window: ``source``'s rows (of ``table``'s columns) in a span."""
-    if table in ("rollup_requests", _TASKS):
-        keys = REQUEST_KEYS if table == "rollup_requests" else TASK_KEYS
+    if table in _REQUEST_TABLES:
+        keys = _REQUEST_TABLES[table]
         columns = ", ".join((*keys, *REQUEST_SUMS, "first_at", "last_at"))
         if source == MINUTES["rollup_requests"]:
             return (
@@ -171,7 +177,7 @@ def cost_by(db: Database, group: str, since: float, until: float) -> list[dict[s
     """Sums per ``task``, ``api_key`` (its non-secret id; ``-`` for none), ``day`` (UTC,
     ``YYYY-MM-DD``) or ``hour`` (its start in seconds) in the window, ordered by key."""
     column = GROUPS[group]
-    table = "rollup_requests" if group == "api_key" else _TASKS
+    table = _KEYS if group == "api_key" else _TASKS
     src, params = window(table, since, until, daily=group != "hour")
     rows = db.query(
         f"select {column} as key, {_SUMS} from {src} where {_NOT_RELAYED}"
@@ -241,7 +247,7 @@ def cost_series(
 def passthrough_by_endpoint(db: Database, since: float, until: float) -> list[dict[str, Any]]:
     """Relayed calls per endpoint family in the window: calls, failures, body bytes each way,
     tokens and teacher spend (where the answers carried usage), mean latency."""
-    src, params = window("rollup_requests", since, until)
+    src, params = window(_KEYS, since, until)
     rows = db.query(
         "select endpoint, sum(calls) as requests, sum(errors) as failed,"
         " sum(bytes_in) as bytes_in, sum(bytes_out) as bytes_out, sum(total_tokens) as tokens,"

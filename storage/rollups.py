@@ -18,7 +18,8 @@ here, never in SQL):
 ``rollup_tasks`` and ``rollup_tasks_daily`` hold ``rollup_requests``' sums per hour (or day) x
 task x ``served_by`` only: what the headline, the per-task and per-day figures and the
 dashboard's charts read, a few times fewer rows than the wide table (one per key and model
-and endpoint).
+and endpoint). ``rollup_keys`` and ``rollup_keys_daily`` hold them per hour (or day) x gateway
+key id x endpoint family x ``served_by``: the per-key figures and the relayed calls.
 ``rollup_requests_minute`` holds the request sums per minute for the last
 :data:`MINUTES_KEPT_S` only (older minutes are deleted as the log writes): a recent window
 is counted to the minute at its ends, and charts of a short window have a point a minute.
@@ -40,6 +41,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
+from operator import itemgetter
 from typing import Any
 
 HOUR_S = 3600
@@ -144,15 +146,25 @@ MINUTE_DDL = (
 TASKS = {"rollup_requests": "rollup_tasks", "rollup_requests_daily": "rollup_tasks_daily"}
 """Each wide request table and its narrow per-task twin."""
 TASK_KEYS = ("hour", "task", "served_by")
-_WIDE_ONLY = ("endpoint", "api_key_id", "model")
-TASKS_DDL = tuple(
-    "\n".join(
-        line
-        for line in DDL[0].replace("rollup_requests (", f"{narrow} (", 1).splitlines()
-        if line.split()[:1] not in ([c] for c in _WIDE_ONLY)
-    ).replace(", endpoint, served_by, api_key_id, model)", ", served_by)")
-    for narrow in TASKS.values()
-)
+KEYS = {"rollup_requests": "rollup_keys", "rollup_requests_daily": "rollup_keys_daily"}
+"""Each wide request table and its narrow per-key twin."""
+KEY_KEYS = ("hour", "api_key_id", "endpoint", "served_by")
+NARROW = ((TASKS, TASK_KEYS), (KEYS, KEY_KEYS))
+"""The narrow twins of the wide request tables and their keys."""
+
+
+def _narrow_ddl(table: str, keys: tuple[str, ...]) -> str:
+    """``rollup_requests``' DDL for a narrow twin: only ``keys`` of its key columns."""
+    dropped = [[c] for c in REQUEST_KEYS if c not in keys]
+    wide = DDL[0].replace("rollup_requests (", f"{table} (", 1)
+    lines = (line for line in wide.splitlines() if line.split()[:1] not in dropped)
+    return "\n".join(lines).replace(
+        f"primary key ({', '.join(REQUEST_KEYS)})", f"primary key ({', '.join(keys)})"
+    )
+
+
+TASKS_DDL = tuple(_narrow_ddl(table, TASK_KEYS) for table in TASKS.values())
+KEYS_DDL = tuple(_narrow_ddl(table, KEY_KEYS) for table in KEYS.values())
 TABLES = (
     "rollup_requests",
     "rollup_latency",
@@ -160,6 +172,7 @@ TABLES = (
     *DAILY.values(),
     *MINUTES.values(),
     *TASKS.values(),
+    *KEYS.values(),
 )
 """Every rollup table."""
 
@@ -206,6 +219,12 @@ def create_minutes(conn: Any) -> None:
 def create_tasks(conn: Any) -> None:
     """Create the per-task tables (the migration calls this, then :func:`fill_tasks`)."""
     for statement in TASKS_DDL:
+        conn.execute(statement)
+
+
+def create_keys(conn: Any) -> None:
+    """Create the per-key tables (the migration calls this, then :func:`fill_keys`)."""
+    for statement in KEYS_DDL:
         conn.execute(statement)
 
 
@@ -259,14 +278,14 @@ def add_requests(
     *,
     daily: bool = True,
     minutes: bool = True,
-    tasks: bool = True,
+    narrow: bool = True,
     now: float | None = None,
 ) -> None:
     """Add request rows (already stored) to ``rollup_requests`` and ``rollup_latency``, to
-    their daily twins, to the per-minute table and to the per-task tables (unless ``daily``,
-    ``minutes`` or ``tasks`` is off: before the migrations that made them). Per-minute sums
-    are kept for :data:`MINUTES_KEPT_S` before ``now``; older ones are not written, and
-    deleted."""
+    their daily twins, to the per-minute table and to the per-task and per-key tables (unless
+    ``daily``, ``minutes`` or ``narrow`` is off: before the migrations that made them).
+    Per-minute sums are kept for :data:`MINUTES_KEPT_S` before ``now``; older ones are not
+    written, and deleted."""
     by_minute: dict[tuple[Any, ...], dict[str, Any]] = {}
     latency: dict[tuple[Any, ...], int] = {}
     for row in rows:
@@ -278,10 +297,11 @@ def add_requests(
     if daily:
         _upsert(conn, DAILY["rollup_requests"], REQUEST_KEYS, _by_day(sums))
         _upsert(conn, DAILY["rollup_latency"], LATENCY_KEYS, _by_day(hist))
-    if tasks:
-        narrow = _folded(sums, lambda key: (key[0], key[1], key[3]))
-        _upsert(conn, TASKS["rollup_requests"], TASK_KEYS, narrow)
-        _upsert(conn, TASKS["rollup_requests_daily"], TASK_KEYS, _by_day(narrow))
+    if narrow:
+        for twins, keys in NARROW:
+            fewer = _folded(sums, itemgetter(*(REQUEST_KEYS.index(k) for k in keys)))
+            _upsert(conn, twins["rollup_requests"], keys, fewer)
+            _upsert(conn, twins["rollup_requests_daily"], keys, _by_day(fewer))
     if minutes:
         add_minutes(conn, by_minute, time.time() if now is None else now)
 
@@ -335,10 +355,19 @@ def fill_daily(conn: Any, *, batch: int = 20000) -> None:
 
 def fill_tasks(conn: Any) -> None:
     """Fill the (empty) per-task tables from the wide hourly and daily ones, in SQL."""
+    _fill_narrow(conn, TASKS, TASK_KEYS)
+
+
+def fill_keys(conn: Any) -> None:
+    """Fill the (empty) per-key tables from the wide hourly and daily ones, in SQL."""
+    _fill_narrow(conn, KEYS, KEY_KEYS)
+
+
+def _fill_narrow(conn: Any, twins: dict[str, str], key_columns: tuple[str, ...]) -> None:
     sums = ", ".join(f"sum({c})" for c in REQUEST_SUMS)
-    columns = ", ".join((*TASK_KEYS, *REQUEST_SUMS, "first_at", "last_at"))
-    keys = ", ".join(TASK_KEYS)
-    for wide, narrow in TASKS.items():
+    columns = ", ".join((*key_columns, *REQUEST_SUMS, "first_at", "last_at"))
+    keys = ", ".join(key_columns)
+    for wide, narrow in twins.items():
         conn.execute(
             f"insert into {narrow} ({columns}) select {keys}, {sums}, min(first_at),"
             f" max(last_at) from {wide} group by {keys}"
@@ -467,7 +496,7 @@ def backfill(conn: Any, *, batch: int = 20000) -> int:
     """Fill the (empty) rollups from every row already logged; the request rows read."""
     n = 0
     for rows in _batches(conn, f"select {', '.join(_REQUEST_COLUMNS)} from requests", batch):
-        add_requests(conn, rows, daily=False, minutes=False, tasks=False)
+        add_requests(conn, rows, daily=False, minutes=False, narrow=False)
         n += len(rows)
     sql = (
         "select request_id, created_at, task, student_version, kind, agreed"

@@ -25,12 +25,11 @@ from understudy.storage.records import RequestRecord
 from understudy.storage.request_log import RequestLogWriter, write_rows
 from understudy.storage.retention import prune
 from understudy.storage.rollups import (
+    NARROW,
     REQUEST_SUMS,
-    TASK_KEYS,
     bucket_bounds,
     latency_bucket,
 )
-from understudy.storage.rollups import TASKS as PER_TASK
 
 HOUR = 3600
 T0 = 1_764_460_800  # 2025-11-30 00:00 UTC: the workload spans two days
@@ -478,29 +477,29 @@ def test_the_reports_read_the_same_on_both_engines(address, logged):
 
 
 def _per_task(db: Any) -> dict[str, list[dict[str, Any]]]:
-    """Each per-task table, and its wide twin summed per hour (or day) x task x served_by."""
-    keys = ", ".join(TASK_KEYS)
+    """Each narrow table (per task, per key), and its wide twin summed by the narrow keys."""
     columns = [*REQUEST_SUMS, "first_at", "last_at"]
     sums = ", ".join(
         f"{'min' if c == 'first_at' else 'max' if c == 'last_at' else 'sum'}({c}) as {c}"
         for c in columns
     )
     out = {}
-    for wide, narrow in PER_TASK.items():
-        out[narrow] = list(
-            db.query(f"select {keys}, {sums} from {narrow} group by {keys} order by {keys}")
-        )
-        out[wide] = list(
-            db.query(f"select {keys}, {sums} from {wide} group by {keys} order by {keys}")
-        )
+    for twins, key_columns in NARROW:
+        keys = ", ".join(key_columns)
+        for wide, narrow in twins.items():
+            for table, name in ((narrow, narrow), (wide, f"{wide} by {keys}")):
+                out[name] = list(
+                    db.query(f"select {keys}, {sums} from {table} group by {keys} order by {keys}")
+                )
     return out
 
 
 def assert_per_task_sums_the_wide(db: Any) -> None:
     tables = _per_task(db)
-    for wide, narrow in PER_TASK.items():
-        assert len(tables[narrow]) > 10
-        same(tables[narrow], tables[wide])
+    for twins, key_columns in NARROW:
+        for wide, narrow in twins.items():
+            assert len(tables[narrow]) > 10
+            same(tables[narrow], tables[f"{wide} by {', '.join(key_columns)}"])
 
 
 def test_the_per_task_rollups_are_the_sums_of_the_wide_ones(address):
@@ -530,9 +529,11 @@ def test_the_migration_fills_the_per_task_rollups_from_the_wide_ones(tmp_path, m
     db["student_attempts"].insert_all(attempts)
     db.conn.close()
     monkeypatch.undo()
-    assert "0014_task_rollups" in Store(path).migrate()
+    assert {"0014_task_rollups", "0014_key_rollups"} <= set(Store(path).migrate())
     db = open_database(path)
     assert_per_task_sums_the_wide(db)
     window = (T0 - 16 * HOUR, T0 + 24 * HOUR)
     same(reports.cost_totals(db, *window), old_cost_totals(db, *window))
     same(reports.cost_by(db, "day", *window), old_cost_by(db, "day", *window))
+    same(reports.cost_by(db, "api_key", *window), old_cost_by(db, "api_key", *window))
+    same(reports.passthrough_by_endpoint(db, *window), old_passthrough(db, *window))
