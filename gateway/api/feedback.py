@@ -73,14 +73,14 @@ def parse_feedback(raw: bytes) -> Feedback:
     return fb
 
 
-def feedback_giver(request: Request, services: NamedDependency[Services]) -> Giver:
+async def feedback_giver(request: Request, services: NamedDependency[Services]) -> Giver:
     """The admin key (a reviewer), else a client key checked, rate-limited and budgeted like
     any answering call."""
     admin_key = services.settings.admin_key
     presented = auth.bearer(request.headers.get("authorization"))
     if admin_key and auth.matches(presented, [admin_key]):
         return Giver(auth.key_id(admin_key), reviewer=True)
-    return Giver(limited_key_id(request, services), reviewer=False)
+    return Giver(await limited_key_id(request, services), reviewer=False)
 
 
 def _owner(store: Store, request_id: str) -> tuple[bool, str | None]:
@@ -91,7 +91,7 @@ def _owner(store: Store, request_id: str) -> tuple[bool, str | None]:
 @post(
     "/v1/feedback",
     status_code=200,
-    dependencies={"feedback_giver": Provide(feedback_giver, sync_to_thread=False)},
+    dependencies={"feedback_giver": Provide(feedback_giver)},
 )
 async def feedback(
     request: Request, feedback_giver: NamedDependency[Giver], services: NamedDependency[Services]
