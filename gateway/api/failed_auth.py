@@ -175,6 +175,7 @@ class SharedFailedAuth(FailedAuth):
             with self.store.read() as db:
                 oldest = auth_lockouts(db, now - WINDOW_S, self.per_minute)
             with self._lock:  # what this process learned meanwhile stays
+                self._read_at = max(self._read_at, now)
                 known = {a: t for a, t in self._until.items() if t > now}
                 self._until = {a: t + WINDOW_S for a, t in oldest.items()}
                 for a, t in known.items():

@@ -34,10 +34,12 @@ def test_processes_count_an_address_together_and_learn_of_its_throttling(tmp_pat
 def test_a_process_that_had_not_heard_refuses_the_next_failure(tmp_path):
     store = Store(tmp_path / "u.db")
     store.migrate()
-    one, two = SharedFailedAuth(2, store), SharedFailedAuth(2, store)
+    now = [1000.0]
+    one, two = (SharedFailedAuth(2, store, wall=lambda: now[0]) for _ in range(2))
+    two._read(now[0])  # its last re-read: before the failures, its next one a second away
     one.failed("a", "/p")
     one.failed("a", "/p")
-    two.check("a")  # not heard yet (its re-read is a second away): the key is judged
+    two.check("a")  # not heard yet: the key is judged
     with pytest.raises(RateLimitError):
         two.failed("a", "/p")  # a third failure in the minute: 429, not 401
 
