@@ -327,10 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     if next((w for w in words if not w.startswith("-")), None) in LEAN_COMMANDS:
         load_sqlite_utils_lean()  # before the arguments are parsed: --since reads the summary's
+    args = build_parser().parse_args(argv)  # --version, --help and errors end here, at once
 
     from understudy.distiller.command_checks import ARGUMENT_ERROR, CommandRefused
 
-    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
