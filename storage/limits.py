@@ -75,13 +75,17 @@ def hold_budget(
     owner: str,
     expires_at: float,
     now: float,
+    used: list[tuple[str, int]] | None = None,
 ) -> Budget:
     """Admit a request of ``key`` while its month's logged tokens plus those held by its
     requests in flight are below ``monthly_tokens`` and its logged USD below ``monthly_usd``
     (0: no limit), holding ``tokens`` for it until its row is logged or ``expires_at``; in one
-    transaction under the key's lock, so racing processes see each other's holds."""
+    transaction under the key's lock, so racing processes see each other's holds. ``used``:
+    ``(request id, tokens)`` of answered requests whose rows are on their way to the log: their
+    holds become what they used (:func:`settle_holds`), in the same transaction."""
     src, params = window("rollup_requests", since, _END_OF_TIME)
     with exclusive(db, f"understudy-budget:{key}"):
+        _settle(db, used or [])
         # One statement, one snapshot: a row logged meanwhile is in the sums or still held.
         used, usd, held = db.execute(
             "select u.tokens, u.usd, h.held from"
@@ -105,6 +109,21 @@ def hold_budget(
                 [request_id, key, tokens, owner, expires_at],
             )
     return Budget(used, usd, held, admitted)
+
+
+def _settle(db: Database, used: list[tuple[str, int]]) -> None:
+    if used:
+        db.conn.executemany(
+            "update budget_reservations set tokens = ? where id = ?",
+            [(tokens, rid) for rid, tokens in used],
+        )
+
+
+def settle_holds(db: Database, used: list[tuple[str, int]]) -> None:
+    """Hold what answered requests used (``(request id, tokens)``) instead of their estimates,
+    until their rows are logged."""
+    with db.conn:
+        _settle(db, used)
 
 
 def renew_holds(db: Database, owner: str, expires_at: float) -> None:

@@ -4,11 +4,12 @@ A request is admitted in one transaction under its key's lock: the key's logged 
 month (the rollups) plus the tokens held by its requests in flight in every process must be
 below ``limits.monthly_tokens``, and the request's own hold (its body's tokens and
 ``limits.reserve_tokens``) is written in the same transaction (:func:`storage.limits.hold_budget`).
-A hold counts until its request's row is logged, when the rollups count the row instead (both
-commit together, so nothing is counted twice or missed in between); a request that ends without
-a row releases its hold a moment later. The process that owns a hold renews its lease every
-second; a process killed with requests in flight leaves holds that lapse within
-``limits.budget_lease_s``.
+Once a request is answered its hold becomes the tokens it used (at this process's next
+admission or sweep), and it counts until the request's row is logged, when the rollups count
+the row instead (both commit together, so nothing is counted twice or missed in between); a
+request that ends without a row releases its hold a moment later. The process that owns a hold
+renews its lease every second; a process killed with requests in flight leaves holds that lapse
+within ``limits.budget_lease_s``.
 
 What that guarantees: a key's month ends below ``monthly_tokens`` plus the tokens of the one
 request that crossed the line (as with one process), as long as each request uses no more than
@@ -34,7 +35,13 @@ from typing import Any, Protocol
 
 from understudy.storage.database import Store, open_database
 from understudy.storage.engine import Database, error_types
-from understudy.storage.limits import drop_holds, hold_budget, logged_holds, renew_holds
+from understudy.storage.limits import (
+    drop_holds,
+    hold_budget,
+    logged_holds,
+    renew_holds,
+    settle_holds,
+)
 
 log = logging.getLogger("understudy.limits")
 
@@ -84,6 +91,7 @@ class SharedBudgets:
         self.store, self.lease_s, self.clock = store, max(lease_s, 2 * SWEEP_S), clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._holds: dict[str, _Hold] = {}
+        self._used: dict[str, int] = {}  # answered, hold not yet set to what it used
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -116,6 +124,7 @@ class SharedBudgets:
         budget counts tokens), else which budget it has used up."""
         hold = tokens if self.monthly_tokens else 0
         now = self.clock()
+        used = self._take_used()
         try:
             with self._write() as db:
                 budget = hold_budget(
@@ -129,8 +138,10 @@ class SharedBudgets:
                     owner=self.owner,
                     expires_at=now + self.lease_s,
                     now=now,
+                    used=used,
                 )
         except error_types() as exc:  # the database is away: count in this process meanwhile
+            self._give_back(used)
             log.warning("shared budgets unavailable (%s); counting in this process", exc)
             refused = self.local.check(key)
             if refused is None and hold:
@@ -150,10 +161,22 @@ class SharedBudgets:
         """Writer listener: a request of ours has its row on the way to the log."""
         if table != "requests" or row.get("id") is None:
             return
+        rid = str(row["id"])
         with self._lock:
-            hold = self._holds.get(str(row["id"]))
+            hold = self._holds.get(rid)
             if hold is not None and hold.logged_at is None:
                 hold.logged_at = self.clock()
+                self._used[rid] = int(row.get("total_tokens") or 0)
+
+    def _take_used(self) -> list[tuple[str, int]]:
+        with self._lock:
+            used, self._used = list(self._used.items()), {}
+        return used
+
+    def _give_back(self, used: list[tuple[str, int]]) -> None:
+        with self._lock:
+            for rid, tokens in used:
+                self._used.setdefault(rid, tokens)
 
     def settle(self, request_id: str) -> None:
         """The request's response has ended (or it was refused after its hold was written)."""
@@ -173,9 +196,15 @@ class SharedBudgets:
             if not self._holds:
                 return
         now = self.clock()
-        with self.store.write() as db:
-            renew_holds(db, self.owner, now + self.lease_s)
-            logged = set(logged_holds(db, self.owner))
+        used = self._take_used()
+        try:
+            with self.store.write() as db:
+                settle_holds(db, used)
+                renew_holds(db, self.owner, now + self.lease_s)
+                logged = set(logged_holds(db, self.owner))
+        except error_types():
+            self._give_back(used)
+            raise
         with self._lock:
             done = [rid for rid, hold in self._holds.items() if rid in logged or _over(hold, now)]
             for rid in done:

@@ -65,3 +65,18 @@ def test_a_database_that_cannot_answer_leaves_the_process_counting(tmp_path):
     finally:
         other.rollback()
         other.close()
+
+
+def test_an_answered_request_holds_what_it_used_until_its_row_is_logged(tmp_path):
+    store = Store(tmp_path / "u.db")
+    store.migrate()
+    a, b = budgets(store, time.time), budgets(store, time.time)
+    try:
+        assert a.admit("r1", "k", 100) is None  # its estimate holds the whole budget
+        a.record("requests", {"id": "r1", "total_tokens": 10})  # answered; row not logged yet
+        assert a.admit("r2", "k", 85) is None  # a sequential client goes on: 10 held
+        assert b.admit("r3", "k", 5) is None  # 95 held, seen by the other process too
+        assert b.admit("r4", "k", 5) == "100 tokens"
+    finally:
+        a.close()
+        b.close()
