@@ -233,7 +233,10 @@ def test_the_install_and_test_commands_are_the_ones_ci_runs():
     pip = install.split(" && ")[-1]
     assert pip.startswith("pip install -e ") and f"\n{pip}\n" in CI
     (test,) = code_blocks(section(README, "## Test"))
-    assert test == "python -m pytest -q" and f"\n{test}\n" in CI
+    assert test == "python -m pytest -q -n 2" and f"\n{test}\n" in CI
+    # and the end-to-end suite again with every gateway on PostgreSQL, as the README says
+    on_postgres = f"{test} tests/e2e --e2e-storage postgresql"
+    assert f"`{on_postgres}`" in section(README, "## Test") and f"\n{on_postgres}\n" in CI
 
 
 def test_requirements_name_the_python_version_and_the_cpu_torch_build():

@@ -15,11 +15,21 @@ from tests.teacher_stub import StubTeacher
 
 PINNED = {"postgres_server", "postgres_url"}
 """Fixtures of tests that make their own PostgreSQL database, whatever ``--e2e-storage`` says."""
+ENGINES = {"sqlite", "postgresql"}
+"""Parameters of a test that runs on each engine in turn, whatever ``--e2e-storage`` says."""
+
+
+def _picks_its_engine(item: pytest.Item) -> bool:
+    if PINNED & set(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and bool(ENGINES & set(map(str, callspec.params.values())))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """With ``--e2e-storage postgresql``: skip, saying why, the tests that read or break the
-    SQLite file itself, and those that run on PostgreSQL in the default run already."""
+    SQLite file itself, and those that pick their engine themselves (a PostgreSQL database of
+    their own, or each engine in turn): the default run runs them as they are."""
     if config.getoption("e2e_storage") != "postgresql":
         return
     for item in items:
@@ -27,10 +37,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if marker is not None:
             reason = marker.args[0] if marker.args else "reads the SQLite file itself"
             item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
-        elif PINNED & set(getattr(item, "fixturenames", ())):
-            item.add_marker(
-                pytest.mark.skip(reason="on PostgreSQL in the default run too (its own database)")
-            )
+        elif _picks_its_engine(item):
+            reason = "picks its own engine and database: runs as it is in the default run"
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session", autouse=True)
