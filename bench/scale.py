@@ -150,8 +150,8 @@ def replicate(db: Any, more: int) -> int:
     days before it, whole copies until ``more`` rows are added: copy ``k`` is ``k`` days older,
     its ids (and the ids its rows name) prefixed ``cKK_`` instead of ``req_``, its hourly and
     per-minute sums those of the day copied, shifted as its rows are (each copy one
-    transaction). The daily and per-task sums are then filled from the hourly ones by the
-    migrations' own functions."""
+    transaction). The daily, per-task, per-key and per-task latency sums are then filled from
+    the hourly ones by the migrations' own functions."""
     conn = db.conn
     conn.execute("pragma cache_size = -2000000").fetchall()
     ((block, last),) = conn.execute("select count(*), max(rowid) from requests").fetchall()
@@ -180,11 +180,13 @@ def replicate(db: Any, more: int) -> int:
             f"delete from {rollups.MINUTES['rollup_requests']} where hour < ?",
             [rollups.hour_of(time.time() - rollups.MINUTES_KEPT_S)],
         )
-        for table in (*rollups.DAILY.values(), *rollups.TASKS.values(), *rollups.KEYS.values()):
+        narrow = (*rollups.TASKS.values(), *rollups.KEYS.values(), *rollups.TASK_LATENCY.values())
+        for table in (*rollups.DAILY.values(), *narrow):
             conn.execute(f"delete from {table}")
         rollups.fill_daily(conn)
         rollups.fill_tasks(conn)
         rollups.fill_keys(conn)
+        rollups.fill_task_latency(conn)
         ((counted,),) = conn.execute("select sum(calls) from rollup_tasks_daily").fetchall()
         assert counted == block + copied, (counted, block + copied)
         for table in hourly:

@@ -436,3 +436,12 @@ def _key_rollups(db: Database) -> None:
     read a few rows an hour instead of the wide tables'; filled from them."""
     rollups.create_keys(db.conn)
     rollups.fill_keys(db.conn)
+
+
+@migration("0017_task_latency")
+def _task_latency(db: Database) -> None:
+    """Per-task twins of the hourly and daily latency buckets (hour x task x ``served_by`` x
+    bucket, ``storage/rollups.py``): the latency percentiles read them instead of the wide
+    tables' rows per endpoint family; filled from them."""
+    rollups.create_task_latency(db.conn)
+    rollups.fill_task_latency(db.conn)

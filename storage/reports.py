@@ -5,7 +5,8 @@ Every function here but the token-ratio ones reads the rollups the log writer ke
 size. A window ``[since, until)`` counts whole minutes when it starts in the last three days
 (the span the per-minute sums are kept), else whole hours: from the start of the minute (or
 hour) holding ``since`` to the end of the one holding the last instant before ``until``. Live
-agreement and latency always count whole hours. Relayed calls
+agreement and latency always count whole hours (latency whole UTC days in a window of a
+week or more). Relayed calls
 (``served_by = 'passthrough'``: embeddings, files, ...) have their own sums
 (:func:`passthrough_by_endpoint`) and stay out of the tasks' (coverage, savings, latency).
 No pricing logic here.
@@ -33,6 +34,8 @@ from understudy.storage.rollups import (
     REQUEST_KEYS,
     REQUEST_SUMS,
     TASK_KEYS,
+    TASK_LATENCY,
+    TASK_LATENCY_KEYS,
     TASKS,
     bucket_bounds,
 )
@@ -51,6 +54,7 @@ _NOT_RELAYED = "served_by != 'passthrough'"
 _TWINS = {
     "rollup_requests": (DAILY["rollup_requests"], MINUTES["rollup_requests"]),
     "rollup_latency": (DAILY["rollup_latency"], None),
+    TASK_LATENCY["rollup_latency"]: (TASK_LATENCY[DAILY["rollup_latency"]], None),
     TASKS["rollup_requests"]: (TASKS[DAILY["rollup_requests"]], MINUTES["rollup_requests"]),
     KEYS["rollup_requests"]: (KEYS[DAILY["rollup_requests"]], MINUTES["rollup_requests"]),
 }
@@ -59,6 +63,12 @@ _TASKS = TASKS["rollup_requests"]
 _KEYS = KEYS["rollup_requests"]
 _REQUEST_TABLES = {"rollup_requests": REQUEST_KEYS, _TASKS: TASK_KEYS, _KEYS: KEY_KEYS}
 """The request tables a window reads and their keys."""
+_LATENCY = TASK_LATENCY["rollup_latency"]
+_LATENCY_TABLES = {"rollup_latency": LATENCY_KEYS, _LATENCY: TASK_LATENCY_KEYS}
+"""The latency tables a window reads and their keys."""
+LATENCY_DAYS_FROM_S = 7 * DAY_HOURS * HOUR_S
+"""Latency percentiles of a window this long or longer count the whole UTC days it touches
+(the daily buckets alone), not its hours at the ends."""
 
 _SUMS = """
     sum(case when served_by != 'shadow' then calls else 0 end) as requests,
@@ -162,7 +172,7 @@ def _arm(table: str, source: str) -> str:
                 " and minute >= ? and minute < ?"
             )
         return f"select {columns}, hour * 60 as minute from {source} where hour >= ? and hour < ?"
-    columns = ", ".join((*LATENCY_KEYS, "n"))
+    columns = ", ".join((*_LATENCY_TABLES[table], "n"))
     return f"select {columns} from {source} where hour >= ? and hour < ?"
 
 
@@ -277,8 +287,13 @@ def latency_summary(
     db: Database, since: float, until: float, percents: Iterable[int] = (50, 95)
 ) -> list[dict[str, Any]]:
     """Per task and ``served_by`` (student or teacher answers that completed): how many, and
-    each percentile (``p50``, ``p95``, ...) read from the latency buckets (within 10 %)."""
-    src, params = window("rollup_latency", since, until)
+    each percentile (``p50``, ``p95``, ...) read from the latency buckets (within 10 %). A
+    window of :data:`LATENCY_DAYS_FROM_S` or more counts the whole UTC days it touches, read
+    from the daily buckets only (a 30-day window: 31 rows per bucket, not 29 and 48 hours)."""
+    if until - since >= LATENCY_DAYS_FROM_S:
+        day = DAY_HOURS * HOUR_S
+        since, until = since // day * day, -(-until // day) * day
+    src, params = window(_LATENCY, since, until)
     rows = db.query(
         f"select task, served_by, bucket, sum(n) as n from {src}"
         " where served_by not in ('shadow', 'passthrough')"

@@ -20,6 +20,9 @@ task x ``served_by`` only: what the headline, the per-task and per-day figures a
 dashboard's charts read, a few times fewer rows than the wide table (one per key and model
 and endpoint). ``rollup_keys`` and ``rollup_keys_daily`` hold them per hour (or day) x gateway
 key id x endpoint family x ``served_by``: the per-key figures and the relayed calls.
+``rollup_task_latency`` and ``rollup_task_latency_daily`` hold ``rollup_latency``'s buckets per
+hour (or day) x task x ``served_by`` only: what the latency percentiles read (the endpoint
+family kept apart in the wide table more than doubles the rows they would read).
 ``rollup_requests_minute`` holds the request sums per minute for the last
 :data:`MINUTES_KEPT_S` only (older minutes are deleted as the log writes): a recent window
 is counted to the minute at its ends, and charts of a short window have a point a minute.
@@ -151,6 +154,12 @@ KEYS = {"rollup_requests": "rollup_keys", "rollup_requests_daily": "rollup_keys_
 KEY_KEYS = ("hour", "api_key_id", "endpoint", "served_by")
 NARROW = ((TASKS, TASK_KEYS), (KEYS, KEY_KEYS))
 """The narrow twins of the wide request tables and their keys."""
+TASK_LATENCY = {
+    "rollup_latency": "rollup_task_latency",
+    "rollup_latency_daily": "rollup_task_latency_daily",
+}
+"""Each wide latency table and its narrow per-task twin."""
+TASK_LATENCY_KEYS = ("hour", "task", "served_by", "bucket")
 
 
 def _narrow_ddl(table: str, keys: tuple[str, ...]) -> str:
@@ -165,6 +174,15 @@ def _narrow_ddl(table: str, keys: tuple[str, ...]) -> str:
 
 TASKS_DDL = tuple(_narrow_ddl(table, TASK_KEYS) for table in TASKS.values())
 KEYS_DDL = tuple(_narrow_ddl(table, KEY_KEYS) for table in KEYS.values())
+TASK_LATENCY_DDL = tuple(
+    DDL[2]
+    .replace("rollup_latency (", f"{table} (", 1)
+    .replace("        endpoint text not null,\n", "", 1)
+    .replace(
+        f"primary key ({', '.join(LATENCY_KEYS)})", f"primary key ({', '.join(TASK_LATENCY_KEYS)})"
+    )
+    for table in TASK_LATENCY.values()
+)
 TABLES = (
     "rollup_requests",
     "rollup_latency",
@@ -173,6 +191,7 @@ TABLES = (
     *MINUTES.values(),
     *TASKS.values(),
     *KEYS.values(),
+    *TASK_LATENCY.values(),
 )
 """Every rollup table."""
 
@@ -225,6 +244,13 @@ def create_tasks(conn: Any) -> None:
 def create_keys(conn: Any) -> None:
     """Create the per-key tables (the migration calls this, then :func:`fill_keys`)."""
     for statement in KEYS_DDL:
+        conn.execute(statement)
+
+
+def create_task_latency(conn: Any) -> None:
+    """Create the per-task latency tables (the migration calls this, then
+    :func:`fill_task_latency`)."""
+    for statement in TASK_LATENCY_DDL:
         conn.execute(statement)
 
 
@@ -282,8 +308,9 @@ def add_requests(
     now: float | None = None,
 ) -> None:
     """Add request rows (already stored) to ``rollup_requests`` and ``rollup_latency``, to
-    their daily twins, to the per-minute table and to the per-task and per-key tables (unless
-    ``daily``, ``minutes`` or ``narrow`` is off: before the migrations that made them).
+    their daily twins, to the per-minute table and to the per-task, per-key and per-task
+    latency tables (unless ``daily``, ``minutes`` or ``narrow`` is off: before the migrations
+    that made them).
     Per-minute sums are kept for :data:`MINUTES_KEPT_S` before ``now``; older ones are not
     written, and deleted."""
     by_minute: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -302,6 +329,9 @@ def add_requests(
             fewer = _folded(sums, itemgetter(*(REQUEST_KEYS.index(k) for k in keys)))
             _upsert(conn, twins["rollup_requests"], keys, fewer)
             _upsert(conn, twins["rollup_requests_daily"], keys, _by_day(fewer))
+        by_task = _folded(hist, itemgetter(*(LATENCY_KEYS.index(k) for k in TASK_LATENCY_KEYS)))
+        _upsert(conn, TASK_LATENCY["rollup_latency"], TASK_LATENCY_KEYS, by_task)
+        _upsert(conn, TASK_LATENCY["rollup_latency_daily"], TASK_LATENCY_KEYS, _by_day(by_task))
     if minutes:
         add_minutes(conn, by_minute, time.time() if now is None else now)
 
@@ -371,6 +401,15 @@ def _fill_narrow(conn: Any, twins: dict[str, str], key_columns: tuple[str, ...])
         conn.execute(
             f"insert into {narrow} ({columns}) select {keys}, {sums}, min(first_at),"
             f" max(last_at) from {wide} group by {keys}"
+        )
+
+
+def fill_task_latency(conn: Any) -> None:
+    """Fill the (empty) per-task latency tables from the wide hourly and daily ones, in SQL."""
+    keys = ", ".join(TASK_LATENCY_KEYS)
+    for wide, narrow in TASK_LATENCY.items():
+        conn.execute(
+            f"insert into {narrow} ({keys}, n) select {keys}, sum(n) from {wide} group by {keys}"
         )
 
 

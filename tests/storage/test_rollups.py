@@ -27,6 +27,8 @@ from understudy.storage.retention import prune
 from understudy.storage.rollups import (
     NARROW,
     REQUEST_SUMS,
+    TASK_LATENCY,
+    TASK_LATENCY_KEYS,
     bucket_bounds,
     latency_bucket,
 )
@@ -354,6 +356,20 @@ def test_latency_percentiles_come_from_buckets_within_ten_percent(logged, since,
     assert checked
 
 
+def test_a_long_windows_percentiles_count_the_whole_utc_days_it_touches(logged):
+    """A week or more: the daily buckets alone, the window widened to whole UTC days (here a
+    week ending at 05:00 on the workload's second day also counts that day's later hours)."""
+    db = open_database(logged)
+    since, until = T0 + 5 * HOUR - 7 * 86400, T0 + 5 * HOUR
+    counts: dict[tuple[str, str], int] = {}
+    for r in old_latencies(db, T0 - 6 * 86400, T0 + 86400):  # the days it touches
+        counts[(r["task"], r["served_by"])] = counts.get((r["task"], r["served_by"]), 0) + 1
+    in_window = len(old_latencies(db, since, until))
+    summary = reports.latency_summary(db, since, until)
+    assert {(r["task"], r["served_by"]): r["n"] for r in summary} == counts
+    assert sum(counts.values()) > in_window > 0
+
+
 def test_rollups_outlive_the_rows_retention_prunes(logged, tmp_path):
     path = tmp_path / "pruned.db"
     src = sqlite3.connect(logged)
@@ -476,16 +492,22 @@ def test_the_reports_read_the_same_on_both_engines(address, logged):
     assert got["totals"]["requests"] > 1000
 
 
+_ALL_NARROW = (*NARROW, (TASK_LATENCY, TASK_LATENCY_KEYS))
+"""Every narrow twin of a wide rollup table and its keys."""
+
+
 def _per_task(db: Any) -> dict[str, list[dict[str, Any]]]:
-    """Each narrow table (per task, per key), and its wide twin summed by the narrow keys."""
+    """Each narrow table (per task, per key, per task's latency buckets), and its wide twin
+    summed by the narrow keys."""
     columns = [*REQUEST_SUMS, "first_at", "last_at"]
-    sums = ", ".join(
+    request_sums = ", ".join(
         f"{'min' if c == 'first_at' else 'max' if c == 'last_at' else 'sum'}({c}) as {c}"
         for c in columns
     )
     out = {}
-    for twins, key_columns in NARROW:
+    for twins, key_columns in _ALL_NARROW:
         keys = ", ".join(key_columns)
+        sums = "sum(n) as n" if twins is TASK_LATENCY else request_sums
         for wide, narrow in twins.items():
             for table, name in ((narrow, narrow), (wide, f"{wide} by {keys}")):
                 out[name] = list(
@@ -496,7 +518,7 @@ def _per_task(db: Any) -> dict[str, list[dict[str, Any]]]:
 
 def assert_per_task_sums_the_wide(db: Any) -> None:
     tables = _per_task(db)
-    for twins, key_columns in NARROW:
+    for twins, key_columns in _ALL_NARROW:
         for wide, narrow in twins.items():
             assert len(tables[narrow]) > 10
             same(tables[narrow], tables[f"{wide} by {', '.join(key_columns)}"])
@@ -529,7 +551,9 @@ def test_the_migration_fills_the_per_task_rollups_from_the_wide_ones(tmp_path, m
     db["student_attempts"].insert_all(attempts)
     db.conn.close()
     monkeypatch.undo()
-    assert {"0014_task_rollups", "0014_key_rollups"} <= set(Store(path).migrate())
+    assert {"0014_task_rollups", "0014_key_rollups", "0017_task_latency"} <= set(
+        Store(path).migrate()
+    )
     db = open_database(path)
     assert_per_task_sums_the_wide(db)
     window = (T0 - 16 * HOUR, T0 + 24 * HOUR)
