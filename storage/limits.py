@@ -87,7 +87,7 @@ def hold_budget(
     with exclusive(db, f"understudy-budget:{key}"):
         _settle(db, used or [])
         # One statement, one snapshot: a row logged meanwhile is in the sums or still held.
-        used, usd, held = db.execute(
+        spent, usd, held = db.execute(
             "select u.tokens, u.usd, h.held from"
             " (select sum(total_tokens) as tokens, sum(teacher_cost_usd) as usd"
             f" from {src} where api_key_id = ?) as u,"
@@ -96,9 +96,8 @@ def hold_budget(
             " and not exists (select 1 from requests q where q.id = b.id)) as h",
             [*params, key, key, now],
         ).fetchone()
-        used, usd = int(used or 0), float(usd or 0.0)
-        held = int(held)
-        admitted = (not monthly_tokens or used + held < monthly_tokens) and (
+        spent, usd, held = int(spent or 0), float(usd or 0.0), int(held)
+        admitted = (not monthly_tokens or spent + held < monthly_tokens) and (
             not monthly_usd or usd < monthly_usd
         )
         if admitted and tokens > 0:
@@ -108,7 +107,7 @@ def hold_budget(
                 " tokens = excluded.tokens, expires_at = excluded.expires_at",
                 [request_id, key, tokens, owner, expires_at],
             )
-    return Budget(used, usd, held, admitted)
+    return Budget(spent, usd, held, admitted)
 
 
 def _settle(db: Database, used: list[tuple[str, int]]) -> None:
