@@ -4,8 +4,14 @@ The 3,080 test queries stream through a real gateway process in a fixed shuffled
 order per seed); a replay teacher answers with GPT-4's recorded labels (``gpt-label``); the
 gateway starts with no student; every K teacher-labelled requests (deferrals and shadow checks)
 a distillation run trains a tiny student on the log, and promotes it through the gates; the
-router serves the answers it is sure of at the quality target. With ``--history N`` the first N
-train queries (gold labels standing in for a teacher) are logged before the stream starts.
+router serves the answers it is sure of at the quality target. With ``--history N``, N queries
+are logged before the stream starts: from the train split with their gold labels standing in
+for a teacher (``--history-from train``, the default), or from the test queries the stream does
+not hold, answered by the same teacher column (``--history-from test``), as a deployment's log
+holds its own teacher's answers. The gold history is a teacher whose past answers differ from
+its live ones: with ``gpt35-label_rep`` and ``gpt4-label_nonrep`` (0.75 and 0.74 against gold)
+a student trained on it learns gold's mapping, and its confidence does not show where the
+live teacher disagrees.
 
 Each run is ``understudy demo``'s loop (``gateway.demo.run.run_demo``) at the benchmark's size;
 its progress goes to stderr, the tables to stdout, the figures to ``bench/results/replay.json``
@@ -36,7 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._banking77 import RESULTS, label_names, machine, read_csv, write_json
-from understudy.demo.banking77 import Banking77, Query
+from understudy.demo.banking77 import Banking77, Query, sample
 from understudy.demo.cli import stop_on_sigterm
 from understudy.demo.config import DemoOptions
 from understudy.demo.report import Summary
@@ -68,7 +74,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help="live teacher answers before the first run, held out by it (default: K)",
     )
-    p.add_argument("--history", type=int, default=0, help="train queries logged first (9002: all)")
+    p.add_argument("--history", type=int, default=0, help="queries logged first (9002: all)")
+    p.add_argument(
+        "--history-from",
+        choices=["train", "test"],
+        default="train",
+        help="train: train queries with gold labels; test: the test queries outside the stream, "
+        "answered by the teacher (3080 - --limit of them)",
+    )
     p.add_argument("--limit", type=int, help="stream only the first N queries of each order")
     p.add_argument("--epochs", type=float, default=6.0, help="training epochs per run")
     p.add_argument(
@@ -134,7 +147,7 @@ def options_for(args: argparse.Namespace, seed: int, target: float, data_dir: Pa
         shadow_rate=args.shadow_rate,
         epochs=args.epochs,
         warm_start_epochs=args.warm_start_epochs,
-        data=bench_data(args.teacher),
+        data=bench_data(args.teacher, args.history_from, seed, args.limit),
         extra={
             "distiller.gates": {}
             if args.min_agreement is None
@@ -163,14 +176,24 @@ def held_out(choice: str) -> dict[str, object]:
     }
 
 
-def bench_data(teacher: str) -> Banking77:
-    """Banking77 from ``bench/data`` with ``teacher``'s answers on the test split."""
+def bench_data(
+    teacher: str, history_from: str = "train", seed: int = 0, limit: int | None = None
+) -> Banking77:
+    """Banking77 from ``bench/data`` with ``teacher``'s answers on the test split. The history
+    (``train`` of the result) is the train split with gold labels, or (``history_from ==
+    "test"``) the test queries outside the stream of ``seed``, with ``teacher``'s answers."""
     names = label_names()
-    train = [Query(r["text"], names[r["label"]], names[r["label"]]) for r in read_csv("train.csv")]
     test = [
         Query(r["text"], names[r["label"]], names.get(r[teacher], "unknown"))
         for r in read_csv("test.csv")
     ]
+    if history_from == "test":
+        streamed = {q.text for q in sample(test, limit, seed + 1)}  # run_demo's live queries
+        train = [q for q in test if q.text not in streamed]
+    else:
+        train = [
+            Query(r["text"], names[r["label"]], names[r["label"]]) for r in read_csv("train.csv")
+        ]
     return Banking77(train=train, test=test, intents=sorted(set(names.values())))
 
 
@@ -225,6 +248,7 @@ def run_all(args: argparse.Namespace, started: float) -> list[dict[str, Any]]:
             runs.append(
                 {
                     "history": args.history,
+                    "history_from": args.history_from,
                     "teacher": args.teacher,
                     "seed": seed,
                     "target": target,
@@ -242,7 +266,11 @@ def combined(paths: list[Path]) -> list[dict[str, Any]]:
         data = json.loads(path.read_text())
         history = int(data["config"]["history"])
         teacher = data["config"].get("teacher", "gpt-label")
-        runs += [{"history": history, "teacher": teacher, **r} for r in data["runs"]]
+        source = data["config"].get("history_from", "train")
+        runs += [
+            {"history": history, "history_from": source, "teacher": teacher, **r}
+            for r in data["runs"]
+        ]
     runs.sort(key=lambda r: (r["history"], r["target"], str(r["seed"])))
     return runs
 
@@ -283,6 +311,7 @@ def averaged(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         group = [r for r in runs if group_key(r) == (history, teacher, target)]
         row: dict[str, Any] = {
             "history": history,
+            "history_from": group[0].get("history_from", "train"),
             "teacher": teacher,
             "seed": "mean",
             "target": target,
@@ -307,8 +336,10 @@ def averaged(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def variant(history: int) -> str:
-    return f"{history:,} history" if history else "cold"
+def variant(history: int, history_from: str = "train") -> str:
+    if not history:
+        return "cold"
+    return f"{history:,} history ({'gold' if history_from == 'train' else 'teacher'})"
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -324,7 +355,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         sa = r["student_agreement"]
         misses = r["misses"] if "misses" in r else int(bool(r.get("miss")))
         print(
-            f"| {variant(r.get('history', 0))} | {r.get('teacher', 'gpt-label')} "
+            f"| {variant(r.get('history', 0), r.get('history_from', 'train'))} "
+            f"| {r.get('teacher', 'gpt-label')} "
             f"| {r['seed']} | {r['target']:g} "
             f"| {r['requests']:.0f} | {r['teacher_calls']:.0f} "
             f"| {r['saved']:.1%} | {r['student_served']:.0f} | {r['accuracy']:.4f} "
@@ -346,16 +378,31 @@ def plot(runs: list[dict[str, Any]], means: list[dict[str, Any]], path: Path) ->
         print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for n, history in enumerate(dict.fromkeys(r.get("history", 0) for r in means)):
+
+    def key(r: dict[str, Any]) -> tuple[int, str]:
+        return (r.get("history", 0), r.get("history_from", "train"))
+
+    for n, (history, source) in enumerate(dict.fromkeys(key(r) for r in means)):
         color = f"C{n}"
-        rows = [r for r in means if r.get("history", 0) == history]
-        rows.sort(key=lambda r: r["saved"])
-        label = f"{history:,} train queries logged first" if history else "cold stream"
-        xs = [r["saved"] * 100 for r in rows]
-        ax.plot(xs, [r["accuracy"] for r in rows], "o-", color=color, label=label)
-        for r in rows:
-            ax.annotate(f"q={r['target']:g}", (r["saved"] * 100, r["accuracy"]), fontsize=8)
-        single = [r for r in runs if r.get("history", 0) == history]
+        rows = [r for r in means if key(r) == (history, source)]
+        rows.sort(key=lambda r: (r.get("teacher", ""), r["saved"]))
+        # one line per teacher through its quality targets; each teacher's mean annotated
+        for teacher in dict.fromkeys(r.get("teacher", "gpt-label") for r in rows):
+            line = [r for r in rows if r.get("teacher", "gpt-label") == teacher]
+            ax.plot(
+                [r["saved"] * 100 for r in line],
+                [r["accuracy"] for r in line],
+                "o-",
+                color=color,
+                label=variant(history, source) if teacher == rows[0].get("teacher") else None,
+            )
+            for r in line:
+                ax.annotate(
+                    f"{teacher.split('-')[0]} q={r['target']:g}",
+                    (r["saved"] * 100, r["accuracy"]),
+                    fontsize=7,
+                )
+        single = [r for r in runs if key(r) == (history, source)]
         ax.plot(
             [r["saved"] * 100 for r in single],
             [r["accuracy"] for r in single],
@@ -382,8 +429,8 @@ def plot(runs: list[dict[str, Any]], means: list[dict[str, Any]], path: Path) ->
     ax.set_xlabel("teacher calls saved (%)")
     ax.set_ylabel("accuracy of what users received vs gold")
     ax.set_xlim(-2, 100)
-    ax.set_title("Banking77, OCaTS online protocol: tiny from-scratch student")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title("Banking77, OCaTS online protocol")
+    ax.legend(fontsize=7, loc="upper right")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -395,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if min(args.k, args.limit or 1, 1 if args.warmup is None else args.warmup) < 1:
         print("--k, --limit and --warmup must be >= 1", file=sys.stderr)
+        return 2
+    if args.history_from == "test" and args.history > 3080 - (args.limit or 3080):
+        print("--history-from test holds at most 3080 - --limit queries", file=sys.stderr)
         return 2
     started = time.perf_counter()
     if args.combine:
