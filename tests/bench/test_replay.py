@@ -118,7 +118,7 @@ def test_results_of_separate_runs_combine_into_one_table_and_plot(tmp_path, caps
     assert means[0]["saved"] == pytest.approx(0.1)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = capsys.readouterr().out
-    assert "| 9,002 history | gpt-label | mean | 0.8 |" in table
+    assert "| 9,002 history (gold) | gpt-label | mean | 0.8 |" in table
     assert "| cold | gpt-label | 0 | 0.8 |" in table
 
 
@@ -144,3 +144,19 @@ def test_every_teacher_column_is_read_with_its_own_answers():
     agree = [sum(q.teacher == q.gold for q in d.test) / 3080 for d in columns]
     assert agree[0] == pytest.approx(0.8305, abs=1e-4)
     assert len(set(agree)) == 3
+
+
+def test_a_history_from_the_test_split_is_the_teachers_answers_to_queries_off_the_stream():
+    from bench.replay import bench_data
+    from understudy.demo.banking77 import sample
+
+    data = bench_data("gpt35-label_rep", "test", seed=1, limit=1000)
+    live = sample(data.test, 1000, 1 + 1)  # what run_demo streams for seed 1
+    assert len(data.train) == 3080 - 1000
+    assert not {q.text for q in data.train} & {q.text for q in live}
+    assert {q.text for q in data.train} | {q.text for q in live} == {q.text for q in data.test}
+    assert all(q in data.test for q in data.train)  # the same teacher's answers
+    assert sum(q.teacher != q.gold for q in data.train) > 0.15 * len(data.train)
+    gold = bench_data("gpt35-label_rep", "train", seed=1, limit=1000)
+    assert len(gold.train) == 9002 and all(q.teacher == q.gold for q in gold.train)
+    assert main(["--history-from", "test", "--history", "2081", "--limit", "1000"]) == 2
