@@ -441,7 +441,8 @@ def _key_rollups(db: Database) -> None:
 @migration("0017_task_latency")
 def _task_latency(db: Database) -> None:
     """Per-task twins of the hourly and daily latency buckets (hour x task x ``served_by`` x
-    bucket, ``storage/rollups.py``): the latency percentiles read them instead of the wide
-    tables' rows per endpoint family; filled from them."""
+    bucket, the tasks' answers only, ``storage/rollups.py``): the latency percentiles read
+    them, through an index that covers them, instead of the wide tables' rows per endpoint
+    family and of shadow checks and relayed calls; filled from them."""
     rollups.create_task_latency(db.conn)
     rollups.fill_task_latency(db.conn)

@@ -148,7 +148,8 @@ def window(
         day1 = end // DAY_HOURS * DAY_HOURS  # the end of the last whole day
         if daily and twin is not None and day0 < day1:
             arms.append((_arm(table, twin), [day0, day1]))
-            arms += [(_arm(table, table), [first, day0]), (_arm(table, table), [day1, end])]
+            ends = ([first, day0], [day1, end])
+            arms += [(_arm(table, table), span) for span in ends if span[0] < span[1]]
         else:
             arms.append((_arm(table, table), [first, end]))
     sql = " union all ".join(arm for arm, _ in arms)

@@ -21,8 +21,9 @@ dashboard's charts read, a few times fewer rows than the wide table (one per key
 and endpoint). ``rollup_keys`` and ``rollup_keys_daily`` hold them per hour (or day) x gateway
 key id x endpoint family x ``served_by``: the per-key figures and the relayed calls.
 ``rollup_task_latency`` and ``rollup_task_latency_daily`` hold ``rollup_latency``'s buckets per
-hour (or day) x task x ``served_by`` only: what the latency percentiles read (the endpoint
-family kept apart in the wide table more than doubles the rows they would read).
+hour (or day) x task x ``served_by`` of the tasks' answers only (student or teacher; shadow
+checks and relayed calls, which no percentile reads, left out), with an index that covers
+them: what the latency percentiles read.
 ``rollup_requests_minute`` holds the request sums per minute for the last
 :data:`MINUTES_KEPT_S` only (older minutes are deleted as the log writes): a recent window
 is counted to the minute at its ends, and charts of a short window have a point a minute.
@@ -160,6 +161,8 @@ TASK_LATENCY = {
 }
 """Each wide latency table and its narrow per-task twin."""
 TASK_LATENCY_KEYS = ("hour", "task", "served_by", "bucket")
+LATENCY_LEFT_OUT = ("shadow", "passthrough")
+"""The ``served_by`` values the per-task latency tables leave out: no percentile reads them."""
 
 
 def _narrow_ddl(table: str, keys: tuple[str, ...]) -> str:
@@ -181,6 +184,9 @@ TASK_LATENCY_DDL = tuple(
     .replace(
         f"primary key ({', '.join(LATENCY_KEYS)})", f"primary key ({', '.join(TASK_LATENCY_KEYS)})"
     )
+    for table in TASK_LATENCY.values()
+) + tuple(  # the percentiles' reads never look up the table's rows
+    f"create index {table}_read on {table} ({', '.join(TASK_LATENCY_KEYS)}, n)"
     for table in TASK_LATENCY.values()
 )
 TABLES = (
@@ -329,7 +335,8 @@ def add_requests(
             fewer = _folded(sums, itemgetter(*(REQUEST_KEYS.index(k) for k in keys)))
             _upsert(conn, twins["rollup_requests"], keys, fewer)
             _upsert(conn, twins["rollup_requests_daily"], keys, _by_day(fewer))
-        by_task = _folded(hist, itemgetter(*(LATENCY_KEYS.index(k) for k in TASK_LATENCY_KEYS)))
+        answers = {k: v for k, v in hist.items() if k[3] not in LATENCY_LEFT_OUT}
+        by_task = _folded(answers, itemgetter(*(LATENCY_KEYS.index(k) for k in TASK_LATENCY_KEYS)))
         _upsert(conn, TASK_LATENCY["rollup_latency"], TASK_LATENCY_KEYS, by_task)
         _upsert(conn, TASK_LATENCY["rollup_latency_daily"], TASK_LATENCY_KEYS, _by_day(by_task))
     if minutes:
@@ -405,11 +412,15 @@ def _fill_narrow(conn: Any, twins: dict[str, str], key_columns: tuple[str, ...])
 
 
 def fill_task_latency(conn: Any) -> None:
-    """Fill the (empty) per-task latency tables from the wide hourly and daily ones, in SQL."""
+    """Fill the (empty) per-task latency tables from the wide hourly and daily ones (the
+    tasks' answers), in SQL."""
     keys = ", ".join(TASK_LATENCY_KEYS)
+    marks = ", ".join("?" for _ in LATENCY_LEFT_OUT)
     for wide, narrow in TASK_LATENCY.items():
         conn.execute(
-            f"insert into {narrow} ({keys}, n) select {keys}, sum(n) from {wide} group by {keys}"
+            f"insert into {narrow} ({keys}, n) select {keys}, sum(n) from {wide}"
+            f" where served_by not in ({marks}) group by {keys}",
+            list(LATENCY_LEFT_OUT),
         )
 
 

@@ -498,7 +498,7 @@ _ALL_NARROW = (*NARROW, (TASK_LATENCY, TASK_LATENCY_KEYS))
 
 def _per_task(db: Any) -> dict[str, list[dict[str, Any]]]:
     """Each narrow table (per task, per key, per task's latency buckets), and its wide twin
-    summed by the narrow keys."""
+    summed by the narrow keys (the latency buckets: of the tasks' answers)."""
     columns = [*REQUEST_SUMS, "first_at", "last_at"]
     request_sums = ", ".join(
         f"{'min' if c == 'first_at' else 'max' if c == 'last_at' else 'sum'}({c}) as {c}"
@@ -507,11 +507,19 @@ def _per_task(db: Any) -> dict[str, list[dict[str, Any]]]:
     out = {}
     for twins, key_columns in _ALL_NARROW:
         keys = ", ".join(key_columns)
-        sums = "sum(n) as n" if twins is TASK_LATENCY else request_sums
+        latency = twins is TASK_LATENCY
+        sums = "sum(n) as n" if latency else request_sums
+        answers = "served_by not in ('shadow', 'passthrough')" if latency else "true"
         for wide, narrow in twins.items():
-            for table, name in ((narrow, narrow), (wide, f"{wide} by {keys}")):
+            for table, name, where in (
+                (narrow, narrow, "true"),
+                (wide, f"{wide} by {keys}", answers),
+            ):
                 out[name] = list(
-                    db.query(f"select {keys}, {sums} from {table} group by {keys} order by {keys}")
+                    db.query(
+                        f"select {keys}, {sums} from {table} where {where}"
+                        f" group by {keys} order by {keys}"
+                    )
                 )
     return out
 
