@@ -51,7 +51,9 @@ from tests.gateway_process import ROOT, GatewayProcess
 KEY = "gw-key-replicas"
 AUTH = {"authorization": f"Bearer {KEY}"}
 COMMIT_INTERVAL_MS = 50
-SCHEDULING_SLACK_S = 0.25  # the writer shares two busy cores with both gateways and the load
+# The writer shares two busy cores with both gateways, PostgreSQL and the load (and, in CI, with a
+# second test process): at 0.25 s one row of 455 was lost once at a load average of 10.
+SCHEDULING_SLACK_S = 1.0
 
 
 def _replicas(stub, tmp_path, url: str, config: str) -> tuple[GatewayProcess, GatewayProcess]:
@@ -145,6 +147,8 @@ def test_kill_9_of_one_replica_loses_no_acknowledged_row(stub, teacher, postgres
         horizon = killed_at - COMMIT_INTERVAL_MS / 1000 - SCHEDULING_SLACK_S
         must_have = {rid for at, rid in acked_a if at < horizon} | {rid for _, rid in acked_b}
         missing = must_have - set(logged)
+        lost_by_b = missing & {rid for _, rid in acked_b}
+        assert not lost_by_b, f"the surviving replica lost {len(lost_by_b)} acknowledged requests"
         assert not missing, f"{len(missing)} of {len(must_have)} acknowledged requests were lost"
     finally:
         a.stop()
