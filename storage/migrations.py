@@ -446,3 +446,13 @@ def _task_latency(db: Database) -> None:
     family and of shadow checks and relayed calls; filled from them."""
     rollups.create_task_latency(db.conn)
     rollups.fill_task_latency(db.conn)
+
+
+@migration("0018_token_pairs")
+def _token_pairs(db: Database) -> None:
+    """What the cost book learns, per hour x task (``storage/rollups.py``): the teacher answers'
+    token sums and the (student attempt, teacher answer) token pairs, and each task's latest
+    teacher model: its refresh reads these instead of joining 30 days of ``requests`` with the
+    attempts; filled from the whole log."""
+    rollups.create_token_pairs(db.conn)
+    rollups.fill_token_pairs(db.conn)

@@ -38,6 +38,7 @@ from understudy.storage.rollups import (
     TASK_LATENCY_KEYS,
     TASKS,
     bucket_bounds,
+    hour_of,
 )
 
 GROUPS = {
@@ -376,55 +377,45 @@ def _merged(keyed: Iterable[tuple[Any, dict[str, Any]]]) -> list[dict[str, Any]]
 
 
 def token_ratio_sums(db: Database, since: float) -> dict[str, dict[str, Any]]:
-    """Per task, token sums of (student attempt, teacher answer) pairs of the same request:
-    deferrals and shadow-mode attempts (the teacher served the request itself) and sampled
-    shadow calls (a ``shadow`` row naming the student-served request)."""
-    pairs = """
-        select a.task as task, a.prompt_tokens as sp, a.completion_tokens as sc,
-               r.prompt_tokens as tp, r.completion_tokens as tc
-        from student_attempts a join requests r on r.id = a.request_id
-        where a.created_at >= :since and r.served_by = 'teacher' and r.status = 'ok'
-        union all
-        select a.task, a.prompt_tokens, a.completion_tokens, s.prompt_tokens, s.completion_tokens
-        from requests s join student_attempts a
-             on a.request_id = substr(s.route_reason, 11) and a.kind = 'shadow'
-        where s.created_at >= :since and s.served_by = 'shadow' and s.status = 'ok'
-              and s.route_reason like 'shadow of %'
-    """
+    """Per task, token sums of (student attempt, teacher answer) pairs of the same request
+    since the hour holding ``since``: deferrals and shadow-mode attempts (the teacher served
+    the request itself) and sampled shadow calls (a ``shadow`` row naming the student-served
+    request); from ``rollup_token_pairs``, a row per hour and task."""
     rows = db.query(
-        f"select task, count(*) as pairs, sum(tp) as tp, sum(tc) as tc, sum(sp) as sp,"
-        f" sum(sc) as sc from ({pairs}) as pairs where tp is not null and sp is not null"
-        f" and tc is not null and sc is not null group by task",
-        {"since": since},
+        "select task, sum(pairs) as pairs, sum(tp) as tp, sum(tc) as tc, sum(sp) as sp,"
+        " sum(sc) as sc from rollup_token_pairs where hour >= ? group by task"
+        " having sum(pairs) > 0",
+        [hour_of(since)],
     )
-    return {r["task"]: r for r in rows}
+    return {r["task"]: {k: int(v) if k != "task" else v for k, v in r.items()} for r in rows}
 
 
 def teacher_token_means(db: Database, since: float) -> dict[str, dict[str, Any]]:
-    """Per task, the mean prompt and completion tokens of its teacher answers since ``since``
-    (served or shadow): what a student answer of the task is worth before its token ratio is
-    learned."""
+    """Per task, the mean prompt and completion tokens of its teacher answers since the hour
+    holding ``since`` (served or shadow, ``ok``, both counts known): what a student answer of
+    the task is worth before its token ratio is learned; from ``rollup_token_pairs``."""
     rows = db.query(
-        "select task, count(*) as answers, avg(prompt_tokens) as prompt,"
-        " avg(completion_tokens) as completion from requests"
-        " where created_at >= ? and served_by in ('teacher', 'shadow') and status = 'ok'"
-        " and prompt_tokens is not null and completion_tokens is not null group by task",
-        [since],
+        "select task, sum(answers) as answers, sum(answer_prompt) as prompt,"
+        " sum(answer_completion) as completion from rollup_token_pairs where hour >= ?"
+        " group by task having sum(answers) > 0",
+        [hour_of(since)],
     )
-    return {r["task"]: r for r in rows}
+    return {
+        r["task"]: {
+            "task": r["task"],
+            "answers": int(r["answers"]),
+            "prompt": int(r["prompt"]) / int(r["answers"]),
+            "completion": int(r["completion"]) / int(r["answers"]),
+        }
+        for r in rows
+    }
 
 
 def latest_teacher_models(db: Database, since: float) -> dict[str, str]:
-    """Per task, the teacher model named in its most recent teacher answer since ``since``."""
-    answers = "served_by in ('teacher', 'shadow') and teacher_model is not null"
-    rows = db.query(
-        "select r.task, r.teacher_model from requests r join (select task,"
-        f" max(created_at) as at from requests where created_at >= ? and {answers}"
-        f" group by task) as latest on r.task = latest.task and r.created_at = latest.at"
-        f" where r.{answers}",
-        [since],
-    )
-    return {r["task"]: r["teacher_model"] for r in rows}
+    """Per task, the teacher model named in its most recent teacher answer (served or shadow),
+    if that was at or after ``since``; from ``rollup_teacher_models``, a row per task."""
+    rows = db.query("select task, model from rollup_teacher_models where at >= ?", [since])
+    return {r["task"]: r["model"] for r in rows}
 
 
 def distill_run_counts(db: Database) -> list[dict[str, Any]]:

@@ -27,6 +27,9 @@ them: what the latency percentiles read.
 ``rollup_requests_minute`` holds the request sums per minute for the last
 :data:`MINUTES_KEPT_S` only (older minutes are deleted as the log writes): a recent window
 is counted to the minute at its ends, and charts of a short window have a point a minute.
+``rollup_token_pairs`` (per hour x task: teacher answers' tokens and (student attempt, teacher
+answer) token pairs) and ``rollup_teacher_models`` (per task, its latest teacher model) are what
+the gateway's cost book learns token ratios from (:func:`add_token_pairs`).
 
 Every report, the dashboard, ``understudy tasks``, the budgets and ``/metrics`` read these
 instead of ``requests``. Only the log writer adds to them (:func:`record`), counting each row
@@ -198,8 +201,39 @@ TABLES = (
     *TASKS.values(),
     *KEYS.values(),
     *TASK_LATENCY.values(),
+    "rollup_token_pairs",
+    "rollup_teacher_models",
 )
 """Every rollup table."""
+
+TOKEN_KEYS = ("hour", "task")
+TOKEN_SUMS = ("answers", "answer_prompt", "answer_completion", "pairs", "tp", "tc", "sp", "sc")
+TOKEN_DDL = (
+    """
+    create table rollup_token_pairs (
+        hour integer not null,
+        task text not null,
+        answers integer not null default 0,
+        answer_prompt bigint not null default 0,
+        answer_completion bigint not null default 0,
+        pairs integer not null default 0,
+        tp bigint not null default 0,
+        tc bigint not null default 0,
+        sp bigint not null default 0,
+        sc bigint not null default 0,
+        primary key (hour, task)
+    )
+    """,
+    """
+    create table rollup_teacher_models (
+        task text primary key,
+        model text not null,
+        at double precision not null
+    )
+    """,
+)
+"""What the cost book learns a task's token ratio and teacher model from (see
+:func:`add_token_pairs`)."""
 
 _REQUIRED = ("id", "created_at", "endpoint", "task", "task_source", "served_by", "status")
 _ATTEMPT_REQUIRED = ("request_id", "created_at", "task", "student_version", "kind")
@@ -290,18 +324,19 @@ def record(conn: Any, by_table: dict[str, list[dict[str, Any]]], unseen: set[str
     :func:`unseen_ids` taken before the insert: a request row counts when its id was not logged
     before and is now (the first of several rows with one id is the one stored)."""
     requests = by_table.get("requests") or []
+    fresh: list[dict[str, Any]] = []
     if requests and unseen:
         stored = set(unseen) - ids_absent(conn, list(unseen))
-        fresh: list[dict[str, Any]] = []
         for row in requests:
             rid = str(row.get("id"))
             if rid in stored:
                 stored.discard(rid)
                 fresh.append(row)
         add_requests(conn, fresh)
-    attempts = by_table.get("student_attempts") or []
+    attempts = [a for a in by_table.get("student_attempts") or [] if _present(a, _ATTEMPT_REQUIRED)]
     if attempts:
-        add_attempts(conn, [a for a in attempts if _present(a, _ATTEMPT_REQUIRED)])
+        add_attempts(conn, attempts)
+    add_token_pairs(conn, fresh, attempts)
 
 
 def add_requests(
@@ -512,6 +547,244 @@ def _number(value: Any) -> float | None:
     if isinstance(value, int | float) and math.isfinite(value):
         return value
     return None
+
+
+# -- what the cost book learns: teacher answers' tokens, token pairs, teacher models ---------
+
+TEACHER_ANSWERS = ("teacher", "shadow")
+SHADOW_OF = "shadow of "
+"""A sampled shadow call's ``route_reason``: this, then the student-served request's id."""
+_Pair = tuple[Any, Any, Any, Any, Any, Any]
+"""``(created_at, task, teacher prompt, teacher completion, student prompt, student
+completion)``: ``created_at`` is the attempt's, or the shadow call's for a shadow pair."""
+
+
+def create_token_pairs(conn: Any) -> None:
+    """Create the cost book's tables (the migration calls this, then :func:`fill_token_pairs`)."""
+    for statement in (*TOKEN_DDL, SHADOW_INDEX):
+        conn.execute(statement)
+
+
+def add_token_pairs(conn: Any, fresh: list[dict[str, Any]], attempts: list[dict[str, Any]]) -> None:
+    """Add what the cost book learns from the request rows just stored (``fresh``) and the
+    attempt rows just inserted, in the caller's transaction, to ``rollup_token_pairs`` (per hour
+    x task: the teacher answers, ``ok`` with both token counts, and their token sums; the
+    (student attempt, teacher answer) pairs of one request with all four token counts, and
+    their sums) and to ``rollup_teacher_models`` (per task, the teacher model of its latest
+    teacher answer, ``ok`` or not).
+
+    A pair is counted once, when the later of its two rows is stored: a teacher row
+    (``teacher``, ``ok``) with the attempts at its request stored before or in this batch, an
+    attempt with its request's teacher row stored before; a sampled shadow call (``shadow``,
+    ``ok``, ``route_reason`` ``shadow of <id>``) with the ``shadow`` attempts at ``<id>``
+    stored before or in this batch, a ``shadow`` attempt (which the gateway logs after its
+    call) with the calls naming its request stored before."""
+    sums: dict[tuple[Any, ...], dict[str, Any]] = {}
+    models: dict[str, tuple[float, str]] = {}
+    for row in fresh:
+        _add_answer(row, sums, models)
+    for pair in _new_pairs(conn, fresh, attempts):
+        _add_pair(pair, sums)
+    _upsert(conn, "rollup_token_pairs", TOKEN_KEYS, sums)
+    _upsert_models(conn, models)
+
+
+def _token_sums(
+    sums: dict[tuple[Any, ...], dict[str, Any]], at: float, task: Any
+) -> dict[str, Any]:
+    key = (hour_of(at), str(task))
+    acc = sums.get(key)
+    if acc is None:
+        acc = sums[key] = dict.fromkeys(TOKEN_SUMS, 0)
+    return acc
+
+
+def _add_answer(
+    row: dict[str, Any],
+    sums: dict[tuple[Any, ...], dict[str, Any]],
+    models: dict[str, tuple[float, str]],
+) -> None:
+    at = _number(row.get("created_at"))
+    if at is None or row.get("served_by") not in TEACHER_ANSWERS or row.get("task") is None:
+        return
+    task, model = str(row["task"]), row.get("teacher_model")
+    if model is not None and (task not in models or at >= models[task][0]):
+        models[task] = (at, str(model))
+    prompt, completion = _number(row.get("prompt_tokens")), _number(row.get("completion_tokens"))
+    if row.get("status") != "ok" or prompt is None or completion is None:
+        return
+    acc = _token_sums(sums, at, task)
+    acc["answers"] += 1
+    acc["answer_prompt"] += int(prompt)
+    acc["answer_completion"] += int(completion)
+
+
+def _add_pair(pair: _Pair, sums: dict[tuple[Any, ...], dict[str, Any]]) -> None:
+    at, task, *tokens = pair
+    counts = [_number(t) for t in tokens]
+    if _number(at) is None or task is None or any(c is None for c in counts):
+        return
+    acc = _token_sums(sums, at, task)
+    acc["pairs"] += 1
+    for column, count in zip(("tp", "tc", "sp", "sc"), counts, strict=True):
+        acc[column] += int(count or 0)
+
+
+def _new_pairs(
+    conn: Any, fresh: list[dict[str, Any]], attempts: list[dict[str, Any]]
+) -> list[_Pair]:
+    """The token pairs the rows just stored complete (see :func:`add_token_pairs`)."""
+    fresh_ids = {str(r["id"]) for r in fresh}
+    return [
+        *_teacher_pairs(conn, fresh, fresh_ids, attempts),
+        *_shadow_pairs(conn, fresh, fresh_ids, attempts),
+    ]
+
+
+_ATTEMPT_TOKENS = "select request_id, created_at, task, prompt_tokens, completion_tokens"
+
+
+def _teacher_pairs(
+    conn: Any, fresh: list[dict[str, Any]], fresh_ids: set[str], attempts: list[dict[str, Any]]
+) -> list[_Pair]:
+    """Attempts at requests the teacher served (deferrals, shadow mode)."""
+    pairs: list[_Pair] = []
+    teacher = {
+        str(r["id"]): r
+        for r in fresh
+        if r.get("served_by") == "teacher" and r.get("status") == "ok"
+    }
+    sql = f"{_ATTEMPT_TOKENS} from student_attempts where request_id"
+    for a in _rows_in(conn, sql, list(teacher)):
+        pairs.append(_pair(a["created_at"], a, teacher[str(a["request_id"])], a))
+    earlier = {str(a["request_id"]) for a in attempts} - fresh_ids
+    logged = _rows_in(
+        conn,
+        "select id, prompt_tokens, completion_tokens from requests"
+        " where served_by = 'teacher' and status = 'ok' and id",
+        sorted(earlier),
+    )
+    answers = {str(r["id"]): r for r in logged}
+    for a in attempts:
+        r = answers.get(str(a["request_id"]))
+        if r is not None:
+            pairs.append(_pair(a["created_at"], a, r, a))
+    return pairs
+
+
+def _shadow_pairs(
+    conn: Any, fresh: list[dict[str, Any]], fresh_ids: set[str], attempts: list[dict[str, Any]]
+) -> list[_Pair]:
+    """Sampled shadow calls and the ``shadow`` attempts at the requests they name."""
+    pairs: list[_Pair] = []
+    shadows: dict[str, list[dict[str, Any]]] = {}
+    for s in fresh:
+        reason = str(s.get("route_reason") or "")
+        if (
+            s.get("served_by") == "shadow"
+            and s.get("status") == "ok"
+            and reason.startswith(SHADOW_OF)
+        ):
+            shadows.setdefault(reason[len(SHADOW_OF) :], []).append(s)
+    sql = f"{_ATTEMPT_TOKENS} from student_attempts where kind = 'shadow' and request_id"
+    for a in _rows_in(conn, sql, list(shadows)):
+        for s in shadows[str(a["request_id"])]:
+            pairs.append(_pair(s["created_at"], a, s, a))
+    checked = [a for a in attempts if a["kind"] == "shadow"]
+    calls: dict[str, list[dict[str, Any]]] = {}
+    named = sorted({SHADOW_OF + str(a["request_id"]) for a in checked})
+    for s in _rows_in(conn, _SHADOW_CALLS, named):  # by the index requests_shadow_of
+        if str(s["id"]) not in fresh_ids:  # those in this batch are paired above
+            calls.setdefault(str(s["route_reason"])[len(SHADOW_OF) :], []).append(s)
+    for a in checked:
+        for s in calls.get(str(a["request_id"]), ()):
+            pairs.append(_pair(s["created_at"], a, s, a))
+    return pairs
+
+
+_SHADOW_CALLS = (
+    "select id, created_at, route_reason, prompt_tokens, completion_tokens from requests"
+    " where served_by = 'shadow' and status = 'ok' and route_reason"
+)
+SHADOW_INDEX = (
+    "create index requests_shadow_of on requests (route_reason) where served_by = 'shadow'"
+)
+"""The shadow calls by the request they name: what a shadow attempt logged after its call
+finds the call's tokens by."""
+
+
+def _pair(
+    at: Any, attempt: dict[str, Any], teacher: dict[str, Any], student: dict[str, Any]
+) -> _Pair:
+    return (
+        at,
+        attempt.get("task"),
+        teacher.get("prompt_tokens"),
+        teacher.get("completion_tokens"),
+        student.get("prompt_tokens"),
+        student.get("completion_tokens"),
+    )
+
+
+def _rows_in(conn: Any, sql: str, ids: list[str]) -> list[dict[str, Any]]:
+    """The rows of ``sql``, which ends in a column compared with ``in (...)``, for ``ids``."""
+    out: list[dict[str, Any]] = []
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i : i + _CHUNK]
+        cur = conn.execute(f"{sql} in ({', '.join('?' for _ in chunk)})", chunk)
+        names = [d[0] for d in cur.description]
+        out.extend(dict(zip(names, r, strict=True)) for r in cur.fetchall())
+    return out
+
+
+def _upsert_models(conn: Any, models: dict[str, tuple[float, str]]) -> None:
+    if not models:
+        return
+    table = "rollup_teacher_models"
+    later = f"excluded.at >= {table}.at"
+    conn.executemany(
+        f"insert into {table} (task, model, at) values (?, ?, ?) on conflict (task) do update"
+        f" set model = case when {later} then excluded.model else {table}.model end,"
+        f" at = case when {later} then excluded.at else {table}.at end",
+        [[task, model, at] for task, (at, model) in sorted(models.items())],
+    )
+
+
+_PAIRS_SQL = (
+    # deferrals and attempts at teacher-served requests
+    "select a.created_at as at, a.task, r.prompt_tokens as tp, r.completion_tokens as tc,"
+    " a.prompt_tokens as sp, a.completion_tokens as sc"
+    " from student_attempts a join requests r on r.id = a.request_id"
+    " where r.served_by = 'teacher' and r.status = 'ok'",
+    # sampled shadow calls and the shadow attempts at the student-served requests they name
+    "select s.created_at as at, a.task, s.prompt_tokens, s.completion_tokens,"
+    " a.prompt_tokens, a.completion_tokens"
+    " from requests s join student_attempts a"
+    f" on a.request_id = substr(s.route_reason, {len(SHADOW_OF) + 1}) and a.kind = 'shadow'"
+    f" where s.served_by = 'shadow' and s.status = 'ok' and s.route_reason like '{SHADOW_OF}%'",
+)
+
+
+def fill_token_pairs(conn: Any, *, batch: int = 20000) -> None:
+    """Fill the (empty) cost book's tables from the whole log."""
+    models: dict[str, tuple[float, str]] = {}
+    answers = (
+        "select created_at, task, served_by, status, teacher_model, prompt_tokens,"
+        " completion_tokens from requests where served_by in ('teacher', 'shadow')"
+    )
+    for rows in _batches(conn, answers, batch):
+        sums: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in rows:
+            _add_answer(row, sums, models)
+        _upsert(conn, "rollup_token_pairs", TOKEN_KEYS, sums)
+    _upsert_models(conn, models)
+    for sql in _PAIRS_SQL:
+        cur = conn.execute(sql)
+        while chunk := cur.fetchmany(batch):
+            sums = {}
+            for pair in chunk:
+                _add_pair(tuple(pair), sums)
+            _upsert(conn, "rollup_token_pairs", TOKEN_KEYS, sums)
 
 
 # -- filling from an existing log ------------------------------------------------------------
