@@ -55,6 +55,8 @@ from bench._banking77 import SYSTEM  # noqa: E402
 from bench._load import run_load  # noqa: E402
 from bench._traffic import TASK, Traffic, demo_traffic, transcripts  # noqa: E402
 from tests.gateway_process import free_port  # noqa: E402
+from understudy.gateway.accounting.cost_book import CostBook  # noqa: E402
+from understudy.gateway.config import CostConfig  # noqa: E402
 from understudy.storage import rollups  # noqa: E402
 from understudy.storage.bodies import BodyEncoder  # noqa: E402
 from understudy.storage.database import open_database  # noqa: E402
@@ -159,6 +161,7 @@ def replicate(db: Any, more: int) -> int:
         "rollup_requests": rollups.REQUEST_KEYS,
         "rollup_latency": rollups.LATENCY_KEYS,
         "rollup_agreement": rollups.AGREEMENT_KEYS,
+        "rollup_token_pairs": rollups.TOKEN_KEYS,
         rollups.MINUTES["rollup_requests"]: rollups.MINUTE_KEYS,
     }
     with conn:
@@ -311,7 +314,21 @@ def offline(data_dir: Path, export_to: Path) -> dict[str, Any]:
         ),
         "prune_dry_run": run_cli("prune", "--older-than", "20d", "--dry-run", data_dir=data_dir),
         "dataset_build": run_process([sys.executable, "-c", DATASET_BUILD, str(db), TASK]),
+        "cost_book_refresh": cost_book_refresh(db),
     }
+
+
+def cost_book_refresh(db: Path, times: int = 5) -> dict[str, Any]:
+    """The gateway's cost book re-learning each task's token ratio, teacher answers' mean
+    tokens and latest teacher model (at start and every ``cost.ratio_refresh_s``), in this
+    process: median of ``times``."""
+    book = CostBook(CostConfig())
+    runs = []
+    for _ in range(times):
+        started = time.perf_counter()
+        book.refresh(db)
+        runs.append(time.perf_counter() - started)
+    return {"s": round(statistics.median(runs), 4), "tasks": len(book.ratios)}
 
 
 # -- the gateway on it ---------------------------------------------------------------------------
@@ -650,13 +667,14 @@ def print_table(result: dict[str, Any]) -> None:
     """The results as Markdown tables (as in BENCHMARKS.md)."""
     head = (
         *("rows", "DB MB", "bytes/req", "report 30d", "dashboard 7d / 30d", "tasks"),
+        "cost book refresh",
         "export 1 task",
         *("prune --dry-run", "dataset build", "proxied p50 / p95", "prune", "writes during prune"),
     )
     empty = result["empty"]
     lines = [
         head,
-        ("0", "0", "-", "-", _dashboard(empty), "-", "-", "-", "-",
+        ("0", "0", "-", "-", _dashboard(empty), "-", "-", "-", "-", "-",
          f"{empty['proxied']['p50_ms']} / {empty['proxied']['p95_ms']} ms", "-", "-"),
     ]  # fmt: skip
     for n, e in result["sizes"].items():
@@ -669,6 +687,7 @@ def print_table(result: dict[str, Any]) -> None:
                 f"{off['report_30d']['s']:.2f} s",
                 _dashboard(on),
                 f"{off['tasks']['s']:.2f} s",
+                f"{off['cost_book_refresh']['s']:.3f} s",
                 f"{off['export_1_task']['s']:.1f} s, {off['export_1_task']['rss_mb']:.0f} MB",
                 f"{off['prune_dry_run']['s']:.2f} s",
                 f"{off['dataset_build']['s']:.1f} s, {off['dataset_build']['rss_mb']:.0f} MB",

@@ -24,7 +24,7 @@ from understudy.storage.reports import (
 
 log = logging.getLogger("understudy.costs")
 
-RATIO_WINDOW_S = 30 * 86400  # pairs from the last 30 days teach the token ratio
+RATIO_WINDOW_S = 30 * 86400  # pairs from the last 30 days (whole hours) teach the token ratio
 
 
 class CostBook:
@@ -114,7 +114,8 @@ class CostBook:
     # -- learning from the log -----------------------------------------------------------
 
     def refresh(self, db_path: Path) -> None:
-        """Re-read the token ratios and latest teacher models from the database."""
+        """Re-read the token ratios, teacher answers' mean tokens and latest teacher models
+        from the database's rollups (a few hundred rows per task, whatever the log's size)."""
         store = Store(db_path)
         if not store.exists():
             return
