@@ -54,6 +54,16 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def _warn_throttled(address: str, path: str, failures: int) -> None:
+    log.warning(
+        "failed authentication from %s on %s: %d failures in a minute; its key checks "
+        "get 429 for a minute",
+        address,
+        path,
+        failures,
+    )
+
+
 class FailedAuth:
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
@@ -90,13 +100,7 @@ class FailedAuth:
         if len(times) < self.per_minute:
             log.warning("failed authentication from %s on %s", address, path)
         elif len(times) == self.per_minute:
-            log.warning(
-                "failed authentication from %s on %s: %d failures in a minute; its key checks "
-                "get 429 for a minute",
-                address,
-                path,
-                len(times),
-            )
+            _warn_throttled(address, path, len(times))
 
     def _forget(self, now: float) -> None:
         for address, times in list(self._failures.items()):
@@ -152,13 +156,7 @@ class SharedFailedAuth(FailedAuth):
                 self._until[address] = until
             if len(times) > self.per_minute:
                 raise throttled(until - now)
-            log.warning(
-                "failed authentication from %s on %s: %d failures in a minute; its key checks "
-                "get 429 for a minute",
-                address,
-                path,
-                len(times),
-            )
+            _warn_throttled(address, path, len(times))
             return
         log.warning("failed authentication from %s on %s", address, path)
 

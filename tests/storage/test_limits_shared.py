@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+from tests.gateway.test_budgets_across_workers import row
 from understudy.storage.database import Store, open_database
 from understudy.storage.limits import (
     add_auth_failure,
@@ -17,27 +18,9 @@ from understudy.storage.limits import (
     renew_holds,
 )
 from understudy.storage.rate_limits import lease_tokens
-from understudy.storage.records import RequestRecord
 from understudy.storage.request_log import write_rows
 
 MONTH = 0.0  # every row below is logged after it
-
-
-def logged(rid: str, key: str, tokens: int) -> dict:
-    return RequestRecord(
-        id=rid,
-        created_at=time.time(),
-        endpoint="chat",
-        task="t",
-        task_source="header",
-        requested_model="m",
-        served_by="teacher",
-        status="ok",
-        request_json="{}",
-        total_tokens=tokens,
-        teacher_cost_usd=0.01,
-        api_key_id=key,
-    ).as_row()
 
 
 def hold(db, rid: str, key: str = "k", tokens: int = 30, limit: int = 100, **kw):
@@ -69,7 +52,7 @@ def test_holds_count_until_their_row_is_logged_then_the_row_counts(address):
         assert not hold(db, "r5").admitted  # 120 held
         assert hold(db, "other", key="k2").admitted  # another key's budget
     with store.write() as db:
-        write_rows(db, "requests", [logged("r1", "k", 7)])  # r1 answered with 7 tokens
+        write_rows(db, "requests", [row("r1", "k", 7, usd=0.01)])  # r1 answered with 7 tokens
     with store.write() as db:
         after = hold(db, "r6")
         assert (after.tokens, after.held) == (7, 90) and after.admitted  # 7 + 90 < 100
@@ -95,7 +78,7 @@ def test_the_usd_limit_counts_logged_spend(address):
     store = Store(address)
     store.migrate()
     with store.write() as db:
-        write_rows(db, "requests", [logged("a", "k", 1), logged("b", "k", 1)])
+        write_rows(db, "requests", [row("a", "k", 1, usd=0.01), row("b", "k", 1, usd=0.01)])
     with store.write() as db:
         assert hold(db, "c", limit=0, usd=0.03).admitted  # 0.02 spent
         assert not hold(db, "d", limit=0, usd=0.02).admitted
