@@ -434,22 +434,14 @@ def test_rows_written_outside_the_writer_add_to_the_rollups_once(tmp_path):
 _REQUESTS = re.compile(r"(?<![\w])requests\b")
 
 
-def test_no_report_or_dashboard_query_reads_requests(logged, recent, monkeypatch):
+def test_no_report_or_dashboard_query_reads_requests(logged, recent, monkeypatch, sql_statements):
     """EXPLAIN QUERY PLAN of every statement the report, the dashboard, ``understudy tasks``
     and the budgets run: none touches ``requests`` (scan or index search)."""
     from understudy.gateway.accounting.summary import summarize
     from understudy.gateway.api.dashboard.data import gather
     from understudy.settings import load_settings
 
-    statements: list[str] = []
-    real_open = Store._open
-
-    def traced(self: Store, **kwargs: Any) -> Any:
-        db = real_open(self, **kwargs)
-        db.conn.set_trace_callback(statements.append)
-        return db
-
-    monkeypatch.setattr(Store, "_open", traced)
+    statements = sql_statements
     for path, now in ((logged, T0 + 24 * HOUR), (recent, NOW)):  # hours; minutes at the ends
         store = Store(path)
         for window in (600.0, 3600.0, 86400.0, 30 * 86400.0):

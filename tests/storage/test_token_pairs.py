@@ -276,18 +276,10 @@ def test_the_migration_fills_them_from_an_existing_log(tmp_path, monkeypatch):
 _REQUESTS = re.compile(r"(?<![\w])(requests|student_attempts)\b")
 
 
-def test_the_refresh_reads_neither_requests_nor_attempts(logged, monkeypatch):
+def test_the_refresh_reads_neither_requests_nor_attempts(logged, monkeypatch, sql_statements):
     """EXPLAIN QUERY PLAN of every statement the cost book's refresh runs: none touches the log,
     so its cost does not grow with it."""
-    statements: list[str] = []
-    real_open = Store._open
-
-    def traced(self: Store, **kwargs: Any) -> Any:
-        db = real_open(self, **kwargs)
-        db.conn.set_trace_callback(statements.append)
-        return db
-
-    monkeypatch.setattr(Store, "_open", traced)
+    statements = sql_statements
     monkeypatch.setattr("time.time", lambda: T0 + 24 * HOUR)
     book = CostBook(CostConfig())
     book.refresh(logged)
