@@ -43,6 +43,18 @@ class Slot:
     state_at: float = 0.0
     """``updated_at`` of the registry state this slot reflects: a local change (drift) stands
     until the registry changes again."""
+    inflight: int = 0
+    """Requests waiting for this slot's model to answer: a swap unloads the model it replaces
+    only once they have their answers."""
+
+
+async def drained(slot: Slot, timeout_s: float) -> None:
+    """Wait until no request waits for ``slot``'s model, at most ``timeout_s`` (the student's
+    own deadline: a request still waiting by then falls to the teacher anyway)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while slot.inflight and loop.time() < deadline:
+        await asyncio.sleep(0.01)
 
 
 def student_state(slot: Slot) -> StudentState:
@@ -164,11 +176,13 @@ class StudentPool:
         model = student_model(version)
         switched = False
 
-        def switch() -> None:
+        async def switch() -> None:
             nonlocal switched
             self.slots[task] = Slot(task, mode, version, model, router, state_at)
             switched = True
             log.info("task %s: now served by %s (mode %s)", task, version.id, mode)
+            if current is not None:  # requests that chose the old model keep it until answered
+                await drained(current, self.settings.student.timeout_s)
 
         try:
             router = build_router(version.router, self.settings.router)

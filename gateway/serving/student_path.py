@@ -92,6 +92,7 @@ class StudentPath:
         self, backend: StudentBackend, slot: Slot, request: StudentRequest
     ) -> StudentAnswer | str:
         """The student's answer, or why there is none."""
+        slot.inflight += 1  # a swap keeps this model loaded until the answer is in
         try:
             return await asyncio.wait_for(
                 backend.generate(request), self.settings.student.timeout_s
@@ -99,6 +100,8 @@ class StudentPath:
         except (StudentError, TimeoutError) as exc:
             log.warning("student %s failed: %s", slot.version.id, exc)
             return f"teacher: student failed ({type(exc).__name__}: {exc})"
+        finally:
+            slot.inflight -= 1
 
 
 def _judge(slot: Slot, answer: StudentAnswer, call: Call) -> Judgement:
