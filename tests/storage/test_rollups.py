@@ -18,7 +18,7 @@ import pytest
 
 from understudy.storage import migrations, reports
 from understudy.storage.database import Store, open_database
-from understudy.storage.engine import Address
+from understudy.storage.engine import Address, Database
 from understudy.storage.limits import usage_since
 from understudy.storage.queries import list_tasks
 from understudy.storage.records import RequestRecord
@@ -370,14 +370,18 @@ def test_a_long_windows_percentiles_count_the_whole_utc_days_it_touches(logged):
     assert sum(counts.values()) > in_window > 0
 
 
-def test_rollups_outlive_the_rows_retention_prunes(logged, tmp_path):
-    path = tmp_path / "pruned.db"
-    src = sqlite3.connect(logged)
-    dst = sqlite3.connect(path)
+def copy_of(source: Path, path: Path) -> Database:
+    """A copy of the SQLite log at ``source``, written to ``path`` and opened (the test may
+    change it; the module's log stays as it is)."""
+    src, dst = sqlite3.connect(source), sqlite3.connect(path)
     src.backup(dst)
     src.close()
     dst.close()
-    db = open_database(path)
+    return open_database(path)
+
+
+def test_rollups_outlive_the_rows_retention_prunes(logged, tmp_path):
+    db = copy_of(logged, tmp_path / "pruned.db")
     window = (T0 - 16 * HOUR, T0 + 24 * HOUR)
     before = reports.cost_totals(db, *window), reports.cost_by(db, "task", *window)
     deleted = prune(db, T0)

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import random
 import re
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.storage.test_rollups import copy_of
 from understudy.gateway.accounting.cost_book import CostBook
 from understudy.gateway.config import CostConfig
 from understudy.storage import migrations, reports
@@ -238,12 +238,7 @@ def test_both_engines_learn_the_same(address):
 
 
 def test_the_learning_outlives_the_rows_retention_prunes(logged, tmp_path):
-    path = tmp_path / "pruned.db"
-    src, dst = sqlite3.connect(logged), sqlite3.connect(path)
-    src.backup(dst)
-    src.close()
-    dst.close()
-    db = open_database(path)
+    db = copy_of(logged, tmp_path / "pruned.db")
     since = T0 - 40 * HOUR
     before = scanned(db, since)
     deleted = prune(db, T0)
@@ -298,12 +293,7 @@ def test_the_log_writer_finds_a_pairs_other_row_by_an_index(logged, tmp_path):
     """What the writer looks up to pair a row with one logged before (an attempt's teacher
     row, a shadow attempt's call, a teacher row's or a shadow call's attempts) searches an
     index: writing costs the same at any log size."""
-    path = tmp_path / "more.db"
-    src, dst = sqlite3.connect(logged), sqlite3.connect(path)
-    src.backup(dst)
-    src.close()
-    dst.close()
-    db = open_database(path)
+    db = copy_of(logged, tmp_path / "more.db")
     rng = random.Random(1)
     at = T0 + 20 * HOUR
     batches = [
