@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,11 +178,14 @@ def client(gateway: GatewayProcess) -> openai.OpenAI:
 
 
 def log_teacher_traffic(gateway: GatewayProcess, n: int = LOGGED) -> None:
-    """Ask the gateway ``n`` task messages (the teacher answers) and wait until all are logged."""
+    """Ask the gateway ``n`` task messages (the teacher answers) and wait until all are logged.
+
+    One at a time: the distillation run holds out the newest answers, so the log's order decides
+    what the student trains on. Sent in parallel, that order (and with it the student's
+    confidence on the probes) changed from run to run."""
     c = client(gateway)
-    messages = [text for text, _ in task_messages(n, seed=0)]
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda m: c.chat.completions.create(model=MODEL, messages=chat(m)), messages))
+    for text, _ in task_messages(n, seed=0):
+        c.chat.completions.create(model=MODEL, messages=chat(text))
     rows = gateway.wait_rows("task = ? and served_by = 'teacher'", (TASK,), count=n, timeout=10)
     assert len(rows) >= n, f"only {len(rows)} of {n} teacher answers were logged"
 
