@@ -456,3 +456,11 @@ def _token_pairs(db: Database) -> None:
     attempts; filled from the whole log."""
     rollups.create_token_pairs(db.conn)
     rollups.fill_token_pairs(db.conn)
+
+
+@migration("0021_budget_usd_holds")
+def _budget_usd_holds(db: Database) -> None:
+    """A request in flight holds its worst-case teacher USD of its key's ``monthly_usd`` too
+    (``storage/limits.py``), beside its tokens; a process's slice of a key's budget is a hold
+    of both."""
+    db.executescript("alter table budget_reservations add column usd real not null default 0;")

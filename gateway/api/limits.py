@@ -9,8 +9,9 @@
   at or over ``limits.monthly_tokens`` (or ``limits.monthly_usd``) is refused until the month
   ends; the request that crosses the line is still answered. Requests in flight count too: each
   holds an estimate (its body at four characters a token plus ``limits.reserve_tokens`` for the
-  answer) until its row is logged, so a burst of concurrent requests cannot all start on the
-  same unspent budget. The gateway checks and holds in the database
+  answer, and that estimate's worst-case teacher USD at the cost table's dearest prices)
+  until its row is logged, so a burst of concurrent requests cannot all start on the same
+  unspent budget. The gateway checks and holds in the database
   (:mod:`gateway.api.shared_budgets`): exact across every process and replica on it.
   :class:`MonthlyBudgets` is the count of one process (the rollups re-read at most every
   ``BUDGET_REFRESH_S``, off the request path, plus its own rows and requests in flight): what a
@@ -36,6 +37,7 @@ from typing import Any
 
 from litestar import Request
 
+from understudy.gateway.accounting.prices import highest_price, price_table
 from understudy.gateway.api import auth
 from understudy.gateway.api.responses import request_id
 from understudy.gateway.api.shared_budgets import SharedBudgets
@@ -222,8 +224,9 @@ class MonthlyBudgets:
             self._roll()
             return self._month
 
-    def admit(self, request_id: str, key: str, tokens: int) -> str | None:
-        """After :meth:`check` let ``key`` in: hold ``tokens`` for its request (token budgets)."""
+    def admit(self, request_id: str, key: str, tokens: int, usd: float = 0.0) -> str | None:
+        """After :meth:`check` let ``key`` in: hold ``tokens`` for its request (token budgets;
+        in one process requests in flight hold no USD)."""
         if self.monthly_tokens:
             self.reserve(request_id, key, tokens)
         return None
@@ -298,6 +301,8 @@ class RequestLimits:
             if limits.monthly_tokens > 0 or limits.monthly_usd > 0
             else None
         )
+        self.dearest = highest_price(price_table(settings.costs.prices))
+        """What a request in flight's USD hold is priced at."""
 
     def client(self, request: Request) -> tuple[str | None, str | None]:
         """``(bucket name, gateway key id)`` of the caller; the bucket is None for a caller
@@ -325,7 +330,8 @@ class RequestLimits:
         refused, key = self._gate(request)
         if refused is not None or key is None or self.budgets is None:
             return refused
-        spent = self.budgets.admit(request_id(request), key, self._estimate(request))
+        tokens, usd = self._estimate(request)
+        spent = self.budgets.admit(request_id(request), key, tokens, usd)
         return self._over_budget(self.budgets, spent)
 
     async def check_async(self, request: Request) -> tuple[UnderstudyError, float] | None:
@@ -335,11 +341,11 @@ class RequestLimits:
         budgets = self.budgets
         if refused is not None or key is None or budgets is None:
             return refused
-        rid, estimate = request_id(request), self._estimate(request)
+        rid, (tokens, usd) = request_id(request), self._estimate(request)
         if isinstance(budgets, SharedBudgets):
-            spent = await asyncio.to_thread(budgets.admit, rid, key, estimate)
+            spent = await asyncio.to_thread(budgets.admit, rid, key, tokens, usd)
         else:
-            spent = budgets.admit(rid, key, estimate)
+            spent = budgets.admit(rid, key, tokens, usd)
         return self._over_budget(budgets, spent)
 
     def _gate(self, request: Request) -> tuple[tuple[UnderstudyError, float] | None, str | None]:
@@ -377,13 +383,18 @@ class RequestLimits:
             "of next month (UTC)."
         ), budgets.renews_in()
 
-    def _estimate(self, request: Request) -> int:
-        """Tokens a request may use: its body's, and ``limits.reserve_tokens`` for the answer."""
+    def _estimate(self, request: Request) -> tuple[int, float]:
+        """Tokens a request may use (its body's, and ``limits.reserve_tokens`` for the answer)
+        and their worst-case teacher USD: the body at the dearest input price of the cost
+        book's table, the answer at its dearest output price (the router may defer any request
+        to the teacher, whichever model it names)."""
         try:
             size = int(request.headers.get("content-length") or 0)
         except ValueError:
             size = 0
-        return math.ceil(size / CHARS_PER_TOKEN) + self.settings.limits.reserve_tokens
+        body, answer = math.ceil(size / CHARS_PER_TOKEN), self.settings.limits.reserve_tokens
+        usd = self.dearest.cost(body, answer) if self.settings.limits.monthly_usd else 0.0
+        return body + answer, usd
 
     def settle(self, request: Request) -> None:
         """The response has ended: release what the request reserved (an ``after_response``

@@ -59,26 +59,9 @@ def test_concurrent_requests_through_two_processes_keep_one_budget(
     # Each request holds its body (about 20 tokens) and 8 for the answer: at least its 26.
     a, b = _two(stub, tmp_path, database, _config(budget, reserve=8))
     teacher.control(delay_ms=400)  # requests stay in flight together
-    answered: list[int] = []
-    refused: list[int] = []
-
-    def spend(gw: GatewayProcess) -> None:
-        with httpx.Client(base_url=gw.base_url, headers=AUTH, timeout=30) as client:
-            while True:
-                r = client.post("/chat/completions", json=STORY)
-                if r.status_code == 429:
-                    refused.append(1)
-                    return
-                assert r.status_code == 200, r.text
-                answered.append(r.json()["usage"]["total_tokens"])
-
     try:
-        threads = [threading.Thread(target=spend, args=(gw,)) for gw in (a, b) for _ in range(12)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert len(refused) == 24 and set(answered) == {STORY_TOKENS}
+        answered, refused = spend_until_refused([a, b], clients=12)
+        assert refused == 24 and set(answered) == {STORY_TOKENS}
         spent = sum(answered)
         # below the budget plus the one request that crossed the line, however many were in
         # flight in either process (each of 24 clients always had one)
@@ -117,6 +100,32 @@ def test_kill_9_with_requests_in_flight_holds_their_tokens_only_until_the_lease_
     finally:
         a.stop()
         b.stop()
+
+
+def spend_until_refused(gateways: list[GatewayProcess], clients: int) -> tuple[list[int], int]:
+    """``clients`` concurrent clients through each gateway, each asking for STORY until its key
+    is refused: ``(each answer's total tokens, how many clients were refused)``."""
+    answered: list[int] = []
+    refused: list[int] = []
+
+    def spend(gw: GatewayProcess) -> None:
+        with httpx.Client(base_url=gw.base_url, headers=AUTH, timeout=30) as client:
+            while True:
+                r = client.post("/chat/completions", json=STORY)
+                if r.status_code == 429:
+                    refused.append(1)
+                    return
+                assert r.status_code == 200, r.text
+                answered.append(r.json()["usage"]["total_tokens"])
+
+    threads = [
+        threading.Thread(target=spend, args=(gw,)) for gw in gateways for _ in range(clients)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return answered, len(refused)
 
 
 def _holds(gw: GatewayProcess, url: str | None) -> int:

@@ -20,9 +20,11 @@ def budgets(store: Store, clock, limit: int = 100) -> SharedBudgets:
     return SharedBudgets(local, store, lease_s=30.0, clock=clock)
 
 
-def held(store: Store) -> list[str]:
+def held(store: Store, slices: bool = False) -> list[str]:
+    """The ids of the requests holding budget (or of the processes' slices)."""
     with store.read() as db:
-        return sorted(r[0] for r in db.execute("select id from budget_reservations").fetchall())
+        ids = [r[0] for r in db.execute("select id from budget_reservations").fetchall()]
+    return sorted(i for i in ids if i.startswith("slice:") == slices)
 
 
 def test_two_processes_hold_one_budget_and_release_it_when_logged(tmp_path):
@@ -80,3 +82,63 @@ def test_an_answered_request_holds_what_it_used_until_its_row_is_logged(tmp_path
     finally:
         a.close()
         b.close()
+
+
+def usd_budgets(store: Store, clock, limit: float) -> SharedBudgets:
+    local = MonthlyBudgets(monthly_tokens=0, monthly_usd=limit, clock=clock)
+    local.load(store)
+    return SharedBudgets(local, store, lease_s=30.0, clock=clock)
+
+
+def test_requests_in_flight_hold_usd_across_processes_until_answered(tmp_path):
+    store = Store(tmp_path / "u.db")
+    store.migrate()
+    a, b = usd_budgets(store, time.time, 1.0), usd_budgets(store, time.time, 1.0)
+    try:
+        assert a.admit("r1", "k", 10, 0.4) is None
+        assert b.admit("r2", "k", 10, 0.4) is None  # 0.4 held by the other process
+        assert a.admit("r3", "k", 10, 0.4) is None  # 0.8 held: below 1
+        assert b.admit("r4", "k", 10, 0.4) == "1 USD"  # 1.2 held in flight
+        a.record("requests", {"id": "r1", "total_tokens": 10, "teacher_cost_usd": 0.05})
+        assert a.admit("r5", "k", 10, 0.1) is None  # r1 holds what it cost: 0.85 held
+        assert b.admit("r6", "k", 10, 0.1) is None  # 0.95 held
+        assert b.admit("r7", "k", 10, 0.01) == "1 USD"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_busy_key_is_admitted_from_slices_and_two_processes_keep_one_budget(tmp_path):
+    store = Store(tmp_path / "u.db")
+    store.migrate()
+    now = [time.time()]
+    a, b = budgets(store, lambda: now[0], 1000), budgets(store, lambda: now[0], 1000)
+    admitted = 0
+    try:
+        for i in range(150):  # one process: a few transactions, the rest from its slices
+            assert a.admit(f"a{i}", "k", 3) is None
+            admitted += 3
+        assert a.transactions <= 5, a.transactions
+        refused = {"a": False, "b": False}
+        for i in range(1000):  # both, until both are refused
+            name, gw = ("a", a) if i % 3 else ("b", b)
+            if gw.admit(f"x{i}", "k", 3) is None:
+                admitted += 3
+            else:
+                refused[name] = True
+            if all(refused.values()):
+                break
+        # below the budget plus the one request that crossed the line
+        assert 1000 - 3 * 3 < admitted < 1000 + 3, admitted
+        a.flush(give_back=True)
+        b.flush(give_back=True)
+        assert sum_held(store) == admitted  # each admission held once, slices given back
+    finally:
+        a.close()
+        b.close()
+    assert held(store) and not held(store, slices=True)
+
+
+def sum_held(store: Store) -> int:
+    with store.read() as db:
+        return int(db.execute("select sum(tokens) from budget_reservations").fetchone()[0])

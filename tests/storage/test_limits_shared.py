@@ -6,12 +6,16 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from tests.gateway.test_budgets_across_workers import row
 from understudy.storage.database import Store, open_database
 from understudy.storage.limits import (
+    Hold,
     add_auth_failure,
     auth_lockouts,
     drop_holds,
+    flush_slice,
     hold_budget,
     logged_holds,
     prune_auth_failures,
@@ -36,6 +40,8 @@ def hold(db, rid: str, key: str = "k", tokens: int = 30, limit: int = 100, **kw)
         owner=kw.pop("owner", "p1"),
         expires_at=kw.pop("expires_at", now + 30),
         now=now,
+        usd=kw.pop("usd_hold", 0.0),
+        **kw,
     )
 
 
@@ -85,6 +91,57 @@ def test_the_usd_limit_counts_logged_spend(address):
         assert not hold(db, "e", limit=0, tokens=0, usd=0.02).admitted
         rows = db.execute("select id from budget_reservations").fetchall()
         assert [r[0] for r in rows] == ["c"]
+
+
+def test_requests_in_flight_hold_their_worst_case_usd_until_their_row_is_logged(address):
+    store = Store(address)
+    store.migrate()
+    with store.write() as db:
+        assert hold(db, "a", limit=0, usd=0.10, usd_hold=0.04).admitted
+        assert hold(db, "b", limit=0, usd=0.10, usd_hold=0.04, owner="p2").admitted  # 0.04 held
+        third = hold(db, "c", limit=0, usd=0.10, usd_hold=0.04)  # 0.08 held: still below
+        assert third.admitted and third.held_usd == pytest.approx(0.08)
+        assert not hold(db, "d", limit=0, usd=0.10, usd_hold=0.04).admitted  # 0.12 held
+    with store.write() as db:  # a answered for 0.01: its row counts instead of its hold
+        write_rows(db, "requests", [row("a", "k", 1, usd=0.01)])
+    with store.write() as db:
+        after = hold(db, "e", limit=0, usd=0.10, usd_hold=0.04)
+        assert after.usd == pytest.approx(0.01) and after.held_usd == pytest.approx(0.08)
+        assert after.admitted  # 0.09 < 0.10
+        assert not hold(db, "f", limit=0, usd=0.10, usd_hold=0.001).admitted
+
+
+def test_a_slice_holds_at_most_half_of_what_is_left_and_its_requests_move_to_holds(address):
+    store = Store(address)
+    store.migrate()
+    with store.write() as db:
+        first = hold(db, "r1", tokens=10, slice_id="s1", slice_requests=100)
+        # 90 left once r1 is held: a slice of half, 4 requests like it
+        assert first.admitted and first.slice_requests == 4
+        other = hold(db, "r2", tokens=10, owner="p2")
+        assert other.held == 50  # r1 and p1's slice
+        # p1 admitted two requests from its slice; it writes their holds and keeps 20
+        flush_slice(
+            db,
+            "k",
+            "p1",
+            time.time() + 30,
+            slice_id="s1",
+            pending=[Hold("r3", 10), Hold("r4", 10)],
+            left=Hold("s1", 20),
+        )
+        assert hold(db, "x", tokens=10, owner="p2", limit=0).held == 60  # 4 holds, 20 of slice
+        # p1 asks again: its slice is given back, what it admitted is held on its own
+        again = hold(
+            db, "r5", tokens=10, slice_id="s1", slice_requests=100, pending=[Hold("r6", 10)]
+        )
+        assert again.admitted and again.held == 60 and again.slice_requests == 1  # 30 left: half
+        ids = {r[0] for r in db.execute("select id from budget_reservations").fetchall()}
+        assert ids == {"r1", "r2", "r3", "r4", "r5", "r6", "x", "s1"}
+        # slices never hold the budget past its end: only a request admitted here crosses it
+        assert hold(db, "r7", tokens=10, owner="p2").held == 80  # 70 and p1's slice
+        assert hold(db, "r8", tokens=15, owner="p2").admitted  # 90 held: crosses the line
+        assert not hold(db, "r9", tokens=1, owner="p2").admitted  # 105 held
 
 
 def test_racing_processes_never_hold_more_than_the_budget(address):
