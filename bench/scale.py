@@ -60,6 +60,7 @@ from understudy.gateway.config import CostConfig  # noqa: E402
 from understudy.storage import rollups  # noqa: E402
 from understudy.storage.bodies import BodyEncoder  # noqa: E402
 from understudy.storage.database import open_database  # noqa: E402
+from understudy.storage.names import NameCoder  # noqa: E402
 from understudy.storage.request_log import _insert  # noqa: E402 - the writer's own insert
 from understudy.storage.retention import prune  # noqa: E402
 
@@ -74,21 +75,28 @@ def write_rows(
     db: Any, rows: Iterator[tuple[str, dict[str, Any]]], compress: bool = True, size: int = BATCH
 ) -> int:
     """Insert ``rows`` as the log writer does: batches of ``size``, each one transaction with
-    its rollups (and, with ``compress``, bodies compressed, the dictionary trained when due)."""
+    its rollups (and, with ``compress``, bodies compressed, the dictionary trained when due,
+    names coded)."""
     encoder = BodyEncoder() if compress else None
+    names = NameCoder() if compress else None
     batch: list[tuple[str, dict[str, Any]]] = []
     n = 0
     for item in rows:
         batch.append(item)
         if len(batch) >= size:
-            n += _flush(db, batch, encoder)
+            n += _flush(db, batch, encoder, names)
     if batch:
-        n += _flush(db, batch, encoder)
+        n += _flush(db, batch, encoder, names)
     return n
 
 
-def _flush(db: Any, batch: list[tuple[str, dict[str, Any]]], encoder: BodyEncoder | None) -> int:
-    _insert(db, batch, encoder)
+def _flush(
+    db: Any,
+    batch: list[tuple[str, dict[str, Any]]],
+    encoder: BodyEncoder | None,
+    names: NameCoder | None = None,
+) -> int:
+    _insert(db, batch, encoder, names)
     if encoder is not None:
         encoder.maybe_train(db)
     n = sum(table == "requests" for table, _ in batch)

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import zstandard
 
+from understudy.storage import names
 from understudy.storage.engine import Database
 
 log = logging.getLogger("understudy.storage")
@@ -128,8 +129,9 @@ def _read_varint(data: bytes) -> tuple[int, int]:
 
 def decode_row(db: Reads, row: dict[str, Any]) -> dict[str, Any]:
     """``row`` with its bodies as text in ``request_json`` / ``response_json`` and the
-    ``bodies`` / ``*_body`` columns taken out. Columns the row was not selected with are left
-    alone."""
+    ``bodies`` / ``*_body`` columns taken out, its coded names as names
+    (:func:`storage.names.decode_row`). Columns the row was not selected with are left alone."""
+    names.decode_row(db, row)
     blob = row.pop("bodies", None)
     if blob is not None:
         request, response = unpack(db, bytes(blob))

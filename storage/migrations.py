@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from understudy.storage import bodies, rollups
+from understudy.storage import bodies, names, rollups
 from understudy.storage.engine import Database, dialect
 from understudy.storage.engine_postgres import COMPAT
 
@@ -464,3 +464,13 @@ def _budget_usd_holds(db: Database) -> None:
     (``storage/limits.py``), beside its tokens; a process's slice of a key's budget is a hold
     of both."""
     db.executescript("alter table budget_reservations add column usd real not null default 0;")
+
+
+@migration("0020_short_names")
+def _short_names(db: Database) -> None:
+    """Repeated names as short codes (``storage/names.py``): the log writes a row's endpoint
+    family, task source, requested and teacher model as a code naming a row of
+    ``log_names``; every row logged so far is converted, 500 at a time. Safe to run again
+    after an interruption: rows already coded are left as they are."""
+    db.executescript(names.DDL)
+    names.convert(db)

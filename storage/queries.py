@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from understudy.storage import names
 from understudy.storage.bodies import BODY_SELECT, HAS_RESPONSE, decode_row
 from understudy.storage.engine import Database
 from understudy.storage.reports import task_list
@@ -34,7 +35,7 @@ def most_requested_model(db: Database) -> str | None:
         "and requested_model is not null group by requested_model "
         "order by count(*) desc limit 1"
     ).fetchone()
-    return row[0] if row else None
+    return names.decode_value(db, row[0]) if row else None
 
 
 def iter_teacher_pairs(

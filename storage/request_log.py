@@ -32,6 +32,7 @@ from understudy.storage import rollups
 from understudy.storage.bodies import BodyEncoder
 from understudy.storage.database import open_database, write_heartbeat
 from understudy.storage.engine import Address, error_types, is_postgres, is_unavailable
+from understudy.storage.names import NameCoder
 
 log = logging.getLogger("understudy.storage")
 
@@ -134,6 +135,7 @@ class RequestLogWriter:
         self._close_deadline = float("inf")
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._bodies = BodyEncoder()
+        self._names = NameCoder()
 
     # -- producer side (any thread, never blocks) ---------------------------------------
 
@@ -288,6 +290,7 @@ class RequestLogWriter:
         """The file at the path is not the one open: open (create, migrate) it again."""
         db = self._open()
         self._bodies = BodyEncoder()  # the dictionary in use is in the old file
+        self._names = NameCoder()  # and so are the names coded so far
         self.reopened += 1
         self.notice = (
             f"the database file {self.path} was deleted or replaced while the gateway ran; "
@@ -352,7 +355,7 @@ class RequestLogWriter:
         """Write the first rows pending; False (rows kept) when the file refused them."""
         batch = [self._retry[i] for i in range(min(self.batch_size, len(self._retry)))]
         try:
-            _insert(db, batch, self._bodies)
+            _insert(db, batch, self._bodies, self._names)
         except Exception as exc:  # noqa: BLE001 - a row must not stop the log
             if _is_file_problem(exc):
                 return self._failed(exc)
@@ -367,7 +370,7 @@ class RequestLogWriter:
         for _ in range(n):
             table, row = self._retry[0]
             try:
-                _insert(db, [(table, row)], self._bodies)
+                _insert(db, [(table, row)], self._bodies, self._names)
             except Exception as exc:  # noqa: BLE001
                 if _is_file_problem(exc):
                     return self._failed(exc)
@@ -385,7 +388,7 @@ class RequestLogWriter:
         try:
             if not changed:
                 raise first
-            _insert(db, [(table, cleaned)], self._bodies)
+            _insert(db, [(table, cleaned)], self._bodies, self._names)
         except Exception as exc:  # noqa: BLE001
             if _is_file_problem(exc):
                 self._failed(exc)
@@ -444,22 +447,49 @@ def write_rows(db: Any, table: str, rows: list[dict[str, Any]]) -> None:
 
 
 def _insert(
-    db: Any, rows: list[tuple[str, dict[str, Any]]], bodies: BodyEncoder | None = None
+    db: Any,
+    rows: list[tuple[str, dict[str, Any]]],
+    bodies: BodyEncoder | None = None,
+    names: NameCoder | None = None,
 ) -> None:
-    """Insert ``rows`` (table, row) and add them to the hourly rollups, in one transaction."""
+    """Insert ``rows`` (table, row) and add them to the hourly rollups, in one transaction;
+    ``requests`` rows with their bodies compressed (``bodies``) and their names coded
+    (``names``) when given."""
     by_table: dict[str, list[dict[str, Any]]] = {}
     for table, row in rows:
         by_table.setdefault(table, []).append(row)
-    with db.conn:
-        unseen = rollups.unseen_ids(db.conn, by_table.get("requests"))
-        for table, logged in by_table.items():
-            table_rows = logged
-            if table == "requests" and bodies is not None:  # bodies stored compressed
-                table_rows = [bodies.encode(db, row) for row in logged]
-            cols = list(table_rows[0].keys())
-            sql = (
-                f'insert into "{table}" ({", ".join(cols)}) '
-                f"values ({', '.join('?' for _ in cols)}) on conflict do nothing"
-            )
-            db.conn.executemany(sql, [[r.get(c) for c in cols] for r in table_rows])
-        rollups.record(db.conn, by_table, unseen)
+    try:
+        with db.conn:
+            unseen = rollups.unseen_ids(db.conn, by_table.get("requests"))
+            for table, logged in by_table.items():
+                _insert_rows(db, table, _encoded(db, table, logged, bodies, names))
+            rollups.record(db.conn, by_table, unseen)
+    except BaseException:
+        if names is not None:  # names it added were rolled back with the rows
+            names.forget()
+        raise
+
+
+def _encoded(
+    db: Any,
+    table: str,
+    rows: list[dict[str, Any]],
+    bodies: BodyEncoder | None,
+    names: NameCoder | None,
+) -> list[dict[str, Any]]:
+    if table != "requests":
+        return rows
+    if bodies is not None:
+        rows = [bodies.encode(db, row) for row in rows]
+    if names is not None:
+        rows = [names.encode(db, row) for row in rows]
+    return rows
+
+
+def _insert_rows(db: Any, table: str, rows: list[dict[str, Any]]) -> None:
+    cols = list(rows[0].keys())
+    sql = (
+        f'insert into "{table}" ({", ".join(cols)}) '
+        f"values ({', '.join('?' for _ in cols)}) on conflict do nothing"
+    )
+    db.conn.executemany(sql, [[r.get(c) for c in cols] for r in rows])

@@ -107,7 +107,7 @@ async def test_async_client_moderations_models_files(
     assert listed[-1]["query"] == "purpose=batch"  # the query string travels
     row = relay.row(models.http_response.headers["x-request-id"])
     assert_metadata_row(row, "models", "GET", "/v1/models/{id}", 200)
-    rows = relay.wait_rows("endpoint = 'moderations'")
+    rows = relay.wait_rows("path_label = '/v1/moderations'")
     assert rows and rows[-1]["teacher_model"] == "omni-moderation-latest"
 
 
@@ -139,7 +139,7 @@ def test_files_multipart_list_retrieve_content_delete_and_batches(
     assert deleted.parse().deleted is True
 
     relay.row(deleted.http_response.headers["x-request-id"])  # the last call's row is written
-    rows = relay.rows("endpoint in ('files', 'batches')")
+    rows = relay.rows("path_label like '/v1/files%' or path_label like '/v1/batches%'")
     labels = {(r["http_method"], r["path_label"]) for r in rows}
     assert {
         ("POST", "/v1/files"),
@@ -310,7 +310,7 @@ def test_report_metrics_and_dashboard_show_the_family(
     c = client(small)
     c.embeddings.create(model=EMBEDDING_MODEL, input="one two three four")
     c.files.list()
-    small.wait_rows("endpoint = 'files' and http_method = 'GET'")
+    small.wait_rows("path_label = '/v1/files' and http_method = 'GET'")
     metrics = httpx.get(small.url + "/metrics").text
     assert (
         'understudy_passthrough_requests_total{code="200",endpoint="embeddings",method="POST"}'
@@ -349,7 +349,7 @@ def test_gateway_key_rate_limit_and_budget_apply(
             )
         c = openai.OpenAI(base_url=gw.base_url, api_key="gw-key", max_retries=0)
         c.embeddings.create(model=EMBEDDING_MODEL, input="six words that cross the budget")
-        gw.wait_rows("endpoint = 'embeddings'")
+        gw.wait_rows("path_label = '/v1/embeddings'")
         with pytest.raises(openai.RateLimitError) as spent:
             c.embeddings.create(model=EMBEDDING_MODEL, input="more")
         assert spent.value.body["code"] == "insufficient_quota"

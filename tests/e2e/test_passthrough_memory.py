@@ -76,7 +76,7 @@ def test_a_200_mb_upload_keeps_the_gateway_memory_flat(
         growth = peak.peak - baseline
         assert created.bytes == UPLOAD_BYTES
         assert teacher.passthrough.uploads[created.id].sha256 == sha
-        row = gw.wait_rows("endpoint = 'files'", count=2)[-1]
+        row = gw.wait_rows("path_label like '/v1/files%'", count=2)[-1]
         assert row["bytes_in"] > UPLOAD_BYTES
         assert growth < RSS_GROWTH_BOUND, f"RSS grew by {growth / 2**20:.1f} MiB"
         mib = 2**20

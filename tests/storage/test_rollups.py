@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from understudy.storage import migrations, reports
+from understudy.storage import migrations, names, reports
 from understudy.storage.database import Store, open_database
 from understudy.storage.engine import Address, Database
 from understudy.storage.limits import usage_since
@@ -104,18 +104,19 @@ def old_cost_series(db, since, until, bucket_s):
 
 
 def old_passthrough(db, since, until):
-    return [
-        dict(r)
+    rows = [
+        {**r, "endpoint": names.decode_value(db, r["endpoint"])}  # the log writes it coded
         for r in db.query(
             "select endpoint, count(*) as requests, sum(status != 'ok') as failed,"
             " coalesce(sum(bytes_in), 0) as bytes_in, coalesce(sum(bytes_out), 0) as bytes_out,"
             " coalesce(sum(total_tokens), 0) as tokens,"
             " coalesce(sum(teacher_cost_usd), 0.0) as teacher_spend_usd,"
             " avg(latency_ms) as mean_latency_ms from requests where served_by = 'passthrough'"
-            " and created_at >= ? and created_at < ? group by endpoint order by endpoint",
+            " and created_at >= ? and created_at < ? group by endpoint",
             [since, until],
         )
     ]
+    return sorted(rows, key=lambda r: r["endpoint"])
 
 
 def old_live_agreement(db, since, until):

@@ -14,7 +14,7 @@ import pytest
 from tests.storage.test_rollups import copy_of
 from understudy.gateway.accounting.cost_book import CostBook
 from understudy.gateway.config import CostConfig
-from understudy.storage import migrations, reports
+from understudy.storage import migrations, names, reports
 from understudy.storage.database import Store, open_database
 from understudy.storage.engine import Address
 from understudy.storage.records import RequestRecord
@@ -80,7 +80,7 @@ def old_latest_teacher_models(db: Any, since: float) -> dict[str, str]:
         f" where r.{answers}",
         [since],
     )
-    return {r["task"]: r["teacher_model"] for r in rows}
+    return {r["task"]: names.decode_value(db, r["teacher_model"]) for r in rows}  # logged coded
 
 
 def learned(db: Any, since: float) -> dict[str, Any]:
