@@ -192,14 +192,16 @@ def replicate(db: Any, more: int) -> int:
             [rollups.hour_of(time.time() - rollups.MINUTES_KEPT_S)],
         )
         narrow = (*rollups.TASKS.values(), *rollups.KEYS.values(), *rollups.TASK_LATENCY.values())
-        for table in (*rollups.DAILY.values(), *narrow):
+        for table in (*rollups.DAILY.values(), *narrow, rollups.HOURS):
             conn.execute(f"delete from {table}")
         rollups.fill_daily(conn)
         rollups.fill_tasks(conn)
         rollups.fill_keys(conn)
         rollups.fill_task_latency(conn)
-        ((counted,),) = conn.execute("select sum(calls) from rollup_tasks_daily").fetchall()
-        assert counted == block + copied, (counted, block + copied)
+        rollups.fill_hours(conn)
+        for table in ("rollup_tasks_daily", rollups.HOURS):
+            ((counted,),) = conn.execute(f"select sum(calls) from {table}").fetchall()
+            assert counted == block + copied, (table, counted, block + copied)
         for table in hourly:
             conn.execute(f"drop table day_{table}")
     return copied
@@ -402,9 +404,9 @@ CHAT = json.dumps(
 ).encode()
 
 
-def online(upstream: str, data_dir: Path, requests: int) -> dict[str, Any]:
+def online(upstream: str, data_dir: Path) -> dict[str, Any]:
     """``GET /dashboard`` (the default 7 days, median of 5 after one; then 30 days, median of
-    5) and ``requests`` proxied chat requests (4 connections) on a gateway over ``data_dir``."""
+    5) on a gateway over ``data_dir``."""
     proc, url = start_gateway(upstream, data_dir)
     try:
         with httpx.Client(timeout=600) as client:
@@ -425,23 +427,67 @@ def online(upstream: str, data_dir: Path, requests: int) -> dict[str, Any]:
             started = time.perf_counter()
             client.get(url + "/metrics")
             metrics_s = time.perf_counter() - started
-        sample, wall = asyncio.run(run_load(url + "/v1", CHAT, 4, total=requests))
     finally:
         stop(proc)
-    lat = sorted(sample.latency)
     return {
         "dashboard_first_s": round(first_s, 3),
         "dashboard_s": round(statistics.median(times), 3),
         "dashboard_30d_s": round(statistics.median(month), 3),
         "metrics_s": round(metrics_s, 3),
-        "proxied": {
-            "requests": len(lat),
-            "errors": sample.errors,
-            "p50_ms": round(pct(lat, 50) * 1000, 2),
-            "p95_ms": round(pct(lat, 95) * 1000, 2),
-            "per_s": round(len(lat) / wall, 1),
-        },
+        "load_average": _load(),
     }
+
+
+def proxied_rounds(
+    upstream: str, empty: Path, data_dir: Path, rounds: int, requests: int
+) -> dict[str, Any]:
+    """Proxied chat requests (4 connections) on a gateway over an empty database and one over
+    ``data_dir``, both running: ``rounds`` rounds of ``requests`` on each, alternating which
+    goes first, after a warm-up of each. The machine's load changes from minute to minute, so
+    each round's big/empty ratios compare requests sent a few seconds apart; the result is the
+    median of those ratios (and each side's median p50 and p95), with the load average of each
+    round."""
+    gateways = [start_gateway(upstream, empty), start_gateway(upstream, data_dir)]
+    try:
+        for _, url in gateways:
+            asyncio.run(run_load(url + "/v1", CHAT, 4, total=min(requests, 100)))
+        per_round = []
+        for i in range(rounds):
+            got: dict[str, Any] = {}
+            for side in (0, 1) if i % 2 == 0 else (1, 0):
+                url = gateways[side][1] + "/v1"
+                sample, wall = asyncio.run(run_load(url, CHAT, 4, total=requests))
+                lat = sorted(sample.latency)
+                got["empty" if side == 0 else "full"] = {
+                    "p50_ms": round(pct(lat, 50) * 1000, 2),
+                    "p95_ms": round(pct(lat, 95) * 1000, 2),
+                    "errors": sample.errors,
+                    "per_s": round(len(lat) / wall, 1),
+                }
+            got["p50_ratio"] = round(got["full"]["p50_ms"] / got["empty"]["p50_ms"], 3)
+            got["p95_ratio"] = round(got["full"]["p95_ms"] / got["empty"]["p95_ms"], 3)
+            got["load_average"] = _load()
+            print(json.dumps(got), flush=True)
+            per_round.append(got)
+    finally:
+        for proc, _ in gateways:
+            stop(proc)
+    return {
+        "rounds": per_round,
+        "requests_per_round": requests,
+        **{
+            f"{side}_{q}": round(statistics.median(r[side][q] for r in per_round), 2)
+            for side in ("empty", "full")
+            for q in ("p50_ms", "p95_ms")
+        },
+        "p50_ratio": round(statistics.median(r["p50_ratio"] for r in per_round), 3),
+        "p95_ratio": round(statistics.median(r["p95_ratio"] for r in per_round), 3),
+        "errors": sum(r[s]["errors"] for r in per_round for s in ("empty", "full")),
+    }
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -611,7 +657,18 @@ def main(argv: list[str] | None = None) -> int:
         "--rows", default="10000,1000000", help="sizes, comma-separated (default 10000,1000000)"
     )
     parser.add_argument(
-        "--requests", type=int, default=1000, help="proxied requests per size (default 1000)"
+        "--requests",
+        type=int,
+        default=200,
+        help="proxied requests per round on each database (default 200)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rounds of proxied requests (default 5)"
+    )
+    parser.add_argument(
+        "--gateway-only",
+        action="store_true",
+        help="only the dashboard and the proxied rounds; keep the database (with --reuse)",
     )
     parser.add_argument(
         "--workers-seconds", type=float, default=15.0, help="load per worker count (default 15)"
@@ -641,19 +698,23 @@ def main(argv: list[str] | None = None) -> int:
             result["bytes"] = bytes_per_request(workdir)
             print(json.dumps(result["bytes"]), flush=True)
         empty = workdir / "empty"
-        result["empty"] = online(upstream, empty, args.requests)
+        result["empty"] = online(upstream, empty)
         for n in sizes:
             data_dir = workdir / f"n{n}"
             reused = args.reuse and (data_dir / "understudy.db").exists()
             entry: dict[str, Any] = {"fill": filled(data_dir) if reused else fill(data_dir, n)}
             print(n, json.dumps(entry["fill"]), flush=True)
-            entry["offline"] = offline(data_dir, workdir / "export.jsonl")
-            entry["online"] = online(upstream, data_dir, args.requests)
-            entry["retention"] = retention(data_dir)
+            if not args.gateway_only:
+                entry["offline"] = offline(data_dir, workdir / "export.jsonl")
+            entry["online"] = online(upstream, data_dir)
+            entry["proxied"] = proxied_rounds(upstream, empty, data_dir, args.rounds, args.requests)
+            if not args.gateway_only:
+                entry["retention"] = retention(data_dir)
             result["sizes"][str(n)] = entry
             print(n, json.dumps(entry), flush=True)
             _write(args.out, result)
-            shutil.rmtree(data_dir, ignore_errors=True)
+            if not args.gateway_only:
+                shutil.rmtree(data_dir, ignore_errors=True)
         if not args.skip_workers:
             result["workers"] = workers_throughput(upstream, workdir, args.workers_seconds)
     finally:
@@ -680,13 +741,11 @@ def print_table(result: dict[str, Any]) -> None:
         *("prune --dry-run", "dataset build", "proxied p50 / p95", "prune", "writes during prune"),
     )
     empty = result["empty"]
-    lines = [
-        head,
-        ("0", "0", "-", "-", _dashboard(empty), "-", "-", "-", "-", "-",
-         f"{empty['proxied']['p50_ms']} / {empty['proxied']['p95_ms']} ms", "-", "-"),
-    ]  # fmt: skip
+    lines = [head, ("0", "0", "-", "-", _dashboard(empty), *("-",) * 8)]
     for n, e in result["sizes"].items():
-        off, on, ret = e["offline"], e["online"], e["retention"]
+        if "offline" not in e:
+            continue
+        off, on, ret, px = e["offline"], e["online"], e["retention"], e["proxied"]
         lines.append(
             (
                 f"{int(n):,}",
@@ -699,13 +758,29 @@ def print_table(result: dict[str, Any]) -> None:
                 f"{off['export_1_task']['s']:.1f} s, {off['export_1_task']['rss_mb']:.0f} MB",
                 f"{off['prune_dry_run']['s']:.2f} s",
                 f"{off['dataset_build']['s']:.1f} s, {off['dataset_build']['rss_mb']:.0f} MB",
-                f"{on['proxied']['p50_ms']} / {on['proxied']['p95_ms']} ms",
+                f"{px['full_p50_ms']} / {px['full_p95_ms']} ms"
+                f" (empty {px['empty_p50_ms']} / {px['empty_p95_ms']} ms)",
                 f"{sum(ret['deleted'].values()):,} rows, {ret['rows_per_s']:,}/s",
                 f"p50 {ret['write_p50_ms']}, p99 {ret['write_p99_ms']},"
                 f" max {ret['write_max_ms']} ms",
             )
         )
     _markdown(lines)
+    rows = [("rows", "dashboard 7d / 30d", "proxied p50 / p95: empty, full, ratio", "load")]
+    for n, e in result["sizes"].items():
+        px = e["proxied"]
+        loads = [r["load_average"][0] for r in px["rounds"]]
+        rows.append(
+            (
+                f"{int(n):,}",
+                _dashboard(e["online"]),
+                f"{px['empty_p50_ms']} / {px['empty_p95_ms']} ms,"
+                f" {px['full_p50_ms']} / {px['full_p95_ms']} ms,"
+                f" {px['p50_ratio']} / {px['p95_ratio']} (median of {len(px['rounds'])} rounds)",
+                f"{min(loads)}-{max(loads)}",
+            )
+        )
+    _markdown(rows)
     if "bytes" in result:
         rows = [
             ("traffic", "file before", "file after", "smaller", "growth before", "growth after")

@@ -466,6 +466,16 @@ def _budget_usd_holds(db: Database) -> None:
     db.executescript("alter table budget_reservations add column usd real not null default 0;")
 
 
+@migration("0019_hour_changes")
+def _hour_changes(db: Database) -> None:
+    """Per hour, the request rows logged and a stamp each write changes (``rollup_hours``,
+    ``storage/rollups.py``): a report keeps the sums of the closed hours and days of its
+    window it has read, and knows from at most a row an hour whether they changed; filled
+    from the per-task hourly sums."""
+    rollups.create_hours(db.conn)
+    rollups.fill_hours(db.conn)
+
+
 @migration("0020_short_names")
 def _short_names(db: Database) -> None:
     """Repeated names as short codes (``storage/names.py``): the log writes a row's endpoint

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from understudy.storage.engine import Database
+from understudy.storage.engine import Database, dialect
 from understudy.storage.rollups import (
     DAILY,
     DAY_HOURS,
@@ -38,7 +40,9 @@ from understudy.storage.rollups import (
     TASK_LATENCY_KEYS,
     TASKS,
     bucket_bounds,
+    day_start,
     hour_of,
+    hours_changed,
 )
 
 GROUPS = {
@@ -129,6 +133,15 @@ def window(
     daily twin (when ``daily``), the other whole hours from the hourly table; with ``fine``,
     every minute from the per-minute table while the window is in its span. Rows of
     the request tables carry ``minute``, the first minute they count."""
+    arms = _arms(table, since, until, daily=daily, fine=fine, now=now)
+    sql = " union all ".join(arm for arm, _ in arms)
+    return f"({sql}) as r", [p for _, params in arms for p in params]
+
+
+def _arms(
+    table: str, since: float, until: float, *, daily: bool, fine: bool, now: float | None
+) -> list[tuple[str, list[int]]]:
+    """The parts of :func:`window`: each a ``select`` and its parameters."""
     arms: list[tuple[str, list[int]]] = []
     first, end = hours(since, until)
     twin, minutes = _TWINS[table]
@@ -153,8 +166,148 @@ def window(
             arms += [(_arm(table, table), span) for span in ends if span[0] < span[1]]
         else:
             arms.append((_arm(table, table), [first, end]))
-    sql = " union all ".join(arm for arm, _ in arms)
-    return f"({sql}) as r", [p for _, params in arms for p in params]
+    return arms
+
+
+CLOSED_KEPT = 128
+"""Most results of closed days' arms a process keeps (the least recently used go first)."""
+_closed: OrderedDict[tuple[Any, ...], dict[tuple[Any, ...], Any]] = OrderedDict()
+_closed_lock = threading.Lock()
+
+
+def _summed(
+    db: Database,
+    sql: str,
+    table: str,
+    since: float,
+    until: float,
+    *,
+    keys: Sequence[str],
+    lead: Sequence[Any] = (),
+    daily: bool = True,
+    fine: bool = False,
+) -> list[dict[str, Any]]:
+    """The rows of ``sql`` (sums, ``min(first_at)`` and ``max(last_at)`` grouped by ``keys``;
+    ``{src}`` where the window's rows go, after parameters ``lead``) over ``table``'s rows in
+    the window. The window's hours and days before the current hour are read once per process
+    and kept (:data:`CLOSED_KEPT` results), with the count, calls and stamps of those hours in
+    ``rollup_hours``: a later read reuses them while those are unchanged (a closed hour
+    changes only when a late row of it is logged; retention keeps the rollups); the current
+    hour is read and added to them (today's part of a daily arm: from the hourly table). A
+    report of the last 30 days reads the current hour's rows, not the month's."""
+    now = time.time()
+    current = hour_of(now)
+    arms = _arms(table, since, until, daily=daily, fine=fine, now=now)
+    closed, live = _split(arms, _arm(table, table), current)
+    if not closed:
+        return _query(db, sql, live, lead)
+    changes = hours_changed(db.conn, min(p[0] for _, p in closed), current)
+    if not changes[0]:  # no hour of the span was logged: nothing to keep
+        return _query(db, sql, closed + live, lead)
+    parts = [_kept(db, sql, arm, lead, keys, changes) for arm in closed]
+    if live:
+        parts.append(_keyed(_query(db, sql, live, lead), keys))
+    parts.sort(key=len, reverse=True)
+    out = dict(parts[0])  # the kept rows themselves are never changed
+    ordered = len(parts) == 1
+    for part in parts[1:]:
+        for key, row in part.items():
+            acc = out.get(key)
+            if acc is None:
+                out[key] = row
+                ordered = False
+            else:
+                out[key] = _added(acc, row, keys)
+    return list(out.values()) if ordered else [out[k] for k in sorted(out)]
+
+
+def _split(
+    arms: list[tuple[str, list[int]]], hourly: str, current: int
+) -> tuple[list[tuple[str, list[int]]], list[tuple[str, list[int]]]]:
+    """The arms' spans before the ``current`` hour, and the rest (per-minute arms too). A
+    daily arm's part from today on is read from the ``hourly`` table."""
+    today = day_start(current)
+    closed: list[tuple[str, list[int]]] = []
+    live: list[tuple[str, list[int]]] = []
+    for arm, params in arms:
+        if len(params) != 2:  # per-minute arms
+            live.append((arm, params))
+            continue
+        first, end = params
+        if arm != hourly and end > today:  # today's part of the daily sums: its hours
+            if first < today:
+                closed.append((arm, [first, today]))
+            arm, first = hourly, max(first, today)
+        if first < min(end, current):
+            closed.append((arm, [first, min(end, current)]))
+        if end > current:
+            live.append((arm, [max(first, current), end]))
+    return closed, live
+
+
+def _query(
+    db: Database, sql: str, arms: list[tuple[str, list[int]]], lead: Sequence[Any]
+) -> list[dict[str, Any]]:
+    src = "(" + " union all ".join(arm for arm, _ in arms) + ") as r"
+    params = [*lead, *(p for _, ps in arms for p in ps)]
+    return list(db.query(sql.format(src=src), params))
+
+
+def _keyed(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[tuple[Any, ...], Any]:
+    return {tuple(row[k] for k in keys): row for row in rows}
+
+
+def _kept(
+    db: Database,
+    sql: str,
+    arm: tuple[str, list[int]],
+    lead: Sequence[Any],
+    keys: Sequence[str],
+    changes: tuple[int, int, int],
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The rows of ``sql`` over one closed arm, by their keys: kept, or read and kept."""
+    key = (_identity(db), sql, arm[0], tuple(arm[1]), tuple(lead), changes)
+    with _closed_lock:
+        rows = _closed.get(key)
+        if rows is not None:
+            _closed.move_to_end(key)
+            return rows
+    rows = _keyed(_query(db, sql, [arm], lead), keys)
+    with _closed_lock:
+        _closed[key] = rows
+        while len(_closed) > CLOSED_KEPT:
+            _closed.popitem(last=False)
+    return rows
+
+
+def _identity(db: Database) -> tuple[str, str]:
+    """Which database: SQLite's file, PostgreSQL's database and server."""
+    if dialect(db) == "postgresql":
+        (row,) = db.query(
+            "select current_database() as name, coalesce(host(inet_server_addr()), '')"
+            " || ':' || coalesce(inet_server_port(), 0) as server"
+        )
+        return str(row["server"]), str(row["name"])
+    return "sqlite", str(db.conn.execute("pragma database_list").fetchone()[2])
+
+
+def _added(acc: dict[str, Any], row: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """Two rows of the same keys added into a new one (``first_at`` the least, ``last_at`` the
+    most; a sum of no rows, ``None``, adds nothing)."""
+    out = dict(acc)
+    for column, value in row.items():
+        old = out[column]
+        if value is None or column in keys:
+            continue
+        if old is None:
+            out[column] = value
+        elif column == "first_at":
+            out[column] = min(old, value)
+        elif column == "last_at":
+            out[column] = max(old, value)
+        else:
+            out[column] = old + value
+    return out
 
 
 def _minute_span(m0: int, m1: int) -> list[int]:
@@ -180,8 +333,9 @@ def _arm(table: str, source: str) -> str:
 
 def cost_totals(db: Database, since: float, until: float) -> dict[str, Any]:
     """One row of sums over every request in the window."""
-    src, params = window(_TASKS, since, until)
-    (row,) = db.query(f"select {_SUMS} from {src} where {_NOT_RELAYED}", params)
+    (row,) = _summed(
+        db, f"select {_SUMS} from {{src}} where {_NOT_RELAYED}", _TASKS, since, until, keys=()
+    )
     return _clean(row)
 
 
@@ -190,11 +344,15 @@ def cost_by(db: Database, group: str, since: float, until: float) -> list[dict[s
     ``YYYY-MM-DD``) or ``hour`` (its start in seconds) in the window, ordered by key."""
     column = GROUPS[group]
     table = _KEYS if group == "api_key" else _TASKS
-    src, params = window(table, since, until, daily=group != "hour")
-    rows = db.query(
-        f"select {column} as key, {_SUMS} from {src} where {_NOT_RELAYED}"
+    rows = _summed(
+        db,
+        f"select {column} as key, {_SUMS} from {{src}} where {_NOT_RELAYED}"
         f" group by {column} order by {column}",
-        params,
+        table,
+        since,
+        until,
+        keys=("key",),
+        daily=group != "hour",
     )
     if group == "api_key":
         return [_clean({**r, "key": r["key"] or "-"}) for r in rows]
@@ -225,19 +383,25 @@ def cost_series(
     anchor = since if anchor is None else anchor
     day = DAY_HOURS * HOUR_S
     daily = bucket_s % day == 0 and anchor % day == 0
-    src, spans = window(_TASKS, since, until, daily=daily, fine=bucket_s < HOUR_S)
-    name, params = "task", list[Any](spans)
+    name, lead = "task", list[Any]()
     if own is not None:
         marks = ", ".join("?" for _ in own) or "null"
         name = f"case when task in ({marks}) then task else ? end"
-        params = [*own, rest, *spans]
-    rows = db.query(
+        lead = [*own, rest]
+    rows = _summed(
+        db,
         f"select {name} as task, minute,"
         " sum(case when served_by != 'shadow' then calls else 0 end) as requests,"
         " sum(case when served_by = 'student' then calls else 0 end) as student,"
-        f" coalesce(sum(saved_usd), 0.0) as saved_usd from {src}"
+        " coalesce(sum(saved_usd), 0.0) as saved_usd from {src}"
         f" where {_NOT_RELAYED} group by 1, minute order by 1, minute",
-        params,
+        _TASKS,
+        since,
+        until,
+        keys=("task", "minute"),
+        lead=lead,
+        daily=daily,
+        fine=bucket_s < HOUR_S,
     )
     first = math.floor((since - anchor) / bucket_s)
     out: dict[tuple[str, int], dict[str, Any]] = {}
@@ -259,19 +423,23 @@ def cost_series(
 def passthrough_by_endpoint(db: Database, since: float, until: float) -> list[dict[str, Any]]:
     """Relayed calls per endpoint family in the window: calls, failures, body bytes each way,
     tokens and teacher spend (where the answers carried usage), mean latency."""
-    src, params = window(_KEYS, since, until)
-    rows = db.query(
+    rows = _summed(
+        db,
         "select endpoint, sum(calls) as requests, sum(errors) as failed,"
         " sum(bytes_in) as bytes_in, sum(bytes_out) as bytes_out, sum(total_tokens) as tokens,"
         " sum(teacher_cost_usd) as teacher_spend_usd, sum(latency_ms_sum) as latency_sum,"
-        f" sum(latency_n) as latency_n from {src} where served_by = 'passthrough'"
+        " sum(latency_n) as latency_n from {src} where served_by = 'passthrough'"
         " group by endpoint order by endpoint",
-        params,
+        _KEYS,
+        since,
+        until,
+        keys=("endpoint",),
     )
     out = []
-    for r in rows:
-        n, total = r.pop("latency_n"), r.pop("latency_sum")
-        out.append({**r, "mean_latency_ms": total / n if n else None})
+    for r in rows:  # new rows: the kept ones stay as read
+        row = {k: v for k, v in r.items() if k not in ("latency_n", "latency_sum")}
+        n, total = r["latency_n"], r["latency_sum"]
+        out.append({**row, "mean_latency_ms": total / n if n else None})
     return out
 
 
@@ -295,12 +463,15 @@ def latency_summary(
     if until - since >= LATENCY_DAYS_FROM_S:
         day = DAY_HOURS * HOUR_S
         since, until = since // day * day, -(-until // day) * day
-    src, params = window(_LATENCY, since, until)
-    rows = db.query(
-        f"select task, served_by, bucket, sum(n) as n from {src}"
+    rows = _summed(
+        db,
+        "select task, served_by, bucket, sum(n) as n from {src}"
         " where served_by not in ('shadow', 'passthrough')"
         " group by task, served_by, bucket order by task, served_by, bucket",
-        params,
+        _LATENCY,
+        since,
+        until,
+        keys=("task", "served_by", "bucket"),
     )
     groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for r in rows:

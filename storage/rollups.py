@@ -29,7 +29,9 @@ them: what the latency percentiles read.
 is counted to the minute at its ends, and charts of a short window have a point a minute.
 ``rollup_token_pairs`` (per hour x task: teacher answers' tokens and (student attempt, teacher
 answer) token pairs) and ``rollup_teacher_models`` (per task, its latest teacher model) are what
-the gateway's cost book learns token ratios from (:func:`add_token_pairs`).
+the gateway's cost book learns token ratios from (:func:`add_token_pairs`). ``rollup_hours``
+(per hour: request rows and a stamp each write changes) tells a reader whether hours it has
+read since changed (:func:`hours_changed`).
 
 Every report, the dashboard, ``understudy tasks``, the budgets and ``/metrics`` read these
 instead of ``requests``. Only the log writer adds to them (:func:`record`), counting each row
@@ -46,6 +48,7 @@ Every statement here runs on SQLite and PostgreSQL: ``?`` placeholders and
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
@@ -192,6 +195,18 @@ TASK_LATENCY_DDL = tuple(
     f"create index {table}_read on {table} ({', '.join(TASK_LATENCY_KEYS)}, n)"
     for table in TASK_LATENCY.values()
 )
+HOURS = "rollup_hours"
+"""Per hour: every request row logged (``calls``) and ``stamp``, a random number the last
+write to the hour set. Whether a span of hours changed since a read is two sums over at most a
+row an hour (:func:`hours_changed`): what lets a reader keep the sums of the closed hours and
+days it has read (:mod:`storage.reports`)."""
+HOURS_DDL = f"""
+    create table {HOURS} (
+        hour integer primary key,
+        calls bigint not null default 0,
+        stamp bigint not null default 0
+    )
+"""
 TABLES = (
     "rollup_requests",
     "rollup_latency",
@@ -203,6 +218,7 @@ TABLES = (
     *TASK_LATENCY.values(),
     "rollup_token_pairs",
     "rollup_teacher_models",
+    HOURS,
 )
 """Every rollup table."""
 
@@ -294,6 +310,11 @@ def create_task_latency(conn: Any) -> None:
         conn.execute(statement)
 
 
+def create_hours(conn: Any) -> None:
+    """Create the per-hour table (the migration calls this, then :func:`fill_hours`)."""
+    conn.execute(HOURS_DDL)
+
+
 def create_daily(conn: Any) -> None:
     """Create the daily rollup tables (the migration calls this, then :func:`fill_daily`)."""
     for statement in DAILY_DDL:
@@ -346,12 +367,13 @@ def add_requests(
     daily: bool = True,
     minutes: bool = True,
     narrow: bool = True,
+    hours: bool = True,
     now: float | None = None,
 ) -> None:
     """Add request rows (already stored) to ``rollup_requests`` and ``rollup_latency``, to
     their daily twins, to the per-minute table and to the per-task, per-key and per-task
-    latency tables (unless ``daily``, ``minutes`` or ``narrow`` is off: before the migrations
-    that made them).
+    latency tables and to the per-hour calls (unless ``daily``, ``minutes``, ``narrow`` or
+    ``hours`` is off: before the migrations that made them).
     Per-minute sums are kept for :data:`MINUTES_KEPT_S` before ``now``; older ones are not
     written, and deleted."""
     by_minute: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -374,8 +396,48 @@ def add_requests(
         by_task = _folded(answers, itemgetter(*(LATENCY_KEYS.index(k) for k in TASK_LATENCY_KEYS)))
         _upsert(conn, TASK_LATENCY["rollup_latency"], TASK_LATENCY_KEYS, by_task)
         _upsert(conn, TASK_LATENCY["rollup_latency_daily"], TASK_LATENCY_KEYS, _by_day(by_task))
+    if hours:
+        calls: dict[int, int] = {}
+        for key, acc in sums.items():
+            calls[key[0]] = calls.get(key[0], 0) + acc["calls"]
+        add_hours(conn, calls)
     if minutes:
         add_minutes(conn, by_minute, time.time() if now is None else now)
+
+
+def add_hours(conn: Any, calls: dict[int, int]) -> None:
+    """Add request rows per hour to :data:`HOURS`, each hour's ``stamp`` set to a new random
+    number (in hour order: no deadlock between PostgreSQL writers)."""
+    if not calls:
+        return
+    stamp = random.getrandbits(31)
+    conn.executemany(
+        f"insert into {HOURS} (hour, calls, stamp) values (?, ?, ?) on conflict (hour)"
+        f" do update set calls = {HOURS}.calls + excluded.calls, stamp = excluded.stamp",
+        [[hour, n, stamp] for hour, n in sorted(calls.items())],
+    )
+
+
+def fill_hours(conn: Any) -> None:
+    """Fill the (empty) per-hour table from the per-task hourly sums, a random stamp an hour."""
+    rows = conn.execute(
+        f"select hour, sum(calls) from {TASKS['rollup_requests']} group by hour"
+    ).fetchall()
+    conn.executemany(
+        f"insert into {HOURS} (hour, calls, stamp) values (?, ?, ?)",
+        [[hour, int(n), random.getrandbits(31)] for hour, n in rows],
+    )
+
+
+def hours_changed(conn: Any, first: int, end: int) -> tuple[int, int, int]:
+    """What says whether hours ``[first, end)`` changed: their rows' count, sum of calls and
+    sum of stamps (any write to one of them changes the sums)."""
+    row = conn.execute(
+        f"select count(*), coalesce(sum(calls), 0), coalesce(sum(stamp), 0) from {HOURS}"
+        " where hour >= ? and hour < ?",
+        [first, end],
+    ).fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def add_minutes(conn: Any, by_minute: dict[tuple[Any, ...], dict[str, Any]], now: float) -> None:
@@ -819,7 +881,7 @@ def backfill(conn: Any, *, batch: int = 20000) -> int:
     """Fill the (empty) rollups from every row already logged; the request rows read."""
     n = 0
     for rows in _batches(conn, f"select {', '.join(_REQUEST_COLUMNS)} from requests", batch):
-        add_requests(conn, rows, daily=False, minutes=False, narrow=False)
+        add_requests(conn, rows, daily=False, minutes=False, narrow=False, hours=False)
         n += len(rows)
     sql = (
         "select request_id, created_at, task, student_version, kind, agreed"
