@@ -585,15 +585,50 @@ def _layout_bytes(path: Path, rows: Iterator[Any], half: int, compress: bool) ->
         " + coalesce(length(bodies), 0)) from requests"
     ).fetchone()[0]
     first = _vacuumed_size(db, path)
+    trees = _tree_bytes(db)
     more = write_rows(db, rows, compress=compress, size=500)
     grown = _vacuumed_size(db, path) - first
+    growth = {k: v - trees.get(k, 0) for k, v in _tree_bytes(db).items()}
+    columns = _column_bytes(db, n + more)
     db.conn.close()
     return {
         "requests": n,
         "db_bytes_per_request": round(first / n),
         "growth_per_request": round(grown / more),
         "body_bytes_per_request": round(body / n),
+        "growth_by_tree": {k: round(v / more, 1) for k, v in growth.items() if v / more >= 0.5},
+        "requests_columns": columns,
     }
+
+
+def _tree_bytes(db: Any) -> dict[str, int]:
+    """Bytes of each table and index (SQLite's ``dbstat``: pages, with their free space)."""
+    rows = db.execute("select name, sum(pgsize) from dbstat group by name").fetchall()
+    return {name: size for name, size in rows}
+
+
+def _column_bytes(db: Any, n: int) -> dict[str, float]:
+    """Bytes per request of each column's values in ``requests`` rows (as SQLite's record
+    format stores them: text and blobs their length, reals 8, integers 0 to 8 by size), not
+    counting the record header (a byte a column) and the cell and page overhead."""
+    integer = (
+        "case when {c} between 0 and 1 then 0 when {c} between -128 and 127 then 1"
+        " when {c} between -32768 and 32767 then 2 when {c} between -8388608 and 8388607 then 3"
+        " when {c} between -2147483648 and 2147483647 then 4"
+        " when {c} between -140737488355328 and 140737488355327 then 6 else 8 end"
+    )
+    real = f"case when {{c}} = cast({{c}} as integer) then ({integer}) else 8 end"
+    sizes = []
+    columns = [r[1] for r in db.execute("pragma table_info(requests)")]
+    for c in columns:
+        size = (
+            f"case typeof({c}) when 'text' then length(cast({c} as blob))"
+            f" when 'blob' then length({c}) when 'integer' then ({integer.format(c=c)})"
+            f" when 'real' then ({real.format(c=c)}) else 0 end"
+        )
+        sizes.append(f"sum({size})")
+    (totals,) = db.execute(f"select {', '.join(sizes)} from requests").fetchall()
+    return {c: round(t / n, 1) for c, t in zip(columns, totals, strict=True) if t}
 
 
 def _vacuumed_size(db: Any, path: Path) -> int:
@@ -795,6 +830,7 @@ def print_table(result: dict[str, Any]) -> None:
                 + (str(before["body_bytes_per_request"]), str(after["body_bytes_per_request"]))
             )
         _markdown(rows)
+        _where_bytes_go(result["bytes"])
     if "workers" in result:
         w = result["workers"]
         rows = [("workers", "req/s", "p50 ms", "p95 ms", "errors", "logged")]
@@ -805,6 +841,23 @@ def print_table(result: dict[str, Any]) -> None:
         _markdown(rows)
         print(f"two workers: {w['ratio']}x one worker's throughput")
     print(f"machine: {json.dumps(result['machine'])}")
+
+
+def _where_bytes_go(measured: dict[str, Any]) -> None:
+    """Per traffic and layout: what each table and index grows by per request, and the bytes
+    per request of each column's values in ``requests``."""
+    for what, key in (
+        ("table or index (growth)", "growth_by_tree"),
+        ("column", "requests_columns"),
+    ):
+        layouts = [(t, layout) for t in measured for layout in ("before", "after")]
+        parts = sorted({p for t, layout in layouts for p in measured[t][layout][key]})
+        rows = [(what, *(f"{t} {layout}" for t, layout in layouts))]
+        for part in parts:
+            rows.append(
+                (part, *(str(measured[t][layout][key].get(part, "-")) for t, layout in layouts))
+            )
+        _markdown(rows)
 
 
 def _dashboard(online: dict[str, Any]) -> str:
