@@ -169,8 +169,8 @@ def _arms(
     return arms
 
 
-CLOSED_KEPT = 128
-"""Most results of closed days' arms a process keeps (the least recently used go first)."""
+CLOSED_KEPT = 64
+"""Most results of closed hours a process keeps (the least recently used go first)."""
 _closed: OrderedDict[tuple[Any, ...], dict[tuple[Any, ...], Any]] = OrderedDict()
 _closed_lock = threading.Lock()
 
@@ -189,12 +189,13 @@ def _summed(
 ) -> list[dict[str, Any]]:
     """The rows of ``sql`` (sums, ``min(first_at)`` and ``max(last_at)`` grouped by ``keys``;
     ``{src}`` where the window's rows go, after parameters ``lead``) over ``table``'s rows in
-    the window. The window's hours and days before the current hour are read once per process
-    and kept (:data:`CLOSED_KEPT` results), with the count, calls and stamps of those hours in
-    ``rollup_hours``: a later read reuses them while those are unchanged (a closed hour
-    changes only when a late row of it is logged; retention keeps the rollups); the current
-    hour is read and added to them (today's part of a daily arm: from the hourly table). A
-    report of the last 30 days reads the current hour's rows, not the month's."""
+    the window. The window's hours and days before the current hour are read together once
+    an hour per process and kept (:data:`CLOSED_KEPT` results), with the count, calls and
+    stamps of those hours in ``rollup_hours``: a later read reuses them while those are
+    unchanged (a closed hour changes only when a late row of it is logged; retention keeps
+    the rollups); the current hour is read and added to them (today's part of a daily arm:
+    from the hourly table). A report of the last 30 days reads the current hour's rows, not
+    the month's."""
     now = time.time()
     current = hour_of(now)
     arms = _arms(table, since, until, daily=daily, fine=fine, now=now)
@@ -204,20 +205,19 @@ def _summed(
     changes = hours_changed(db.conn, min(p[0] for _, p in closed), current)
     if not changes[0]:  # no hour of the span was logged: nothing to keep
         return _query(db, sql, closed + live, lead)
-    parts = [_kept(db, sql, arm, lead, keys, changes) for arm in closed]
-    if live:
-        parts.append(_keyed(_query(db, sql, live, lead), keys))
-    parts.sort(key=len, reverse=True)
-    out = dict(parts[0])  # the kept rows themselves are never changed
-    ordered = len(parts) == 1
-    for part in parts[1:]:
-        for key, row in part.items():
-            acc = out.get(key)
-            if acc is None:
-                out[key] = row
-                ordered = False
-            else:
-                out[key] = _added(acc, row, keys)
+    kept = _kept(db, sql, closed, lead, keys, changes)
+    if not live:
+        return list(kept.values())
+    out = dict(kept)  # the kept rows themselves are never changed
+    ordered = True
+    for row in _query(db, sql, live, lead):
+        key = tuple(row[k] for k in keys)
+        acc = out.get(key)
+        if acc is None:
+            out[key] = row
+            ordered = False
+        else:
+            out[key] = _added(acc, row, keys)
     return list(out.values()) if ordered else [out[k] for k in sorted(out)]
 
 
@@ -253,26 +253,24 @@ def _query(
     return list(db.query(sql.format(src=src), params))
 
 
-def _keyed(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[tuple[Any, ...], Any]:
-    return {tuple(row[k] for k in keys): row for row in rows}
-
-
 def _kept(
     db: Database,
     sql: str,
-    arm: tuple[str, list[int]],
+    arms: list[tuple[str, list[int]]],
     lead: Sequence[Any],
     keys: Sequence[str],
     changes: tuple[int, int, int],
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """The rows of ``sql`` over one closed arm, by their keys: kept, or read and kept."""
-    key = (_identity(db), sql, arm[0], tuple(arm[1]), tuple(lead), changes)
+    """The rows of ``sql`` over the closed arms, by their keys (in key order): kept, or read
+    and kept."""
+    spans = tuple((arm, tuple(params)) for arm, params in arms)
+    key = (_identity(db), sql, spans, tuple(lead), changes)
     with _closed_lock:
         rows = _closed.get(key)
         if rows is not None:
             _closed.move_to_end(key)
             return rows
-    rows = _keyed(_query(db, sql, [arm], lead), keys)
+    rows = {tuple(row[k] for k in keys): row for row in _query(db, sql, arms, lead)}
     with _closed_lock:
         _closed[key] = rows
         while len(_closed) > CLOSED_KEPT:

@@ -123,8 +123,11 @@ def _gather(
     for row in reports.cost_series(db, start, now, bucket, own=own, rest=rest, anchor=anchor):
         i = min(row["bucket"], n - 1)
         name = row["task"]
-        saved.setdefault(name, [0.0] * n)[i] += row["saved_usd"]
-        pair = counts.setdefault(name, [[0, 0] for _ in range(n)])[i]
+        if name not in saved:  # a line's buckets made once, not for each of its rows
+            saved[name] = [0.0] * n
+            counts[name] = [[0, 0] for _ in range(n)]
+        saved[name][i] += row["saved_usd"]
+        pair = counts[name][i]
         pair[0] += row["requests"]
         pair[1] += row["student"]
     coverage = {
