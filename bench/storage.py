@@ -7,7 +7,8 @@ or uses ``--postgres-url``), then measures non-streaming chat completions direct
 one gateway on SQLite, one on PostgreSQL, and two gateways on one PostgreSQL database (the load
 split evenly, as behind a balancer), each alone; then the cost of the limits shared in the
 database: rate limits leased per request or per 0.1 s / 0.5 s, and a monthly budget checked
-and held per request (against the same gateway with a key and no budget, on either engine).
+and held (against the same gateway with a key and no budget, on either engine, and with two
+gateways on one PostgreSQL database sharing the key's budget).
 After each gateway's cells it stops the gateways (SIGTERM) and counts the rows logged against
 the requests acknowledged. Prints a table and writes JSON under ``bench/results/``.
 ``--target NAME`` (repeatable) runs only the targets named (and ``direct``: the deltas need it).
@@ -182,6 +183,7 @@ BUDGETED = {  # name: (engine, settings)
     "sqlite, monthly budget": ("sqlite", BUDGET),
     "postgresql, gateway key": ("postgresql", KEYED),
     "postgresql, monthly budget": ("postgresql", BUDGET),
+    "postgresql x2, monthly budget": ("postgresql x2", BUDGET),
 }
 ORDER = ["direct", "sqlite", "postgresql", "postgresql x2", *LIMITED, *BUDGETED]
 
@@ -222,7 +224,8 @@ def main() -> int:
             for n, (engine, extra) in BUDGETED.items():
                 slug = n.replace(", ", "-").replace(" ", "-")
                 where = f"sqlite:///{work / slug}.db" if engine == "sqlite" else ""
-                targets.append((n, [where or server.fresh_database()], extra))
+                where = where or server.fresh_database()
+                targets.append((n, [where, where] if engine.endswith("x2") else [where], extra))
             for name, addresses, extra in targets:
                 if name not in chosen:
                     continue

@@ -17,14 +17,16 @@ What the workers share and what each has alone:
 
 * exact across workers (they read the database): the request log (one SQLite file in WAL mode,
   each worker's write-behind queue committing in turn), the rollups and everything that reads
-  them (report, dashboard, tasks, ``/metrics`` totals), monthly budgets (a request is admitted
-  and holds its estimate in the database in one transaction, against every worker's logged
-  usage and requests in flight: a key's month ends below its budget plus the one request that
-  crossed the line, while requests use no more than they hold; a killed worker's holds lapse
-  within ``limits.budget_lease_s``), failed-key throttling (failures counted in the database:
-  ``limits.failed_auth_per_minute`` a minute across all workers, plus at most one more key
-  judged per worker that had not heard yet), dashboard sessions, the registry (every worker
-  loads a newly promoted student from it within ``student.reload_interval_s``);
+  them (report, dashboard, tasks, ``/metrics`` totals), monthly budgets of tokens and of USD
+  (a request holds its estimate, tokens and their worst-case teacher cost, in the database
+  against every worker's logged usage and holds, admitted there or from its worker's slice of
+  the key's budget, itself a hold: a key's month ends below each budget plus the one request
+  that crossed the line, while requests use no more than they hold; a killed worker's holds
+  and slices lapse within ``limits.budget_lease_s``), failed-key throttling (failures
+  counted in the database: ``limits.failed_auth_per_minute`` a minute across all workers, plus
+  at most one more key judged per worker that had not heard yet), dashboard sessions, the
+  registry (every worker loads a newly promoted student from it within
+  ``student.reload_interval_s``);
 * shared when ``limits.rate_lease_s`` is above 0 (set it for ``--workers N`` on SQLite; unset,
   it is 0.5 on PostgreSQL): rate limits, leased from buckets in the database; at 0 each worker
   counts its own and a key may get up to N times its rate;
