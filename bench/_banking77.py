@@ -23,6 +23,7 @@ from typing import Any
 from understudy.distiller.config import DatasetConfig, DistillConfig, GateConfig, TrainConfig
 from understudy.distiller.evaluate import ModelEval
 from understudy.distiller.pipeline import RunOutcome, run_distillation
+from understudy.distiller.progress import Progress
 from understudy.distiller.worker import RESULT_FILE
 from understudy.storage.database import open_database
 from understudy.storage.records import RequestRecord
@@ -160,11 +161,13 @@ def distill(
     rows: list[dict[str, str]],
     names: dict[str, str],
     config: DistillConfig,
+    progress: Progress | None = None,
 ) -> Distilled:
-    """Log ``rows`` as teacher history into a fresh database and run one distillation."""
+    """Log ``rows`` as teacher history into a fresh database and run one distillation
+    (``progress`` hears of its phases)."""
     log_history(data_dir / "understudy.db", rows, names)
     started = time.perf_counter()
-    outcome = run_distillation(data_dir, TASK, config, trigger="bench")
+    outcome = run_distillation(data_dir, TASK, config, trigger="bench", progress=progress)
     seconds = time.perf_counter() - started
     db = open_database(data_dir / "understudy.db")
     model = champion(db, TASK)

@@ -14,8 +14,10 @@ let it serve. Prints a table and writes ``bench/results/distill.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._banking77 import (
     BATCH_SIZE,
+    RESULT_FILE,
     RESULTS,
     Distilled,
     add_run_arguments,
@@ -37,6 +40,54 @@ from bench._banking77 import (
     tiny_student_config,
     write_json,
 )
+
+
+class PhaseTimes:
+    """The run's phases as they begin (a :class:`~understudy.distiller.progress.Progress`):
+    each call to ``phase`` is a mark, repeated names included (the classical candidate trains
+    and is evaluated after the model), so the seconds between marks say where the run went."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[str, float]] = []
+
+    def started(self, run_id: str, run_dir: Path) -> None:
+        self.marks.append(("start", time.perf_counter()))
+
+    def phase(self, name: str) -> None:
+        if not self.marks or self.marks[-1][0] != name:
+            self.marks.append((name, time.perf_counter()))
+
+    def step(self, done: int, total: int | None, unit: str = "") -> None:
+        return None
+
+    def note(self, text: str) -> None:
+        return None
+
+    def finished(self) -> None:
+        self.marks.append(("end", time.perf_counter()))
+
+    def seconds(self) -> list[tuple[str, float]]:
+        """Each phase and the seconds until the next mark, in order."""
+        return [
+            (name, round(after - at, 1))
+            for (name, at), (_, after) in zip(self.marks, self.marks[1:], strict=False)
+        ]
+
+
+def phases(times: PhaseTimes, student: Distilled) -> dict[str, Any]:
+    """Where the run's seconds went: each phase mark's seconds, and the language model's job
+    (its own process: setup, i.e. process start, tokenizer, model build and tokenisation;
+    training steps; evaluation) from its own figures."""
+    out: dict[str, Any] = {"marks": times.seconds()}
+    path = student.run_dir / RESULT_FILE
+    if path.exists():
+        job = json.loads(path.read_text())
+        out["model_setup_s"] = job["train"].get("setup_seconds")
+        out["model_train_s"] = job["train"].get("seconds")
+        out["model_train_cpu_s"] = job["train"].get("cpu_seconds")
+        out["model_steps"] = job["train"].get("steps")
+        out["model_eval_s"] = job["candidate"].get("seconds")
+    return out
 
 
 def judge_test_split(
@@ -82,13 +133,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_run_arguments(parser)
     parser.add_argument("--output", default=str(RESULTS / "distill.json"), help="JSON results")
+    parser.add_argument(
+        "--example-budget",
+        type=int,
+        default=0,
+        help="train.example_budget: most examples trained on over all passes (0: none)",
+    )
+    parser.add_argument(
+        "--no-length-grouping",
+        action="store_true",
+        help="train.length_grouped = false: random batches, each padded to its longest",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     names = label_names()
     train_rows = read_csv("train.csv")[: args.train_limit]
     data_dir = fresh_data_dir(args.data_dir)
-    student = distill(data_dir, train_rows, names, tiny_student_config(args.epochs, args.lr))
+    times = PhaseTimes()
+    config = tiny_student_config(args.epochs, args.lr)
+    config.train.example_budget = args.example_budget
+    config.train.length_grouped = not args.no_length_grouping
+    student = distill(data_dir, train_rows, names, config, times)
     outcome = student.outcome
     if not outcome.promoted:
         print(f"run {outcome.status}, not promoted: {outcome.reason}", file=sys.stderr)
@@ -98,10 +164,13 @@ def main() -> int:
         "machine": machine(),
         "settings": {
             "epochs": args.epochs,
+            "example_budget": args.example_budget,
+            "length_grouped": not args.no_length_grouping,
             "lr": args.lr,
             "batch_size": BATCH_SIZE,
             "student": "tiny",
         },
+        "data_dir": str(data_dir),
         "logged_examples": len(train_rows),
         "run": {
             "status": outcome.status,
@@ -121,6 +190,7 @@ def main() -> int:
             "threshold": outcome.metrics.get("threshold"),
             "gates": outcome.gates,
         },
+        "phases": phases(times, student),
         "test": test,
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -154,6 +224,15 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"\n{'metric':<{width}}  value")
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+    times = result["phases"]
+    print("\nphases: " + ", ".join(f"{name} {s} s" for name, s in times["marks"]))
+    if "model_train_s" in times:
+        print(
+            "language model's job: setup {model_setup_s} s, {model_steps} steps in "
+            "{model_train_s} s ({model_train_cpu_s} s of CPU), evaluation {model_eval_s} s".format(
+                **times
+            )
+        )
     for gate in run["gates"]:
         verdict = "pass" if gate["passed"] else "FAIL"
         value, threshold = gate["value"], gate["threshold"]

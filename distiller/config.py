@@ -139,6 +139,16 @@ class TrainConfig:
     (``schedule.in_gateway``), at least 1: one thread on a 2-core box."""
     logging_steps: int = 20
     """Steps between progress lines in the log."""
+    example_budget: int = 0
+    """Most examples one run trains on, repeats over passes counted (a step budget scaled to
+    the data: ``example_budget / batch_size`` steps): a log large enough that ``epochs``
+    passes would exceed it trains fewer passes, with the learning-rate schedule ending at the
+    budget, so a run's time stops growing with the log. 0: ``epochs`` passes whatever the
+    log's size."""
+    length_grouped: bool = True
+    """Batch examples of similar length together (shuffled groups, each batch of one group):
+    a batch is padded to its longest example, so random batches of short label-shaped
+    examples spend about a third of their compute on padding."""
     tiny_hidden: int = 128
     """Tiny students: hidden size."""
     tiny_layers: int = 2
@@ -331,6 +341,7 @@ class DistillConfig:
                 "classical.char_min must be between 1 and classical.char_max",
             ),
             (self.train.threads >= 0, "train.threads must be >= 0 (0: auto)"),
+            (self.train.example_budget >= 0, "train.example_budget must be >= 0 (0: none)"),
             (self.train.num_processes >= 1, "train.num_processes must be >= 1"),
             (
                 not (self.train.launcher and self.train.distributed),

@@ -51,8 +51,17 @@ class TrainResult:
     """Examples actually trained on: those whose answer fits ``train.max_length``."""
     shortened_prompts: int = 0
     """Examples whose prompt lost its start to fit ``train.max_length`` (the answer is whole)."""
+    epochs: float | None = None
+    """Passes over the examples trained (fewer than ``train.epochs`` when
+    ``train.example_budget`` cut them)."""
     processes: int = 1
     """Training processes (``train.num_processes``): each took ``batch_size`` per step."""
+    setup_seconds: float | None = None
+    """Seconds before the first step: tokenizer and model built or loaded, examples
+    tokenised."""
+    cpu_seconds: float | None = None
+    """CPU seconds the training steps took in this process (wall ``seconds`` grows with
+    whatever else shares the cores; this much less)."""
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -136,10 +145,9 @@ def train_candidate(
     if not isinstance(warm_start, WarmStart):
         warm_start = WarmStart.from_dict(warm_start) if warm_start else None
     import torch
-    from datasets import Dataset as HFDataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-    from trl import SFTConfig, SFTTrainer
 
+    setup_started = time.perf_counter()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
@@ -163,6 +171,7 @@ def train_candidate(
         raise ValueError(
             f"no example fits train.max_length = {max_length} tokens: every answer is longer"
         )
+    epochs = _within_budget(epochs, len(fitted.rows), config.example_budget)
     peft_config = None
     if config.method == "lora" and warm_start:
         from peft import PeftModel
@@ -177,33 +186,12 @@ def train_candidate(
             epochs,
             learning_rate,
         )
-    args = SFTConfig(
-        output_dir=str(output_dir / "checkpoints"),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        max_length=max_length,
-        completion_only_loss=config.completion_only_loss,
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=device == "cuda" and torch.cuda.is_bf16_supported(),
-        activation_checkpointing=False,
-        use_cpu=device == "cpu",
-        logging_steps=config.logging_steps,
-        save_strategy="no",
-        report_to="none",
-        dataloader_pin_memory=device == "cuda",
-        ddp_find_unused_parameters=False,
-    )
-    trainer = _trainer_class(SFTTrainer)(
-        model=model,
-        args=args,
-        train_dataset=HFDataset.from_list(fitted.rows),
-        processing_class=tokenizer,
+    trainer = _sft_trainer(
+        model,
+        tokenizer,
+        fitted.rows,
+        config,
+        _sft_args(config, output_dir, epochs, learning_rate, max_length, device),
         peft_config=peft_config,
         callbacks=[_progress_callback(log_path)],
     )
@@ -220,8 +208,11 @@ def train_candidate(
     if processes > 1:
         log.info("%d training processes, %d examples each per step", processes, config.batch_size)
     started = time.perf_counter()
+    setup_seconds = round(started - setup_started, 2)
+    cpu_started = time.process_time()
     output = trainer.train()
     seconds = time.perf_counter() - started
+    cpu_seconds = round(time.process_time() - cpu_started, 2)
     final_dir = output_dir / ("adapter" if config.method == "lora" else "model")
     trainer.save_model(str(final_dir))  # by the first process only
     if is_main_process():
@@ -240,9 +231,112 @@ def train_candidate(
         warm_start_from=warm_start.id if warm_start else None,
         trained_examples=trained,
         shortened_prompts=fitted.shortened,
+        epochs=round(epochs, 4),
         processes=processes,
+        setup_seconds=setup_seconds,
+        cpu_seconds=cpu_seconds,
         log_history=list(trainer.state.log_history),
     )
+
+
+def _sft_args(
+    config: TrainConfig,
+    output_dir: Path,
+    epochs: float,
+    learning_rate: float,
+    max_length: int,
+    device: str,
+) -> Any:
+    import torch
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output_dir / "checkpoints"),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        max_length=max_length,
+        completion_only_loss=config.completion_only_loss,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=device == "cuda" and torch.cuda.is_bf16_supported(),
+        activation_checkpointing=False,
+        use_cpu=device == "cpu",
+        logging_steps=config.logging_steps,
+        train_sampling_strategy="group_by_length" if config.length_grouped else "random",
+        save_strategy="no",
+        report_to="none",
+        dataloader_pin_memory=device == "cuda",
+        ddp_find_unused_parameters=False,
+    )
+
+
+def _sft_trainer(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, list[int]]],
+    config: TrainConfig,
+    args: Any,
+    *,
+    peft_config: Any = None,
+    callbacks: Sequence[Any] = (),
+) -> Any:
+    from datasets import Dataset as HFDataset
+    from trl import SFTTrainer
+
+    return _trainer_class(SFTTrainer)(
+        model=model,
+        args=args,
+        train_dataset=HFDataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=list(callbacks),
+    )
+
+
+def padded_batches(
+    examples: Sequence[Example], config: TrainConfig, tokenizer: Any
+) -> list[list[list[int]]]:
+    """The batches of one pass over ``examples`` as training draws them (``batch_size``,
+    ``length_grouped``, ``seed``): each example's token ids, without the padding its batch
+    gives it. The model is ``config.base_model`` (a path)."""
+    import tempfile
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(config.base_model)
+    rows = fit_sequences(training_rows(examples), tokenizer, config.max_length).rows
+    with tempfile.TemporaryDirectory() as tmp:
+        args = _sft_args(config, Path(tmp), 1.0, config.learning_rate, config.max_length, "cpu")
+        trainer = _sft_trainer(model, tokenizer, rows, config, args)
+        batches = trainer.get_train_dataloader()
+        return [
+            [
+                ids[mask.bool()].tolist()
+                for ids, mask in zip(b["input_ids"], b["attention_mask"], strict=True)
+            ]
+            for b in batches
+        ]
+
+
+def _within_budget(epochs: float, examples: int, budget: int) -> float:
+    """``epochs``, or fewer passes over ``examples`` when that many would train on more than
+    ``budget`` examples (0: no budget)."""
+    if budget <= 0 or examples * epochs <= budget:
+        return epochs
+    passes = budget / examples
+    log.info(
+        "train.example_budget %d: %.2f passes over %d examples instead of %g",
+        budget,
+        passes,
+        examples,
+        epochs,
+    )
+    return passes
 
 
 def _shared_tiny_base(

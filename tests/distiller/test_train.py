@@ -204,3 +204,58 @@ def test_a_tiny_students_context_is_a_setting_and_long_prompts_keep_their_end(tm
     long_prompt = Prompt(messages=long_examples(1, words=600)[0].messages)
     (gen,) = runner.generate([long_prompt], max_new_tokens=8)  # no "context" error
     assert 1 <= len(gen.logprobs) <= 8  # an answer, not the empty one of a refused prompt
+
+
+def test_the_example_budget_caps_the_steps_whatever_the_epochs(tmp_path, tiny_base):
+    """A large log trains fewer passes: 16 examples, 4 epochs of batch 8 would be 8 steps;
+    a budget of 24 examples is 3 steps (1.5 passes). Below the budget nothing changes."""
+    data = examples(16)
+    config = TrainConfig(base_model=tiny_base, method="full", epochs=4, batch_size=8, device="cpu")
+    capped = train_candidate(data, replace(config, example_budget=24), tmp_path / "capped")
+    assert (capped.steps, capped.epochs) == (3, 1.5)
+    roomy = train_candidate(data, replace(config, example_budget=64), tmp_path / "roomy")
+    assert (roomy.steps, roomy.epochs) == (8, 4)
+
+
+def test_length_grouped_batches_pad_less_than_random_ones(tiny_base):
+    """Each batch is padded to its longest example: grouping by length leaves little
+    padding where random batches of short and long examples waste much of each step."""
+    from transformers import AutoTokenizer
+
+    from understudy.distiller.train import padded_batches
+
+    short, long = examples(32), long_examples(32, words=40)
+    mixed = [ex for pair in zip(short, long, strict=True) for ex in pair]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    config = TrainConfig(base_model=tiny_base, method="full", batch_size=8, device="cpu")
+
+    def padding(grouped: bool) -> float:
+        batches = padded_batches(mixed, replace(config, length_grouped=grouped), tokenizer)
+        real = sum(sum(len(ids) for ids in batch) for batch in batches)
+        padded = sum(max(len(ids) for ids in batch) * len(batch) for batch in batches)
+        assert sum(len(batch) for batch in batches) == 64  # every example, once
+        return padded / real - 1
+
+    grouped, random = padding(grouped=True), padding(grouped=False)
+    assert grouped < 0.2 and grouped < random / 2, (grouped, random)
+
+
+def test_evaluation_stops_a_batch_at_its_answers_end_not_at_max_new_tokens(tiny_base):
+    """Label answers are a few tokens: a batch is done once every row has ended its turn, so
+    evaluating with a generous ``max_new_tokens`` costs no more model calls than the answers
+    need."""
+    runner = StudentRunner(tiny_base, device="cpu")
+    model, end = runner.generator.model, runner.generator.stop_ids[0]
+    calls: list[int] = []
+
+    def end_after_two_tokens(module, inputs, logits):
+        calls.append(1)
+        if len(calls) > 2:  # the prefill gives the first token, the next call the second
+            logits[..., end] += 1e4
+        return logits
+
+    model.lm_head.register_forward_hook(end_after_two_tokens)
+    prompts = [Prompt([{"role": "user", "content": f"query {i}"}]) for i in range(8)]
+    gens = runner.generate(prompts, max_new_tokens=64, batch_size=8)
+    assert len(calls) == 3
+    assert all(len(g.logprobs) == 2 and g.finish_reason == "stop" for g in gens)
