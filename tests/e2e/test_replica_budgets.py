@@ -80,6 +80,14 @@ def test_kill_9_with_requests_in_flight_holds_their_tokens_only_until_the_lease_
     budget = 200
     # Each request holds its body and 64 for the answer: three in flight hold the budget.
     a, b = _two(stub, tmp_path, database, _config(budget, reserve=64))
+    holds_lapse_after_kill_9(teacher, a, b, database)
+
+
+def holds_lapse_after_kill_9(
+    teacher, a: GatewayProcess, b: GatewayProcess, url: str | None
+) -> None:
+    """Three requests in flight through ``a`` hold its key's budget (``b`` refuses it); ``a``
+    is killed: ``b`` admits the key again once their lease has ended, not before."""
     teacher.control(delay_ms=20_000)  # they never finish: a is killed first
     try:
         in_flight = [
@@ -88,7 +96,7 @@ def test_kill_9_with_requests_in_flight_holds_their_tokens_only_until_the_lease_
         for t in in_flight:
             t.start()
         deadline = time.monotonic() + 10
-        while _holds(a, database) < 3 and time.monotonic() < deadline:
+        while _holds(a, url) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _status_within(b, 429, 0.0), "the other process did not see the holds"
         a.kill()

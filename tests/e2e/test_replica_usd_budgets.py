@@ -1,6 +1,8 @@
 """One monthly USD budget across two gateway processes on one database (a SQLite file, and
 PostgreSQL): requests in flight hold their worst-case teacher cost, so many concurrent clients
-through both never spend past the budget by more than the one request that crossed the line."""
+through both never spend past the budget by more than the one request that crossed the line,
+and ``kill -9`` of a process with requests in flight holds their USD only until their lease
+ends."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from tests.e2e.test_replica_budgets import (
     LEASE_S,
     STORY_TOKENS,
     _two,
+    holds_lapse_after_kill_9,
     spend_until_refused,
 )
 from tests.e2e.test_replica_budgets import database as database  # the engines, as a fixture
@@ -48,3 +51,12 @@ def test_concurrent_requests_through_two_processes_keep_one_usd_budget(
     finally:
         a.stop()
         b.stop()
+
+
+def test_kill_9_with_requests_in_flight_holds_their_usd_only_until_the_lease_ends(
+    stub, teacher, database, tmp_path
+):
+    # Each request holds its body and 64 tokens for the answer at 1000 USD per 1M: about
+    # 0.084 USD; three in flight hold the budget.
+    a, b = _two(stub, tmp_path, database, _config(0.2, reserve=64))
+    holds_lapse_after_kill_9(teacher, a, b, database)
