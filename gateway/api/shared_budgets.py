@@ -173,8 +173,10 @@ class SharedBudgets:
     def admit(self, request_id: str, key: str, tokens: int, usd: float = 0.0) -> str | None:
         """None when ``key`` may start a request (holding ``tokens`` and ``usd`` of its
         budget), else which budget it has used up."""
-        with self._lock:
-            piece = self._slices.setdefault(key, _Slice())
+        piece = self._slices.get(key)
+        if piece is None:
+            with self._lock:
+                piece = self._slices.setdefault(key, _Slice())
         if self._from_slice(piece, request_id, tokens, usd):
             return None
         with piece.turn:
