@@ -3,6 +3,8 @@
     python bench/scale.py --rows 10000,1000000            # each N in turn, then the extras
     python bench/scale.py --rows 10000 --skip-workers      # one size only
     python bench/scale.py --rows 10000000 --skip-bytes --skip-workers --workdir /tmp/scale
+    python bench/scale.py --rows 10000,10000000 --reuse --gateway-only --skip-bytes \
+        --skip-workers --workdir /tmp/scale     # the gateway parts again, databases kept
 
 For each N a fresh data directory is filled with N realistic logged requests through the
 storage layer's own insert (the log writer's: bodies compressed, rollups added in the same
@@ -13,9 +15,13 @@ long summaries, JSON extraction), Responses API exchanges, pass-through embeddin
 the teacher, the student (with its attempt row) or as shadow checks; a few errors. Then, as an
 operator would run them: ``understudy report --since 30d``, ``understudy tasks``, ``understudy
 export`` of one task (wall time and peak RSS), ``understudy prune --dry-run``, the distiller's
-dataset build of one task; a gateway on that database: ``GET /dashboard`` and 1,000 proxied
-requests (and the same requests on an empty database); then retention deletes the oldest third
-of the rows in batches while another connection keeps writing (how long its writes take).
+dataset build of one task; a gateway on that database: ``GET /dashboard``; proxied requests
+on it and on a gateway over an empty database, both running, in rounds whose requests go to
+one and the other in turn (:func:`proxied_rounds`: the machine's load changes from second to
+second); then retention deletes the oldest third of the rows in batches while another
+connection keeps writing (how long its writes take). With ``--gateway-only`` (and ``--reuse``),
+only the gateway parts, the databases kept, and with several sizes their dashboards side by
+side (:func:`dashboards_side_by_side`).
 
 Once: bytes per logged request before (bodies as text, the layout before
 ``0009_compact_bodies``) and after, on demo-shaped traffic and on long chat transcripts (the
@@ -52,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._banking77 import SYSTEM  # noqa: E402
-from bench._load import run_load  # noqa: E402
+from bench._load import Sample, _read_response, build_request, run_load  # noqa: E402
 from bench._traffic import TASK, Traffic, demo_traffic, transcripts  # noqa: E402
 from tests.gateway_process import free_port  # noqa: E402
 from understudy.gateway.accounting.cost_book import CostBook  # noqa: E402
@@ -441,37 +447,47 @@ def online(upstream: str, data_dir: Path) -> dict[str, Any]:
 def proxied_rounds(
     upstream: str, empty: Path, data_dir: Path, rounds: int, requests: int
 ) -> dict[str, Any]:
-    """Proxied chat requests (4 connections) on a gateway over an empty database and one over
-    ``data_dir``, both running: ``rounds`` rounds of ``requests`` on each, alternating which
-    goes first, after a warm-up of each. The machine's load changes from minute to minute, so
-    each round's big/empty ratios compare requests sent a few seconds apart; the result is the
-    median of those ratios (and each side's median p50 and p95), with the load average of each
-    round."""
+    """Proxied chat requests on a gateway over an empty database and one over ``data_dir``,
+    both running: ``rounds`` rounds of ``requests`` on each, after a warm-up of each. In a
+    round, each of 4 connections to each gateway sends a request to one, then the other (which
+    goes first alternates): the machine's load changes from second to second, so the two sides
+    are sampled side by side, not one after the other. The result is the median of the rounds'
+    full/empty ratios (and each side's median p50 and p95), the ratios of all the rounds'
+    requests together, with each round's load average; and the CPU time each gateway process
+    spent per request (``/proc``, its threads included), which the machine's load does not
+    change as it changes the latency."""
     gateways = [start_gateway(upstream, empty), start_gateway(upstream, data_dir)]
+    pooled: list[list[float]] = [[], []]
     try:
         for _, url in gateways:
             asyncio.run(run_load(url + "/v1", CHAT, 4, total=min(requests, 100)))
+        cpu = [_cpu_s(proc.pid) for proc, _ in gateways]
         per_round = []
-        for i in range(rounds):
+        for _ in range(rounds):
+            urls = [url + "/v1" for _, url in gateways]
+            samples = asyncio.run(paired_load(urls, CHAT, 4, requests))
             got: dict[str, Any] = {}
-            for side in (0, 1) if i % 2 == 0 else (1, 0):
-                url = gateways[side][1] + "/v1"
-                sample, wall = asyncio.run(run_load(url, CHAT, 4, total=requests))
-                lat = sorted(sample.latency)
-                got["empty" if side == 0 else "full"] = {
+            for side, lat in zip(("empty", "full"), samples, strict=True):
+                pooled[side == "full"] += lat
+                lat.sort()
+                got[side] = {
                     "p50_ms": round(pct(lat, 50) * 1000, 2),
                     "p95_ms": round(pct(lat, 95) * 1000, 2),
-                    "errors": sample.errors,
-                    "per_s": round(len(lat) / wall, 1),
+                    "requests": len(lat),
                 }
             got["p50_ratio"] = round(got["full"]["p50_ms"] / got["empty"]["p50_ms"], 3)
             got["p95_ratio"] = round(got["full"]["p95_ms"] / got["empty"]["p95_ms"], 3)
             got["load_average"] = _load()
             print(json.dumps(got), flush=True)
             per_round.append(got)
+        cpu = [_cpu_s(proc.pid) - before for (proc, _), before in zip(gateways, cpu, strict=True)]
     finally:
         for proc, _ in gateways:
             stop(proc)
+    for lat in pooled:
+        lat.sort()
+    all_ms = [{q: pct(lat, q) * 1000 for q in (50, 95)} for lat in pooled]
+    n = len(pooled[0])
     return {
         "rounds": per_round,
         "requests_per_round": requests,
@@ -482,8 +498,84 @@ def proxied_rounds(
         },
         "p50_ratio": round(statistics.median(r["p50_ratio"] for r in per_round), 3),
         "p95_ratio": round(statistics.median(r["p95_ratio"] for r in per_round), 3),
-        "errors": sum(r[s]["errors"] for r in per_round for s in ("empty", "full")),
+        "requests": sum(r[s]["requests"] for r in per_round for s in ("empty", "full")),
+        "pooled_p50_ms": [round(x[50], 2) for x in all_ms],
+        "pooled_p95_ms": [round(x[95], 2) for x in all_ms],
+        "pooled_p50_ratio": round(all_ms[1][50] / all_ms[0][50], 3),
+        "pooled_p95_ratio": round(all_ms[1][95] / all_ms[0][95], 3),
+        "cpu_ms_per_request": [round(c * 1000 / max(n, 1), 3) for c in cpu],
+        "cpu_ratio": round(cpu[1] / cpu[0], 3) if cpu[0] else None,
     }
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, its threads included (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def paired_load(
+    urls: list[str], body: bytes, concurrency: int, total: int
+) -> list[list[float]]:
+    """``concurrency`` workers, each with a keep-alive connection to every URL, sending one
+    request at a time to each URL in turn (the first one alternating) until each URL has had
+    ``total``: the latencies (s) of each URL's answers (status 200; any other raises)."""
+    targets = [build_request(url, body) for url in urls]
+    latencies: list[list[float]] = [[] for _ in urls]
+    sent = 0
+
+    async def worker() -> None:
+        nonlocal sent
+        streams = [await asyncio.open_connection(host, port) for host, port, _ in targets]
+        try:
+            while sent < total:
+                sent += 1
+                order = range(len(urls)) if sent % 2 else reversed(range(len(urls)))
+                for i in order:
+                    reader, writer = streams[i]
+                    sample = Sample()
+                    started = time.perf_counter()
+                    writer.write(targets[i][2])
+                    await _read_response(reader, started, sample, keep_ids=False)
+                    if sample.errors:
+                        raise RuntimeError(f"{urls[i]} answered an error")
+                    latencies[i] += sample.latency
+        finally:
+            for _, writer in streams:
+                writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+def dashboards_side_by_side(
+    upstream: str, data_dirs: dict[str, Path], times: int = 15
+) -> dict[str, Any]:
+    """``GET /dashboard?window=W`` (7 and 30 days) on a gateway over each database, all running,
+    asked in turn ``times`` times (the order reversed every other time, after one each): the
+    median of each, so that the sizes are compared under the same load of the machine."""
+    gateways = {n: start_gateway(upstream, d) for n, d in data_dirs.items()}
+    out: dict[str, Any] = {"load_average": []}
+    try:
+        with httpx.Client(timeout=600) as client:
+            for window in ("7d", "30d"):
+                path = f"/dashboard?window={window}"
+                names = list(gateways)
+                for n in names:
+                    assert client.get(gateways[n][1] + path).status_code == 200
+                took: dict[str, list[float]] = {n: [] for n in names}
+                for i in range(times):
+                    for n in names if i % 2 == 0 else names[::-1]:
+                        started = time.perf_counter()
+                        assert client.get(gateways[n][1] + path).status_code == 200
+                        took[n].append(time.perf_counter() - started)
+                for n in names:
+                    out.setdefault(n, {})[window] = round(statistics.median(took[n]), 4)
+                out["load_average"].append(_load())
+    finally:
+        for proc, _ in gateways.values():
+            stop(proc)
+    return out
 
 
 def _load() -> list[float]:
@@ -750,6 +842,10 @@ def main(argv: list[str] | None = None) -> int:
             _write(args.out, result)
             if not args.gateway_only:
                 shutil.rmtree(data_dir, ignore_errors=True)
+        if args.gateway_only and len(sizes) > 1:
+            dirs = {str(n): workdir / f"n{n}" for n in sizes}
+            result["dashboards"] = dashboards_side_by_side(upstream, dirs)
+            print(json.dumps(result["dashboards"]), flush=True)
         if not args.skip_workers:
             result["workers"] = workers_throughput(upstream, workdir, args.workers_seconds)
     finally:
@@ -811,11 +907,21 @@ def print_table(result: dict[str, Any]) -> None:
                 _dashboard(e["online"]),
                 f"{px['empty_p50_ms']} / {px['empty_p95_ms']} ms,"
                 f" {px['full_p50_ms']} / {px['full_p95_ms']} ms,"
-                f" {px['p50_ratio']} / {px['p95_ratio']} (median of {len(px['rounds'])} rounds)",
+                f" {px['p50_ratio']} / {px['p95_ratio']} (median of {len(px['rounds'])} rounds;"
+                f" all requests {px['pooled_p50_ratio']} / {px['pooled_p95_ratio']});"
+                f" CPU {px['cpu_ms_per_request'][0]} / {px['cpu_ms_per_request'][1]} ms"
+                f" a request ({px['cpu_ratio']})",
                 f"{min(loads)}-{max(loads)}",
             )
         )
     _markdown(rows)
+    if "dashboards" in result:
+        side = result["dashboards"]
+        rows = [("rows, side by side", "dashboard 7d", "dashboard 30d")]
+        for n in result["sizes"]:
+            rows.append((f"{int(n):,}", f"{side[n]['7d']:.3f} s", f"{side[n]['30d']:.3f} s"))
+        _markdown(rows)
+        print(f"load average: {side['load_average']}")
     if "bytes" in result:
         rows = [
             ("traffic", "file before", "file after", "smaller", "growth before", "growth after")
