@@ -14,7 +14,11 @@ policy fitted on a share of the held-out set: the features are functions of its 
 probabilities, and that probability ranks its answers as well as a policy fitted on a few dozen
 examples would (worse: such a fit is noisy). Its policy is the smoothed agreement rate times
 that probability, an order fixed before any label is seen, and every held-out example
-certifies the threshold: a quarter more evidence for the same bound.
+certifies the threshold: a quarter more evidence for the same bound. When the training
+examples measured how often the teacher agreed with each label the student gives
+(:func:`distiller.classical.label_agreement`, by cross-validation on them, never on the
+held-out set), that label's rate times the answer's margin ranks them instead: still fixed
+before any held-out label is seen.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from understudy.distiller.classical import LabelAgreement
 from understudy.distiller.config import GateConfig
 from understudy.distiller.evaluate import ModelEval
 from understudy.distiller.gates import Served
@@ -66,20 +71,26 @@ def calibrate_router(
 
 
 def calibrate(
-    candidate: ModelEval, kind: str, config: GateConfig, *, ranked_by_probability: bool = False
+    candidate: ModelEval,
+    kind: str,
+    config: GateConfig,
+    *,
+    ranked_by_probability: bool = False,
+    label_rates: LabelAgreement | None = None,
 ) -> Calibration:
     """The router and the served slice of ``candidate``. A threshold is certified only on at
     least ``config.min_calibration_examples`` held-out examples (drawn uniformly from
     traffic by the dataset); with fewer, nothing is served. ``ranked_by_probability``: the
     answer's probability ranks the answers (one-label answers); no policy is fitted on a share
-    of them and all certify."""
+    of them and all certify; with ``label_rates`` (measured off the held-out set), the
+    answer's label rate times its margin ranks them."""
     features, labels = candidate.features, [bool(x) for x in candidate.agreed]
     weights = candidate.sample_weights()
     if not labels:
         return Calibration(RouterSpec(kind, config.target), 0.0, Served(0.0, 0, 0))
     if ranked_by_probability:
         fit, check = [], list(range(len(labels)))
-        policy = probability_policy(labels)
+        policy = probability_policy(labels, label_rates)
     else:
         fit, check = split_for_certification(len(labels))
         policy = _fit([features[i] for i in fit], [labels[i] for i in fit])
@@ -117,13 +128,23 @@ def split_for_certification(n: int) -> tuple[list[int], list[int]]:
     return sorted(fit), [i for i in range(n) if i not in fit]
 
 
-def probability_policy(labels: Sequence[bool]) -> CalibratedPolicy:
+def probability_policy(
+    labels: Sequence[bool], label_rates: LabelAgreement | None = None
+) -> CalibratedPolicy:
     """The smoothed agreement rate of ``labels`` times the answer's (geometric mean token)
     probability: ranks answers by that probability alone, whatever the labels, so a threshold
-    certified on the same examples is tested in an order fixed before their labels."""
+    certified on the same examples is tested in an order fixed before their labels. With
+    ``label_rates``: the answer's label rate times its first-token margin (the rates come
+    from other examples, so the order is still fixed before these labels)."""
     n, agreed = len(labels), sum(bool(x) for x in labels)
+    rates = label_rates.rates if label_rates is not None else {}
     return CalibratedPolicy(
-        method="prior", prior=(agreed + 1) / (n + 2), n_samples=n, n_agreed=agreed
+        method="prior",
+        prior=(agreed + 1) / (n + 2),
+        n_samples=n,
+        n_agreed=agreed,
+        label_rates=tuple(sorted(rates.items())),
+        label_default=label_rates.default if label_rates is not None else 0.0,
     )
 
 

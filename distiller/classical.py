@@ -6,13 +6,17 @@ held-out and golden examples as the language-model candidate, and judged by the 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from understudy.distiller.dataset import Dataset, Example
 from understudy.distiller.train import TrainResult
+from understudy.router import normalise_label
 from understudy.student.classical import (
     ClassicalModel,
     ClassicalSettings,
@@ -25,6 +29,16 @@ log = logging.getLogger("understudy.distiller")
 ENGINE = "classical"
 BASE = "classical"
 """The base recorded in the registry for a classical student."""
+LABEL_AGREEMENT = "label_agreement.json"
+"""The file, beside the model, of how often the teacher agreed with each label it gives."""
+FOLDS = 3
+"""Folds of the cross-validation that measures each label's agreement on the training
+examples (each fold's examples answered by a model trained on the others)."""
+MIN_FOLD_EXAMPLES = 30
+"""Fewest training examples for that measure; with fewer, no label rates."""
+MAX_FOLD_EXAMPLES = 4000
+"""Most training examples that measure reads (the newest): on a 9,000-answer log the three
+folds' fits would take longer than the model's own."""
 
 
 def fits(dataset: Dataset, settings: ClassicalSettings) -> bool:
@@ -42,15 +56,12 @@ def train_classical(
     ``settings.label_examples`` times, and save into ``out_dir``."""
     started = time.perf_counter()
     rows = [ex for ex in examples for _ in range(max(1, ex.weight))]
-    texts = [prompt_text(ex.messages, ex.prompt) for ex in rows]
-    answers = [ex.answer for ex in rows]
-    for label in sorted(set(answers)):
-        words = label_words(label)
-        if words:
-            texts += [words] * settings.label_examples
-            answers += [label] * settings.label_examples
+    texts, answers = _rows(examples, settings)
     model = ClassicalModel.fit(texts, answers, settings, seed=seed)
     model.save(out_dir, settings)
+    rates = label_agreement(examples, settings, seed=seed)
+    if rates is not None:
+        (Path(out_dir) / LABEL_AGREEMENT).write_text(json.dumps(rates.to_dict()), "utf-8")
     seconds = round(time.perf_counter() - started, 2)
     log.info(
         "classical candidate: %d examples, %d labels, %.1f s", len(rows), len(model.labels), seconds
@@ -66,3 +77,86 @@ def train_classical(
         final_loss=None,
         trained_examples=len(rows),
     )
+
+
+@dataclass(frozen=True)
+class LabelAgreement:
+    """For each label the student gives, how often the teacher gave it too: measured on the
+    training examples by cross-validation, so never on the held-out examples the threshold is
+    certified on (the order it tests them in stays fixed before their answers are seen)."""
+
+    rates: dict[str, float]
+    """Normalised label -> smoothed share of the examples answered with it where the teacher
+    agreed, shrunk towards ``default`` by two examples' worth."""
+    default: float
+    """The overall share (smoothed): the rate of a label the student never gave there."""
+    n: int
+    """Examples it was measured on."""
+
+    def to_dict(self) -> dict[str, object]:
+        return {"rates": self.rates, "default": self.default, "n": self.n, "folds": FOLDS}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelAgreement:
+        rates = data.get("rates") or {}
+        return cls(
+            rates={str(k): float(v) for k, v in rates.items()},
+            default=float(data.get("default", 0.0)),
+            n=int(data.get("n", 0)),
+        )
+
+
+def label_agreement(
+    examples: Sequence[Example], settings: ClassicalSettings, *, seed: int = 0
+) -> LabelAgreement | None:
+    """Each label's agreement with the teacher, by ``FOLDS``-fold cross-validation on the
+    newest ``MAX_FOLD_EXAMPLES`` of ``examples`` (fold ``i % FOLDS``; label words train every
+    fold); None with fewer than ``MIN_FOLD_EXAMPLES`` examples."""
+    if len(examples) < MIN_FOLD_EXAMPLES:
+        return None
+    if len(examples) > MAX_FOLD_EXAMPLES:
+        examples = sorted(examples, key=lambda ex: ex.created_at)[-MAX_FOLD_EXAMPLES:]
+    given: dict[str, int] = {}
+    agreed: dict[str, int] = {}
+    for fold in range(FOLDS):
+        train = [ex for i, ex in enumerate(examples) if i % FOLDS != fold]
+        judged = [ex for i, ex in enumerate(examples) if i % FOLDS == fold]
+        texts, answers = _rows(train, settings)
+        if len(set(answers)) < 2:
+            continue
+        model = ClassicalModel.fit(texts, answers, settings, seed=seed)
+        top = model.predict([prompt_text(ex.messages, ex.prompt) for ex in judged], top_k=1)
+        for ex, ranked in zip(judged, top, strict=True):
+            label = normalise_label(ranked[0][0])
+            given[label] = given.get(label, 0) + 1
+            agreed[label] = agreed.get(label, 0) + (label == normalise_label(ex.answer))
+    n = sum(given.values())
+    if not n:
+        return None
+    default = (sum(agreed.values()) + 1) / (n + 2)
+    rates = {
+        label: round((agreed[label] + 2 * default) / (count + 2), 6)
+        for label, count in sorted(given.items())
+    }
+    return LabelAgreement(rates, round(default, 6), n)
+
+
+def read_label_agreement(model_dir: str | Path) -> LabelAgreement | None:
+    """The label rates saved beside a classical model (None: not measured)."""
+    path = Path(model_dir) / LABEL_AGREEMENT
+    if not path.is_file():
+        return None
+    return LabelAgreement.from_dict(json.loads(path.read_text("utf-8")))
+
+
+def _rows(examples: Sequence[Example], settings: ClassicalSettings) -> tuple[list[str], list[str]]:
+    """Texts and answers to fit on: each example ``weight`` times, and each label's words."""
+    rows = [ex for ex in examples for _ in range(max(1, ex.weight))]
+    texts = [prompt_text(ex.messages, ex.prompt) for ex in rows]
+    answers = [ex.answer for ex in rows]
+    for label in sorted(set(answers)):
+        words = label_words(label)
+        if words:
+            texts += [words] * settings.label_examples
+            answers += [label] * settings.label_examples
+    return texts, answers

@@ -30,7 +30,7 @@ from understudy.distiller.calibrate import (
 from understudy.distiller.classical import BASE as CLASSICAL_BASE
 from understudy.distiller.classical import ENGINE as CLASSICAL
 from understudy.distiller.classical import fits as classical_fits
-from understudy.distiller.classical import train_classical
+from understudy.distiller.classical import read_label_agreement, train_classical
 from understudy.distiller.config import DistillConfig
 from understudy.distiller.dataset import Dataset, build_dataset
 from understudy.distiller.evaluate import ModelEval, evaluate_student
@@ -347,7 +347,16 @@ def _judge(
     current: ModelVersion | None,
 ) -> Judged:
     candidate, champ = result.candidate, result.champion
-    fitted = calibrate(candidate, kind, config.gates, ranked_by_probability=engine == CLASSICAL)
+    rates = None
+    if engine == CLASSICAL and result.train.model_path is not None:
+        rates = read_label_agreement(result.train.model_path)
+    fitted = calibrate(
+        candidate,
+        kind,
+        config.gates,
+        ranked_by_probability=engine == CLASSICAL,
+        label_rates=rates,
+    )
     champ_served, cand_served = None, fitted.served
     if champ is not None and current is not None:
         # Both on the held-out examples the champion never trained on.

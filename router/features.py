@@ -7,8 +7,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from understudy.router.agreement import normalise_label
 from understudy.router.validity import failed_check
 
+LABEL_MAX_CHARS = 100
+"""Longest answer (one line) kept as :attr:`Features.label`: a label-shaped answer."""
 LOGPROB_FLOOR = -100.0
 """Token log-probabilities below this (``-inf``, vLLM's ``-9999``, NaN) count as this."""
 
@@ -44,6 +47,9 @@ class Features:
     length_tokens: int
     """Number of generated tokens."""
     failed_check: str | None = None
+    label: str | None = None
+    """The answer as a label (:func:`normalise_label`) when it is one short line, else None:
+    a policy may know how often the teacher agreed with each label the student gives."""
 
     @property
     def valid(self) -> bool:
@@ -61,7 +67,12 @@ class Features:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON; ``label`` only when there is one (dicts stored before it existed are
+        unchanged)."""
+        data = asdict(self)
+        if data["label"] is None:
+            del data["label"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Features:
@@ -74,6 +85,7 @@ class Features:
             first_token_margin=float(data["first_token_margin"]),
             length_tokens=int(data["length_tokens"]),
             failed_check=data.get("failed_check"),
+            label=data.get("label"),
         )
 
 
@@ -105,7 +117,16 @@ def extract_features(
         first_token_margin=first_token_margin(first_token_alternatives, logprobs[:1]),
         length_tokens=n,
         failed_check=failed_check(text, finish_reason, response_format, tools, tool_calls),
+        label=as_label(text),
     )
+
+
+def as_label(text: str) -> str | None:
+    """``text`` as a label when it is one short line (:data:`LABEL_MAX_CHARS`), else None."""
+    stripped = text.strip()
+    if not stripped or len(stripped) > LABEL_MAX_CHARS or "\n" in stripped:
+        return None
+    return normalise_label(stripped)
 
 
 def first_token_margin(alternatives: Sequence[float], first_logprob: Sequence[float] = ()) -> float:

@@ -108,7 +108,13 @@ class CalibratedPolicy(ConfidencePolicy):
     * ``logistic``: the logistic output alone (too few examples for isotonic);
     * ``prior``: labels all alike or too few to fit: the smoothed agreement rate
       ``(agreed + 1) / (n + 2)`` times the geometric mean token probability, so it never
-      exceeds the rate and still ranks answers by their log-probability.
+      exceeds the rate and still ranks answers by their log-probability. With
+      ``label_rates`` (a one-label student's answers), the rate is the one of the answer's
+      label: how often the teacher gave that label when the student did, measured on
+      examples other than those the threshold is certified on (``label_default`` for a label
+      without one), times the first-token margin (the label's probability minus the next
+      one's): a label the teacher often answers otherwise is served only when the student
+      is far surer of it.
     """
 
     method: str
@@ -122,6 +128,11 @@ class CalibratedPolicy(ConfidencePolicy):
     n_samples: int = 0
     n_agreed: int = 0
     blend: float = 0.0
+    label_rates: tuple[tuple[str, float], ...] = ()
+    """(label, rate) pairs; see ``prior`` above. Empty: not used."""
+    label_default: float = 0.0
+    """The rate of a label not in ``label_rates`` (or an answer that is no label)."""
+    _rates: dict[str, float] = field(default_factory=dict, init=False, repr=False, compare=False)
     _weights: tuple[float, ...] = field(default=(), init=False, repr=False, compare=False)
     _bias: float = field(default=0.0, init=False, repr=False, compare=False)
 
@@ -140,6 +151,10 @@ class CalibratedPolicy(ConfidencePolicy):
             raise ValueError("logistic_isotonic needs isotonic breakpoints")
         if not 0.0 <= self.blend < 1.0:
             raise ValueError("blend must be in [0, 1)")
+        rates = dict(self.label_rates)
+        if any(not 0.0 <= r <= 1.0 for r in [*rates.values(), self.label_default]):
+            raise ValueError("label rates must be in [0, 1]")
+        object.__setattr__(self, "_rates", rates)
         # Standardisation folded into the weights: w.z + b with z = (x - mean) / scale.
         weights = tuple(c / s for c, s in zip(self.coef, self.scale, strict=True))
         bias = self.intercept - math.fsum(w * m for w, m in zip(weights, self.mean, strict=True))
@@ -179,6 +194,9 @@ class CalibratedPolicy(ConfidencePolicy):
         return self._bias + math.fsum(w * v for w, v in zip(self._weights, x, strict=True))
 
     def score(self, features: Features) -> float:
+        if self.method == "prior" and self.label_rates:
+            rate = self._rates.get(features.label or "", self.label_default)
+            return rate * features.first_token_margin
         if self.method == "prior":
             geometric = math.exp(features.mean_token_logprob) if features.length_tokens else 0.0
             return self.prior * geometric
@@ -203,6 +221,8 @@ class CalibratedPolicy(ConfidencePolicy):
             "n_samples": self.n_samples,
             "n_agreed": self.n_agreed,
             "blend": self.blend,
+            **({"label_rates": dict(self.label_rates)} if self.label_rates else {}),
+            **({"label_default": self.label_default} if self.label_rates else {}),
         }
 
     @classmethod
@@ -223,6 +243,10 @@ class CalibratedPolicy(ConfidencePolicy):
             n_samples=int(data.get("n_samples", 0)),
             n_agreed=int(data.get("n_agreed", 0)),
             blend=float(data.get("blend", 0.0)),
+            label_rates=tuple(
+                (str(k), float(v)) for k, v in sorted((data.get("label_rates") or {}).items())
+            ),
+            label_default=float(data.get("label_default", 0.0)),
         )
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.distiller.conftest import SYSTEM, intent_messages, log_intents
+from tests.distiller.conftest import INTENTS, SYSTEM, intent_messages, log_intents
+from understudy.distiller.classical import LABEL_AGREEMENT
 from understudy.distiller.config import DatasetConfig, DistillConfig, GateConfig, TrainConfig
 from understudy.distiller.pipeline import run_distillation
-from understudy.router import extract_features
+from understudy.router import extract_features, normalise_label
 from understudy.storage.database import open_database
 from understudy.storage.registry import champion
 from understudy.student.base import StudentModel, StudentRequest
@@ -47,6 +48,50 @@ def test_a_label_task_gets_a_classical_student_that_passes_the_gates(tmp_path):
     saved = json.loads((Path(model.model_path) / "classical.json").read_text())
     assert saved["engine"] == "classical" and len(saved["labels"]) >= 2
     db.conn.close()
+
+
+def test_the_router_of_a_classical_student_knows_how_often_the_teacher_gave_each_label(tmp_path):
+    # Measured by cross-validation on the training examples alone: the held-out examples the
+    # threshold is certified on never choose the order they are tested in.
+    db = open_database(tmp_path / "understudy.db")
+    log_intents(db, TASK, 400)
+
+    outcome = run_distillation(tmp_path, TASK, config())
+
+    assert outcome.promoted, outcome.reason
+    policy = champion(db, TASK).router["policy"]
+    rates = policy["label_rates"]
+    assert set(rates) == {normalise_label(label) for label in INTENTS}
+    assert all(0 < rate <= 1 for rate in rates.values()) and 0 < policy["label_default"] <= 1
+    measured = json.loads((Path(champion(db, TASK).model_path) / LABEL_AGREEMENT).read_text())
+    assert measured["n"] == 400 - outcome.metrics["eval_examples"]
+    db.conn.close()
+
+
+def test_a_label_the_teacher_gives_inconsistently_gets_a_lower_rate():
+    # The teacher answers "top_up" messages with top_up or with dispute at random (a label a
+    # deployment's teacher is unsure of); the student's "top_up" agrees with it half the time.
+    import random
+
+    from understudy.distiller.classical import label_agreement
+    from understudy.distiller.dataset import Example
+
+    rng = random.Random(0)
+    pairs = [(text, label) for text, label in intent_messages(240)]
+    pairs = [
+        (text, rng.choice(["top_up", "dispute"]) if label == "top_up" else label)
+        for text, label in pairs
+    ]
+    examples = [
+        Example(str(i), float(i), label, messages=[{"role": "user", "content": text}])
+        for i, (text, label) in enumerate(pairs)
+    ]
+
+    measured = label_agreement(examples, ClassicalSettings())
+
+    assert measured is not None and measured.n == len(examples)
+    assert measured.rates["top_up"] < 0.75 < measured.rates["card_arrival"]
+    assert label_agreement(examples[:20], ClassicalSettings()) is None
 
 
 def test_a_free_text_task_trains_no_classical_candidate(tmp_path):

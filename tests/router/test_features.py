@@ -79,3 +79,17 @@ def test_features_are_frozen():
     f = Features(0.0, 0.0, 1.0, 1.0, 1.0, 1)
     with pytest.raises(AttributeError):
         f.length_tokens = 2  # type: ignore[misc]
+
+
+def test_a_short_one_line_answer_is_kept_as_its_label_for_the_policy():
+    f = extract_features([LN(0.9)], [LN(0.9), LN(0.05)], text="  Card_Arrival. ")
+    assert f.label == "card_arrival"
+    assert Features.from_dict(f.to_dict()).label == "card_arrival"
+    assert extract_features([LN(0.9)], text="line one\nline two").label is None
+    assert extract_features([LN(0.9)], text="x" * 101).label is None
+
+
+def test_features_stored_before_labels_read_back_and_write_the_same_dict():
+    f = extract_features([LN(0.9)], text="")
+    assert f.label is None and "label" not in f.to_dict()
+    assert Features.from_dict(f.to_dict()) == f

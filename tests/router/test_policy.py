@@ -235,3 +235,39 @@ def test_registry_knows_both_policies_and_rejects_unknown_names():
     assert POLICIES["mean_probability"] is MeanProbabilityPolicy
     with pytest.raises(ValueError, match="unknown policy"):
         load_policy({"name": "oracle"})
+
+
+def test_a_label_the_teacher_often_answers_otherwise_needs_a_surer_student():
+    # The rate of the answer's label (how often the teacher agreed with it, measured on other
+    # examples) times the first-token margin: the same margin ranks a reliable label first.
+    policy = CalibratedPolicy(
+        method="prior",
+        prior=0.7,
+        label_rates=(("card_arrival", 0.95), ("pending_transfer", 0.40)),
+        label_default=0.6,
+    )
+    reliable = extract_features([math.log(0.8)], [math.log(0.8), math.log(0.1)], "card_arrival")
+    unreliable = extract_features(
+        [math.log(0.8)], [math.log(0.8), math.log(0.1)], "pending_transfer"
+    )
+    unseen = extract_features([math.log(0.8)], [math.log(0.8), math.log(0.1)], "new_label")
+    assert policy.score(reliable) == pytest.approx(0.95 * 0.7)
+    assert policy.score(unreliable) == pytest.approx(0.40 * 0.7)
+    assert policy.score(unseen) == pytest.approx(0.6 * 0.7)
+    surer = extract_features(
+        [math.log(0.99)], [math.log(0.99), math.log(0.005)], "pending_transfer"
+    )
+    assert policy.score(surer) < policy.score(reliable)
+
+    stored = json.loads(json.dumps(policy.to_dict()))
+    assert load_policy(stored) == policy
+    assert load_policy(stored).score(unreliable) == policy.score(unreliable)
+
+
+def test_a_policy_without_label_rates_scores_as_before_and_stores_no_rates():
+    policy = CalibratedPolicy(method="prior", prior=0.7)
+    f = extract_features([math.log(0.8)], [math.log(0.8), math.log(0.1)], "card_arrival")
+    assert policy.score(f) == pytest.approx(0.7 * 0.8)
+    assert "label_rates" not in policy.to_dict()
+    with pytest.raises(ValueError, match="label rates"):
+        CalibratedPolicy(method="prior", label_rates=(("a", 1.5),))
