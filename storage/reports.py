@@ -502,15 +502,25 @@ def task_list(db: Database) -> list[dict[str, Any]]:
 
 def log_totals(db: Database, from_hour: int) -> list[dict[str, Any]]:
     """Per hour (from ``from_hour`` on), task and ``served_by``: calls, errors, teacher spend
-    and savings (``/metrics``' totals of every process)."""
-    return list(
-        db.query(
-            "select hour, task, served_by, sum(calls) as calls, sum(errors) as errors,"
-            " sum(teacher_cost_usd) as teacher_cost_usd, sum(saved_usd) as saved_usd"
-            f" from {_TASKS} where hour >= ? group by hour, task, served_by",
-            [from_hour],
-        )
+    and savings (``/metrics``' totals of every process). Whole UTC days that ended before the
+    hour before the current one come as one row a day (``hour``: the day's first), from the
+    daily sums: a process's first scrape of a month's log reads ~30 rows per group, not ~720."""
+    sums = (
+        "select hour, task, served_by, sum(calls) as calls, sum(errors) as errors,"
+        " sum(teacher_cost_usd) as teacher_cost_usd, sum(saved_usd) as saved_usd from {table}"
+        " where hour >= ? and hour < ? group by hour, task, served_by"
     )
+    day0 = -(-from_hour // DAY_HOURS) * DAY_HOURS  # the first whole day
+    day1 = day_start(hour_of(time.time()) - 1)  # the day the open hours are in
+    end = 2**31 - 1
+    if day0 >= day1:
+        return list(db.query(sums.format(table=_TASKS), [from_hour, end]))
+    parts = (
+        (_TASKS, [from_hour, day0]),
+        (TASKS[DAILY["rollup_requests"]], [day0, day1]),
+        (_TASKS, [day1, end]),
+    )
+    return [row for table, span in parts for row in db.query(sums.format(table=table), span)]
 
 
 def _value_at(counts: list[tuple[int, int]], rank: float) -> float:

@@ -143,3 +143,27 @@ def test_a_copy_of_a_log_does_not_read_what_its_source_kept(tmp_path):
         same(reports.cost_totals(db, *WINDOW), old_cost_totals(db, *WINDOW))
     with Store(path).read() as db:
         assert reports.cost_totals(db, *WINDOW) == kept
+
+
+def test_the_metrics_totals_read_closed_days_from_the_daily_sums(tmp_path, sql_statements):
+    """``/metrics``' first read of a log: the same totals as its hours, a row a day."""
+    path = log_workload(tmp_path / "u.db")
+    with Store(path).read() as db:
+        rows = reports.log_totals(db, 0)
+        hourly = db.query(
+            "select task, served_by, sum(calls) as calls, sum(errors) as errors,"
+            " sum(teacher_cost_usd) as teacher_cost_usd, sum(saved_usd) as saved_usd"
+            " from rollup_tasks group by task, served_by"
+        )
+        want = {(r["task"], r["served_by"]): r for r in hourly}
+    got: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        acc = got.setdefault((r["task"], r["served_by"]), dict.fromkeys(_TOTALS, 0))
+        for column in _TOTALS:
+            acc[column] += r[column]
+    same(got, {k: {c: v[c] for c in _TOTALS} for k, v in want.items()})
+    assert {r["hour"] % 24 for r in rows} == {0}  # whole days: one row each
+    assert any("from rollup_tasks_daily" in s for s in sql_statements)
+
+
+_TOTALS = ("calls", "errors", "teacher_cost_usd", "saved_usd")
