@@ -458,14 +458,6 @@ def _token_pairs(db: Database) -> None:
     rollups.fill_token_pairs(db.conn)
 
 
-@migration("0021_budget_usd_holds")
-def _budget_usd_holds(db: Database) -> None:
-    """A request in flight holds its worst-case teacher USD of its key's ``monthly_usd`` too
-    (``storage/limits.py``), beside its tokens; a process's slice of a key's budget is a hold
-    of both."""
-    db.executescript("alter table budget_reservations add column usd real not null default 0;")
-
-
 @migration("0019_hour_changes")
 def _hour_changes(db: Database) -> None:
     """Per hour, the request rows logged and a stamp each write changes (``rollup_hours``,
@@ -484,3 +476,11 @@ def _short_names(db: Database) -> None:
     after an interruption: rows already coded are left as they are."""
     db.executescript(names.DDL)
     names.convert(db)
+
+
+@migration("0021_budget_usd_holds")
+def _budget_usd_holds(db: Database) -> None:
+    """A request in flight holds its worst-case teacher USD of its key's ``monthly_usd`` too
+    (``storage/limits.py``), beside its tokens; a process's slice of a key's budget is a hold
+    of both."""
+    db.executescript("alter table budget_reservations add column usd real not null default 0;")
