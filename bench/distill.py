@@ -139,10 +139,11 @@ def main() -> int:
         default=0,
         help="train.example_budget: most examples trained on over all passes (0: none)",
     )
+    parser.add_argument("--seed", type=int, default=0, help="train.seed (default 0)")
     parser.add_argument(
-        "--no-length-grouping",
+        "--length-grouping",
         action="store_true",
-        help="train.length_grouped = false: random batches, each padded to its longest",
+        help="train.length_grouped = true: batches of examples of similar length",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -153,7 +154,8 @@ def main() -> int:
     times = PhaseTimes()
     config = tiny_student_config(args.epochs, args.lr)
     config.train.example_budget = args.example_budget
-    config.train.length_grouped = not args.no_length_grouping
+    config.train.length_grouped = args.length_grouping
+    config.train.seed = args.seed
     student = distill(data_dir, train_rows, names, config, times)
     outcome = student.outcome
     if not outcome.promoted:
@@ -165,7 +167,8 @@ def main() -> int:
         "settings": {
             "epochs": args.epochs,
             "example_budget": args.example_budget,
-            "length_grouped": not args.no_length_grouping,
+            "length_grouped": args.length_grouping,
+            "seed": args.seed,
             "lr": args.lr,
             "batch_size": BATCH_SIZE,
             "student": "tiny",
