@@ -62,12 +62,12 @@ def certify_and_serve(
     logged: Sequence[tuple[str, str]] = (),
     *,
     teacher: str = "gpt-label",
-    label_rates: bool = True,
-) -> tuple[int, float]:
+    label_rates: Sequence[bool] = (True,),
+) -> list[tuple[int, float]]:
     """Train on ``logged`` and the first ``seen - held_out`` answers, calibrate on the next
-    ``held_out`` (as a run does: with the label rates measured on the training examples,
-    unless ``label_rates`` is False); the number of unseen queries served and their agreement
-    with the teacher."""
+    ``held_out`` (as a run does: with the label rates measured on the training examples, or,
+    for each False in ``label_rates``, without them); for each, the number of unseen queries
+    served and their agreement with the teacher."""
     queries = stream(seed, teacher)
     train, held, unseen = (
         [*logged, *queries[: seen - held_out]],
@@ -78,28 +78,31 @@ def certify_and_serve(
     runner = StudentRunner(str(tmp_path / "student"))
     config = GateConfig(quality_target=TARGET)
     candidate = evaluate_student(runner, examples(held), [], kind="label", config=config)
-    rates = read_label_agreement(tmp_path / "student") if label_rates else None
-    router = calibrate(
-        candidate, "label", config, ranked_by_probability=True, label_rates=rates
-    ).router
     judged = evaluate_student(runner, examples(unseen), [], kind="label", config=config)
-    decide = Router(router.policy, router.threshold)
-    served = [
-        agreed
-        for agreed, features in zip(judged.agreed, judged.features, strict=True)
-        if decide.decide(Features.from_dict(features)).serve
-    ]
-    return len(served), (sum(served) / len(served) if served else 1.0)
+    outcomes = []
+    for with_rates in label_rates:
+        rates = read_label_agreement(tmp_path / "student") if with_rates else None
+        router = calibrate(
+            candidate, "label", config, ranked_by_probability=True, label_rates=rates
+        ).router
+        decide = Router(router.policy, router.threshold)
+        served = [
+            agreed
+            for agreed, features in zip(judged.agreed, judged.features, strict=True)
+            if decide.decide(Features.from_dict(features)).serve
+        ]
+        outcomes.append((len(served), (sum(served) / len(served) if served else 1.0)))
+    return outcomes
 
 
 def test_the_first_cold_student_is_not_certified_on_a_lucky_handful(tmp_path):
-    served, agreement = certify_and_serve(tmp_path, seen=250, held_out=125, seed=1)
+    [(served, agreement)] = certify_and_serve(tmp_path, seen=250, held_out=125, seed=1)
     assert agreement >= TARGET - MISS, f"served {served} unseen queries at {agreement:.3f}"
 
 
 def test_a_student_trained_on_the_history_serves_much_of_the_stream_at_the_target(tmp_path):
     # The short stream's first run: the history trains, 250 teacher answers certify.
-    served, agreement = certify_and_serve(tmp_path, 250, 250, 1, history())
+    [(served, agreement)] = certify_and_serve(tmp_path, 250, 250, 1, history())
     assert served > 0.3 * (3080 - 250)
     assert agreement >= TARGET - MISS, f"served {served} unseen queries at {agreement:.3f}"
 
@@ -110,9 +113,9 @@ def test_label_rates_serve_more_of_a_weaker_teachers_stream_at_the_target(tmp_pa
     # 0.822; knowing how often the teacher gave each label it answers (cross-validated on the
     # training answers, never on the certifying ones) ranks the labels this teacher is unsure
     # of lower: 647 served at 0.822.
-    without, _ = certify_and_serve(
-        tmp_path / "p", 2330, 250, 1, teacher="gpt35-label_rep", label_rates=False
+    # One student, calibrated both ways.
+    (without, _), (served, agreement) = certify_and_serve(
+        tmp_path, 2330, 250, 1, teacher="gpt35-label_rep", label_rates=(False, True)
     )
-    served, agreement = certify_and_serve(tmp_path / "r", 2330, 250, 1, teacher="gpt35-label_rep")
     assert served >= without + 20, f"{served} served with label rates, {without} without"
     assert agreement >= TARGET - MISS, f"served {served} unseen queries at {agreement:.3f}"
