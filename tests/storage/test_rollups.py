@@ -10,6 +10,8 @@ import random
 import re
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from statistics import quantiles
 from typing import Any
@@ -371,6 +373,20 @@ def test_a_long_windows_percentiles_count_the_whole_utc_days_it_touches(logged):
     assert sum(counts.values()) > in_window > 0
 
 
+@contextmanager
+def database_at(address: Address, migration: str) -> Iterator[Database]:
+    """The database at ``address`` as a log of ``migration``'s release (opened with the
+    migrations up to that one only), closed when the block ends."""
+    names = [name for name, _ in migrations.MIGRATIONS]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[: names.index(migration) + 1])
+        db = open_database(address)
+    try:
+        yield db
+    finally:
+        db.conn.close()
+
+
 def copy_of(source: Path, path: Path) -> Database:
     """A copy of the SQLite log at ``source``, written to ``path`` and opened (the test may
     change it; the module's log stays as it is)."""
@@ -390,28 +406,24 @@ def test_rollups_outlive_the_rows_retention_prunes(logged, tmp_path):
     same((reports.cost_totals(db, *window), reports.cost_by(db, "task", *window)), before)
 
 
-def test_the_migration_fills_the_rollups_from_an_existing_log(tmp_path, monkeypatch):
+def test_the_migration_fills_the_rollups_from_an_existing_log(tmp_path):
     """A database at 0007 with rows, migrated: the same report as the scan gave before."""
     path = tmp_path / "old.db"
-    upto = [name for name, _ in migrations.MIGRATIONS].index("0007_security") + 1
-    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:upto])
-    db = open_database(path)
-    assert "rollup_requests" not in db.table_names()
-    rows, attempts = workload(800, seed=11)
-    db["requests"].insert_all(rows)
-    db["student_attempts"].insert_all(attempts)
-    window = (T0 - 16 * HOUR, T0 + 24 * HOUR)
-    before = {
-        "totals": old_cost_totals(db, *window),
-        "days": old_cost_by(db, "day", *window),
-        "keys": old_cost_by(db, "api_key", *window),
-        "relayed": old_passthrough(db, *window),
-        "agreement": old_live_agreement(db, *window),
-        "tasks": old_list_tasks(db),
-        "usage": old_usage_since(db, T0),
-    }
-    db.conn.close()
-    monkeypatch.undo()
+    with database_at(path, "0007_security") as db:
+        assert "rollup_requests" not in db.table_names()
+        rows, attempts = workload(800, seed=11)
+        db["requests"].insert_all(rows)
+        db["student_attempts"].insert_all(attempts)
+        window = (T0 - 16 * HOUR, T0 + 24 * HOUR)
+        before = {
+            "totals": old_cost_totals(db, *window),
+            "days": old_cost_by(db, "day", *window),
+            "keys": old_cost_by(db, "api_key", *window),
+            "relayed": old_passthrough(db, *window),
+            "agreement": old_live_agreement(db, *window),
+            "tasks": old_list_tasks(db),
+            "usage": old_usage_since(db, T0),
+        }
     assert "0008_rollups" in Store(path).migrate()
     db = open_database(path)
     after = {
@@ -544,18 +556,14 @@ def test_the_per_task_rollups_are_the_sums_of_the_wide_ones(address):
         db.conn.close()
 
 
-def test_the_migration_fills_the_per_task_rollups_from_the_wide_ones(tmp_path, monkeypatch):
+def test_the_migration_fills_the_per_task_rollups_from_the_wide_ones(tmp_path):
     """A log from before the per-task rollups: after the migration they sum the wide ones, and
     the report reads the same as the scan of the rows."""
     path = tmp_path / "old.db"
-    upto = [name for name, _ in migrations.MIGRATIONS].index("0007_security") + 1
-    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:upto])
-    db = open_database(path)
-    rows, attempts = workload(800, seed=5)
-    db["requests"].insert_all(rows)
-    db["student_attempts"].insert_all(attempts)
-    db.conn.close()
-    monkeypatch.undo()
+    with database_at(path, "0007_security") as db:
+        rows, attempts = workload(800, seed=5)
+        db["requests"].insert_all(rows)
+        db["student_attempts"].insert_all(attempts)
     assert {"0014_task_rollups", "0014_key_rollups", "0017_task_latency"} <= set(
         Store(path).migrate()
     )

@@ -12,13 +12,14 @@ from tests.storage.test_rollups import (
     T0,
     _all_reports,
     copy_of,
+    database_at,
     log_workload,
     old_cost_by,
     old_cost_totals,
     same,
     workload,
 )
-from understudy.storage import migrations, reports
+from understudy.storage import reports
 from understudy.storage.database import Store, open_database
 from understudy.storage.engine import Address
 from understudy.storage.request_log import RequestLogWriter
@@ -51,15 +52,11 @@ def test_the_hour_rollup_is_the_sum_of_the_wide_ones(address):
         db.conn.close()
 
 
-def test_the_migration_fills_the_hour_rollup_from_an_existing_log(tmp_path, monkeypatch):
+def test_the_migration_fills_the_hour_rollup_from_an_existing_log(tmp_path):
     path = tmp_path / "old.db"
-    upto = [name for name, _ in migrations.MIGRATIONS].index("0007_security") + 1
-    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:upto])
-    db = open_database(path)
-    rows, _ = workload(800, seed=7)
-    db["requests"].insert_all(rows)
-    db.conn.close()
-    monkeypatch.undo()
+    with database_at(path, "0007_security") as db:
+        rows, _ = workload(800, seed=7)
+        db["requests"].insert_all(rows)
     assert "0019_hour_changes" in Store(path).migrate()
     db = open_database(path)
     assert _hours(db) == _wide_hours(db) and sum(_hours(db).values()) == 800

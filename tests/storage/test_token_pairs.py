@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.storage.test_rollups import copy_of
+from tests.storage.test_rollups import copy_of, database_at
 from understudy.gateway.accounting.cost_book import CostBook
 from understudy.gateway.config import CostConfig
-from understudy.storage import migrations, names, reports
+from understudy.storage import names, reports
 from understudy.storage.database import Store, open_database
 from understudy.storage.engine import Address
 from understudy.storage.records import RequestRecord
@@ -246,21 +246,17 @@ def test_the_learning_outlives_the_rows_retention_prunes(logged, tmp_path):
     same(learned(db, since), before)
 
 
-def test_the_migration_fills_them_from_an_existing_log(tmp_path, monkeypatch):
+def test_the_migration_fills_them_from_an_existing_log(tmp_path):
     """A database at 0017 with a log (rows inserted as they were), migrated: what the scans
     gave."""
     path = tmp_path / "old.db"
-    upto = [name for name, _ in migrations.MIGRATIONS].index("0017_task_latency") + 1
-    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:upto])
-    db = open_database(path)
-    assert "rollup_token_pairs" not in db.table_names()
-    rows = workload(600, seed=8)
-    for table in ("requests", "student_attempts"):
-        with db.conn:
-            db[table].insert_all([row for t, row in rows if t == table], ignore=True)
-    before = {since: scanned(db, since) for since in SINCES}
-    db.conn.close()
-    monkeypatch.undo()
+    with database_at(path, "0017_task_latency") as db:
+        assert "rollup_token_pairs" not in db.table_names()
+        rows = workload(600, seed=8)
+        for table in ("requests", "student_attempts"):
+            with db.conn:
+                db[table].insert_all([row for t, row in rows if t == table], ignore=True)
+        before = {since: scanned(db, since) for since in SINCES}
     assert "0018_token_pairs" in Store(path).migrate()
     db = open_database(path)
     for since, want in before.items():
