@@ -2,6 +2,9 @@
 
 Trained and evaluated in the run's own process (seconds, no torch), on the same training,
 held-out and golden examples as the language-model candidate, and judged by the same gates.
+Unlike that candidate it is cheap enough to be cross-fitted (``[distiller.classical] folds``):
+one model per fold of the held-out answers, trained on the training answers and the other
+folds, so that the held-out answers train as well as certify.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from understudy.router import normalise_label
 from understudy.student.classical import (
     ClassicalModel,
     ClassicalSettings,
+    FoldedClassical,
+    fold_of,
     label_words,
     prompt_text,
 )
@@ -50,21 +55,39 @@ def fits(dataset: Dataset, settings: ClassicalSettings) -> bool:
 
 
 def train_classical(
-    examples: Sequence[Example], settings: ClassicalSettings, out_dir: Path, *, seed: int = 0
+    examples: Sequence[Example],
+    settings: ClassicalSettings,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    held_out: Sequence[Example] = (),
 ) -> TrainResult:
     """Fit on ``examples`` (each repeated ``weight`` times), and on each label's own words
-    ``settings.label_examples`` times, and save into ``out_dir``."""
+    ``settings.label_examples`` times, and save into ``out_dir``. With ``held_out`` answers,
+    ``settings.folds`` above 1 and at most ``settings.fold_max_train`` examples: one model per
+    fold (:func:`cross_fitted`). The label rates are measured on ``examples`` alone."""
     started = time.perf_counter()
     rows = [ex for ex in examples for _ in range(max(1, ex.weight))]
-    texts, answers = _rows(examples, settings)
-    model = ClassicalModel.fit(texts, answers, settings, seed=seed)
+    folded = use_folds(len(examples), len(held_out), settings)
+    if folded:
+        model: ClassicalModel | FoldedClassical = cross_fitted(
+            examples, held_out, settings, seed=seed
+        )
+        rows += list(held_out)
+    else:
+        texts, answers = _rows(examples, settings)
+        model = ClassicalModel.fit(texts, answers, settings, seed=seed)
     model.save(out_dir, settings)
     rates = label_agreement(examples, settings, seed=seed)
     if rates is not None:
         (Path(out_dir) / LABEL_AGREEMENT).write_text(json.dumps(rates.to_dict()), "utf-8")
     seconds = round(time.perf_counter() - started, 2)
     log.info(
-        "classical candidate: %d examples, %d labels, %.1f s", len(rows), len(model.labels), seconds
+        "classical candidate: %d examples, %d labels, %s, %.1f s",
+        len(rows),
+        len(model.labels),
+        f"{settings.folds} folds" if folded else "one model",
+        seconds,
     )
     return TrainResult(
         base=BASE,
@@ -77,6 +100,33 @@ def train_classical(
         final_loss=None,
         trained_examples=len(rows),
     )
+
+
+def use_folds(n_train: int, n_held_out: int, settings: ClassicalSettings) -> bool:
+    """Whether a run cross-fits: folds asked for, held-out answers to fold, and few enough
+    training answers that the held-out ones add to them."""
+    folds = settings.folds
+    return folds > 1 and n_held_out >= folds and n_train <= settings.fold_max_train
+
+
+def cross_fitted(
+    examples: Sequence[Example],
+    held_out: Sequence[Example],
+    settings: ClassicalSettings,
+    *,
+    seed: int = 0,
+) -> FoldedClassical:
+    """One model per fold: trained on ``examples`` and the ``held_out`` answers outside the
+    fold (:func:`~understudy.student.classical.fold_of` of their text). Each held-out answer
+    is judged by the one model that never saw it, as a later request of its fold is."""
+    folds = settings.folds
+    fold = [fold_of(prompt_text(ex.messages, ex.prompt), folds) for ex in held_out]
+    models = []
+    for k in range(folds):
+        others = [ex for ex, f in zip(held_out, fold, strict=True) if f != k]
+        texts, answers = _rows([*examples, *others], settings)
+        models.append(ClassicalModel.fit(texts, answers, settings, seed=seed))
+    return FoldedClassical(models)
 
 
 @dataclass(frozen=True)

@@ -342,6 +342,8 @@ class DistillConfig:
                 1 <= self.classical.char_min <= self.classical.char_max,
                 "classical.char_min must be between 1 and classical.char_max",
             ),
+            (self.classical.folds >= 1, "classical.folds must be >= 1 (1: no cross-fitting)"),
+            (self.classical.fold_max_train >= 0, "classical.fold_max_train must be >= 0"),
             (self.train.threads >= 0, "train.threads must be >= 0 (0: auto)"),
             (self.train.example_budget >= 0, "train.example_budget must be >= 0 (0: none)"),
             (self.train.num_processes >= 1, "train.num_processes must be >= 1"),

@@ -315,7 +315,11 @@ def _train_classical(
     golden = json.loads((run_dir / "golden.json").read_text())
     progress.phase("train")  # a phase already passed (the model's) is not shown again
     trained = train_classical(
-        dataset.training_rows(), config.classical, run_dir / CLASSICAL_DIR, seed=job.train.seed
+        dataset.training_rows(),
+        config.classical,
+        run_dir / CLASSICAL_DIR,
+        seed=job.train.seed,
+        held_out=dataset.eval,
     )
     progress.phase("evaluate")
     assert trained.model_path is not None

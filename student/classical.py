@@ -8,8 +8,11 @@ likely labels as the alternatives: the router's features (sequence log-probabili
 margin) are its class probabilities.
 
 A model is a directory holding ``classical.json`` (settings, labels, vocabularies) and
-``weights.npz`` (IDF weights, coefficients; read without pickle). scikit-learn and numpy are
-imported when a model is trained or loaded, never at import time.
+``weights.npz`` (IDF weights, coefficients; read without pickle). A cross-fitted student
+(:class:`FoldedClassical`) is a directory whose ``classical.json`` names its folds, with one
+such model per fold in ``fold-0``, ``fold-1``...: each was trained without the held-out answers
+of its fold, and a text is answered by the model of its fold (:func:`fold_of`). scikit-learn
+and numpy are imported when a model is trained or loaded, never at import time.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +30,8 @@ MARKER = "classical.json"
 """The file that makes a model directory a classical student."""
 WEIGHTS = "weights.npz"
 TOP_K = 5
+FOLD_DIR = "fold-{}"
+"""A cross-fitted student's model of one fold, inside its directory."""
 
 
 @dataclass
@@ -51,6 +57,18 @@ class ClassicalSettings:
     """Times each label's own words (``card_arrival`` as ``card arrival``) train as one more
     example of it: from a few hundred answers, a label's name is often the best evidence of
     what it means (0: off)."""
+    folds: int = 5
+    """Cross-fitting: the run's held-out answers are split in this many folds by a hash of
+    their text, and one model per fold trains on the training answers and the other folds'
+    held-out answers. Each held-out answer is then judged by a model that never saw it, so
+    every one of them still certifies the threshold, and all but a fold of them also train:
+    on a new task's first few hundred answers that is what lets a student be certified at
+    all. A request is answered by the model of its text's fold. 1: one model on the training
+    answers alone."""
+    fold_max_train: int = 2000
+    """With more training answers than this, one model trains on them and the held-out
+    answers only certify: they add little to so many, and ``folds`` fits would take that many
+    times as long."""
 
 
 def label_words(label: str) -> str:
@@ -63,6 +81,13 @@ def label_words(label: str) -> str:
 def is_classical(path: str | Path) -> bool:
     """Whether ``path`` is a classical student's directory."""
     return (Path(path) / MARKER).is_file()
+
+
+def fold_of(text: str, folds: int) -> int:
+    """The fold of ``text`` among ``folds``: a stable hash of it (the same in every process,
+    run and version), so a held-out answer and a later request with the same text are
+    answered by the same fold's model."""
+    return zlib.crc32(text.encode("utf-8")) % folds if folds > 1 else 0
 
 
 def prompt_text(messages: Sequence[Mapping[str, Any]] | None, prompt: str | None) -> str:
@@ -200,3 +225,50 @@ def _vectorizer(kind: str, settings: ClassicalSettings, vocabulary: Any = None) 
         lowercase=True,
         vocabulary=vocabulary,
     )
+
+
+class FoldedClassical:
+    """A cross-fitted classical student: one :class:`ClassicalModel` per fold, each trained
+    without the held-out answers of its fold; a text is answered by its fold's model."""
+
+    def __init__(self, models: Sequence[ClassicalModel]):
+        if len(models) < 2:
+            raise ValueError("a cross-fitted student needs at least two folds")
+        self.models = list(models)
+        self.labels = sorted({label for m in self.models for label in m.labels})
+        """Every fold's labels (a fold may lack a rare one)."""
+
+    def predict(self, texts: Sequence[str], top_k: int = TOP_K) -> list[list[tuple[str, float]]]:
+        """As :meth:`ClassicalModel.predict`, each text by the model of its fold."""
+        out: list[list[tuple[str, float]]] = [[] for _ in texts]
+        folds: dict[int, list[int]] = {}
+        for i, text in enumerate(texts):
+            folds.setdefault(fold_of(text, len(self.models)), []).append(i)
+        for fold, positions in folds.items():
+            ranked = self.models[fold].predict([texts[i] for i in positions], top_k)
+            for i, answer in zip(positions, ranked, strict=True):
+                out[i] = answer
+        return out
+
+    def save(self, path: str | Path, settings: ClassicalSettings) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for fold, model in enumerate(self.models):
+            model.save(path / FOLD_DIR.format(fold), settings)
+        meta = {"engine": "classical", "settings": asdict(settings), "folds": len(self.models)}
+        (path / MARKER).write_text(json.dumps(meta), encoding="utf-8")
+        return path
+
+
+Classifier = ClassicalModel | FoldedClassical
+
+
+def load_classical(path: str | Path) -> Classifier:
+    """The classical student saved in ``path``: one model, or one per fold."""
+    path = Path(path)
+    meta = json.loads((path / MARKER).read_text(encoding="utf-8"))
+    folds = int(meta.get("folds") or 0)
+    if folds:
+        models = [ClassicalModel.load(path / FOLD_DIR.format(k)) for k in range(folds)]
+        return FoldedClassical(models)
+    return ClassicalModel.load(path)

@@ -1,10 +1,11 @@
 """Serving classical students, beside the configured engine.
 
 :class:`ClassicalBackend` answers with a :class:`~understudy.student.classical.ClassicalModel`
-in this process: the label, one "token" carrying its log-probability, the next labels as
-alternatives. :class:`EngineSwitch` is the backend serving uses: a model whose directory is a
-classical student goes to the classical backend, any other to the configured engine (local
-transformers or vLLM), which is only built when such a model first needs it.
+(or, cross-fitted, the model of the request's fold) in this process: the label, one "token"
+carrying its log-probability, the next labels as alternatives. :class:`EngineSwitch` is the
+backend serving uses: a model whose directory is a classical student goes to the classical
+backend, any other to the configured engine (local transformers or vLLM), which is only built
+when such a model first needs it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from understudy.student.base import (
     StudentRequest,
     TokenAlternative,
 )
-from understudy.student.classical import ClassicalModel, is_classical, prompt_text
+from understudy.student.classical import Classifier, is_classical, load_classical, prompt_text
 
 
 class ClassicalBackend(StudentBackend):
@@ -32,13 +33,13 @@ class ClassicalBackend(StudentBackend):
     name = "classical"
 
     def __init__(self) -> None:
-        self.models: dict[str, ClassicalModel] = {}
+        self.models: dict[str, Classifier] = {}
 
     async def load(self, model: StudentModel) -> None:
         if model.name in self.models:
             return
         try:
-            self.models[model.name] = await asyncio.to_thread(ClassicalModel.load, model.base)
+            self.models[model.name] = await asyncio.to_thread(load_classical, model.base)
         except Exception as exc:  # any loading failure means "cannot serve it"
             raise StudentError(f"could not load the classical student {model.base}: {exc}") from exc
 
@@ -56,7 +57,7 @@ class ClassicalBackend(StudentBackend):
         self.models.clear()
 
 
-def answer(classifier: ClassicalModel, request: StudentRequest) -> StudentAnswer:
+def answer(classifier: Classifier, request: StudentRequest) -> StudentAnswer:
     """The most likely label as a one-token answer with its alternatives."""
     started = time.perf_counter()
     text = prompt_text(request.messages, request.prompt)
@@ -82,7 +83,7 @@ class ClassicalGenerator:
 
     def __init__(self, path: str | Path) -> None:
         try:
-            self.model = ClassicalModel.load(path)
+            self.model = load_classical(path)
         except Exception as exc:
             raise StudentError(f"could not load the classical student {path}: {exc}") from exc
 

@@ -46,7 +46,9 @@ def test_a_label_task_gets_a_classical_student_that_passes_the_gates(tmp_path):
     assert Path(model.model_path) == tmp_path / "models" / TASK / "v1"
     assert model.router["threshold"]["agreement_lower_bound"] >= 0.9
     saved = json.loads((Path(model.model_path) / "classical.json").read_text())
-    assert saved["engine"] == "classical" and len(saved["labels"]) >= 2
+    assert saved["engine"] == "classical" and saved["folds"] == 5  # cross-fitted: few answers
+    fold = json.loads((Path(model.model_path) / "fold-0" / "classical.json").read_text())
+    assert len(fold["labels"]) >= 2
     db.conn.close()
 
 

@@ -1,0 +1,120 @@
+"""Cross-fitting the classical student: the run's held-out answers train it too, and each is
+still judged (and so certifies) only by a model that never saw it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from understudy.distiller.classical import train_classical, use_folds
+from understudy.distiller.config import DistillConfig, GateConfig
+from understudy.distiller.dataset import Example
+from understudy.distiller.evaluate import evaluate_student
+from understudy.distiller.generate import StudentRunner
+from understudy.student.base import StudentModel, StudentRequest
+from understudy.student.classical import (
+    ClassicalModel,
+    ClassicalSettings,
+    FoldedClassical,
+    fold_of,
+    load_classical,
+)
+from understudy.student.classical_backend import EngineSwitch
+
+SYSTEM = "Classify the customer's message."
+
+
+def example(i: int, text: str, label: str) -> Example:
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
+    return Example(str(i), float(i), label, messages=messages)
+
+
+def labelled() -> list[Example]:
+    phrases = {
+        "card_arrival": ["my card has not arrived", "when will my new card come"],
+        "refund": ["I want my money back", "please refund the purchase"],
+        "top_up": ["add money to my account", "top up my balance"],
+    }
+    return [
+        example(i, f"{phrase} {n}", label)
+        for i, (label, texts) in enumerate(phrases.items())
+        for n, phrase in enumerate(texts * 5)
+    ]
+
+
+def unique() -> list[Example]:
+    """Held-out answers whose text and label occur nowhere else: only a model trained on one
+    of them can give its label."""
+    return [example(100 + i, f"zq{i}x blorp{i}", f"label_{i}") for i in range(40)]
+
+
+def test_the_fold_of_a_text_never_changes():
+    # Saved students are answered with the fold their held-out answers were left out of: a
+    # different hash in a later version would answer them with models that trained on them.
+    assert [fold_of(t, 5) for t in ("my card has not arrived", "I was charged twice", "")] == [
+        4,
+        1,
+        0,
+    ]
+    assert fold_of("anything", 1) == 0
+
+
+def test_each_held_out_answer_is_judged_by_the_one_model_that_never_saw_it(tmp_path):
+    held = unique()
+    train_classical(labelled(), ClassicalSettings(), tmp_path / "s", held_out=held)
+
+    model = load_classical(tmp_path / "s")
+    assert isinstance(model, FoldedClassical) and len(model.models) == 5
+    for i in range(len(held)):
+        own = fold_of(f"zq{i}x blorp{i}", 5)
+        vocabularies = [m.vectorizers[0].vocabulary_ for m in model.models]
+        assert f"zq{i}x" not in vocabularies[own]
+        assert all(f"zq{i}x" in v for k, v in enumerate(vocabularies) if k != own)
+    # Through a run's evaluation (system prompt first, as requests come): no held-out answer
+    # gets its own label back, though four of the five models learnt it.
+    judged = evaluate_student(
+        StudentRunner(str(tmp_path / "s")),
+        held,
+        [],
+        kind="label",
+        config=GateConfig(quality_target=0.8),
+        system_prompt=SYSTEM,
+    )
+    assert len(judged.agreed) == 40 and not any(judged.agreed)
+
+
+def no_engine() -> EngineSwitch:
+    raise AssertionError("a classical student needs no language-model engine")
+
+
+def test_a_request_is_answered_by_its_folds_model_through_the_serving_backend(tmp_path):
+    held = unique()
+    train_classical(labelled(), ClassicalSettings(), tmp_path / "s", held_out=held)
+    backend = EngineSwitch(no_engine)
+    student = StudentModel(name="intent@v1", base=str(tmp_path / "s"))
+
+    async def ask(text: str) -> str:
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
+        answer = await backend.generate(StudentRequest(student, messages=messages, top_logprobs=3))
+        return answer.text
+
+    # A new request with a held-out text is answered without that answer's label (its fold's
+    # model never saw it); a new text of a known intent gets that intent.
+    assert asyncio.run(ask("zq3x blorp3")) != "label_3"
+    assert asyncio.run(ask("my card has still not arrived")) == "card_arrival"
+
+
+def test_many_training_answers_train_one_model_and_the_held_out_ones_only_certify(tmp_path):
+    settings = ClassicalSettings(fold_max_train=20)
+    assert use_folds(30, 40, settings) is False and use_folds(20, 40, settings) is True
+    assert use_folds(20, 4, settings) is False  # fewer held-out answers than folds
+    train_classical(labelled(), settings, tmp_path / "s", held_out=unique())
+    assert isinstance(load_classical(tmp_path / "s"), ClassicalModel)
+    train_classical(labelled(), ClassicalSettings(folds=1), tmp_path / "t", held_out=unique())
+    assert isinstance(load_classical(tmp_path / "t"), ClassicalModel)
+
+
+def test_a_fold_count_below_one_is_refused_at_start_up():
+    with pytest.raises(ValueError, match=r"classical\.folds must be >= 1"):
+        DistillConfig(classical=ClassicalSettings(folds=0)).validate()
