@@ -145,6 +145,13 @@ def main() -> int:
         action="store_true",
         help="train.length_grouped = true: batches of examples of similar length",
     )
+    parser.add_argument(
+        "--candidates",
+        nargs="+",
+        default=["classical", "model"],
+        choices=["classical", "model"],
+        help="train.candidates (default both; classical alone times the classical candidate)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -156,6 +163,7 @@ def main() -> int:
     config.train.example_budget = args.example_budget
     config.train.length_grouped = args.length_grouping
     config.train.seed = args.seed
+    config.train.candidates = args.candidates
     student = distill(data_dir, train_rows, names, config, times)
     outcome = student.outcome
     if not outcome.promoted:
@@ -169,6 +177,7 @@ def main() -> int:
             "example_budget": args.example_budget,
             "length_grouped": args.length_grouping,
             "seed": args.seed,
+            "candidates": args.candidates,
             "lr": args.lr,
             "batch_size": BATCH_SIZE,
             "student": "tiny",

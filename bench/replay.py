@@ -48,6 +48,7 @@ from understudy.demo.config import DemoOptions
 from understudy.demo.report import Summary
 from understudy.demo.run import run_demo
 from understudy.distiller.config import DatasetConfig
+from understudy.student.classical import ClassicalSettings
 
 LAMBDA = 0.05
 """Cost of a teacher call in discounted accuracy (accuracy - LAMBDA * teacher-call share)."""
@@ -159,6 +160,7 @@ def options_for(args: argparse.Namespace, seed: int, target: float, data_dir: Pa
             },
             "router": {"audit_rate": args.audit_rate},
             "distiller.dataset": held_out(args.held_out),
+            "distiller.classical": classical_held_out(args.held_out),
         },
     )
 
@@ -174,6 +176,14 @@ def held_out(choice: str) -> dict[str, object]:
         "eval_min": defaults.eval_min,
         "eval_max": defaults.eval_max,
     }
+
+
+def classical_held_out(choice: str) -> dict[str, object]:
+    """``distiller.classical`` settings of the held-out set the classical candidate is judged
+    on: the demo's slice, or the product's default (widened to ``held_out_min`` answers)."""
+    if choice == "demo":
+        return {}
+    return {"held_out_min": ClassicalSettings().held_out_min}
 
 
 def bench_data(

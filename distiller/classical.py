@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from understudy.distiller.dataset import Dataset, Example
+from understudy.distiller.dataset import Dataset, Example, widened
 from understudy.distiller.train import TrainResult
 from understudy.router import normalise_label
 from understudy.student.classical import (
@@ -100,6 +100,19 @@ def train_classical(
         final_loss=None,
         trained_examples=len(rows),
     )
+
+
+def classical_split(
+    dataset: Dataset, settings: ClassicalSettings
+) -> tuple[list[Example], list[Example]]:
+    """The classical candidate's training and held-out examples: the run's, or, when it is
+    cross-fitted on a log whose held-out slice is under ``settings.held_out_min``, a wider
+    held-out set (:func:`~understudy.distiller.dataset.widened`)."""
+    if settings.held_out_min > len(dataset.eval):
+        train, held_out = widened(dataset, settings.held_out_min)
+        if use_folds(len(train), len(held_out), settings):
+            return train, held_out
+    return dataset.train, dataset.eval
 
 
 def use_folds(n_train: int, n_held_out: int, settings: ClassicalSettings) -> bool:

@@ -161,6 +161,25 @@ def split_by_time(
     return train, [ex for i, ex in enumerate(examples) if i in held]
 
 
+def widened(dataset: Dataset, n: int) -> tuple[list[Example], list[Example]]:
+    """The training and held-out examples with ``n`` held out where the log allows (at most
+    half of them): the run's held-out slice and, before it, the newest uniform training
+    examples (teacher answers, audits, shadow checks; never a correction or a synthetic one),
+    each list in time order."""
+    total = len(dataset.train) + len(dataset.eval)
+    need = min(n, total // 2) - len(dataset.eval)
+    if need <= 0:
+        return dataset.train, dataset.eval
+    movable = [
+        i
+        for i, ex in enumerate(dataset.train)
+        if ex.uniform and ex.source not in ("correction", "synthetic")
+    ]
+    moved = set(movable[-need:])
+    train = [ex for i, ex in enumerate(dataset.train) if i not in moved]
+    return train, [dataset.train[i] for i in sorted(moved)] + dataset.eval
+
+
 def infer_kind(examples: Iterable[Example]) -> str:
     """``json`` when answers are JSON objects/arrays or JSON was asked for; ``label`` when the
     answers are short and repeat; else ``text``."""

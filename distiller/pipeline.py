@@ -29,8 +29,12 @@ from understudy.distiller.calibrate import (
 )
 from understudy.distiller.classical import BASE as CLASSICAL_BASE
 from understudy.distiller.classical import ENGINE as CLASSICAL
+from understudy.distiller.classical import (
+    classical_split,
+    read_label_agreement,
+    train_classical,
+)
 from understudy.distiller.classical import fits as classical_fits
-from understudy.distiller.classical import read_label_agreement, train_classical
 from understudy.distiller.config import DistillConfig
 from understudy.distiller.dataset import Dataset, build_dataset
 from understudy.distiller.evaluate import ModelEval, evaluate_student
@@ -184,9 +188,9 @@ def _run(
     progress.note(f"{len(results)} candidate(s){compared} on {len(dataset.eval)} held-out answers")
     progress.phase("gates")
     current = champion(db, task)
-    created = [ex.created_at for ex in dataset.eval]
     judged = [
-        _judge(engine, result, created, dataset.kind, config, current) for engine, result in results
+        _judge(engine, result, created, dataset.kind, config, current)
+        for engine, result, created in results
     ]
     best = _best(judged)
     outcome.gates = [g.to_dict() for g in best.gates]
@@ -270,16 +274,19 @@ def _train_candidates(
     config: DistillConfig,
     task: str,
     progress: Progress,
-) -> list[tuple[str, JobResult]]:
-    results: list[tuple[str, JobResult]] = []
+) -> list[tuple[str, JobResult, list[float]]]:
+    """Each candidate's result, with the creation times of the held-out examples it was
+    judged on."""
+    results: list[tuple[str, JobResult, list[float]]] = []
     engines = _engines(config, dataset)
     champ: ModelEval | None = None
     if MODEL in engines:
         result = _train_model(job_path, job, config, task, progress)
-        results.append((MODEL, result))
+        results.append((MODEL, result, [ex.created_at for ex in dataset.eval]))
         champ = result.champion
     if CLASSICAL in engines:
-        results.insert(0, (CLASSICAL, _train_classical(job, dataset, config, champ, progress)))
+        classical, created = _train_classical(job, dataset, config, champ, progress)
+        results.insert(0, (CLASSICAL, classical, created))
     return results
 
 
@@ -308,18 +315,19 @@ def _train_classical(
     config: DistillConfig,
     champ: ModelEval | None,
     progress: Progress,
-) -> JobResult:
+) -> tuple[JobResult, list[float]]:
     """Train and evaluate the classical candidate here; the champion's evaluation is the
-    model job's when it ran, else made here on the same examples."""
+    model job's when it ran on the same held-out examples, else made here on them."""
     run_dir = Path(job.run_dir)
     golden = json.loads((run_dir / "golden.json").read_text())
     progress.phase("train")  # a phase already passed (the model's) is not shown again
+    train, held_out = classical_split(dataset, config.classical)
     trained = train_classical(
-        dataset.training_rows(),
+        [ex for ex in train for _ in range(max(1, ex.weight))],
         config.classical,
         run_dir / CLASSICAL_DIR,
         seed=job.train.seed,
-        held_out=dataset.eval,
+        held_out=held_out,
     )
     progress.phase("evaluate")
     assert trained.model_path is not None
@@ -328,18 +336,20 @@ def _train_classical(
         "config": job.gates,
         "system_prompt": job.system_prompt,
     }
+    if held_out is not dataset.eval:
+        champ = None  # the model job judged the champion on the narrower slice
     models = 2 if champ is None and job.champion is not None else 1
 
     def shown(index: int) -> Any:
         return lambda done, total: progress.step(index * total + done, models * total, "answers")
 
     candidate = evaluate_student(
-        StudentRunner(trained.model_path), dataset.eval, golden, **kwargs, on_progress=shown(0)
+        StudentRunner(trained.model_path), held_out, golden, **kwargs, on_progress=shown(0)
     )
     if champ is None and job.champion is not None:
         runner = StudentRunner(job.champion.weights, job.champion.adapter_path, job.train.device)
-        champ = evaluate_student(runner, dataset.eval, golden, **kwargs, on_progress=shown(1))
-    return JobResult(trained, candidate, champ)
+        champ = evaluate_student(runner, held_out, golden, **kwargs, on_progress=shown(1))
+    return JobResult(trained, candidate, champ), [ex.created_at for ex in held_out]
 
 
 def _judge(

@@ -65,6 +65,12 @@ class ClassicalSettings:
     on a new task's first few hundred answers that is what lets a student be certified at
     all. A request is answered by the model of its text's fold. 1: one model on the training
     answers alone."""
+    held_out_min: int = 1000
+    """Fewest held-out answers a cross-fitted candidate is judged and certified on: when the
+    run's held-out slice (``distiller.dataset.eval_*``, sized for the language model, which
+    does not train on it) is smaller, the newest uniform training answers join it, up to half
+    the log. Cross-fitted, they still train it (each in the folds that do not judge it), and
+    the threshold's bound is taken on more answers. 0: the run's held-out slice."""
     fold_max_train: int = 2000
     """With more training answers than this, one model trains on them and the held-out
     answers only certify: they add little to so many, and ``folds`` fits would take that many

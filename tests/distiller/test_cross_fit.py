@@ -7,11 +7,14 @@ import asyncio
 
 import pytest
 
-from understudy.distiller.classical import train_classical, use_folds
-from understudy.distiller.config import DistillConfig, GateConfig
-from understudy.distiller.dataset import Example
+from tests.distiller.conftest import log_intents
+from understudy.distiller.classical import classical_split, train_classical, use_folds
+from understudy.distiller.config import DatasetConfig, DistillConfig, GateConfig, TrainConfig
+from understudy.distiller.dataset import Dataset, Example
 from understudy.distiller.evaluate import evaluate_student
 from understudy.distiller.generate import StudentRunner
+from understudy.distiller.pipeline import run_distillation
+from understudy.storage.database import open_database
 from understudy.student.base import StudentModel, StudentRequest
 from understudy.student.classical import (
     ClassicalModel,
@@ -118,3 +121,45 @@ def test_many_training_answers_train_one_model_and_the_held_out_ones_only_certif
 def test_a_fold_count_below_one_is_refused_at_start_up():
     with pytest.raises(ValueError, match=r"classical\.folds must be >= 1"):
         DistillConfig(classical=ClassicalSettings(folds=0)).validate()
+
+
+def dataset_of(n_train: int, n_eval: int) -> Dataset:
+    train = [example(i, f"message {i}", "refund") for i in range(n_train)]
+    train[-1].source, train[-2].uniform = "correction", False  # never judge a student
+    held = [example(n_train + i, f"message {n_train + i}", "refund") for i in range(n_eval)]
+    return Dataset("intent", "label", train, held)
+
+
+def test_a_cross_fitted_candidate_is_judged_on_held_out_min_answers_when_the_slice_is_smaller():
+    dataset = dataset_of(400, 40)
+    train, held = classical_split(dataset, ClassicalSettings(held_out_min=100))
+
+    assert len(held) == 100 and len(train) == 340
+    assert held[-40:] == dataset.eval  # the run's slice, and the newest uniform answers before it
+    assert [ex.created_at for ex in held] == sorted(ex.created_at for ex in held)
+    assert all(ex.uniform and ex.source == "teacher" for ex in held)
+    assert dataset.train[-1] in train and dataset.train[-2] in train
+    # At most half the log is held out; none beyond the slice without cross-fitting.
+    assert len(classical_split(dataset, ClassicalSettings())[1]) == 220
+    assert classical_split(dataset, ClassicalSettings(folds=1)) == (dataset.train, dataset.eval)
+    small = ClassicalSettings(held_out_min=100, fold_max_train=300)
+    assert classical_split(dataset, small) == (dataset.train, dataset.eval)
+    assert classical_split(dataset, ClassicalSettings(held_out_min=0))[1] is dataset.eval
+
+
+def test_a_run_judges_its_classical_candidate_on_the_wider_held_out_set(tmp_path):
+    db = open_database(tmp_path / "understudy.db")
+    log_intents(db, "intent", 400)
+    config = DistillConfig(
+        dataset=DatasetConfig(eval_fraction=0.1, eval_min=10, min_examples=40),
+        train=TrainConfig(isolation="inline", candidates=["classical"]),
+        classical=ClassicalSettings(held_out_min=150),
+        gates=GateConfig(quality_target=0.9, min_calibration_examples=20),
+    )
+
+    outcome = run_distillation(tmp_path, "intent", config)
+
+    assert outcome.dataset["eval"] == 40
+    assert outcome.metrics["eval_examples"] == 150 == outcome.metrics["calibration_examples"]
+    assert outcome.promoted, outcome.reason
+    db.conn.close()

@@ -79,6 +79,9 @@ def gateway_config(options: DemoOptions, *, teacher_url: str, port: int, model: 
         },
         "costs": {"prices": {model: f"{options.price_in:g}/{options.price_out:g}"}},
         "distiller.dataset": _held_out(options),
+        # The classical candidate is judged on the same slice: a wider one would reach back
+        # into the history, whose gold labels stand in for a teacher it is not.
+        "distiller.classical": {"held_out_min": options.warmup},
         "distiller.train": {
             "base_model": "tiny",
             "method": "full",
