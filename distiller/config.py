@@ -220,7 +220,9 @@ class GateConfig:
     min_certified_served: int = 50
     """Fewest held-out examples a threshold must serve to be tested: the lower bound is taken
     on at least this many, and thresholds are tested in a fixed sequence from the strictest
-    serving this many down, stopping at the first that fails (no luckiest-of-many choice)."""
+    serving this many down, stopping at the first that fails (no luckiest-of-many choice); more
+    sequences start from twice, four times... this many served, each at the confidence split
+    between them (:func:`~understudy.router.sequence_starts`)."""
     bound: str = "clopper_pearson"
     """Lower bound on served agreement a threshold is certified with: ``clopper_pearson``
     (exact) or ``wilson``."""

@@ -25,6 +25,7 @@ from understudy.router.threshold import (
     certify_threshold,
     choose_threshold,
     lower_bound,
+    sequence_starts,
     threshold_stats,
     upper_bound,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "matches_schema",
     "normalise_label",
     "register_policy",
+    "sequence_starts",
     "threshold_stats",
     "upper_bound",
 ]

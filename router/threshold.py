@@ -11,8 +11,15 @@ the luckiest, and its bound is too high. It tests instead in a fixed sequence, f
 strictest threshold serving at least ``min_served`` calibration examples down, and stops at the
 first that fails (the fixed-sequence procedure of Learn-then-Test, Angelopoulos et al. 2021):
 the order depends on the scores alone, so the chance that the chosen threshold's true agreement
-is below the target is at most ``1 - confidence``. Examples may carry weights (one drawn with
-half the chance of another counts twice); the bound is then taken on the effective sample size.
+is below the target is at most ``1 - confidence``. One sequence from the strictest threshold
+stops for good when its first few served answers hold a few disagreements, however well the
+hundreds below them agree (a run's 512 held-out answers: 45 of the first 50 agreed, 226 of the
+first 250). So several sequences run, each from a threshold fixed by the scores alone (the
+first serving ``min_served``, twice as many, four times...), each at ``1 - confidence`` split
+evenly between them, and the widest threshold any of them certifies is kept: the chance that
+any of them certifies a threshold below the target is still at most ``1 - confidence``.
+Examples may carry weights (one drawn with half the chance of another counts twice); the
+bound is then taken on the effective sample size.
 """
 
 from __future__ import annotations
@@ -48,6 +55,9 @@ class ThresholdChoice:
     """``scan`` (:func:`choose_threshold`) or ``fixed_sequence`` (:func:`certify_threshold`)."""
     min_served: int = 0
     """Fewest served calibration examples a threshold needed to be tested."""
+    sequences: int = 1
+    """Fixed sequences tested (:func:`sequence_starts`); each at ``1 - confidence`` divided
+    by this, the confidence of ``agreement_lower_bound``."""
 
     @property
     def serves_nothing(self) -> bool:
@@ -67,6 +77,7 @@ class ThresholdChoice:
             "n_served": self.n_served,
             "method": self.method,
             "min_served": self.min_served,
+            "sequences": self.sequences,
         }
 
     @classmethod
@@ -84,6 +95,7 @@ class ThresholdChoice:
             n_served=None if data.get("n_served") is None else int(data["n_served"]),
             method=str(data.get("method", "scan")),
             min_served=int(data.get("min_served") or 0),
+            sequences=int(data.get("sequences") or 1),
         )
 
 
@@ -169,49 +181,77 @@ def certify_threshold(
 ) -> ThresholdChoice:
     """The widest threshold certified by fixed-sequence testing; serves nothing when none is.
 
-    Thresholds are the distinct scores, highest first. Those serving fewer than
-    ``min_served`` calibration examples, or too few for the bound to reach the target even if
-    every one agreed, are not tested (both depend on the scores alone, never on the labels);
-    from the first serving enough, each is tested in turn (lower bound of the weighted agreement of
-    what it serves, on the effective sample size, at least ``quality_target``) and the
-    sequence stops at the first that fails. Coverage is the weighted share served.
+    Thresholds are the distinct scores, highest first. Each sequence (:func:`sequence_starts`)
+    begins at the first threshold serving its number of calibration examples and tests it and
+    each looser one in turn (lower bound of the weighted agreement of what it serves, on the
+    effective sample size, at least ``quality_target``, at ``1 - (1 - confidence) / m`` for
+    ``m`` sequences), stopping at the first that fails; thresholds serving too few for the
+    bound to reach the target even if every one agreed are not tested (both depend on the
+    scores alone, never on the labels). The widest threshold certified is kept. Coverage is
+    the weighted share served.
     """
     _check_inputs(scores, labels, quality_target, confidence, bound)
     w = [1.0] * len(scores) if weights is None else [float(x) for x in weights]
     if len(w) != len(scores) or any(not x > 0 or math.isinf(x) for x in w):
         raise ValueError("weights must be one positive finite number per score")
     n_total, w_total = len(scores), math.fsum(w)
+    starts = sequence_starts(min_served, n_total)
+    level = 1 - (1 - confidence) / len(starts)
+    steps = _cumulative(_weighted_groups(scores, labels, w))
     best: ThresholdChoice | None = None
-    served = 0
-    s_w = s_w2 = s_agreed = 0.0
-    for score, group in _weighted_groups(scores, labels, w):
+    for start in starts:
+        for score, served, s_w, s_w2, s_agreed in steps:
+            n_eff = s_w * s_w / s_w2
+            if served < start or lower_bound(n_eff, n_eff, level, bound) < quality_target:
+                continue  # before the sequence's start, or too few to pass: not tested
+            low = lower_bound(min(n_eff, n_eff * s_agreed / s_w), n_eff, level, bound)
+            if low < quality_target:
+                break
+            if best is None or score < best.threshold:
+                best = ThresholdChoice(
+                    threshold=score,
+                    expected_coverage=s_w / w_total,
+                    expected_agreement=s_agreed / s_w,
+                    agreement_lower_bound=low,
+                    n_calibration=n_total,
+                    quality_target=quality_target,
+                    confidence=confidence,
+                    bound=bound,
+                    n_served=served,
+                    method="fixed_sequence",
+                    min_served=min_served,
+                    sequences=len(starts),
+                )
+    if best is not None:
+        return best
+    nothing = _serve_nothing(n_total, quality_target, confidence, bound)
+    return replace(nothing, method="fixed_sequence", min_served=min_served, sequences=len(starts))
+
+
+def sequence_starts(min_served: int, n: int) -> list[int]:
+    """Where the fixed sequences of :func:`certify_threshold` begin, in served calibration
+    examples: ``min_served``, then doubling while at most ``n`` (a single one when ``n`` is
+    under twice ``min_served``)."""
+    starts = [max(1, min_served)]
+    while starts[-1] * 2 <= n:
+        starts.append(starts[-1] * 2)
+    return starts
+
+
+def _cumulative(
+    groups: list[tuple[float, list[tuple[float, bool]]]],
+) -> list[tuple[float, int, float, float, float]]:
+    """For each distinct score, highest first: what a threshold there serves (examples,
+    sum of weights, sum of squared weights, weight that agreed)."""
+    steps = []
+    served, s_w, s_w2, s_agreed = 0, 0.0, 0.0, 0.0
+    for score, group in groups:
         served += len(group)
         s_w += math.fsum(x for x, _ in group)
         s_w2 += math.fsum(x * x for x, _ in group)
         s_agreed += math.fsum(x for x, agreed in group if agreed)
-        n_eff = s_w * s_w / s_w2
-        if served < min_served or lower_bound(n_eff, n_eff, confidence, bound) < quality_target:
-            continue  # too few to test, or to pass even if every one agreed: not tested
-        low = lower_bound(min(n_eff, n_eff * s_agreed / s_w), n_eff, confidence, bound)
-        if low < quality_target:
-            break
-        best = ThresholdChoice(
-            threshold=score,
-            expected_coverage=s_w / w_total,
-            expected_agreement=s_agreed / s_w,
-            agreement_lower_bound=low,
-            n_calibration=n_total,
-            quality_target=quality_target,
-            confidence=confidence,
-            bound=bound,
-            n_served=served,
-            method="fixed_sequence",
-            min_served=min_served,
-        )
-    if best is not None:
-        return best
-    nothing = _serve_nothing(n_total, quality_target, confidence, bound)
-    return replace(nothing, method="fixed_sequence", min_served=min_served)
+        steps.append((score, served, s_w, s_w2, s_agreed))
+    return steps
 
 
 def threshold_stats(

@@ -8,6 +8,7 @@ from understudy.router import (
     certify_threshold,
     choose_threshold,
     lower_bound,
+    sequence_starts,
     threshold_stats,
 )
 
@@ -152,16 +153,58 @@ def test_choice_round_trips_through_strict_json(labels):
 
 
 def test_certification_tests_thresholds_in_a_fixed_sequence_and_stops_at_the_first_failure():
-    # Highest scores first: 40 agree, then 10 of which 6 disagree, then 200 that all agree.
-    # Scanning keeps the widest threshold whose bound passes (all 250: 244/250); tested in
-    # sequence, the group of 10 fails first and the widest certified threshold is the top 40.
-    scores = [0.9] * 40 + [0.5] * 10 + [0.3] * 200
-    labels = [True] * 40 + [True] * 4 + [False] * 6 + [True] * 200
+    # Highest scores first: 140 agree, then 10 that disagree, then 100 that all agree.
+    # Scanning keeps the widest threshold whose bound passes (all 250: 240/250); tested in
+    # sequence (one: 250 answers are under twice min_served), the group of 10 fails first
+    # and the widest certified threshold is the top 140.
+    scores = [0.9] * 140 + [0.5] * 10 + [0.3] * 100
+    labels = [True] * 140 + [False] * 10 + [True] * 100
     assert choose_threshold(scores, labels, 0.9).threshold == 0.3
-    choice = certify_threshold(scores, labels, 0.9, bound="wilson", min_served=30)
-    assert choice.threshold == 0.9 and choice.n_served == 40
-    assert choice.method == "fixed_sequence" and choice.min_served == 30
-    assert choice.agreement_lower_bound == pytest.approx(lower_bound(40, 40))
+    choice = certify_threshold(scores, labels, 0.9, bound="wilson", min_served=130)
+    assert choice.threshold == 0.9 and choice.n_served == 140 and choice.sequences == 1
+    assert choice.method == "fixed_sequence" and choice.min_served == 130
+    assert choice.agreement_lower_bound == pytest.approx(lower_bound(140, 140))
+
+
+def test_a_few_disagreements_among_the_surest_answers_do_not_stop_every_sequence():
+    # A run's 512 held-out answers: 45 of the surest 50 agreed, 226 of the surest 250. One
+    # sequence from the first 50 stops there (their 99% bound is 0.76) and serves nothing.
+    # Sequences from 50, 100, 200 and 400 answers, each at 1 - 0.01 / 4: the one from 200
+    # certifies the widest threshold.
+    labels = [i % 10 != 0 for i in range(50)] + [i % 10 != 0 for i in range(450)]
+    labels[50:100] = [True] * 46 + [False] * 4
+    scores = [1.0 - i / 1000 for i in range(500)]
+    assert lower_bound(45, 50, 0.99, "clopper_pearson") < 0.8
+    choice = certify_threshold(scores, labels, 0.8, 0.99, min_served=50)
+    assert choice.sequences == 4
+    assert choice.n_served is not None and choice.n_served >= 400
+    assert choice.agreement_lower_bound >= 0.8
+    k = sum(labels[: choice.n_served])
+    level = 1 - 0.01 / 4
+    assert choice.agreement_lower_bound == pytest.approx(
+        lower_bound(k, choice.n_served, level, "clopper_pearson")
+    )
+    assert sequence_starts(50, 512) == [50, 100, 200, 400] and sequence_starts(50, 99) == [50]
+
+
+def test_certified_thresholds_keep_their_promise_over_many_draws():
+    # Answers whose chance to agree rises with the score: a threshold's true agreement is
+    # known. Over 300 calibration sets of 300, how often is a threshold certified whose true
+    # served agreement is below 0.8? At most 1% by construction; 6 in 300 would be 2%.
+    import random
+
+    rng = random.Random(7)
+    misses = certified = 0
+    for _ in range(300):
+        scores = [rng.random() for _ in range(300)]
+        labels = [rng.random() < 0.55 + 0.45 * s for s in scores]
+        choice = certify_threshold(scores, labels, 0.8, 0.99, "wilson", min_served=50)
+        if choice.serves_nothing:
+            continue
+        certified += 1
+        t = choice.threshold  # agreement of scores >= t: mean of 0.55 + 0.45 s over [t, 1]
+        misses += 0.55 + 0.45 * (1 + t) / 2 < 0.8
+    assert certified > 200 and misses <= 6
 
 
 def test_certification_needs_min_served_examples():
@@ -174,7 +217,9 @@ def test_certification_needs_min_served_examples():
     enough = certify_threshold([0.9] * 30 + [0.1] * 70, [True] * 30 + [False] * 70, 0.8)
     assert enough.threshold == 0.9 and enough.n_served == 30
     assert enough.bound == "clopper_pearson"
-    assert enough.agreement_lower_bound == pytest.approx(0.05 ** (1 / 30))
+    # Two sequences (from 30 and 60 served), each at 1 - 0.05 / 2.
+    assert enough.sequences == 2
+    assert enough.agreement_lower_bound == pytest.approx(0.025 ** (1 / 30))
 
 
 def test_certification_weighs_examples_on_their_effective_sample_size():
@@ -186,7 +231,9 @@ def test_certification_weighs_examples_on_their_effective_sample_size():
     choice = certify_threshold(scores, labels, 0.5, bound="wilson", weights=weights)
     n_eff = 35**2 / (20 + 20 * 0.0625 + 10)
     assert choice.expected_agreement == pytest.approx(25 / 35)
-    assert choice.agreement_lower_bound == pytest.approx(lower_bound(n_eff * 25 / 35, n_eff))
+    assert choice.agreement_lower_bound == pytest.approx(
+        lower_bound(n_eff * 25 / 35, n_eff, 1 - 0.05 / choice.sequences)
+    )
     assert choice.expected_coverage == pytest.approx(35 / 85) and choice.n_served == 50
     with pytest.raises(ValueError, match="weights"):
         certify_threshold([0.9], [True], 0.5, weights=[0.0])
@@ -209,4 +256,4 @@ def test_certification_starts_where_a_perfect_record_could_meet_the_target():
     labels = [True] * 200 + [False] * 100
     choice = certify_threshold(scores, labels, 0.97, 0.95, min_served=50)
     assert choice.threshold == pytest.approx(0.801) and choice.n_served == 200
-    assert choice.agreement_lower_bound == pytest.approx(0.05 ** (1 / 200))
+    assert choice.agreement_lower_bound == pytest.approx((0.05 / 3) ** (1 / 200))
