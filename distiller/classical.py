@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from understudy.distiller.dataset import Dataset, Example, widened
+from understudy.distiller.dataset import Dataset, Example, repeated, widened
 from understudy.distiller.train import TrainResult
 from understudy.router import normalise_label
 from understudy.student.classical import (
@@ -107,10 +107,12 @@ def classical_split(
 ) -> tuple[list[Example], list[Example]]:
     """The classical candidate's training and held-out examples: the run's, or, when it is
     cross-fitted on a log whose held-out slice is under ``settings.held_out_min``, a wider
-    held-out set (:func:`~understudy.distiller.dataset.widened`)."""
+    held-out set (:func:`~understudy.distiller.dataset.widened`). Whether it is cross-fitted
+    is judged on the rows :func:`train_classical` is given (each ``weight`` times), as it
+    judges it."""
     if settings.held_out_min > len(dataset.eval):
         train, held_out = widened(dataset, settings.held_out_min)
-        if use_folds(len(train), len(held_out), settings):
+        if use_folds(len(repeated(train)), len(held_out), settings):
             return train, held_out
     return dataset.train, dataset.eval
 

@@ -93,7 +93,12 @@ class Dataset:
 
     def training_rows(self) -> list[Example]:
         """The training set with each example repeated ``weight`` times, in time order."""
-        return [ex for ex in self.train for _ in range(max(1, ex.weight))]
+        return repeated(self.train)
+
+
+def repeated(examples: Iterable[Example]) -> list[Example]:
+    """``examples`` with each one repeated ``weight`` times, in order."""
+    return [ex for ex in examples for _ in range(max(1, ex.weight))]
 
 
 _FIXED_ROLES = ("system", "developer")

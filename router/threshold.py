@@ -197,14 +197,23 @@ def certify_threshold(
     n_total, w_total = len(scores), math.fsum(w)
     starts = sequence_starts(min_served, n_total)
     level = 1 - (1 - confidence) / len(starts)
-    steps = _cumulative(_weighted_groups(scores, labels, w))
+    # Thresholds serving too few to pass even if every one agreed are never tested.
+    steps = [
+        step
+        for step in _cumulative(_weighted_groups(scores, labels, w))
+        if lower_bound(_n_eff(step), _n_eff(step), level, bound) >= quality_target
+    ]
+    lows: dict[int, float] = {}  # each threshold's bound, taken once whichever sequence tests it
     best: ThresholdChoice | None = None
     for start in starts:
-        for score, served, s_w, s_w2, s_agreed in steps:
-            n_eff = s_w * s_w / s_w2
-            if served < start or lower_bound(n_eff, n_eff, level, bound) < quality_target:
-                continue  # before the sequence's start, or too few to pass: not tested
-            low = lower_bound(min(n_eff, n_eff * s_agreed / s_w), n_eff, level, bound)
+        for i, step in enumerate(steps):
+            score, served, s_w, _, s_agreed = step
+            if served < start:
+                continue  # before the sequence's start
+            if i not in lows:
+                n_eff = _n_eff(step)
+                lows[i] = lower_bound(min(n_eff, n_eff * s_agreed / s_w), n_eff, level, bound)
+            low = lows[i]
             if low < quality_target:
                 break
             if best is None or score < best.threshold:
@@ -236,6 +245,12 @@ def sequence_starts(min_served: int, n: int) -> list[int]:
     while starts[-1] * 2 <= n:
         starts.append(starts[-1] * 2)
     return starts
+
+
+def _n_eff(step: tuple[float, int, float, float, float]) -> float:
+    """The effective sample size of what a threshold serves: (sum w)^2 / sum w^2."""
+    _, _, s_w, s_w2, _ = step
+    return s_w * s_w / s_w2
 
 
 def _cumulative(
