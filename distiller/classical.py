@@ -63,12 +63,14 @@ def train_classical(
     held_out: Sequence[Example] = (),
 ) -> TrainResult:
     """Fit on ``examples`` (each repeated ``weight`` times), and on each label's own words
-    ``settings.label_examples`` times, and save into ``out_dir``. With ``held_out`` answers,
-    ``settings.folds`` above 1 and at most ``settings.fold_max_train`` examples: one model per
-    fold (:func:`cross_fitted`). The label rates are measured on ``examples`` alone."""
+    ``settings.label_examples`` times, and save into ``out_dir``: ``examples`` are given once
+    each, as the dataset holds them. With ``held_out`` answers, ``settings.folds`` above 1 and
+    at most ``settings.fold_max_train`` training rows (examples counted ``weight`` times): one
+    model per fold (:func:`cross_fitted`). The label rates are measured on ``examples`` alone,
+    each example in one fold of their cross-validation."""
     started = time.perf_counter()
-    rows = [ex for ex in examples for _ in range(max(1, ex.weight))]
-    folded = use_folds(len(examples), len(held_out), settings)
+    rows = repeated(examples)
+    folded = use_folds(len(rows), len(held_out), settings)
     if folded:
         model: ClassicalModel | FoldedClassical = cross_fitted(
             examples, held_out, settings, seed=seed
@@ -216,7 +218,7 @@ def read_label_agreement(model_dir: str | Path) -> LabelAgreement | None:
 
 def _rows(examples: Sequence[Example], settings: ClassicalSettings) -> tuple[list[str], list[str]]:
     """Texts and answers to fit on: each example ``weight`` times, and each label's words."""
-    rows = [ex for ex in examples for _ in range(max(1, ex.weight))]
+    rows = repeated(examples)
     texts = [prompt_text(ex.messages, ex.prompt) for ex in rows]
     answers = [ex.answer for ex in rows]
     for label in sorted(set(answers)):

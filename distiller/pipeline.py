@@ -36,7 +36,7 @@ from understudy.distiller.classical import (
 )
 from understudy.distiller.classical import fits as classical_fits
 from understudy.distiller.config import DistillConfig
-from understudy.distiller.dataset import Dataset, build_dataset, repeated
+from understudy.distiller.dataset import Dataset, build_dataset
 from understudy.distiller.evaluate import ModelEval, evaluate_student
 from understudy.distiller.gates import GateResult, evaluate_gates, failed_reason
 from understudy.distiller.generate import StudentRunner
@@ -323,7 +323,7 @@ def _train_classical(
     progress.phase("train")  # a phase already passed (the model's) is not shown again
     train, held_out = classical_split(dataset, config.classical)
     trained = train_classical(
-        repeated(train),
+        train,
         config.classical,
         run_dir / CLASSICAL_DIR,
         seed=job.train.seed,

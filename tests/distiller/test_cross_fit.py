@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from tests.distiller.conftest import log_intents
+from tests.distiller.conftest import log_attempt, log_intents
 from understudy.distiller.classical import classical_split, train_classical, use_folds
 from understudy.distiller.config import DatasetConfig, DistillConfig, GateConfig, TrainConfig
-from understudy.distiller.dataset import Dataset, Example
+from understudy.distiller.dataset import Dataset, Example, build_dataset, repeated
 from understudy.distiller.evaluate import evaluate_student
 from understudy.distiller.generate import StudentRunner
 from understudy.distiller.pipeline import run_distillation
@@ -162,4 +162,28 @@ def test_a_run_judges_its_classical_candidate_on_the_wider_held_out_set(tmp_path
     assert outcome.dataset["eval"] == 40
     assert outcome.metrics["eval_examples"] == 150 == outcome.metrics["calibration_examples"]
     assert outcome.promoted, outcome.reason
+    db.conn.close()
+
+
+def test_a_failure_case_weighs_failure_weight_times_in_the_classical_fit(tmp_path):
+    # Found: the run gave the candidate its rows already repeated by weight and the fit
+    # repeated them again, so a failure case weighed failure_weight squared (9, not 3) and
+    # its copies fell on both sides of the label rates' cross-validation.
+    db = open_database(tmp_path / "understudy.db")
+    ids = log_intents(db, "intent", 400)
+    for request_id in ids[:60:3]:  # 20 answers the student got wrong: failure cases
+        log_attempt(db, request_id, "intent", "wrong_label", "failure", agreed=False)
+    config = DistillConfig(
+        dataset=DatasetConfig(eval_fraction=0.1, eval_min=10, min_examples=40, failure_weight=3),
+        train=TrainConfig(isolation="inline", candidates=["classical"]),
+        gates=GateConfig(quality_target=0.9, min_calibration_examples=20),
+    )
+    dataset = build_dataset(db, "intent", config.dataset)
+    train, held = classical_split(dataset, config.classical)
+    assert sum(ex.failure for ex in train) == 20
+
+    outcome = run_distillation(tmp_path, "intent", config)
+
+    trained = outcome.metrics["train"]["examples"]
+    assert trained == len(repeated(train)) + len(held) == len(train) + 2 * 20 + len(held)
     db.conn.close()
