@@ -79,7 +79,9 @@ class Shadow:
         started = time.perf_counter()
         record = RequestRecord(
             id=new_request_id(),
-            created_at=time.time(),
+            # The request's own arrival, not when this check got under way: the log orders the
+            # check with its request, whatever the machine's load.
+            created_at=call.ctx.created_at,
             endpoint=call.endpoint.name,
             task=call.record.task,
             task_source=call.record.task_source,

@@ -366,6 +366,9 @@ def test_with_shadow_rate_one_every_served_answer_is_compared(shadowing, served,
         [shadow] = shadowing.wait_rows("route_reason = ?", (f"shadow of {request_id}",))
         assert shadow["served_by"] == "shadow" and shadow["status"] == "ok"
         assert shadow["student_version"] == VERSION and content(shadow) == probe.teacher
+        # Ordered in the log with its request (the distiller reads the log in time order):
+        # when the check got under way follows the machine's load.
+        assert shadow["created_at"] == shadowing.row(request_id)["created_at"]
         [attempt] = attempts(shadowing, request_id)
         assert attempt["kind"] == "shadow" and attempt["agreed"] == 1
     assert sorted(b["messages"][-1]["content"] for b in teacher.bodies()) == sorted(

@@ -40,7 +40,11 @@ async def test_a_shadow_call_answered_with_html_is_a_shadow_error_row(tmp_path, 
             req=SimpleNamespace(model="m"),
             record=SimpleNamespace(task="t", task_source="header", confidence=0.9),
             ctx=SimpleNamespace(
-                request_id="req_served", api_key_id=None, authorization=None, forward_headers={}
+                request_id="req_served",
+                api_key_id=None,
+                authorization=None,
+                forward_headers={},
+                created_at=1_700_000_000.0,
             ),
         )
         slot = SimpleNamespace(
@@ -56,6 +60,7 @@ async def test_a_shadow_call_answered_with_html_is_a_shadow_error_row(tmp_path, 
     conn.close()
     assert row["served_by"] == "shadow" and row["route_reason"] == "shadow of req_served"
     assert row["status"] == "error" and row["http_status"] == 502
+    assert row["created_at"] == 1_700_000_000.0  # logged at its request's arrival
     assert "not JSON" in row["error"]
     assert "never retrieved" not in caplog.text and "shadow job failed" not in caplog.text
     # one line in the gateway's log, like any teacher failure (a shadow call's left none)
