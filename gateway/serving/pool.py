@@ -88,6 +88,10 @@ class StudentPool:
         self._store = Store(settings.db_path)
         self._changed: asyncio.Event | None = None
         self._listener: RegistryListener | None = None
+        # One refresh at a time: the watcher's and an admin call's (refresh_now) would both
+        # see the old state, load the new champion twice and switch in two routers, the
+        # second resetting the first's draws and drift state after it had begun serving.
+        self._refreshing = asyncio.Lock()
 
     def slot(self, task: str) -> Slot | None:
         return self.slots.get(task)
@@ -137,7 +141,12 @@ class StudentPool:
             await self.refresh()
 
     async def refresh(self) -> None:
-        """Bring ``slots`` in line with the registry."""
+        """Bring ``slots`` in line with the registry (one refresh at a time: a second waits,
+        then finds the first's work done)."""
+        async with self._refreshing:
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         assert self.backend_factory is not None
         states = await asyncio.to_thread(self._read_states)
         if states and self.backend is None:
