@@ -185,7 +185,8 @@ def _run(
     progress.phase("train")
     results = _train_candidates(job_path, job, dataset, config, task, progress)
     compared = " and the champion" if job.champion else ""
-    progress.note(f"{len(results)} candidate(s){compared} on {len(dataset.eval)} held-out answers")
+    judged_on = ", ".join(f"{engine} on {len(created)}" for engine, _, created in results)
+    progress.note(f"{len(results)} candidate(s){compared}, held-out answers: {judged_on}")
     progress.phase("gates")
     current = champion(db, task)
     judged = [

@@ -69,10 +69,14 @@ def run_lines(outcome: dict[str, Any]) -> list[str]:
     )
     lines = [head]
     if train:
+        # The chosen candidate's own figures: a cross-fitted classical one trains on its
+        # held-out answers too and may be judged on more of them than the run's slice.
+        engine = metrics.get("engine")
         lines.append(
-            f"trained on {dataset.get('train', train.get('examples'))} examples in "
+            f"{f'{engine} candidate ' if engine else ''}trained on "
+            f"{train.get('examples', dataset.get('train'))} examples in "
             f"{train.get('seconds', 0):.0f} s ({train.get('examples_per_s', 0):.0f} examples/s), "
-            f"held out {dataset.get('eval', '?')}"
+            f"held out {metrics.get('eval_examples', dataset.get('eval', '?'))}"
         )
         if train.get("warm_start_from"):
             lines[-1] += f"; continued from {train['warm_start_from']}"
