@@ -387,7 +387,7 @@ def plot(runs: list[dict[str, Any]], means: list[dict[str, Any]], path: Path) ->
     except ImportError:
         print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
         return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
 
     def key(r: dict[str, Any]) -> tuple[int, str]:
         return (r.get("history", 0), r.get("history_from", "train"))
@@ -440,7 +440,7 @@ def plot(runs: list[dict[str, Any]], means: list[dict[str, Any]], path: Path) ->
     ax.set_ylabel("accuracy of what users received vs gold")
     ax.set_xlim(-2, 100)
     ax.set_title("Banking77, OCaTS online protocol")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside: never over a point
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
