@@ -122,10 +122,25 @@ def test_curve_ranks_by_confidence_and_ends_at_every_valid_answer(routers, traff
 
 
 def test_decision_time_is_measured_per_call(routers, traffic_case):
+    # What is timed, not how fast it was (timings belong to the benchmark's table): each
+    # figure is the time of exactly ``decisions`` calls after a warm-up, over all the traffic.
     gens, rows = traffic_case
     traffic = judge_traffic(gens, rows, NAMES)
-    router = router_of(routers[0.97])
+
+    class Counted:
+        def __init__(self, router):
+            self.router, self.seen = router, []
+
+        def decide(self, features):
+            self.seen.append(features)
+            return self.router.decide(features)
+
+    router = Counted(router_of(routers[0.97]))
     timing = decision_time_us(router, gens, traffic, decisions=500)
+
     assert timing["decisions"] == 500
-    assert 0 < timing["decide_us"] < 1000
-    assert timing["decide_us"] < timing["extract_and_decide_us"]
+    assert timing["decide_us"] >= 0 and timing["extract_and_decide_us"] >= 0
+    warm = min(1000, len(traffic)) + min(1000, len(gens))
+    assert len(router.seen) == warm + 2 * 500
+    timed_decisions = router.seen[min(1000, len(traffic)) : min(1000, len(traffic)) + 500]
+    assert timed_decisions[: len(traffic)] == [r.features for r in traffic][:500]
