@@ -71,9 +71,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--k", type=int, default=250, help="distil every K teacher-labelled requests")
     p.add_argument(
+        "--first-k",
+        type=int,
+        help="until a run promotes a student, distil every FIRST_K teacher-labelled requests "
+        "(schedule.first_student_trigger; default: K)",
+    )
+    p.add_argument(
         "--warmup",
         type=int,
-        help="live teacher answers before the first run, held out by it (default: K)",
+        help="live teacher answers before the first run, held out by it (default: FIRST_K, else K)",
     )
     p.add_argument("--history", type=int, default=0, help="queries logged first (9002: all)")
     p.add_argument(
@@ -139,8 +145,9 @@ def options_for(args: argparse.Namespace, seed: int, target: float, data_dir: Pa
         history=args.history,
         requests=args.limit if args.limit is not None else 3080,
         intents=77,
-        warmup=args.k if args.warmup is None else args.warmup,
+        warmup=first_run(args),
         every=args.k,
+        first_every=args.first_k or 0,
         data_dir=data_dir,
         port=0,
         seed=seed,
@@ -163,6 +170,13 @@ def options_for(args: argparse.Namespace, seed: int, target: float, data_dir: Pa
             "distiller.classical": classical_held_out(args.held_out),
         },
     )
+
+
+def first_run(args: argparse.Namespace) -> int:
+    """Live teacher answers before the first run: ``--warmup``, else ``--first-k``, else K."""
+    if args.warmup is not None:
+        return int(args.warmup)
+    return int(args.first_k or args.k)
 
 
 def held_out(choice: str) -> dict[str, object]:
@@ -450,8 +464,8 @@ def plot(runs: list[dict[str, Any]], means: list[dict[str, Any]], path: Path) ->
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if min(args.k, args.limit or 1, 1 if args.warmup is None else args.warmup) < 1:
-        print("--k, --limit and --warmup must be >= 1", file=sys.stderr)
+    if min(args.k, args.first_k or 1, args.limit or 1, first_run(args)) < 1:
+        print("--k, --first-k, --limit and --warmup must be >= 1", file=sys.stderr)
         return 2
     if args.history_from == "test" and args.history > 3080 - (args.limit or 3080):
         print("--history-from test holds at most 3080 - --limit queries", file=sys.stderr)

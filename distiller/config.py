@@ -262,6 +262,11 @@ class ScheduleConfig:
     """Tasks to distil (empty: every task with logged teacher answers)."""
     new_examples_trigger: int = 1000
     """Start a run once this many new teacher answers arrived since the last one (0: off)."""
+    first_student_trigger: int = 250
+    """While the task has no champion, start a run once this many new teacher answers arrived
+    instead (0: ``new_examples_trigger`` throughout). A first student can certify on a few
+    hundred answers, and a run on so few takes seconds, so saving starts without waiting for
+    the night or a thousand answers."""
     cooldown_s: float = 3600.0
     """Least time between the end of a run and a count-triggered one."""
     check_interval_s: float = 60.0

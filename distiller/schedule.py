@@ -1,7 +1,8 @@
 """``understudy distill schedule``: a long-running worker that starts runs.
 
 Three reasons to run a task: the cron schedule (nightly by default, in a configurable
-timezone); enough new teacher answers since the task's last run (after a cooldown); and, on
+timezone); enough new teacher answers since the task's last run (after a cooldown; fewer while
+the task has no student, so the first one comes sooner); and, on
 start, a scheduled run that was missed while the worker was down. Runs go one at a time; a
 task another process is already distilling is skipped, never run twice.
 
@@ -41,6 +42,7 @@ from understudy.storage.distill_queries import (
     update_run,
 )
 from understudy.storage.engine import Address
+from understudy.storage.registry import champion
 
 log = logging.getLogger("understudy.distiller")
 
@@ -113,14 +115,21 @@ class DistillScheduler:
     def due_by_count(self, task: str, now: float | None = None) -> bool:
         """Enough new teacher answers since the last run, and the cooldown is over.
 
-        After a run that promoted a student, only answers logged once a gateway serves it
-        count (the ``serving`` event); until then, for up to :data:`SWAP_GRACE_S`, none do.
+        Enough is ``first_student_trigger`` while the task has no champion (when set), else
+        ``new_examples_trigger``. After a run that promoted a student, only answers logged once
+        a gateway serves it count (the ``serving`` event); until then, for up to
+        :data:`SWAP_GRACE_S`, none do.
         """
         cfg = self.config.for_task(task).schedule
-        if cfg.new_examples_trigger <= 0:
+        if cfg.new_examples_trigger <= 0 and cfg.first_student_trigger <= 0:
             return False
         now = time.time() if now is None else now
         with _database(self.database) as db:
+            enough = cfg.new_examples_trigger
+            if cfg.first_student_trigger > 0 and champion(db, task) is None:
+                enough = cfg.first_student_trigger
+            if enough <= 0:
+                return False
             last = last_run(db, task)
             if last is not None and last["status"] == "running":
                 return False
@@ -135,7 +144,7 @@ class DistillScheduler:
                 if since is None and now < promoted_at + SWAP_GRACE_S:
                     return False
                 since = since if since is not None else promoted_at
-            return count_teacher_answers(db, task, since=since) >= cfg.new_examples_trigger
+            return count_teacher_answers(db, task, since=since) >= enough
 
     def missed(self, task: str, now: float | None = None) -> bool:
         """A cron time passed since the task's last run (or its first answer, if never run)."""
@@ -201,7 +210,7 @@ class DistillScheduler:
             timezone=cfg.timezone,
         )
         scheduler.add_job(self.run_scheduled, cron_trigger(cfg), id="cron", name="scheduled run")
-        if cfg.new_examples_trigger > 0:
+        if cfg.new_examples_trigger > 0 or cfg.first_student_trigger > 0:
             scheduler.add_job(
                 self.check_counts, "interval", seconds=cfg.check_interval_s, id="count"
             )

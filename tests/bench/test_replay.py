@@ -68,6 +68,15 @@ def test_options_follow_the_protocol(tmp_path):
     assert options.extra["distiller.train"]["candidates"] == ["classical"]
     assert options.extra["distiller.gates"] == {}  # no overall-agreement gate, as in the product
     assert options.data is not None and len(options.data.test) == 3080
+    assert options.first_every == 0  # every K throughout
+
+
+def test_first_k_runs_sooner_until_a_promotion_and_sets_the_first_run(tmp_path):
+    options = options_for(parse_args(["--k", "250", "--first-k", "100"]), 0, 0.8, tmp_path)
+    assert (options.warmup, options.first_every, options.every) == (100, 100, 250)
+
+    warmed = parse_args(["--first-k", "100", "--warmup", "150"])
+    assert options_for(warmed, 0, 0.8, tmp_path).warmup == 150
 
 
 def test_the_held_out_slice_is_the_demos_unless_the_products_defaults_are_asked_for(tmp_path):

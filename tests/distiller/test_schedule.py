@@ -16,7 +16,12 @@ from understudy.storage.distill_queries import get_run, insert_run, list_runs
 
 def config(**schedule) -> DistillConfig:
     """Runs that stop early for lack of data: what is tested here is when they start."""
-    defaults = {"new_examples_trigger": 0, "catch_up": False, "cron": "0 3 * * *"}
+    defaults = {
+        "new_examples_trigger": 0,
+        "first_student_trigger": 0,
+        "catch_up": False,
+        "cron": "0 3 * * *",
+    }
     return DistillConfig(
         dataset=DatasetConfig(min_examples=10_000),
         schedule=ScheduleConfig(**(defaults | schedule)),
@@ -76,6 +81,31 @@ def test_the_count_trigger_waits_for_the_cooldown(db, tmp_path):
     log_intents(db, "intent", 6, start=time.time(), seed=1)
     assert not scheduler.due_by_count("intent")
     assert scheduler.due_by_count("intent", now=time.time() + 3601)
+
+
+def test_until_the_task_has_a_student_fewer_new_answers_start_a_run(db, tmp_path):
+    from understudy.storage.registry import promote, register_model
+
+    log_intents(db, "intent", 6, start=time.time() - 100)
+    sooner = config(new_examples_trigger=1000, first_student_trigger=5, cooldown_s=0)
+    assert DistillScheduler(tmp_path, sooner).due_by_count("intent")
+    off = config(new_examples_trigger=1000, first_student_trigger=0, cooldown_s=0)
+    assert not DistillScheduler(tmp_path, off).due_by_count("intent")
+
+    # Once a student is the champion, the usual count applies.
+    promote(db, register_model(db, "intent", base="classical").id)
+    assert not DistillScheduler(tmp_path, sooner).due_by_count("intent")
+    usual = config(new_examples_trigger=5, first_student_trigger=1000, cooldown_s=0)
+    assert DistillScheduler(tmp_path, usual).due_by_count("intent")
+
+
+def test_the_first_student_trigger_alone_starts_runs(db, tmp_path, scheduler_for):
+    log_intents(db, "intent", 6)
+    cfg = config(first_student_trigger=5, check_interval_s=0.1, cooldown_s=0)
+    scheduler_for(cfg).start()
+
+    (run,) = wait_for_runs(db, "intent", 1)
+    assert run["trigger"] == "count"
 
 
 def test_teacher_answers_while_a_promoted_student_loads_do_not_trigger_a_run(db, tmp_path):

@@ -216,3 +216,5 @@ def test_the_demo_never_empties_a_directory_it_did_not_make(tmp_path):
 def test_impossible_options_are_refused(capsys):
     assert main(["demo", "--every", "0"]) == 2
     assert "--every" in capsys.readouterr().err
+    assert main(["demo", "--first-every", "-1"]) == 2
+    assert "--first-every" in capsys.readouterr().err

@@ -190,13 +190,14 @@ def test_distiller_settings_from_env_beat_the_file(tmp_path):
             "UNDERSTUDY_DISTILLER_SCHEDULE_CRON": "*/5 * * * *",
             "UNDERSTUDY_DISTILLER_SCHEDULE_IN_GATEWAY": "true",
             "UNDERSTUDY_DISTILLER_SCHEDULE_NEW_EXAMPLES_TRIGGER": "0",
+            "UNDERSTUDY_DISTILLER_SCHEDULE_FIRST_STUDENT_TRIGGER": "100",
             "UNDERSTUDY_DISTILLER_DATASET_SCRUB_PII": "email,phone",
             "UNDERSTUDY_DISTILLER_KEEP_REJECTED_WEIGHTS": "no",
         },
     ).distiller
     assert d.train.epochs == 2.5 and d.train.lora_r == 8 and d.train.method == "full"
     assert d.schedule.cron == "*/5 * * * *" and d.schedule.in_gateway is True
-    assert d.schedule.new_examples_trigger == 0
+    assert d.schedule.new_examples_trigger == 0 and d.schedule.first_student_trigger == 100
     assert d.dataset.scrub_pii == ["email", "phone"]
     assert d.keep_rejected_weights is False
 

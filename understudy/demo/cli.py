@@ -47,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"then a distillation run every N teacher calls (default {d.every})",
     )
     parser.add_argument(
+        "--first-every",
+        type=int,
+        default=d.first_every,
+        help="until a student is promoted, a run every N teacher calls instead "
+        f"(default {d.first_every}: --every throughout)",
+    )
+    parser.add_argument(
         "--shadow-rate",
         type=float,
         default=d.shadow_rate,
@@ -118,6 +125,7 @@ def main(args: argparse.Namespace) -> int:
         intents=args.intents,
         warmup=args.warmup,
         every=args.every,
+        first_every=args.first_every,
         shadow_rate=args.shadow_rate,
         max_runs=args.max_runs,
         data_dir=args.data_dir,
@@ -131,8 +139,11 @@ def main(args: argparse.Namespace) -> int:
         warm_start_epochs=args.warm_start_epochs,
     )
     sizes = (options.requests, options.history, options.warmup)
-    if options.every < 1 or options.intents < 1 or min(sizes) < 0:
-        print("understudy demo: --every and --intents must be >= 1, sizes >= 0", file=sys.stderr)
+    if options.every < 1 or options.intents < 1 or min(*sizes, options.first_every) < 0:
+        print(
+            "understudy demo: --every and --intents must be >= 1, sizes and --first-every >= 0",
+            file=sys.stderr,
+        )
         return 2
     if options.epochs <= 0 or options.warm_start_epochs < 0:
         print("understudy demo: --epochs must be > 0, --warm-start-epochs >= 0", file=sys.stderr)

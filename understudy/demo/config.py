@@ -32,6 +32,10 @@ class DemoOptions:
     every: int = 100
     """A new distillation run each time the teacher took this many more calls during the live
     traffic after the first run (requests the student deferred and shadow checks)."""
+    first_every: int = 0
+    """Until a run promotes a student, a new run each time the teacher took this many more
+    calls instead of ``every`` (the distiller's ``schedule.first_student_trigger``); 0:
+    ``every`` throughout."""
     max_runs: int = 0
     """Most distillation runs (0: no limit)."""
     data_dir: Path = Path("understudy-demo")
@@ -99,7 +103,7 @@ def gateway_config(options: DemoOptions, *, teacher_url: str, port: int, model: 
             "max_new_tokens": 16,
             "eval_batch_size": 64,
         },
-        "distiller.schedule": {"new_examples_trigger": 0},
+        "distiller.schedule": {"new_examples_trigger": 0, "first_student_trigger": 0},
     }
     if options.warm_start_epochs > 0:
         sections["distiller.train"] |= {

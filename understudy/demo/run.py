@@ -127,9 +127,14 @@ def _loop(demo: Demo, history: Sequence[Query], live: Sequence[Query]) -> Summar
         if not o.warmup and len(history) >= MIN_HISTORY:
             _distill(demo, f"{len(history)} logged teacher answers")
     first = f"the teacher answers the first {o.warmup} alone, then " if o.warmup else ""
+    sooner = (
+        f" ({o.first_every} until a student is promoted)"
+        if o.first_every and o.first_every != o.every
+        else ""
+    )
     say.phase(
         f"live traffic: {len(live)} requests; {first}a distillation run every "
-        f"{max(1, o.every)} teacher calls"
+        f"{max(1, o.every)} teacher calls{sooner}"
     )
     price = Price(o.price_in, o.price_out)
     before = demo.teacher.snapshot()
@@ -137,7 +142,7 @@ def _loop(demo: Demo, history: Sequence[Query], live: Sequence[Query]) -> Summar
     answered: list[Answered] = []
     while len(answered) < len(live):
         runs_left = not o.max_runs or demo.runs < o.max_runs
-        every = max(1, o.every if demo.runs or not o.warmup else o.warmup)
+        every = run_interval(o, demo.runs, promoted=bool(demo.promotions))
         due = every - (demo.teacher.snapshot().calls - mark)
         size = max(1, min(CHUNK, due)) if runs_left else CHUNK
         shown = len(answered) // PROGRESS_EVERY
@@ -169,6 +174,16 @@ def _loop(demo: Demo, history: Sequence[Query], live: Sequence[Query]) -> Summar
         gateway=figures,
         window=window,
     )
+
+
+def run_interval(options: DemoOptions, runs: int, *, promoted: bool) -> int:
+    """Teacher calls between two distillation runs: ``warmup`` before the first (when set),
+    ``first_every`` (when set) until a run has promoted a student, ``every`` after."""
+    if not runs and options.warmup:
+        return options.warmup
+    if not promoted and options.first_every:
+        return options.first_every
+    return max(1, options.every)
 
 
 def gateway_figures(demo: Demo, started_at: float, requests: int) -> Figures | None:
