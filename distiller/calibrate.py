@@ -38,6 +38,7 @@ from understudy.router import (
     RouterSpec,
     ThresholdChoice,
     certify_threshold,
+    nearest_miss,
 )
 from understudy.router.config import RouterConfig
 
@@ -112,7 +113,12 @@ def calibrate(
         )
         choice = _nothing(choice)
     elif choice.serves_nothing:
-        note = _why_nothing(len(check), config)
+        note = _why_nothing(len(check), config) or _nearest_miss_note(
+            check_scores,
+            [labels[i] for i in check],
+            [weights[i] for i in check],
+            config,
+        )
     router = RouterSpec(kind, config.target, policy, choice)
     scores = policy.scores(features)
     served = Served.of([s >= choice.threshold for s in scores], labels, weights)
@@ -145,6 +151,37 @@ def probability_policy(
         n_agreed=agreed,
         label_rates=tuple(sorted(rates.items())),
         label_default=label_rates.default if label_rates is not None else 0.0,
+    )
+
+
+def _nearest_miss_note(
+    scores: Sequence[float],
+    labels: Sequence[bool],
+    weights: Sequence[float],
+    config: GateConfig,
+) -> str:
+    """Why no threshold was certified on enough examples: what the best first test of a
+    fixed sequence gave (the surest answers), or that no threshold could be tested."""
+    miss = nearest_miss(
+        scores,
+        labels,
+        config.target,
+        config.confidence,
+        config.bound,
+        min_served=config.min_certified_served,
+        weights=weights,
+    )
+    if miss is None or miss.expected_agreement is None or miss.agreement_lower_bound is None:
+        return (
+            f"no threshold certified on {len(scores)} held-out answers: too few for a lower "
+            f"bound of {config.target:g} at confidence {config.confidence:g} even if every "
+            "one agreed"
+        )
+    return (
+        f"no threshold certified on {len(scores)} held-out answers: at best, the "
+        f"{miss.n_served} the student is surest of agree {miss.expected_agreement:.3f}, lower "
+        f"bound {miss.agreement_lower_bound:.3f} < {config.target:g} at confidence "
+        f"{miss.confidence:.4g}"
     )
 
 

@@ -157,8 +157,12 @@ def evaluate_gates(
             config.min_coverage,
             coverage > 0 and coverage >= config.min_coverage,
             coverage_note
-            or f"share served at quality target {config.target:g}"
-            + ("" if config.min_coverage else " (must be above 0)"),
+            or (
+                f"share served at quality target {config.target:g}"
+                + ("" if config.min_coverage else " (must be above 0)")
+                if coverage > 0
+                else f"nothing served at quality target {config.target:g}"
+            ),
         ),
         served_non_inferiority(config, candidate_served, champion_served),
         GateResult(
@@ -227,7 +231,7 @@ def _failure(gate: GateResult) -> str:
         value, threshold = distinct(gate.value, gate.threshold)  # -0.0203 < -0.0200
         return f"{gate.name} {value} < {threshold}"
     if gate.name == "coverage":
-        return f"coverage {_fmt(gate.value)}: nothing served at the quality target"
+        return f"coverage {_fmt(gate.value)}: {gate.detail}"
     return f"{gate.name}: {gate.detail}"
 
 

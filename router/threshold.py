@@ -191,18 +191,11 @@ def certify_threshold(
     the weighted share served.
     """
     _check_inputs(scores, labels, quality_target, confidence, bound)
-    w = [1.0] * len(scores) if weights is None else [float(x) for x in weights]
-    if len(w) != len(scores) or any(not x > 0 or math.isinf(x) for x in w):
-        raise ValueError("weights must be one positive finite number per score")
+    w = _weights(scores, weights)
     n_total, w_total = len(scores), math.fsum(w)
     starts = sequence_starts(min_served, n_total)
     level = 1 - (1 - confidence) / len(starts)
-    # Thresholds serving too few to pass even if every one agreed are never tested.
-    steps = [
-        step
-        for step in _cumulative(_weighted_groups(scores, labels, w))
-        if lower_bound(_n_eff(step), _n_eff(step), level, bound) >= quality_target
-    ]
+    steps = _testable(scores, labels, w, quality_target, level, bound)
     lows: dict[int, float] = {}  # each threshold's bound, taken once whichever sequence tests it
     best: ThresholdChoice | None = None
     for start in starts:
@@ -235,6 +228,77 @@ def certify_threshold(
         return best
     nothing = _serve_nothing(n_total, quality_target, confidence, bound)
     return replace(nothing, method="fixed_sequence", min_served=min_served, sequences=len(starts))
+
+
+def nearest_miss(
+    scores: Sequence[float],
+    labels: Sequence[bool],
+    quality_target: float,
+    confidence: float = 0.95,
+    bound: str = "clopper_pearson",
+    *,
+    min_served: int = 30,
+    weights: Sequence[float] | None = None,
+) -> ThresholdChoice | None:
+    """When :func:`certify_threshold` certifies nothing, what came closest: each fixed
+    sequence then failed its first test, and this is the one of those first tests whose lower
+    bound was highest (at the level the sequences are tested at), with what its threshold
+    serves. It says why nothing is served (the surest answers disagree too often, or are too
+    few); it certifies nothing. None when no threshold was tested: none serves enough for
+    its bound to reach the target even if every answer agreed."""
+    _check_inputs(scores, labels, quality_target, confidence, bound)
+    w = _weights(scores, weights)
+    starts = sequence_starts(min_served, len(scores))
+    level = 1 - (1 - confidence) / len(starts)
+    steps = _testable(scores, labels, w, quality_target, level, bound)
+    best: ThresholdChoice | None = None
+    for start in starts:
+        step = next((step for step in steps if step[1] >= start), None)
+        if step is None:
+            break
+        score, served, s_w, _, s_agreed = step
+        n_eff = _n_eff(step)
+        low = lower_bound(min(n_eff, n_eff * s_agreed / s_w), n_eff, level, bound)
+        if best is None or low > (best.agreement_lower_bound or 0.0):
+            best = ThresholdChoice(
+                threshold=score,
+                expected_coverage=s_w / math.fsum(w),
+                expected_agreement=s_agreed / s_w,
+                agreement_lower_bound=low,
+                n_calibration=len(scores),
+                quality_target=quality_target,
+                confidence=level,
+                bound=bound,
+                n_served=served,
+                method="nearest_miss",
+                min_served=min_served,
+                sequences=len(starts),
+            )
+    return best
+
+
+def _weights(scores: Sequence[float], weights: Sequence[float] | None) -> list[float]:
+    w = [1.0] * len(scores) if weights is None else [float(x) for x in weights]
+    if len(w) != len(scores) or any(not x > 0 or math.isinf(x) for x in w):
+        raise ValueError("weights must be one positive finite number per score")
+    return w
+
+
+def _testable(
+    scores: Sequence[float],
+    labels: Sequence[bool],
+    w: Sequence[float],
+    quality_target: float,
+    level: float,
+    bound: str,
+) -> list[tuple[float, int, float, float, float]]:
+    """The thresholds a sequence may test, highest first: those serving too few to pass even
+    if every one agreed are never tested."""
+    return [
+        step
+        for step in _cumulative(_weighted_groups(scores, labels, w))
+        if lower_bound(_n_eff(step), _n_eff(step), level, bound) >= quality_target
+    ]
 
 
 def sequence_starts(min_served: int, n: int) -> list[int]:

@@ -154,6 +154,44 @@ def test_a_threshold_needs_enough_calibration_examples_and_records_its_bound():
     assert "60 held-out examples < min_calibration_examples 100" in few.note
 
 
+def test_a_run_that_certifies_nothing_says_how_close_its_surest_answers_came():
+    # Found: a run on a new task's first few hundred answers said only "coverage 0.000:
+    # nothing served at the quality target", whether it lacked answers or its surest ones
+    # disagreed too often.
+    ev = _eval(60, 45)
+    ev.agreed = [True] * 50 + [False] * 55  # 10 of the 60 sure answers disagree
+    config = GateConfig(quality_target=0.8)
+    fitted = calibrate(ev, "label", config, ranked_by_probability=True)
+    assert fitted.coverage == 0 and fitted.router.threshold.serves_nothing
+    assert fitted.note is not None and fitted.note.startswith(
+        "no threshold certified on 105 held-out answers: at best, the 60 the student is "
+        "surest of agree 0.833, lower bound 0."
+    )
+    assert "< 0.8 at confidence 0.99" in fitted.note
+    result = evaluate_gates(
+        config,
+        agreement=0.48,
+        coverage=fitted.coverage,
+        validity=1.0,
+        golden=[],
+        candidate_served=fitted.served,
+        coverage_note=fitted.note,
+    )
+    assert failed_reason(result) == f"coverage 0.000: {fitted.note}"
+    # At 0.97, no threshold on 120 answers could be tested: even 120 of 120 bound lower.
+    strict = calibrate(
+        _eval(70, 50), "label", GateConfig(quality_target=0.97), ranked_by_probability=True
+    )
+    assert strict.note == (
+        "no threshold certified on 120 held-out answers: too few for a lower bound of 0.97 at "
+        "confidence 0.99 even if every one agreed"
+    )
+    without_note = gates(coverage=0.0, candidate_served=Served(0.0, 0, 0))
+    assert failed_reason(list(without_note.values())) == (
+        "coverage 0.000: nothing served at quality target 0.97"
+    )
+
+
 def test_the_champion_is_judged_on_the_same_examples_under_its_own_router():
     config = GateConfig(quality_target=0.8)
     ev = _eval(70, 50)

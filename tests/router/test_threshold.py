@@ -8,6 +8,7 @@ from understudy.router import (
     certify_threshold,
     choose_threshold,
     lower_bound,
+    nearest_miss,
     sequence_starts,
     threshold_stats,
 )
@@ -257,3 +258,42 @@ def test_certification_starts_where_a_perfect_record_could_meet_the_target():
     choice = certify_threshold(scores, labels, 0.97, 0.95, min_served=50)
     assert choice.threshold == pytest.approx(0.801) and choice.n_served == 200
     assert choice.agreement_lower_bound == pytest.approx((0.05 / 3) ** (1 / 200))
+
+
+def test_when_nothing_is_certified_the_nearest_miss_is_the_best_first_test_of_a_sequence():
+    # 100 answers, highest score first: 34 of the first 40 agree, the rest mostly do not.
+    scores = [100.0 - i for i in range(100)]
+    labels = [i % 7 != 3 for i in range(40)] + [i % 3 == 0 for i in range(60)]
+    assert certify_threshold(scores, labels, 0.9, 0.95, min_served=30).serves_nothing
+
+    miss = nearest_miss(scores, labels, 0.9, 0.95, min_served=30)
+    starts = sequence_starts(30, 100)
+    level = 1 - 0.05 / len(starts)
+
+    def bound(n):
+        return lower_bound(sum(labels[:n]), n, level, "clopper_pearson")
+
+    # Each sequence's first test: the first threshold from its start whose bound could reach
+    # the target if every answer it serves agreed.
+    firsts = [
+        next(n for n in range(s, 101) if lower_bound(n, n, level, "clopper_pearson") >= 0.9)
+        for s in starts
+    ]
+    best = max(firsts, key=bound)
+    assert miss is not None and miss.method == "nearest_miss"
+    assert miss.n_served == best and miss.threshold == scores[best - 1]
+    assert miss.agreement_lower_bound == pytest.approx(bound(best))
+    assert bound(best) < 0.9
+    assert miss.expected_agreement == pytest.approx(sum(labels[:best]) / best)
+    assert miss.confidence == pytest.approx(level)
+    # A threshold no sequence reached is not reported, however high its bound. Found: a
+    # run's note read "at best, the 65 the student is surest of agree 0.938, lower bound
+    # 0.811 < 0.8": the one sequence had stopped at 50.
+    late = [i % 2 == 0 or i < 8 for i in range(30)] + [True] * 20
+    assert certify_threshold(scores[:50], late, 0.6, 0.95, min_served=30).serves_nothing
+    assert lower_bound(sum(late), 50, 0.95, "clopper_pearson") >= 0.6  # never tested
+    stopped = nearest_miss(scores[:50], late, 0.6, 0.95, min_served=30)
+    assert stopped is not None and stopped.n_served == 30
+    assert stopped.agreement_lower_bound is not None and stopped.agreement_lower_bound < 0.6
+    # Too few answers for any bound to reach the target: nothing was tested.
+    assert nearest_miss(scores[:20], labels[:20], 0.9, 0.95, min_served=10) is None
