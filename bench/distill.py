@@ -146,6 +146,11 @@ def main() -> int:
         help="train.length_grouped = true: batches of examples of similar length",
     )
     parser.add_argument(
+        "--keep-system-prompt",
+        action="store_true",
+        help="train.tiny_implied_system = false: the language model trains on the system prompt",
+    )
+    parser.add_argument(
         "--candidates",
         nargs="+",
         default=["classical", "model"],
@@ -164,6 +169,7 @@ def main() -> int:
     config.train.length_grouped = args.length_grouping
     config.train.seed = args.seed
     config.train.candidates = args.candidates
+    config.train.tiny_implied_system = not args.keep_system_prompt
     student = distill(data_dir, train_rows, names, config, times)
     outcome = student.outcome
     if not outcome.promoted:
@@ -178,6 +184,7 @@ def main() -> int:
             "length_grouped": args.length_grouping,
             "seed": args.seed,
             "candidates": args.candidates,
+            "tiny_implied_system": not args.keep_system_prompt,
             "lr": args.lr,
             "batch_size": BATCH_SIZE,
             "student": "tiny",

@@ -160,6 +160,12 @@ class TrainConfig:
     tiny_context: int = 256
     """Tiny students: context length in tokens (prompt and answer). A longer prompt keeps its
     end, in training and when the student answers."""
+    tiny_implied_system: bool = True
+    """Tiny students: leave the task's most common system prompt out of every sequence (the
+    student's chat template drops a system message with exactly that text, in training and
+    when it answers, whatever serves it). Trained from scratch on one task, a student learns
+    nothing from a prompt every example shares; the demo's Banking77 prompt is 23 of each
+    example's 53 tokens."""
     isolation: str = "process"
     """``process`` (train and evaluate in a spawned process) or ``inline`` (this process)."""
     timeout_s: float = 6 * 3600.0

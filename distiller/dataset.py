@@ -134,7 +134,7 @@ def build_dataset(
         stats["corrections_kept_out_of_eval"] = len(unreviewed)
     for ex in train:
         ex.weight = config.failure_weight if ex.failure else 1
-    dataset = Dataset(task, kind, train, held_out, system_prompt=_system_prompt(examples))
+    dataset = Dataset(task, kind, train, held_out, system_prompt=common_system_prompt(examples))
     dataset.stats = {
         **dict(stats),
         "kind": kind,
@@ -407,7 +407,8 @@ def _dedupe(examples: list[Example], threshold: float, stats: Counter[str]) -> l
     return out[::-1]
 
 
-def _system_prompt(examples: list[Example]) -> str | None:
+def common_system_prompt(examples: Iterable[Example]) -> str | None:
+    """The system prompt most of ``examples`` carry (None: none carries one)."""
     prompts = Counter(
         m["content"] for ex in examples for m in ex.messages or [] if m["role"] == "system"
     )

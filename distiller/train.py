@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from understudy.distiller.config import TrainConfig
-from understudy.distiller.dataset import Example
+from understudy.distiller.dataset import Example, common_system_prompt
 from understudy.distiller.launch import (
     gpu_problem,
     is_main_process,
@@ -110,7 +110,9 @@ def training_rows(examples: Sequence[Example]) -> list[dict[str, Any]]:
 
 
 def build_tiny_base(path: Path, examples: Sequence[Example], config: TrainConfig) -> Path:
-    """A small from-scratch Llama with a tokenizer trained on the task's conversations."""
+    """A small from-scratch Llama with a tokenizer trained on the task's conversations; its
+    chat template leaves out the task's most common system prompt
+    (``train.tiny_implied_system``)."""
     from understudy.student.tiny import build_tiny_model
 
     texts = [ex.prompt_text() + "\n" + ex.answer for ex in examples]
@@ -122,6 +124,7 @@ def build_tiny_base(path: Path, examples: Sequence[Example], config: TrainConfig
         vocab_size=config.tiny_vocab_size,
         max_positions=config.tiny_context,
         seed=config.seed,
+        implied_system=common_system_prompt(examples) if config.tiny_implied_system else None,
     )
 
 

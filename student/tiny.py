@@ -11,6 +11,7 @@ torch, transformers and tokenizers are imported inside :func:`build_tiny_model`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +25,28 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+def chat_template(implied_system: str | None = None) -> str:
+    """The tiny students' chat template. With ``implied_system``, a system message with
+    exactly that text is left out: a task's fixed system prompt tells a student trained from
+    scratch on that one task nothing, and on label-shaped tasks it is about half of every
+    sequence's tokens. The template is saved with the tokenizer, so training, evaluation and
+    every backend that serves the student (in-process, vLLM) leave it out alike."""
+    if not implied_system:
+        return CHAT_TEMPLATE
+    literal = json.dumps(implied_system, ensure_ascii=False)  # a Jinja string literal
+    return (
+        f"{{% set implied = {literal} %}}"
+        "{% for message in messages %}"
+        "{% if not (message['role'] == 'system' and message['content'] == implied) %}"
+        "<|im_start|>{{ message['role'] }}\n{{ message['content'] or '' }}<|im_end|>\n"
+        "{% endif %}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+
+
 BOS, START, END, PAD = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"
 SPECIAL_TOKENS = [BOS, START, END, PAD]
 ROLES = ("system", "user", "assistant")
@@ -68,11 +91,13 @@ def build_tiny_model(
     vocab_size: int = 2048,
     max_positions: int = 256,
     seed: int = 0,
+    implied_system: str | None = None,
 ) -> Path:
     """Build, save and return ``path``: an untrained Llama and its tokenizer.
 
     ``texts`` (default: a small built-in corpus) are what the tokenizer learns its merges
     from; ``vocab_size`` is an upper bound (a small corpus yields fewer tokens).
+    ``implied_system``: the system prompt its chat template leaves out (:func:`chat_template`).
     """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -81,6 +106,7 @@ def build_tiny_model(
     path.mkdir(parents=True, exist_ok=True)
     corpus = list(texts) if texts is not None else list(DEFAULT_CORPUS)
     tokenizer = _train_tokenizer(corpus, vocab_size, max_positions)
+    tokenizer.chat_template = chat_template(implied_system)
     tokenizer.save_pretrained(path)
     end_id = tokenizer.convert_tokens_to_ids(END)
     config = LlamaConfig(

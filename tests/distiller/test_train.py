@@ -81,6 +81,35 @@ def test_a_tiny_base_is_built_from_scratch_with_a_tokenizer_for_the_task(tmp_pat
     assert len(tokenizer("card_arrival")["input_ids"]) <= 4  # learnt from the task's words
 
 
+def test_a_tiny_student_leaves_its_tasks_fixed_system_prompt_out_of_every_sequence(tmp_path):
+    from transformers import AutoTokenizer
+
+    from understudy.distiller.sequences import fit_sequences
+    from understudy.distiller.train import training_rows
+
+    config = TrainConfig(base_model="tiny", method="full", tiny_hidden=32, tiny_layers=1)
+    data = examples(40)
+    implied = AutoTokenizer.from_pretrained(build_tiny_base(tmp_path / "a", data, config))
+    kept = AutoTokenizer.from_pretrained(
+        build_tiny_base(tmp_path / "b", data, replace(config, tiny_implied_system=False))
+    )
+    user = [{"role": "user", "content": "my card has not arrived"}]
+    system = [{"role": "system", "content": SYSTEM}]
+
+    def render(tokenizer, messages):
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    # Training, evaluation and serving all render through the saved template.
+    assert render(implied, system + user) == render(implied, user)
+    assert SYSTEM in render(kept, system + user)
+    other = [{"role": "system", "content": "Answer in French."}]
+    assert "Answer in French." in render(implied, other + user)  # another prompt is kept
+    shorter = fit_sequences(training_rows(data), implied, 128).rows
+    longer = fit_sequences(training_rows(data), kept, 128).rows
+    tokens = [sum(len(r["input_ids"]) for r in rows) for rows in (shorter, longer)]
+    assert tokens[0] < 0.8 * tokens[1]
+
+
 def _weights(path: str, name: str) -> dict:
     from safetensors.torch import load_file
 

@@ -89,3 +89,24 @@ def test_without_texts_it_uses_a_built_in_corpus(tiny_model_dir):
     assert model.config.hidden_size == 128 and model.config.num_hidden_layers == 2
     assert 300 < len(tokenizer) <= 2048
     assert len(tokenizer(" one two three")["input_ids"]) == 3
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["Be brief.", 'Say "yes" or \\no\\.\nThen {{ stop }} %} — Zoë 😀'],
+    ids=["plain", "quotes-braces-unicode"],
+)
+def test_the_template_can_leave_out_one_exact_system_prompt(tmp_path, prompt):
+    from transformers import AutoTokenizer
+
+    path = build_tiny_model(tmp_path / "m", TEXTS, hidden=32, layers=1, implied_system=prompt)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    user = [{"role": "user", "content": "hi"}]
+
+    def render(messages):
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    assert render([{"role": "system", "content": prompt}, *user]) == render(user)
+    assert render([{"role": "system", "content": prompt + " "}, *user]) == (
+        f"<|im_start|>system\n{prompt} <|im_end|>\n" + render(user)
+    )
