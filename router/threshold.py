@@ -191,43 +191,25 @@ def certify_threshold(
     the weighted share served.
     """
     _check_inputs(scores, labels, quality_target, confidence, bound)
-    w = _weights(scores, weights)
-    n_total, w_total = len(scores), math.fsum(w)
-    starts = sequence_starts(min_served, n_total)
-    level = 1 - (1 - confidence) / len(starts)
-    steps = _testable(scores, labels, w, quality_target, level, bound)
+    plan = _Plan.of(scores, labels, quality_target, confidence, bound, min_served, weights)
     lows: dict[int, float] = {}  # each threshold's bound, taken once whichever sequence tests it
     best: ThresholdChoice | None = None
-    for start in starts:
-        for i, step in enumerate(steps):
-            score, served, s_w, _, s_agreed = step
-            if served < start:
+    for start in plan.starts:
+        for i, step in enumerate(plan.steps):
+            if step[1] < start:
                 continue  # before the sequence's start
             if i not in lows:
-                n_eff = _n_eff(step)
-                lows[i] = lower_bound(min(n_eff, n_eff * s_agreed / s_w), n_eff, level, bound)
-            low = lows[i]
-            if low < quality_target:
+                lows[i] = _step_bound(step, plan.level, bound)
+            if lows[i] < quality_target:
                 break
-            if best is None or score < best.threshold:
-                best = ThresholdChoice(
-                    threshold=score,
-                    expected_coverage=s_w / w_total,
-                    expected_agreement=s_agreed / s_w,
-                    agreement_lower_bound=low,
-                    n_calibration=n_total,
-                    quality_target=quality_target,
-                    confidence=confidence,
-                    bound=bound,
-                    n_served=served,
-                    method="fixed_sequence",
-                    min_served=min_served,
-                    sequences=len(starts),
-                )
+            if best is None or step[0] < best.threshold:
+                best = plan.choice(step, lows[i], confidence, "fixed_sequence")
     if best is not None:
         return best
-    nothing = _serve_nothing(n_total, quality_target, confidence, bound)
-    return replace(nothing, method="fixed_sequence", min_served=min_served, sequences=len(starts))
+    nothing = _serve_nothing(plan.n_total, quality_target, confidence, bound)
+    return replace(
+        nothing, method="fixed_sequence", min_served=min_served, sequences=len(plan.starts)
+    )
 
 
 def nearest_miss(
@@ -247,34 +229,80 @@ def nearest_miss(
     few); it certifies nothing. None when no threshold was tested: none serves enough for
     its bound to reach the target even if every answer agreed."""
     _check_inputs(scores, labels, quality_target, confidence, bound)
-    w = _weights(scores, weights)
-    starts = sequence_starts(min_served, len(scores))
-    level = 1 - (1 - confidence) / len(starts)
-    steps = _testable(scores, labels, w, quality_target, level, bound)
+    plan = _Plan.of(scores, labels, quality_target, confidence, bound, min_served, weights)
     best: ThresholdChoice | None = None
-    for start in starts:
-        step = next((step for step in steps if step[1] >= start), None)
+    for start in plan.starts:
+        step = next((step for step in plan.steps if step[1] >= start), None)
         if step is None:
             break
-        score, served, s_w, _, s_agreed = step
-        n_eff = _n_eff(step)
-        low = lower_bound(min(n_eff, n_eff * s_agreed / s_w), n_eff, level, bound)
+        low = _step_bound(step, plan.level, bound)
         if best is None or low > (best.agreement_lower_bound or 0.0):
-            best = ThresholdChoice(
-                threshold=score,
-                expected_coverage=s_w / math.fsum(w),
-                expected_agreement=s_agreed / s_w,
-                agreement_lower_bound=low,
-                n_calibration=len(scores),
-                quality_target=quality_target,
-                confidence=level,
-                bound=bound,
-                n_served=served,
-                method="nearest_miss",
-                min_served=min_served,
-                sequences=len(starts),
-            )
+            best = plan.choice(step, low, plan.level, "nearest_miss")
     return best
+
+
+_Step = tuple[float, int, float, float, float]
+"""A threshold and what it serves: score, examples, sum of weights, of squared weights, and of
+the weights that agreed."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The fixed sequences of one certification: where they start, the level each is tested
+    at, and the thresholds they may test."""
+
+    n_total: int
+    w_total: float
+    starts: list[int]
+    level: float
+    steps: list[_Step]
+    quality_target: float
+    bound: str
+    min_served: int
+
+    @classmethod
+    def of(
+        cls,
+        scores: Sequence[float],
+        labels: Sequence[bool],
+        quality_target: float,
+        confidence: float,
+        bound: str,
+        min_served: int,
+        weights: Sequence[float] | None,
+    ) -> _Plan:
+        w = _weights(scores, weights)
+        starts = sequence_starts(min_served, len(scores))
+        level = 1 - (1 - confidence) / len(starts)
+        steps = _testable(scores, labels, w, quality_target, level, bound)
+        return cls(
+            len(scores), math.fsum(w), starts, level, steps, quality_target, bound, min_served
+        )
+
+    def choice(self, step: _Step, low: float, confidence: float, method: str) -> ThresholdChoice:
+        """``step`` as a threshold choice with the lower bound ``low``."""
+        score, served, s_w, _, s_agreed = step
+        return ThresholdChoice(
+            threshold=score,
+            expected_coverage=s_w / self.w_total,
+            expected_agreement=s_agreed / s_w,
+            agreement_lower_bound=low,
+            n_calibration=self.n_total,
+            quality_target=self.quality_target,
+            confidence=confidence,
+            bound=self.bound,
+            n_served=served,
+            method=method,
+            min_served=self.min_served,
+            sequences=len(self.starts),
+        )
+
+
+def _step_bound(step: _Step, level: float, bound: str) -> float:
+    """The lower bound of the weighted agreement of what ``step`` serves, on its effective
+    sample size."""
+    n_eff = _n_eff(step)
+    return lower_bound(min(n_eff, n_eff * step[4] / step[2]), n_eff, level, bound)
 
 
 def _weights(scores: Sequence[float], weights: Sequence[float] | None) -> list[float]:
@@ -291,7 +319,7 @@ def _testable(
     quality_target: float,
     level: float,
     bound: str,
-) -> list[tuple[float, int, float, float, float]]:
+) -> list[_Step]:
     """The thresholds a sequence may test, highest first: those serving too few to pass even
     if every one agreed are never tested."""
     return [
