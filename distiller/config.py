@@ -163,9 +163,10 @@ class TrainConfig:
     tiny_implied_system: bool = True
     """Tiny students: leave the task's most common system prompt out of every sequence (the
     student's chat template drops a system message with exactly that text, in training and
-    when it answers, whatever serves it). Trained from scratch on one task, a student learns
-    nothing from a prompt every example shares; the demo's Banking77 prompt is 23 of each
-    example's 53 tokens."""
+    when it answers, whatever serves it). For a student trained from scratch on one task, a
+    prompt every example shares tells no two examples apart, yet costs compute: the demo's
+    Banking77 prompt is 23 of each example's 53 tokens. On Banking77 the training steps took
+    23-30% less CPU; the student's agreement moved +0.6 and -1.7 points on two seeds."""
     isolation: str = "process"
     """``process`` (train and evaluate in a spawned process) or ``inline`` (this process)."""
     timeout_s: float = 6 * 3600.0
