@@ -19,31 +19,29 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # transformers is imported when the model is built
     from transformers import PreTrainedTokenizerFast
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n{{ message['content'] or '' }}<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+_TURN = "<|im_start|>{{ message['role'] }}\n{{ message['content'] or '' }}<|im_end|>\n"
+_GENERATION_PROMPT = "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+_IMPLIED = "{% if not (message['role'] == 'system' and message['content'] == implied) %}"
+
+CHAT_TEMPLATE = "{% for message in messages %}" + _TURN + "{% endfor %}" + _GENERATION_PROMPT
 
 
 def chat_template(implied_system: str | None = None) -> str:
-    """The tiny students' chat template. With ``implied_system``, a system message with
-    exactly that text is left out: a task's fixed system prompt tells a student trained from
-    scratch on that one task nothing, and on label-shaped tasks it is about half of every
-    sequence's tokens. The template is saved with the tokenizer, so training, evaluation and
-    every backend that serves the student (in-process, vLLM) leave it out alike."""
+    """The tiny students' chat template (ChatML). With ``implied_system``, a system message
+    with exactly that text is left out: for a student trained from scratch on one task, a
+    prompt every example shares tells no two examples apart, yet costs compute. The template
+    is saved with the tokenizer, so training, evaluation and every backend that serves the
+    student (in-process, vLLM) leave it out alike."""
     if not implied_system:
         return CHAT_TEMPLATE
     literal = json.dumps(implied_system, ensure_ascii=False)  # a Jinja string literal
     return (
         f"{{% set implied = {literal} %}}"
         "{% for message in messages %}"
-        "{% if not (message['role'] == 'system' and message['content'] == implied) %}"
-        "<|im_start|>{{ message['role'] }}\n{{ message['content'] or '' }}<|im_end|>\n"
-        "{% endif %}"
-        "{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+        + _IMPLIED
+        + _TURN
+        + "{% endif %}{% endfor %}"
+        + _GENERATION_PROMPT
     )
 
 
@@ -105,8 +103,7 @@ def build_tiny_model(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     corpus = list(texts) if texts is not None else list(DEFAULT_CORPUS)
-    tokenizer = _train_tokenizer(corpus, vocab_size, max_positions)
-    tokenizer.chat_template = chat_template(implied_system)
+    tokenizer = _train_tokenizer(corpus, vocab_size, max_positions, chat_template(implied_system))
     tokenizer.save_pretrained(path)
     end_id = tokenizer.convert_tokens_to_ids(END)
     config = LlamaConfig(
@@ -134,7 +131,7 @@ def build_tiny_model(
 
 
 def _train_tokenizer(
-    corpus: list[str], vocab_size: int, max_positions: int
+    corpus: list[str], vocab_size: int, max_positions: int, template: str
 ) -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -158,5 +155,5 @@ def _train_tokenizer(
         model_max_length=max_positions,
         clean_up_tokenization_spaces=False,
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = template
     return tokenizer
