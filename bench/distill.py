@@ -151,6 +151,11 @@ def main() -> int:
         help="train.tiny_implied_system = false: the language model trains on the system prompt",
     )
     parser.add_argument(
+        "--padded",
+        action="store_true",
+        help="train.padding_free = false: each batch padded to its longest example",
+    )
+    parser.add_argument(
         "--candidates",
         nargs="+",
         default=["classical", "model"],
@@ -170,6 +175,7 @@ def main() -> int:
     config.train.seed = args.seed
     config.train.candidates = args.candidates
     config.train.tiny_implied_system = not args.keep_system_prompt
+    config.train.padding_free = not args.padded
     student = distill(data_dir, train_rows, names, config, times)
     outcome = student.outcome
     if not outcome.promoted:
@@ -185,6 +191,7 @@ def main() -> int:
             "seed": args.seed,
             "candidates": args.candidates,
             "tiny_implied_system": not args.keep_system_prompt,
+            "padding_free": not args.padded,
             "lr": args.lr,
             "batch_size": BATCH_SIZE,
             "student": "tiny",

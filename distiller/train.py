@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +262,9 @@ def _sft_args(
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
-        max_length=max_length,
+        # padding-free rows are already fitted to max_length (fit_sequences); trl refuses both
+        max_length=None if config.padding_free else max_length,
+        padding_free=config.padding_free,
         completion_only_loss=config.completion_only_loss,
         seed=config.seed,
         data_seed=config.seed,
@@ -312,6 +314,7 @@ def padded_batches(
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(config.base_model)
+    config = replace(config, padding_free=False)
     rows = fit_sequences(training_rows(examples), tokenizer, config.max_length).rows
     with tempfile.TemporaryDirectory() as tmp:
         args = _sft_args(config, Path(tmp), 1.0, config.learning_rate, config.max_length, "cpu")

@@ -269,6 +269,58 @@ def test_length_grouped_batches_pad_less_than_random_ones(tiny_base):
     assert grouped < 0.2 and grouped < random / 2, (grouped, random)
 
 
+@pytest.mark.parametrize("answer_only", [True, False])
+def test_padding_free_training_computes_no_padding_and_trains_the_same_model(
+    tmp_path, tiny_base, answer_only
+):
+    """A batch of short and long examples is one row of its examples end to end: no padding
+    is computed, yet each example attends only to itself at its own positions, so the
+    losses and the trained weights are the padded batches' (loss on the answer or on the
+    whole sequence)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from understudy.distiller.sequences import fit_sequences
+    from understudy.distiller.train import _sft_args, _sft_trainer, training_rows
+
+    short, long = examples(16), long_examples(16, words=40)
+    mixed = [ex for pair in zip(short, long, strict=True) for ex in pair]
+    config = TrainConfig(
+        base_model=tiny_base,
+        method="full",
+        epochs=1,
+        batch_size=8,
+        learning_rate=3e-3,
+        completion_only_loss=answer_only,
+        logging_steps=1,
+        device="cpu",
+    )
+    assert config.padding_free  # the default
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    rows = fit_sequences(training_rows(mixed), tokenizer, config.max_length).rows
+    args = _sft_args(config, tmp_path / "args", 1.0, 3e-3, config.max_length, "cpu")
+    model = AutoModelForCausalLM.from_pretrained(tiny_base)
+    batch = next(iter(_sft_trainer(model, tokenizer, rows, config, args).get_train_dataloader()))
+    lengths = sorted(len(r["input_ids"]) for r in rows)
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+    assert (batch["position_ids"] == 0).sum() == 8  # 8 examples, each from position 0
+    assert lengths[0] * 8 <= batch["input_ids"].shape[1] < lengths[-1] * 8  # short and long
+
+    padded = train_candidate(mixed, replace(config, padding_free=False), tmp_path / "padded")
+    free = train_candidate(mixed, config, tmp_path / "free")
+    assert free.steps == padded.steps == 4
+
+    def losses(result):
+        return [h["loss"] for h in result.log_history if "loss" in h]
+
+    assert len(losses(free)) == 4
+    assert losses(free) == pytest.approx(losses(padded), rel=1e-4)
+    a = AutoModelForCausalLM.from_pretrained(free.model_path).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(padded.model_path).state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
 def test_evaluation_stops_a_batch_at_its_answers_end_not_at_max_new_tokens(tiny_base):
     """Label answers are a few tokens: a batch is done once every row has ended its turn, so
     evaluating with a generous ``max_new_tokens`` costs no more model calls than the answers
