@@ -161,8 +161,9 @@ class TrainConfig:
     (both candidates) 18% less time: 266 s and 254 s against 323 s and 309 s on two seeds;
     on four seeds its held-out agreement was 1.0-1.3 points higher and it certified at 0.97
     on one seed instead of two.
-    Models whose attention does not take packed sequences from their position ids (older
-    architectures) need it off."""
+    A run first checks that the model keeps packed examples apart (an example's logits
+    alone and behind another in one row): one that does not (OPT, BLOOM) trains with padded
+    batches, and the run's log says so; its ``train`` metrics record ``padding_free``."""
     tiny_hidden: int = 128
     """Tiny students: hidden size."""
     tiny_layers: int = 2

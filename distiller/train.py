@@ -62,6 +62,9 @@ class TrainResult:
     cpu_seconds: float | None = None
     """CPU seconds the training steps took in this process (wall ``seconds`` grows with
     whatever else shares the cores; this much less)."""
+    padding_free: bool = False
+    """Whether batches trained without padding (``train.padding_free``, and a model that
+    keeps packed examples apart: :func:`keeps_packed_examples_apart`)."""
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -168,6 +171,7 @@ def train_candidate(
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, **_load_kwargs(config, device))
     processes = world_size()
+    config = _with_padding_free(config, model, base)
     max_length = _max_length(config, model)
     fitted = fit_sequences(training_rows(examples), tokenizer, max_length)
     if not fitted.rows:
@@ -238,8 +242,53 @@ def train_candidate(
         processes=processes,
         setup_seconds=setup_seconds,
         cpu_seconds=cpu_seconds,
+        padding_free=config.padding_free,
         log_history=list(trainer.state.log_history),
     )
+
+
+def keeps_packed_examples_apart(model: Any) -> bool:
+    """Whether ``model`` can train on padding-free batches: given two examples end to end in
+    one row, positions restarting at the second, the second gets the logits it gets alone.
+
+    Models whose attention builds its mask from position ids do (Llama, Qwen, GPT-2,
+    GPT-NeoX in transformers 5); others attend across the examples (OPT, BLOOM), which would
+    train each example on its neighbours' tokens.
+    """
+    import torch
+
+    vocab = int(model.get_input_embeddings().num_embeddings)
+    device = next(model.parameters()).device
+    first = torch.arange(1, 9) % vocab
+    second = torch.arange(9, 13) % vocab
+    packed = torch.cat([first, second])[None].to(device)
+    positions = torch.cat([torch.arange(len(first)), torch.arange(len(second))])[None].to(device)
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            alone = model(input_ids=second[None].to(device), use_cache=False).logits.float()
+            together = model(input_ids=packed, position_ids=positions, use_cache=False).logits
+    except (TypeError, ValueError, RuntimeError):  # no position_ids, or shapes it refuses
+        return False
+    finally:
+        model.train(training)
+    together = together[:, len(first) :].float()
+    # float32 agrees to rounding; half precision to its few significant digits
+    tolerance = 1e-4 if next(model.parameters()).dtype == torch.float32 else 2e-2
+    return bool((alone - together).abs().max() <= tolerance * (1 + alone.abs().max()))
+
+
+def _with_padding_free(config: TrainConfig, model: Any, base: str) -> TrainConfig:
+    """``config``, with ``padding_free`` off where ``model`` would mix packed examples."""
+    if not config.padding_free or keeps_packed_examples_apart(model):
+        return config
+    log.warning(
+        "train.padding_free: %s attends across the examples of a packed row; "
+        "training with padded batches",
+        base,
+    )
+    return replace(config, padding_free=False)
 
 
 def _sft_args(

@@ -310,6 +310,7 @@ def test_padding_free_training_computes_no_padding_and_trains_the_same_model(
     padded = train_candidate(mixed, replace(config, padding_free=False), tmp_path / "padded")
     free = train_candidate(mixed, config, tmp_path / "free")
     assert free.steps == padded.steps == 4
+    assert free.padding_free and not padded.padding_free
 
     def losses(result):
         return [h["loss"] for h in result.log_history if "loss" in h]
@@ -319,6 +320,51 @@ def test_padding_free_training_computes_no_padding_and_trains_the_same_model(
     a = AutoModelForCausalLM.from_pretrained(free.model_path).state_dict()
     b = AutoModelForCausalLM.from_pretrained(padded.model_path).state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_a_model_that_mixes_packed_examples_trains_with_padded_batches(tmp_path, tiny_base, caplog):
+    """Padding-free batches need a model that keeps each packed example to itself. The tiny
+    Llama and a Qwen3 do; an OPT attends across the examples of a row, so a run on an OPT
+    base trains with padded batches and says so, rather than teach each example its
+    neighbours' tokens."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from understudy.distiller.train import keeps_packed_examples_apart
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    small = {"vocab_size": len(tokenizer), "hidden_size": 32, "num_attention_heads": 2}
+    qwen = transformers.Qwen3ForCausalLM(
+        transformers.Qwen3Config(
+            **small, num_hidden_layers=1, num_key_value_heads=1, intermediate_size=64, head_dim=16
+        )
+    )
+    opt = transformers.OPTForCausalLM(
+        transformers.OPTConfig(
+            **small,
+            num_hidden_layers=1,
+            ffn_dim=64,
+            word_embed_proj_dim=32,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+    assert keeps_packed_examples_apart(AutoModelForCausalLM.from_pretrained(tiny_base))
+    assert keeps_packed_examples_apart(qwen)
+    assert not keeps_packed_examples_apart(opt)
+    assert opt.training  # the check leaves the model as it found it
+
+    opt.save_pretrained(tmp_path / "opt")
+    tokenizer.save_pretrained(tmp_path / "opt")
+    config = TrainConfig(
+        base_model=str(tmp_path / "opt"), method="full", epochs=1, batch_size=8, device="cpu"
+    )
+    assert config.padding_free
+    with caplog.at_level("WARNING", logger="understudy.distiller"):
+        result = train_candidate(examples(16), config, tmp_path / "out")
+    assert result.steps == 2 and not result.padding_free
+    assert "attends across the examples of a packed row" in caplog.text
 
 
 def test_evaluation_stops_a_batch_at_its_answers_end_not_at_max_new_tokens(tiny_base):
