@@ -185,7 +185,9 @@ def test_a_log_of_many_tasks_charts_the_top_ones_and_sums_the_rest(tmp_path):
 
     path = tmp_path / "understudy.db"
     db = open_database(path)
-    start = time.time() - 3000
+    # within the previous UTC hour: the day window's hourly points never split one task's
+    # requests between two points (which would chart that hour's share, not 0.75)
+    start = (time.time() // 3600 - 1) * 3600 + 60
     rows = []
     for t in range(20):
         for i in range(3):
