@@ -258,7 +258,8 @@ def keeps_packed_examples_apart(model: Any) -> bool:
     import torch
 
     vocab = int(model.get_input_embeddings().num_embeddings)
-    device = next(model.parameters()).device
+    weight = next(model.parameters())
+    device = weight.device
     first = torch.arange(1, 9) % vocab
     second = torch.arange(9, 13) % vocab
     packed = torch.cat([first, second])[None].to(device)
@@ -275,7 +276,7 @@ def keeps_packed_examples_apart(model: Any) -> bool:
         model.train(training)
     together = together[:, len(first) :].float()
     # float32 agrees to rounding; half precision to its few significant digits
-    tolerance = 1e-4 if next(model.parameters()).dtype == torch.float32 else 2e-2
+    tolerance = 1e-4 if weight.dtype == torch.float32 else 2e-2
     return bool((alone - together).abs().max() <= tolerance * (1 + alone.abs().max()))
 
 
