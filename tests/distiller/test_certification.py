@@ -12,90 +12,12 @@ routes every query the run had not seen with the stored router.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Sequence
-from pathlib import Path
+import pytest
 
-from bench._banking77 import label_names, read_csv
-from understudy.distiller.calibrate import calibrate
-from understudy.distiller.classical import classical_split, read_label_agreement, train_classical
-from understudy.distiller.config import GateConfig
-from understudy.distiller.dataset import Dataset, Example
-from understudy.distiller.evaluate import evaluate_student
-from understudy.distiller.generate import StudentRunner
-from understudy.router import Router
-from understudy.router.features import Features
+from tests.distiller.certification import MISS, TARGET, certify_and_serve
 from understudy.student.classical import ClassicalSettings
 
-TARGET = 0.8
-MISS = 0.01
-"""Served agreement this far below the target is a miss (as bench/replay.py counts it)."""
-
-
-def stream(seed: int, teacher: str = "gpt-label") -> list[tuple[str, str]]:
-    """The test queries with ``teacher``'s answers (GPT-4's by default), in the replay's order
-    for ``seed``."""
-    names = label_names()
-    rows = read_csv("test.csv")
-    random.Random(seed + 1).shuffle(rows)  # understudy.demo.banking77.sample(test, n, seed + 1)
-    return [(r["text"], names.get(r[teacher], "unknown")) for r in rows]
-
-
-def examples(pairs: list[tuple[str, str]]) -> list[Example]:
-    return [
-        Example(str(i), float(i), answer, messages=[{"role": "user", "content": text}])
-        for i, (text, answer) in enumerate(pairs)
-    ]
-
-
-def history() -> list[tuple[str, str]]:
-    """The 9,002 train queries with their gold labels (the replay's logged history)."""
-    names = label_names()
-    return [(r["text"], names[r["label"]]) for r in read_csv("train.csv")]
-
-
-def certify_and_serve(
-    tmp_path: Path,
-    seen: int,
-    held_out: int,
-    seed: int,
-    logged: Sequence[tuple[str, str]] = (),
-    *,
-    teacher: str = "gpt-label",
-    label_rates: Sequence[bool] = (True,),
-    settings: ClassicalSettings | None = None,
-) -> list[tuple[int, float]]:
-    """Train on ``logged`` and the first ``seen - held_out`` answers, calibrate on the next
-    ``held_out`` (as a run does: cross-fitted when the training answers are few enough, with
-    the label rates measured on the training examples, or, for each False in ``label_rates``,
-    without them); for each, the number of unseen queries served and their agreement with the
-    teacher."""
-    queries = stream(seed, teacher)
-    train, held, unseen = (
-        [*logged, *queries[: seen - held_out]],
-        queries[seen - held_out : seen],
-        queries[seen:],
-    )
-    settings = settings or ClassicalSettings()
-    train_classical(examples(train), settings, tmp_path / "student", held_out=examples(held))
-    runner = StudentRunner(str(tmp_path / "student"))
-    config = GateConfig(quality_target=TARGET)
-    candidate = evaluate_student(runner, examples(held), [], kind="label", config=config)
-    judged = evaluate_student(runner, examples(unseen), [], kind="label", config=config)
-    outcomes = []
-    for with_rates in label_rates:
-        rates = read_label_agreement(tmp_path / "student") if with_rates else None
-        router = calibrate(
-            candidate, "label", config, ranked_by_probability=True, label_rates=rates
-        ).router
-        decide = Router(router.policy, router.threshold)
-        served = [
-            agreed
-            for agreed, features in zip(judged.agreed, judged.features, strict=True)
-            if decide.decide(Features.from_dict(features)).serve
-        ]
-        outcomes.append((len(served), (sum(served) / len(served) if served else 1.0)))
-    return outcomes
+pytestmark = pytest.mark.slow  # each trains a student on real answers
 
 
 def test_the_first_cold_student_is_not_certified_on_a_lucky_handful(tmp_path):
@@ -113,13 +35,6 @@ def test_a_cold_student_is_certified_after_500_answers_when_the_held_out_ones_al
     # that never saw it: all 250 still certify.
     [(served, agreement)] = certify_and_serve(tmp_path, seen=500, held_out=250, seed=1)
     assert served > 0.15 * (3080 - 500), f"served {served} unseen queries"
-    assert agreement >= TARGET - MISS, f"served {served} unseen queries at {agreement:.3f}"
-
-
-def test_a_student_trained_on_the_history_serves_much_of_the_stream_at_the_target(tmp_path):
-    # The short stream's first run: the history trains, 250 teacher answers certify.
-    [(served, agreement)] = certify_and_serve(tmp_path, 250, 250, 1, history())
-    assert served > 0.3 * (3080 - 250)
     assert agreement >= TARGET - MISS, f"served {served} unseen queries at {agreement:.3f}"
 
 
@@ -143,36 +58,3 @@ def test_label_rates_serve_more_of_a_weaker_teachers_stream_at_the_target(tmp_pa
     )
     assert served >= without + 20, f"{served} served with label rates, {without} without"
     assert agreement >= TARGET - MISS, f"served {served} unseen queries at {agreement:.3f}"
-
-
-def test_the_teachers_own_history_certifies_a_cross_fitted_student_for_more_of_the_stream(
-    tmp_path,
-):
-    # The short stream with the teacher's own history (GPT-4's other-prompt answers to the
-    # 2,080 test queries outside the stream, then 250 live answers held out): one model on
-    # the history, certified on the 250, served 329 of the 750 unseen queries. Certified on
-    # the newest 1,000 (cross-fitted: each judged by the fold model that never saw it, and
-    # still training the four others), it serves 490, at 0.861 agreement.
-    teacher = "gpt4-label_nonrep"
-    queries = stream(0, teacher)
-    live, logged = queries[:1000], queries[1000:]
-    seen = examples([*logged, *live[:250]])
-    dataset = Dataset("banking77", "label", seen[:-250], seen[-250:])
-
-    train, held = classical_split(dataset, ClassicalSettings())
-    assert len(held) == 1000
-    train_classical(train, ClassicalSettings(), tmp_path / "student", held_out=held)
-    runner = StudentRunner(str(tmp_path / "student"))
-    config = GateConfig(quality_target=TARGET)
-    candidate = evaluate_student(runner, held, [], kind="label", config=config)
-    judged = evaluate_student(runner, examples(live[250:]), [], kind="label", config=config)
-    rates = read_label_agreement(tmp_path / "student")
-    router = calibrate(candidate, "label", config, ranked_by_probability=True, label_rates=rates)
-    decide = Router(router.router.policy, router.router.threshold)
-    served = [
-        agreed
-        for agreed, features in zip(judged.agreed, judged.features, strict=True)
-        if decide.decide(Features.from_dict(features)).serve
-    ]
-    assert len(served) >= 400, f"served {len(served)} of 750"
-    assert sum(served) / len(served) >= TARGET - MISS
