@@ -16,6 +16,7 @@ from tests.postgres_server import (
     given_url,
     unavailable_reason,
 )
+from understudy.student.threads import thread_environment
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -28,16 +29,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-MATH_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-"""What the math libraries (numpy's and scipy's BLAS, torch) read their thread count from."""
-
-
 def pytest_configure(config: pytest.Config) -> None:
     # One math thread in each test process and the processes it starts, unless the caller says
     # otherwise: the suite runs one process per core (``-n 2``), and a BLAS pool of one thread
     # per core in each of them fights the other for every core.
-    for name in MATH_THREADS:
-        os.environ.setdefault(name, "1")
+    # (OpenBLAS, numpy's and scipy's, reads OMP_NUM_THREADS when OPENBLAS_NUM_THREADS is unset.)
+    for name, value in thread_environment(1).items():
+        os.environ.setdefault(name, value)
     # Before any test reads the settings from the environment; a worker of ``pytest -n`` gets
     # the server from the process that started it (the environment has lost it by then).
     adopt_environment(getattr(config, "workerinput", {}).get(ENV_URL, ""))
