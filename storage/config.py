@@ -40,7 +40,8 @@ class StorageConfig:
     queue_size: int = 20000
     """Rows waiting to be written; when full, new rows are dropped and counted, never blocked."""
     commit_interval_ms: float = 50.0
-    """Longest time a row waits before its group commit: the most a crash can lose."""
+    """Time between group commits: a crash loses the rows of the last one and of the write in
+    flight (``understudy_log_unwritten_age_seconds`` shows it)."""
     batch_size: int = 1000
     """Largest number of rows written in one transaction."""
     busy_timeout_ms: int = 2000

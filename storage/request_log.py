@@ -2,7 +2,10 @@
 by one thread in group commits.
 
 * ``submit`` never blocks: when the queue is full the row is dropped and counted.
-* The writer commits at least every ``commit_interval_ms``, so a crash loses at most that much.
+* The writer starts a group commit every ``commit_interval_ms`` (at once when the last one
+  took longer), so a crash loses the rows of the last interval and of the write in flight. How
+  long that is on this machine is measured: ``unwritten_age_s`` (the oldest row not yet written)
+  and ``max_commit_lag_s`` (the longest a row waited, submit to commit).
 * A failing write (locked file, disk full, read-only file) keeps the rows and retries on the
   next tick; serving is never affected. ``healthy`` and ``last_error`` tell the state.
 * A row can never stop the log: when a batch fails for a reason other than the file (a value
@@ -92,6 +95,10 @@ class LogStats:
     reopened: int = 0
     notice: str | None = None
     """The last thing an operator should know that is not an error (a database reopened)."""
+    unwritten_age_s: float = 0.0
+    """Age of the oldest row submitted and not yet written: what a crash now would lose."""
+    max_commit_lag_s: float = 0.0
+    """The longest a row has waited from its submit to its commit since the writer started."""
 
 
 class RequestLogWriter:
@@ -112,7 +119,7 @@ class RequestLogWriter:
         self.batch_size = batch_size
         self.busy_timeout_ms = busy_timeout_ms
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self._retry: deque[tuple[str, dict[str, Any]]] = deque()
+        self._retry: deque[tuple[str, dict[str, Any], float]] = deque()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._idle = threading.Condition()
@@ -126,6 +133,7 @@ class RequestLogWriter:
         self.restarts = 0
         self.reopened = 0
         self.notice: str | None = None
+        self.max_commit_lag = 0.0
         self.healthy = True
         self.last_error: str | None = None
         self._closing = False
@@ -164,7 +172,7 @@ class RequestLogWriter:
         for listener in self._listeners:
             listener(table, row)
         try:
-            self._queue.put_nowait((table, row))
+            self._queue.put_nowait((table, row, time.monotonic()))
         except queue.Full:
             self._count_drop(1, "log queue full")
             return False
@@ -221,7 +229,21 @@ class RequestLogWriter:
             restarts=self.restarts,
             reopened=self.reopened,
             notice=self.notice,
+            unwritten_age_s=self._unwritten_age(),
+            max_commit_lag_s=self.max_commit_lag,
         )
+
+    def _unwritten_age(self) -> float:
+        """Seconds since the oldest row not yet written was submitted (0 when none is)."""
+        try:
+            oldest = self._retry[0][2]
+        except IndexError:  # nothing pending: the oldest is at the head of the queue, if any
+            with self._queue.mutex:
+                head = next((item for item in self._queue.queue if item is not _STOP), None)
+            if head is None:
+                return 0.0
+            oldest = head[2]
+        return max(0.0, time.monotonic() - oldest)
 
     def check_writable(self, timeout_s: float = 1.0) -> str | None:
         """Try a real write on a separate connection; None if it worked, else the reason."""
@@ -262,11 +284,13 @@ class RequestLogWriter:
 
     def _serve(self) -> None:
         db = self._open()
+        next_commit = time.monotonic()
         try:
             while True:
-                if not self._closing:
-                    self._wake.wait(self.interval)
+                if not self._closing:  # the interval runs from the last commit's start
+                    self._wake.wait(max(0.0, next_commit - time.monotonic()))
                     self._wake.clear()
+                next_commit = time.monotonic() + self.interval
                 stopping = self._drain_into_retry() or self._closing
                 if self._retry and self._file_replaced():
                     db.conn.close()
@@ -355,20 +379,21 @@ class RequestLogWriter:
         """Write the first rows pending; False (rows kept) when the file refused them."""
         batch = [self._retry[i] for i in range(min(self.batch_size, len(self._retry)))]
         try:
-            _insert(db, batch, self._bodies, self._names)
+            _insert(db, [(table, row) for table, row, _ in batch], self._bodies, self._names)
         except Exception as exc:  # noqa: BLE001 - a row must not stop the log
             if _is_file_problem(exc):
                 return self._failed(exc)
             return self._write_one_by_one(db, len(batch))
         for _ in batch:
             self._retry.popleft()
+        self._committed(batch[0][2])
         self._written(len(batch))
         return True
 
     def _write_one_by_one(self, db: Any, n: int) -> bool:
         """A batch failed because of a row: write its rows alone, isolating the bad ones."""
         for _ in range(n):
-            table, row = self._retry[0]
+            table, row, submitted = self._retry[0]
             try:
                 _insert(db, [(table, row)], self._bodies, self._names)
             except Exception as exc:  # noqa: BLE001
@@ -378,6 +403,7 @@ class RequestLogWriter:
                     return False
             else:
                 self._retry.popleft()
+                self._committed(submitted)
                 self._written(1)
         return True
 
@@ -400,7 +426,7 @@ class RequestLogWriter:
             )
             self._settle(1)
             return True
-        self._retry.popleft()
+        self._committed(self._retry.popleft()[2])
         self.coerced_rows += 1
         self._warn(f"request log row for {table}: {changed} unstorable values written as NULL")
         self._written(1)
@@ -415,6 +441,10 @@ class RequestLogWriter:
         )
         time.sleep(min(self.interval, 0.05))
         return False
+
+    def _committed(self, submitted: float) -> None:
+        """Rows submitted at ``submitted`` (monotonic) and after are committed now."""
+        self.max_commit_lag = max(self.max_commit_lag, time.monotonic() - submitted)
 
     def _written(self, n: int) -> None:
         self.written += n

@@ -92,6 +92,16 @@ class _LogCollector(Collector):
             value=stats.reopened,
         )
         yield GaugeMetricFamily(
+            "understudy_log_unwritten_age_seconds",
+            "Age of the oldest request log row not yet written: what a crash now would lose",
+            value=stats.unwritten_age_s,
+        )
+        yield GaugeMetricFamily(
+            "understudy_log_commit_lag_max_seconds",
+            "The longest a request log row waited from submit to commit since the start",
+            value=stats.max_commit_lag_s,
+        )
+        yield GaugeMetricFamily(
             "understudy_log_healthy",
             "1 when the last request log write succeeded",
             value=1 if stats.healthy else 0,

@@ -62,6 +62,8 @@ class Readiness:
                 "log_healthy": stats.healthy,
                 "log_last_error": stats.last_error,
                 "queue_depth": stats.depth,
+                "unwritten_age_s": round(stats.unwritten_age_s, 3),
+                "max_commit_lag_s": round(stats.max_commit_lag_s, 3),
                 "dropped_rows": stats.dropped,
                 "poison_rows": stats.poison_rows,
                 "writer_restarts": stats.restarts,

@@ -277,3 +277,26 @@ def test_a_lost_postgresql_connection_keeps_rows_and_reconnects(postgres_url):
     assert count(postgres_url) == 6 and writer.dropped == 0
     assert writer.failed_commits >= 1 and writer.healthy
     writer.close()
+
+
+def test_the_writers_lag_is_measured_while_rows_wait_and_after_they_land(address):
+    writer = RequestLogWriter(address, commit_interval_ms=10, busy_timeout_ms=50)
+    writer.start()
+    assert writer.submit("requests", record(0)) and writer.flush(timeout=5)
+    stats = writer.stats()
+    assert stats.unwritten_age_s == 0 and 0 < stats.max_commit_lag_s < 1
+    locker = Locker(address)
+    try:
+        submitted = time.monotonic()
+        assert writer.submit("requests", record(1))
+        assert wait_for(lambda: not writer.healthy)
+        time.sleep(0.3)
+        waited = time.monotonic() - submitted
+        age = writer.stats().unwritten_age_s  # what a crash now would lose
+        assert 0.3 <= age <= waited + 0.01
+    finally:
+        locker.release()
+    assert writer.flush(timeout=5) and count(address) == 2
+    stats = writer.stats()
+    assert stats.unwritten_age_s == 0 and stats.max_commit_lag_s >= age
+    writer.close()
