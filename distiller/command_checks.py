@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from understudy.storage.config import db_path
 from understudy.storage.database import Store
 from understudy.storage.engine import Address, describe
 from understudy.storage.queries import known_tasks
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 ARGUMENT_ERROR = 2
 

@@ -14,9 +14,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from understudy.distiller.command_checks import existing_store, require_known_task
 from understudy.distiller.config import DistillConfig
@@ -30,6 +28,9 @@ from understudy.storage.database import Store
 from understudy.storage.distill_queries import add_golden, list_golden, list_runs, remove_golden
 from understudy.storage.engine import Address
 from understudy.storage.registry import RegistryError, rollback, run_outcome, task_state
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 TeacherFactory = Callable[[Any], Any]
 

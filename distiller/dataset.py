@@ -18,9 +18,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from understudy.distiller.config import DatasetConfig
 from understudy.distiller.dedupe import near_duplicates, normalise
@@ -34,6 +32,9 @@ from understudy.student.conversation import (
     exchange_messages,
     requested_format,
 )
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 @dataclass

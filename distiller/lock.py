@@ -16,9 +16,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from understudy.storage.advisory import SessionLock
 from understudy.storage.database import Store
@@ -33,6 +31,9 @@ from understudy.storage.distill_queries import (
     update_run,
 )
 from understudy.storage.engine import is_postgres
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 class RunInProgress(Exception):

@@ -15,9 +15,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from understudy.distiller.augment import Teacher, augment
 from understudy.distiller.calibrate import (
@@ -53,6 +51,9 @@ from understudy.storage.distill_queries import insert_run, list_golden, update_r
 from understudy.storage.engine import Address
 from understudy.storage.registry import ModelVersion, champion, log_event, run_outcome
 from understudy.student.threads import auto_threads
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 log = logging.getLogger("understudy.distiller")
 

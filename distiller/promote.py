@@ -6,13 +6,14 @@ import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from understudy.distiller.evaluate import ModelEval
 from understudy.storage.distill_queries import next_model_version, set_model_paths
 from understudy.storage.registry import promote, register_model
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 def promote_candidate(

@@ -22,9 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from understudy.distiller.augment import Teacher
 from understudy.distiller.config import DistillConfig, ScheduleConfig
@@ -43,6 +41,9 @@ from understudy.storage.distill_queries import (
 )
 from understudy.storage.engine import Address
 from understudy.storage.registry import champion
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 log = logging.getLogger("understudy.distiller")
 

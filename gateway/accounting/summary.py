@@ -8,15 +8,16 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from understudy.gateway.accounting import fmt
 from understudy.gateway.accounting.prices import projected_monthly
 from understudy.storage import reports
 from understudy.storage.registry import all_task_states, get_model
 from understudy.storage.rollups import HOUR_S, MINUTE_S, MINUTES_KEPT_S
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 DEFINITIONS = (
     (

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import sqlite_utils
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
@@ -31,6 +30,9 @@ from understudy.storage.registry import (
     rollback,
     set_mode,
 )
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 def _state_dict(state: TaskState) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import openai
@@ -72,6 +73,18 @@ def test_unknown_config_key_stops_start_up_with_its_name(stub, tmp_path):
     assert result.returncode == 2
     assert "unknown setting teacher.retries" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_serving_gateway_has_not_loaded_pandas(gateway, teacher):
+    """sqlite-utils imports pandas whenever it is installed (the train extra installs it):
+    70 MB of every gateway process that the log never uses."""
+    pytest.importorskip("pandas")
+    c = openai.OpenAI(base_url=gateway.base_url, api_key="x", max_retries=0)
+    raw = c.chat.completions.with_raw_response.create(model="m", messages=CHAT)
+    assert gateway.row(raw.headers["x-request-id"])["status"] == "ok"  # the log has written
+    assert gateway.proc is not None
+    maps = Path(f"/proc/{gateway.proc.pid}/maps").read_text()
+    assert "/pandas/" not in maps
 
 
 def test_ready_reports_teacher_and_database(gateway, teacher):

@@ -10,9 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from understudy.gateway.accounting.summary import Summary, summarize
 from understudy.gateway.config import GatewayConfig
@@ -20,6 +18,9 @@ from understudy.storage import reports
 from understudy.storage.database import Store
 from understudy.storage.distill_queries import get_run, list_runs
 from understudy.storage.registry import ModelVersion, all_task_states, events, get_model
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 HISTORY_KINDS = ("promoted", "rollback", "mode")
 
