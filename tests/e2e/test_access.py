@@ -180,6 +180,7 @@ def _serve(tmp_path, *env_pairs: str, host: str = "0.0.0.0") -> subprocess.Compl
     return subprocess.CompletedProcess(cmd, proc.returncode, "", err)
 
 
+@pytest.mark.sqlite_only("starts `understudy serve` itself, on its data directory's file")
 def test_a_public_address_without_keys_is_refused_unless_allow_open(tmp_path):
     """The Docker image listened on 0.0.0.0 with no keys: an open relay on the teacher key."""
     refused = _serve(tmp_path)

@@ -51,6 +51,7 @@ def test_a_clean_stop_exits_with_status_0_and_no_traceback(stub, teacher, tmp_pa
     assert "Traceback" not in gw.output() and "KeyboardInterrupt" not in gw.output()
 
 
+@pytest.mark.sqlite_only("starts `understudy serve` itself (refused before storage)")
 def test_unknown_config_key_stops_start_up_with_its_name(stub, tmp_path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[teacher]\nretries = 3\n")

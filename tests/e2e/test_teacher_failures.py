@@ -163,6 +163,7 @@ def test_a_teacher_that_is_not_local_and_no_key_is_warned_about_at_start(tmp_pat
     assert "https://teacher.invalid/v1" in warning
 
 
+@pytest.mark.sqlite_only("starts `understudy serve` itself, on its data directory's file")
 def test_a_busy_port_is_one_line_naming_the_address_and_setting(tmp_path):
     port = free_port()
     with socket.socket() as taken:
