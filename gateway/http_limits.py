@@ -2,7 +2,8 @@
 
 uvicorn's httptools protocol, with: a deadline for a request's headers (a silent or slow-loris
 connection is closed), a cap on the request line and headers' size and on the number of header
-lines (431), and the open-file limit raised to fit ``server.max_connections``.
+lines (431, then a lingering close), and the open-file limit raised to fit
+``server.max_connections``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     header_timeout_s: float = 10.0
     max_header_bytes: int = 64 * 1024
     max_headers: int = 128
+    linger_s: float = 2.0
+    """After a 431, how long what the client still sends is read and dropped before closing."""
+    linger_bytes: int = 1 << 20
+    """... and how much of it at most."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -47,6 +52,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._header_lines = 0
         self._too_large = False
+        self._lingering = False
+        self._discarded = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -55,6 +62,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._discarded += len(data)
+            if self._discarded > self.linger_bytes:
+                self.transport.close()
+            return
+        super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -80,7 +95,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return
         length = b"content-length: " + str(len(_BODY_431)).encode() + b"\r\n\r\n"
         self.transport.write(_HEADERS_TOO_LARGE + length + _BODY_431)
-        self.transport.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """End the answer, then read and drop what the client still sends (``linger_s``, at most
+        ``linger_bytes``) before closing: closed with its headers unread, the connection was
+        reset, and a client may lose an answer it has not read yet to a reset."""
+        self._lingering = True
+        self._disarm()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(self.linger_s, self.transport.close)
 
     def _count(self, size: int, lines: int) -> None:
         self._header_bytes += size
