@@ -37,6 +37,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from _proc import rss_mb  # noqa: E402
 from _stub import start_stub_teacher  # noqa: E402
 
 from tests.gateway_process import GatewayProcess  # noqa: E402
@@ -182,13 +183,6 @@ class Watch:
                 self.health_failures += 0 if ok else 1
                 self.rss_peak_mb = max(self.rss_peak_mb, rss_mb(self.pid))
                 self._stop.wait(0.05)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def logged_ids(db_path: Path) -> set[str]:

@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._banking77 import SYSTEM  # noqa: E402
 from bench._load import Sample, _read_response, build_request, run_load  # noqa: E402
+from bench._proc import cpu_seconds  # noqa: E402
 from bench._traffic import TASK, Traffic, demo_traffic, transcripts  # noqa: E402
 from tests.gateway_process import free_port  # noqa: E402
 from understudy.gateway.accounting.cost_book import CostBook  # noqa: E402
@@ -461,7 +462,7 @@ def proxied_rounds(
     try:
         for _, url in gateways:
             asyncio.run(run_load(url + "/v1", CHAT, 4, total=min(requests, 100)))
-        cpu = [_cpu_s(proc.pid) for proc, _ in gateways]
+        cpu = [cpu_seconds(proc.pid) for proc, _ in gateways]
         per_round = []
         for _ in range(rounds):
             urls = [url + "/v1" for _, url in gateways]
@@ -480,7 +481,9 @@ def proxied_rounds(
             got["load_average"] = _load()
             print(json.dumps(got), flush=True)
             per_round.append(got)
-        cpu = [_cpu_s(proc.pid) - before for (proc, _), before in zip(gateways, cpu, strict=True)]
+        cpu = [
+            cpu_seconds(proc.pid) - before for (proc, _), before in zip(gateways, cpu, strict=True)
+        ]
     finally:
         for proc, _ in gateways:
             stop(proc)
@@ -506,12 +509,6 @@ def proxied_rounds(
         "cpu_ms_per_request": [round(c * 1000 / max(n, 1), 3) for c in cpu],
         "cpu_ratio": round(cpu[1] / cpu[0], 3) if cpu[0] else None,
     }
-
-
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used, its threads included (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def paired_load(

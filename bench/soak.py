@@ -33,6 +33,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from _proc import rss_mb  # noqa: E402
 from _stub import start_stub_teacher  # noqa: E402
 
 from tests.gateway_process import GatewayProcess  # noqa: E402
@@ -41,13 +42,6 @@ FAULTS = {"p500": 0.05, "ptimeout": 0.02, "pcut": 0.01, "seed": 7}
 COMMIT_INTERVAL_MS = 50
 STUDENT_TASK = "soak-student"
 PROMPTS = ["What is 2+2?", "Name a colour.", "Tell me a story.", "Give me JSON."]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def start_teacher(workdir: Path) -> tuple[subprocess.Popen, str]:
@@ -214,17 +208,17 @@ def soak(args: argparse.Namespace, workdir: Path, teacher_url: str) -> dict:
     gw = GatewayProcess(teacher_url, data, env=gateway_env(student)).start(timeout=120)
     try:
         asyncio.run(run_traffic(gw.base_url, 3, 4, student))  # warm up
-        rss_start = rss_mb(gw.proc.pid)
+        rss_start = rss_mb(gw.proc.pid, missing=float("nan"))
         rss_peak = rss_start
         results: list[dict] = []
         started = time.monotonic()
         while time.monotonic() - started < args.duration:
             chunk = min(10.0, args.duration - (time.monotonic() - started))
             results += asyncio.run(run_traffic(gw.base_url, chunk, args.concurrency, student))
-            rss_peak = max(rss_peak, rss_mb(gw.proc.pid))
+            rss_peak = max(rss_peak, rss_mb(gw.proc.pid, missing=float("nan")))
         elapsed = time.monotonic() - started
         alive = gw.proc.poll() is None
-        rss_end = rss_mb(gw.proc.pid) if alive else float("nan")
+        rss_end = rss_mb(gw.proc.pid, missing=float("nan")) if alive else float("nan")
     finally:
         code = gw.stop()
     kinds = Counter(r["kind"] for r in results)

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -25,26 +26,13 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc import cpu_seconds, rss_mb
 from overhead import BODY, free_port, start_upstream, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def resident_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 def logged_rows(data_dir: Path) -> int:
-    import sqlite3
-
     conn = sqlite3.connect(data_dir / "understudy.db")
     try:
         return conn.execute("select count(*) from requests").fetchone()[0]
@@ -73,7 +61,7 @@ def one_start(upstream: str, backend: str, requests: int) -> dict[str, float]:
         row = {
             "ready_s": ready_s,
             "cpu_s": cpu_seconds(proc.pid),
-            "rss_ready_mb": resident_mb(proc.pid),
+            "rss_ready_mb": rss_mb(proc.pid, missing=float("nan")),
         }
         with httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=10) as client:
             for _ in range(requests):
@@ -86,7 +74,7 @@ def one_start(upstream: str, backend: str, requests: int) -> dict[str, float]:
         deadline = time.monotonic() + 10
         while logged_rows(data_dir) < requests and time.monotonic() < deadline:
             time.sleep(0.05)
-        row["rss_traffic_mb"] = resident_mb(proc.pid)
+        row["rss_traffic_mb"] = rss_mb(proc.pid, missing=float("nan"))
         return row
     finally:
         proc.terminate()
