@@ -10,9 +10,9 @@ import time
 
 import httpx
 import openai
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import gateway_env
+from tests.e2e.scraped import scrape, value
 from tests.gateway_process import GatewayProcess
 
 COMMIT_INTERVAL_MS = 50
@@ -46,11 +46,9 @@ def load(
 
 def commit_lag(gw: GatewayProcess) -> float:
     """The gateway's measured writer lag: the longest a row waited from submit to commit."""
-    text = httpx.get(gw.url + "/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        if family.name == "understudy_log_commit_lag_max_seconds":
-            return family.samples[0].value
-    raise AssertionError("the gateway does not export its writer lag")
+    lag = value(scrape(gw)[1], "understudy_log_commit_lag_max_seconds")
+    assert lag is not None, "the gateway does not export its writer lag"
+    return lag
 
 
 def test_kill_9_under_load_loses_nothing_older_than_the_commit_interval(stub, teacher, tmp_path):

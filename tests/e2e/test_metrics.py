@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import TEACHER_KEY, gateway_env
+from tests.e2e.scraped import scrape, value
 from tests.gateway_process import ROOT, GatewayProcess
 from understudy.gateway.accounting.metrics_state import StudentCollector
 from understudy.gateway.serving.pool import Slot, student_state
@@ -37,8 +38,6 @@ TASK = "billing"
 # A price override: $1 per 1M prompt tokens, $4 per 1M completion tokens.
 CONFIG = '[costs]\nprices = { "gpt-4o-mini" = "1/4" }\n'
 
-Samples = dict[tuple[str, frozenset], float]
-
 
 @pytest.fixture(scope="module")
 def gw(stub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
@@ -46,15 +45,6 @@ def gw(stub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProces
     env = gateway_env(UNDERSTUDY_API_KEYS=CLIENT_KEY, UNDERSTUDY_STUDENT_BACKEND="none")
     with GatewayProcess(stub.base_url, data, env=env, config=CONFIG) as gateway:
         yield gateway
-
-
-def scrape(gw: GatewayProcess) -> tuple[str, Samples]:
-    text = httpx.get(f"{gw.url}/metrics").text
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return text, samples
 
 
 SUFFIXES = {
@@ -72,10 +62,6 @@ def exported_names(text: str) -> set[str]:
         for family in text_string_to_metric_families(text)
         for suffix in SUFFIXES.get(family.type, ("",))
     }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
 
 
 def test_metrics_after_real_traffic(gw, teacher):

@@ -4,23 +4,17 @@ log's counters and readiness as on SQLite, and nothing written to a SQLite file.
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
 
 from tests.e2e.conftest import gateway_env
+from tests.e2e.scraped import scrape, value
 from tests.gateway_process import GatewayProcess
 
 REQUESTS = 90
 QUESTIONS = ("What is 2+2?", "Name a colour.", "Tell me a story.")
-
-
-def _metric(text: str, name: str) -> float:
-    match = re.search(rf"^{name}(?:_total)?(?:{{[^}}]*}})? (\S+)$", text, re.M)
-    assert match, f"{name} not in /metrics"
-    return float(match.group(1))
 
 
 def _ask(client: openai.OpenAI, i: int) -> tuple[str, str, str]:
@@ -64,9 +58,9 @@ def test_a_gateway_on_postgresql_logs_every_answer(stub, teacher, postgres_url, 
         first = client.responses.create(model="m", input="What is 2+2?", store=True)
         assert client.responses.retrieve(first.id).id == first.id
 
-        metrics = httpx.get(gw.url + "/metrics").text
-        assert _metric(metrics, "understudy_log_written_rows") >= REQUESTS + 1
-        assert _metric(metrics, "understudy_log_dropped_rows") == 0
+        _, metrics = scrape(gw)
+        assert (value(metrics, "understudy_log_written_rows_total") or 0) >= REQUESTS + 1
+        assert value(metrics, "understudy_log_dropped_rows_total") == 0
         ready = httpx.get(gw.url + "/ready").json()["database"]
         assert ready["ok"] is True and ready["log_healthy"] is True
     assert not (data / "understudy.db").exists()  # the log went to PostgreSQL only
