@@ -48,7 +48,7 @@ Every statement here runs on SQLite and PostgreSQL: ``?`` placeholders and
 from __future__ import annotations
 
 import math
-import random
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
@@ -410,7 +410,7 @@ def add_hours(conn: Any, calls: dict[int, int]) -> None:
     number (in hour order: no deadlock between PostgreSQL writers)."""
     if not calls:
         return
-    stamp = random.getrandbits(31)
+    stamp = secrets.randbits(31)
     conn.executemany(
         f"insert into {HOURS} (hour, calls, stamp) values (?, ?, ?) on conflict (hour)"
         f" do update set calls = {HOURS}.calls + excluded.calls, stamp = excluded.stamp",
@@ -425,7 +425,7 @@ def fill_hours(conn: Any) -> None:
     ).fetchall()
     conn.executemany(
         f"insert into {HOURS} (hour, calls, stamp) values (?, ?, ?)",
-        [[hour, int(n), random.getrandbits(31)] for hour, n in rows],
+        [[hour, int(n), secrets.randbits(31)] for hour, n in rows],
     )
 
 
