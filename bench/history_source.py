@@ -9,12 +9,24 @@ student's agreement with the teacher and the share of the 1,000 it could serve, 
 own confidence, with the served answers agreeing at least 0.85 and 0.9 (the best threshold,
 seen in hindsight: an upper limit on what any certificate can give).
 
+``--first-run`` measures instead what the replay's first run on the gold history certifies:
+the student trained on the 9,002 gold labels, its threshold certified (as a run does: fixed
+sequences, 99%, at least 50 served) on the stream's first 250 live answers, then applied to
+the 2,830 test queries after them, for each stream order in ``--seeds``. Its answers are
+ranked three ways: by the first-token margin alone; by the margin times each label's
+agreement rate measured on the training answers (the product's ranking: there, the gold
+labels' agreement with themselves); and by the margin times each label's rate measured on
+the live answers of the other four folds of the 250 (a text's fold by
+:func:`~understudy.student.classical.fold_of`, so no answer ranks itself).
+
     OMP_NUM_THREADS=1 python bench/history_source.py [--seed 1]
+    OMP_NUM_THREADS=1 python bench/history_source.py --first-run [--seeds 0 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import sys
 from pathlib import Path
@@ -22,7 +34,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._banking77 import label_names, read_csv
-from understudy.student.classical import ClassicalModel
+from understudy.distiller.classical import LabelAgreement, label_agreement
+from understudy.distiller.dataset import Example
+from understudy.router.threshold import certify_threshold
+from understudy.student.classical import ClassicalModel, ClassicalSettings, fold_of, label_words
 
 TEACHERS = ("gpt-label", "gpt4-label_nonrep", "gpt35-label_rep")
 
@@ -52,10 +67,125 @@ def fit(pairs: list[tuple[str, str]]) -> ClassicalModel:
     return ClassicalModel.fit([t for t, _ in pairs], [a for _, a in pairs])
 
 
+LIVE = 250
+"""Live answers the first run is certified on."""
+FOLDS = 5
+TARGET = 0.8
+CONFIDENCE = 0.99
+MIN_SERVED = 50
+
+
+def shrunk(pairs: list[tuple[str, bool]]) -> tuple[float, dict[str, float]]:
+    """Each label's agreement among ``(label, agreed)`` pairs, shrunk towards the overall rate
+    by two answers' worth (as :func:`~understudy.distiller.classical.label_agreement`)."""
+    default = (sum(a for _, a in pairs) + 1) / (len(pairs) + 2)
+    given: dict[str, list[bool]] = {}
+    for label, agreed in pairs:
+        given.setdefault(label, []).append(agreed)
+    return default, {k: (sum(v) + 2 * default) / (len(v) + 2) for k, v in given.items()}
+
+
+def fold_rates(
+    answers: list[tuple[str, float, bool]], texts: list[str]
+) -> list[tuple[float, dict[str, float]]]:
+    """For each fold, the label rates (:func:`shrunk`) of the answers in the other folds."""
+    folds = [fold_of(t, FOLDS) for t in texts]
+    return [
+        shrunk([(a[0], a[2]) for a, f in zip(answers, folds, strict=True) if f != k])
+        for k in range(FOLDS)
+    ]
+
+
+def first_run(seeds: list[int]) -> None:
+    """What the first run on the gold history certifies, ranked three ways (module doc)."""
+    names = label_names()
+    gold = [(r["text"], names[r["label"]]) for r in read_csv("train.csv")]
+    settings = ClassicalSettings()
+    texts = [t for t, _ in gold] + [label_words(n) for n in sorted(set(names.values()))]
+    model = ClassicalModel.fit(texts, [a for _, a in gold] + sorted(set(names.values())))
+    examples = [
+        Example(str(i), float(i), a, messages=[{"role": "user", "content": t}])
+        for i, (t, a) in enumerate(gold)
+    ]
+    trained = label_agreement(examples, settings)
+    assert trained is not None
+    print("| teacher | seed | ranking | surest 50 / 100 agree | certified | served | agreement |")
+    print("|---|---|---|---|---|---|---|")
+    for teacher in TEACHERS:
+        for seed in seeds:
+            test = read_csv("test.csv")
+            random.Random(seed + 1).shuffle(test)  # the replay's order
+            answered = [(r["text"], names.get(r[teacher], "unknown")) for r in test]
+            live, unseen = answered[:LIVE], answered[LIVE:]
+            on_live, on_unseen = _top(model, live), _top(model, unseen)
+            by_fold = fold_rates(on_live, [t for t, _ in live])
+            for name in RANKINGS:
+                scores = [
+                    _score(name, p, t, trained, by_fold)
+                    for p, (t, _) in zip(on_live, live, strict=True)
+                ]
+                agreed = [p[2] for p in on_live]
+                pairs = sorted(zip(scores, agreed, strict=True), key=lambda x: -x[0])
+                ranked = [a for _, a in pairs]
+                choice = certify_threshold(
+                    scores, agreed, TARGET, CONFIDENCE, min_served=MIN_SERVED
+                )
+                served = [
+                    p[2]
+                    for p, (t, _) in zip(on_unseen, unseen, strict=True)
+                    if _score(name, p, t, trained, by_fold) >= choice.threshold
+                ]
+                agreement = f"{sum(served) / len(served):.3f}" if served else "-"
+                print(
+                    f"| {teacher} | {seed} | {name} | {sum(ranked[:50]) / 50:.2f} / "
+                    f"{sum(ranked[:100]) / 100:.2f} | {choice.expected_coverage:.2f} "
+                    f"| {len(served)} | {agreement} |",
+                    flush=True,
+                )
+
+
+RANKINGS = ("margin", "margin x training rates", "margin x other folds' live rates")
+
+
+def _score(
+    ranking: str,
+    answer: tuple[str, float, bool],
+    text: str,
+    trained: LabelAgreement,
+    by_fold: list[tuple[float, dict[str, float]]],
+) -> float:
+    label, margin, _ = answer
+    if ranking == "margin":
+        return margin
+    if ranking == "margin x training rates":
+        return margin * trained.rates.get(label, trained.default)
+    default, rates = by_fold[fold_of(text, FOLDS)]
+    return margin * rates.get(label, default)
+
+
+def _top(model: ClassicalModel, pairs: list[tuple[str, str]]) -> list[tuple[str, float, bool]]:
+    """Each answer's label, first-token margin and whether the teacher gave it."""
+    out = []
+    for (_, answer), ranked in zip(
+        pairs, model.predict([t for t, _ in pairs], top_k=2), strict=True
+    ):
+        first = math.exp(ranked[0][1])
+        second = math.exp(ranked[1][1]) if len(ranked) > 1 else 0.0
+        out.append((ranked[0][0], first - second, ranked[0][0] == answer))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seed", type=int, default=1, help="order of the test split")
+    p.add_argument(
+        "--first-run", action="store_true", help="what the first run on the gold history certifies"
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="with --first-run")
     args = p.parse_args(argv)
+    if args.first_run:
+        first_run(args.seeds)
+        return 0
     names = label_names()
     gold = fit([(r["text"], names[r["label"]]) for r in read_csv("train.csv")])
     test = read_csv("test.csv")

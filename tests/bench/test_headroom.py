@@ -26,11 +26,12 @@ def test_the_stream_is_the_replays_in_its_order():
 
 
 def test_runs_come_every_k_teacher_calls_and_learn_only_from_the_teachers_answers():
-    args = argparse.Namespace(limit=600, k=150, history=0, target=0.8, settings={})
+    args = argparse.Namespace(limit=400, k=150, history=0, target=0.8, settings={})
     row = one(0, "gpt-label", args)
     runs = row["runs"]
+    assert len(runs) >= 2
     assert runs[0]["at_query"] == 150 and runs[0]["trained_on"] == 150
-    assert row["served"] > 0 and row["saved"] == row["served"] / 600
+    assert row["served"] > 0 and row["saved"] == row["served"] / 400
     for before, after in itertools.pairwise(runs):
         assert after["trained_on"] - before["trained_on"] == 150  # served answers never train
         assert after["at_query"] - before["at_query"] > 150  # what it served came between
