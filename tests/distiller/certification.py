@@ -17,9 +17,9 @@ from understudy.distiller.calibrate import calibrate
 from understudy.distiller.classical import read_label_agreement, train_classical
 from understudy.distiller.config import GateConfig
 from understudy.distiller.dataset import Example
-from understudy.distiller.evaluate import evaluate_student
+from understudy.distiller.evaluate import ModelEval, evaluate_student
 from understudy.distiller.generate import StudentRunner
-from understudy.router import Router
+from understudy.router import Router, RouterSpec
 from understudy.router.features import Features
 from understudy.student.classical import ClassicalSettings
 
@@ -84,11 +84,16 @@ def certify_and_serve(
         router = calibrate(
             candidate, "label", config, ranked_by_probability=True, label_rates=rates
         ).router
-        decide = Router(router.policy, router.threshold)
-        served = [
-            agreed
-            for agreed, features in zip(judged.agreed, judged.features, strict=True)
-            if decide.decide(Features.from_dict(features)).serve
-        ]
+        served = routed(router, judged)
         outcomes.append((len(served), (sum(served) / len(served) if served else 1.0)))
     return outcomes
+
+
+def routed(router: RouterSpec, judged: ModelEval) -> list[bool]:
+    """Whether the student agreed with the teacher on each judged query ``router`` serves."""
+    decide = Router(router.policy, router.threshold)
+    return [
+        agreed
+        for agreed, features in zip(judged.agreed, judged.features, strict=True)
+        if decide.decide(Features.from_dict(features)).serve
+    ]

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.distiller.certification import MISS, TARGET, examples, stream
+from tests.distiller.certification import MISS, TARGET, examples, routed, stream
 from understudy.distiller.calibrate import calibrate
 from understudy.distiller.classical import classical_split, read_label_agreement, train_classical
 from understudy.distiller.config import GateConfig
 from understudy.distiller.dataset import Dataset
 from understudy.distiller.evaluate import evaluate_student
 from understudy.distiller.generate import StudentRunner
-from understudy.router import Router
-from understudy.router.features import Features
 from understudy.student.classical import ClassicalSettings
 
 pytestmark = pytest.mark.slow  # trains five students on a few thousand answers
@@ -42,11 +40,6 @@ def test_the_teachers_own_history_certifies_a_cross_fitted_student_for_more_of_t
     judged = evaluate_student(runner, examples(live[250:]), [], kind="label", config=config)
     rates = read_label_agreement(tmp_path / "student")
     router = calibrate(candidate, "label", config, ranked_by_probability=True, label_rates=rates)
-    decide = Router(router.router.policy, router.router.threshold)
-    served = [
-        agreed
-        for agreed, features in zip(judged.agreed, judged.features, strict=True)
-        if decide.decide(Features.from_dict(features)).serve
-    ]
+    served = routed(router.router, judged)
     assert len(served) >= 400, f"served {len(served)} of 750"
     assert sum(served) / len(served) >= TARGET - MISS
