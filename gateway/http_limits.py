@@ -34,6 +34,29 @@ class _TooLarge(Exception):
     """Raised from a parser callback to stop parsing a request whose headers are too large."""
 
 
+class _ProtocolLog:
+    """uvicorn's logger as one connection's protocol sees it, saying what a 431 was: uvicorn
+    logs every request its parser stops as "Invalid HTTP request received." (WARNING), which
+    for headers over the limit read as a malformed request."""
+
+    def __init__(self, protocol: LimitedHttpProtocol, logger: logging.Logger) -> None:
+        self._protocol = protocol
+        self._logger = logger
+
+    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self._protocol._too_large:
+            self._logger.info(
+                "431: request headers over the limit (%d bytes or %d lines)",
+                self._protocol.max_header_bytes,
+                self._protocol.max_headers,
+            )
+            return
+        self._logger.warning(msg, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+
 class LimitedHttpProtocol(HttpToolsProtocol):
     """The httptools protocol with a header deadline and header size limits (class attributes
     set by :func:`protocol_class`)."""
@@ -48,6 +71,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.logger = _ProtocolLog(self, self.logger)  # type: ignore[assignment]
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._header_lines = 0

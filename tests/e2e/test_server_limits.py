@@ -87,6 +87,10 @@ def test_oversized_headers_get_431_in_the_openai_shape(limited, headers):
     assert status == 431
     assert json.loads(body)["error"]["code"] == "request_header_fields_too_large"
     assert httpx.get(limited.url + "/health").status_code == 200
+    # The log says what it was, not a malformed request.
+    output = limited.output()
+    assert "Invalid HTTP request received" not in output
+    assert "431: request headers over the limit" in output
 
 
 def raw_get(port: int, headers: dict[str, str]) -> tuple[int, bytes]:
