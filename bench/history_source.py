@@ -34,10 +34,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._banking77 import label_names, read_csv
+from bench.headroom import fit as headroom_fit
+from bench.headroom import stream
 from understudy.distiller.classical import LabelAgreement, label_agreement
 from understudy.distiller.dataset import Example
 from understudy.router.threshold import certify_threshold
-from understudy.student.classical import ClassicalModel, ClassicalSettings, fold_of, label_words
+from understudy.student.classical import ClassicalModel, ClassicalSettings, fold_of
 
 TEACHERS = ("gpt-label", "gpt4-label_nonrep", "gpt35-label_rep")
 
@@ -98,11 +100,9 @@ def fold_rates(
 
 def first_run(seeds: list[int]) -> None:
     """What the first run on the gold history certifies, ranked three ways (module doc)."""
-    names = label_names()
-    gold = [(r["text"], names[r["label"]]) for r in read_csv("train.csv")]
     settings = ClassicalSettings()
-    texts = [t for t, _ in gold] + [label_words(n) for n in sorted(set(names.values()))]
-    model = ClassicalModel.fit(texts, [a for _, a in gold] + sorted(set(names.values())))
+    gold, _, _ = stream(0, TEACHERS[0], 0, 9002)
+    model = headroom_fit(gold, settings)
     examples = [
         Example(str(i), float(i), a, messages=[{"role": "user", "content": t}])
         for i, (t, a) in enumerate(gold)
@@ -113,10 +113,7 @@ def first_run(seeds: list[int]) -> None:
     print("|---|---|---|---|---|---|---|")
     for teacher in TEACHERS:
         for seed in seeds:
-            test = read_csv("test.csv")
-            random.Random(seed + 1).shuffle(test)  # the replay's order
-            answered = [(r["text"], names.get(r[teacher], "unknown")) for r in test]
-            live, unseen = answered[:LIVE], answered[LIVE:]
+            _, live, unseen = stream(seed, teacher, LIVE, 0)  # the replay's order
             on_live, on_unseen = _top(model, live), _top(model, unseen)
             by_fold = fold_rates(on_live, [t for t, _ in live])
             for name in RANKINGS:
