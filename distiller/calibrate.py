@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from understudy.distiller.classical import LabelAgreement
+from understudy.distiller.classical import LabelAgreement, held_out_rates
 from understudy.distiller.config import GateConfig
 from understudy.distiller.evaluate import ModelEval
 from understudy.distiller.gates import Served
@@ -91,7 +91,12 @@ def calibrate(
         return Calibration(RouterSpec(kind, config.target), 0.0, Served(0.0, 0, 0))
     if ranked_by_probability:
         fit, check = [], list(range(len(labels)))
-        policy = probability_policy(labels, label_rates)
+        folded = (
+            held_out_rates(features, labels, weights, label_rates)
+            if label_rates is not None
+            else None
+        )
+        policy = probability_policy(labels, label_rates, folded)
     else:
         fit, check = split_for_certification(len(labels))
         policy = _fit([features[i] for i in fit], [labels[i] for i in fit])
@@ -135,7 +140,9 @@ def split_for_certification(n: int) -> tuple[list[int], list[int]]:
 
 
 def probability_policy(
-    labels: Sequence[bool], label_rates: LabelAgreement | None = None
+    labels: Sequence[bool],
+    label_rates: LabelAgreement | None = None,
+    fold_rates: tuple[list[dict[str, float]], list[float]] | None = None,
 ) -> CalibratedPolicy:
     """The smoothed agreement rate of ``labels`` times the answer's (geometric mean token)
     probability: ranks answers by that probability alone, whatever the labels, so a threshold
@@ -151,6 +158,8 @@ def probability_policy(
         n_agreed=agreed,
         label_rates=tuple(sorted(rates.items())),
         label_default=label_rates.default if label_rates is not None else 0.0,
+        fold_rates=tuple(tuple(sorted(r.items())) for r in fold_rates[0]) if fold_rates else (),
+        fold_defaults=tuple(fold_rates[1]) if fold_rates else (),
     )
 
 

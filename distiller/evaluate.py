@@ -12,10 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from understudy.distiller.classical import RATE_FOLDS
 from understudy.distiller.config import GateConfig
 from understudy.distiller.dataset import Example, parses_json
 from understudy.distiller.generate import Generation, Prompt, StudentRunner
 from understudy.router import answers_agree, extract_features, failed_check
+from understudy.student.classical import fold_of, prompt_text
 
 
 @dataclass
@@ -135,6 +137,7 @@ def is_valid(gen: Generation, kind: str, response_format: Any = None) -> bool:
 
 def _features(gen: Generation, ex: Example) -> dict[str, Any]:
     return extract_features(
+        fold=fold_of(prompt_text(ex.messages, ex.prompt), RATE_FOLDS),
         token_logprobs=gen.logprobs,
         first_token_alternatives=gen.first_alternatives,
         text=gen.text,

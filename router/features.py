@@ -50,6 +50,9 @@ class Features:
     label: str | None = None
     """The answer as a label (:func:`normalise_label`) when it is one short line, else None:
     a policy may know how often the teacher agreed with each label the student gives."""
+    fold: int | None = None
+    """The request's fold, when the policy's label rates are per fold (the caller computes it
+    from the request's text with the policy's number of folds); else None."""
 
     @property
     def valid(self) -> bool:
@@ -70,8 +73,9 @@ class Features:
         """Plain JSON; ``label`` only when there is one (dicts stored before it existed are
         unchanged)."""
         data = asdict(self)
-        if data["label"] is None:
-            del data["label"]
+        for optional in ("label", "fold"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
     @classmethod
@@ -86,6 +90,7 @@ class Features:
             length_tokens=int(data["length_tokens"]),
             failed_check=data.get("failed_check"),
             label=data.get("label"),
+            fold=None if data.get("fold") is None else int(data["fold"]),
         )
 
 
@@ -97,8 +102,9 @@ def extract_features(
     response_format: Mapping[str, Any] | None = None,
     tools: Sequence[Mapping[str, Any]] | None = None,
     tool_calls: Sequence[Mapping[str, Any]] | None = None,
+    fold: int | None = None,
 ) -> Features:
-    """Features of one answer.
+    """Features of one answer (``fold``: the request's, see :attr:`Features.fold`).
 
     ``token_logprobs`` are the log-probabilities of the generated tokens;
     ``first_token_alternatives`` the log-probabilities of the top-k candidates at the first
@@ -118,6 +124,7 @@ def extract_features(
         length_tokens=n,
         failed_check=failed_check(text, finish_reason, response_format, tools, tool_calls),
         label=as_label(text),
+        fold=fold,
     )
 
 

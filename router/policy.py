@@ -132,7 +132,15 @@ class CalibratedPolicy(ConfidencePolicy):
     """(label, rate) pairs; see ``prior`` above. Empty: not used."""
     label_default: float = 0.0
     """The rate of a label not in ``label_rates`` (or an answer that is no label)."""
+    fold_rates: tuple[tuple[tuple[str, float], ...], ...] = ()
+    """Per fold of the requests' texts, (label, rate) pairs measured on the held-out answers of
+    the other folds; an answer whose :attr:`Features.fold` is set is scored with its fold's
+    (``fold_defaults`` for a label without one) instead of ``label_rates``. Empty: not used."""
+    fold_defaults: tuple[float, ...] = ()
     _rates: dict[str, float] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _fold_rates: tuple[dict[str, float], ...] = field(
+        default=(), init=False, repr=False, compare=False
+    )
     _weights: tuple[float, ...] = field(default=(), init=False, repr=False, compare=False)
     _bias: float = field(default=0.0, init=False, repr=False, compare=False)
 
@@ -155,6 +163,14 @@ class CalibratedPolicy(ConfidencePolicy):
         if any(not 0.0 <= r <= 1.0 for r in [*rates.values(), self.label_default]):
             raise ValueError("label rates must be in [0, 1]")
         object.__setattr__(self, "_rates", rates)
+        if len(self.fold_rates) != len(self.fold_defaults):
+            raise ValueError("fold_rates and fold_defaults differ in length")
+        folds = tuple(dict(pairs) for pairs in self.fold_rates)
+        if any(not 0.0 <= r <= 1.0 for f in folds for r in [*f.values()]) or any(
+            not 0.0 <= d <= 1.0 for d in self.fold_defaults
+        ):
+            raise ValueError("fold rates must be in [0, 1]")
+        object.__setattr__(self, "_fold_rates", folds)
         # Standardisation folded into the weights: w.z + b with z = (x - mean) / scale.
         weights = tuple(c / s for c, s in zip(self.coef, self.scale, strict=True))
         bias = self.intercept - math.fsum(w * m for w, m in zip(weights, self.mean, strict=True))
@@ -194,6 +210,10 @@ class CalibratedPolicy(ConfidencePolicy):
         return self._bias + math.fsum(w * v for w, v in zip(self._weights, x, strict=True))
 
     def score(self, features: Features) -> float:
+        fold = features.fold
+        if self.method == "prior" and self._fold_rates and fold is not None:
+            rates, default = self._fold_rates[fold], self.fold_defaults[fold]
+            return rates.get(features.label or "", default) * features.first_token_margin
         if self.method == "prior" and self.label_rates:
             rate = self._rates.get(features.label or "", self.label_default)
             return rate * features.first_token_margin
@@ -223,6 +243,14 @@ class CalibratedPolicy(ConfidencePolicy):
             "blend": self.blend,
             **({"label_rates": dict(self.label_rates)} if self.label_rates else {}),
             **({"label_default": self.label_default} if self.label_rates else {}),
+            **(
+                {
+                    "fold_rates": [dict(pairs) for pairs in self.fold_rates],
+                    "fold_defaults": list(self.fold_defaults),
+                }
+                if self.fold_rates
+                else {}
+            ),
         }
 
     @classmethod
@@ -247,6 +275,11 @@ class CalibratedPolicy(ConfidencePolicy):
                 (str(k), float(v)) for k, v in sorted((data.get("label_rates") or {}).items())
             ),
             label_default=float(data.get("label_default", 0.0)),
+            fold_rates=tuple(
+                tuple((str(k), float(v)) for k, v in sorted(rates.items()))
+                for rates in data.get("fold_rates") or ()
+            ),
+            fold_defaults=tuple(float(d) for d in data.get("fold_defaults") or ()),
         )
 
 

@@ -22,6 +22,7 @@ from understudy.router import (
 )
 from understudy.router.config import RouterConfig
 from understudy.student.base import StudentAnswer
+from understudy.student.classical import fold_of, prompt_text
 
 
 @dataclass
@@ -62,15 +63,25 @@ class TaskRouter:
         answer: StudentAnswer,
         body: Mapping[str, Any],
         tool_calls: Sequence[Mapping[str, Any]] | None = None,
+        text: str | None = None,
     ) -> Judgement:
         """``body``'s ``response_format`` and ``tools`` (chat's shape) and the answer's
-        ``tool_calls``, if it makes any, feed the validity checks."""
+        ``tool_calls``, if it makes any, feed the validity checks. ``text`` is what the
+        student read (:func:`~understudy.student.classical.prompt_text` of its request;
+        by default of ``body``'s chat messages or prompt): a policy with label rates per fold
+        scores the answer with the rates of its fold, the one the distiller gives the same
+        text."""
         first_alternatives = (
             [alt.logprob for alt in answer.top_logprobs[0]]
             if (answer.top_logprobs and answer.top_logprobs[0])
             else []
         )
+        folds = len(getattr(self.router.policy, "fold_rates", ()))
+        if text is None:
+            text = prompt_text(body.get("messages"), body.get("prompt"))
+        fold = fold_of(text, folds) if folds else None
         features = extract_features(
+            fold=fold,
             token_logprobs=answer.logprobs,
             first_token_alternatives=first_alternatives,
             text=answer.text,

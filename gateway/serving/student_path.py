@@ -31,6 +31,7 @@ from understudy.gateway.serving.student_wire import (
 from understudy.gateway.serving.teacher_keys import TeacherKeys
 from understudy.gateway.serving.verdict import Attempt, Defer, NoStudent, Serve, Verdict
 from understudy.student.base import StudentAnswer, StudentBackend, StudentError, StudentRequest
+from understudy.student.classical import prompt_text
 
 log = logging.getLogger("understudy.gateway")
 
@@ -65,10 +66,11 @@ class StudentPath:
             return NoStudent(f"teacher: {reason}")
         if self.keys is not None and not await self.keys.accepted(call.ctx.authorization):
             return NoStudent("teacher: the teacher has not accepted the caller's key")
-        answer = await self._generate(backend, slot, self._request(slot, call))
+        request = self._request(slot, call)
+        answer = await self._generate(backend, slot, request)
         if isinstance(answer, str):
             return NoStudent(answer)
-        attempt = Attempt(slot, answer, _judge(slot, answer, call))
+        attempt = Attempt(slot, answer, _judge(slot, answer, call, request))
         if slot.mode == "shadow":
             return Defer(attempt, "shadow", "shadow mode: the teacher serves")
         if slot.router.should_audit():
@@ -104,12 +106,13 @@ class StudentPath:
             slot.inflight -= 1
 
 
-def _judge(slot: Slot, answer: StudentAnswer, call: Call) -> Judgement:
+def _judge(slot: Slot, answer: StudentAnswer, call: Call, request: StudentRequest) -> Judgement:
+    text = prompt_text(request.messages, request.prompt)  # what the student read
     if isinstance(call.req, ResponsesRequest):
         fields = responses_wire.router_fields(call.req)
         calls = responses_wire.function_calls(answer.text, call.req)
-        return slot.router.judge(answer, fields, tool_calls=calls)
-    return slot.router.judge(answer, call.body)
+        return slot.router.judge(answer, fields, tool_calls=calls, text=text)
+    return slot.router.judge(answer, call.body, text=text)
 
 
 def student_reply(call: Call, attempt: Attempt, *, degraded: bool = False) -> Reply:

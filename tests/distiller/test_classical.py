@@ -163,3 +163,25 @@ def test_a_labels_own_words_teach_the_classical_student_what_it_means(tmp_path):
         answers[n] = [top[0][0] for top in model.predict(queries, top_k=1)]
     assert answers[1] == ["card_arrival", "exchange_rate", "top_up_failed"]
     assert answers[0] != answers[1]
+
+
+def test_held_out_rates_show_where_the_live_teacher_differs_never_from_the_answer_itself():
+    from understudy.distiller.classical import RATE_FOLDS, LabelAgreement, held_out_rates
+
+    # The training answers (another labeller) agreed on "a" 0.9 of the time; on the held-out
+    # answers, the live teacher gives "a" back only half the time.
+    prior = LabelAgreement({"a": 0.9, "b": 0.9}, 0.9, 100)
+    features = [{"label": "a", "fold": i % RATE_FOLDS} for i in range(50)]
+    agreed = [i % 2 == 0 for i in range(50)]
+    rates, defaults = held_out_rates(features, agreed, [1.0] * 50, prior)
+    assert all(0.45 < r["a"] < 0.6 for r in rates)  # 20 of the other folds' 40, and the prior
+    assert all(r["b"] == 0.9 for r in rates)  # no evidence: the training rate
+    # Flipping one answer moves the rates of every fold but its own.
+    flipped = list(agreed)
+    flipped[7] = not flipped[7]
+    after, _ = held_out_rates(features, flipped, [1.0] * 50, prior)
+    own = features[7]["fold"]
+    assert after[own] == rates[own]
+    assert all(after[k] != rates[k] for k in range(RATE_FOLDS) if k != own)
+    assert len(defaults) == RATE_FOLDS
+    assert held_out_rates([{"label": "a"}], [True], [1.0], prior) is None  # no fold: not used

@@ -271,3 +271,32 @@ def test_a_policy_without_label_rates_scores_as_before_and_stores_no_rates():
     assert "label_rates" not in policy.to_dict()
     with pytest.raises(ValueError, match="label rates"):
         CalibratedPolicy(method="prior", label_rates=(("a", 1.5),))
+
+
+def test_an_answer_is_scored_with_the_label_rates_of_its_requests_fold():
+    # Rates measured per fold of the requests' texts, each on the held-out answers of the
+    # other folds: a request is scored with its own fold's, as its held-out twins were.
+    policy = CalibratedPolicy(
+        method="prior",
+        prior=0.7,
+        label_rates=(("card_arrival", 0.95),),
+        label_default=0.6,
+        fold_rates=((("card_arrival", 0.5),), (("card_arrival", 0.9),)),
+        fold_defaults=(0.3, 0.8),
+    )
+    alternatives = [math.log(0.8), math.log(0.1)]
+    in_fold = [
+        extract_features([math.log(0.8)], alternatives, "card_arrival", fold=k) for k in (0, 1)
+    ]
+    assert policy.score(in_fold[0]) == pytest.approx(0.5 * 0.7)
+    assert policy.score(in_fold[1]) == pytest.approx(0.9 * 0.7)
+    other = extract_features([math.log(0.8)], alternatives, "new_label", fold=0)
+    assert policy.score(other) == pytest.approx(0.3 * 0.7)
+    no_fold = extract_features([math.log(0.8)], alternatives, "card_arrival")
+    assert policy.score(no_fold) == pytest.approx(0.95 * 0.7)  # the training rates
+
+    stored = json.loads(json.dumps(policy.to_dict()))
+    assert load_policy(stored) == policy
+    assert Features.from_dict(in_fold[1].to_dict()).fold == 1
+    with pytest.raises(ValueError, match="differ in length"):
+        CalibratedPolicy(method="prior", fold_rates=((("a", 0.5),),))
