@@ -60,33 +60,47 @@ def certify_and_serve(
     teacher: str = "gpt-label",
     label_rates: Sequence[bool] = (True,),
     settings: ClassicalSettings | None = None,
+    trained: Path | None = None,
 ) -> list[tuple[int, float]]:
     """Train on ``logged`` and the first ``seen - held_out`` answers, calibrate on the next
     ``held_out`` (as a run does: cross-fitted when the training answers are few enough, with
     the label rates measured on the training examples, or, for each False in ``label_rates``,
     without them); for each, the number of unseen queries served and their agreement with the
-    teacher."""
+    teacher. ``trained``: a student :func:`train_history` trained already (when ``seen ==
+    held_out`` the student learns ``logged`` alone, the same whoever answers the stream)."""
     queries = stream(seed, teacher)
     train, held, unseen = (
         [*logged, *queries[: seen - held_out]],
         queries[seen - held_out : seen],
         queries[seen:],
     )
-    settings = settings or ClassicalSettings()
-    train_classical(examples(train), settings, tmp_path / "student", held_out=examples(held))
-    runner = StudentRunner(str(tmp_path / "student"))
+    student = trained or tmp_path / "student"
+    if trained is None:
+        settings = settings or ClassicalSettings()
+        train_classical(examples(train), settings, student, held_out=examples(held))
+    else:
+        assert seen == held_out and settings is None, "the student learns more than the history"
+    runner = StudentRunner(str(student))
     config = GateConfig(quality_target=TARGET)
     candidate = evaluate_student(runner, examples(held), [], kind="label", config=config)
     judged = evaluate_student(runner, examples(unseen), [], kind="label", config=config)
     outcomes = []
     for with_rates in label_rates:
-        rates = read_label_agreement(tmp_path / "student") if with_rates else None
+        rates = read_label_agreement(student) if with_rates else None
         router = calibrate(
             candidate, "label", config, ranked_by_probability=True, label_rates=rates
         ).router
         served = routed(router, judged)
         outcomes.append((len(served), (sum(served) / len(served) if served else 1.0)))
     return outcomes
+
+
+def train_history(path: Path, held_out: int, seed: int) -> Path:
+    """The student of a run that has the history and ``held_out`` answers of the stream for
+    ``seed``, all held out: trained on the history alone, with the product's settings."""
+    held = stream(seed)[:held_out]
+    train_classical(examples(history()), ClassicalSettings(), path, held_out=examples(held))
+    return path
 
 
 def routed(router: RouterSpec, judged: ModelEval) -> list[bool]:
