@@ -21,7 +21,7 @@ from understudy.router import (
     extract_features,
 )
 from understudy.router.config import RouterConfig
-from understudy.student.base import StudentAnswer
+from understudy.student.base import StudentAnswer, StudentRequest
 from understudy.student.classical import fold_of, prompt_text
 
 
@@ -63,23 +63,28 @@ class TaskRouter:
         answer: StudentAnswer,
         body: Mapping[str, Any],
         tool_calls: Sequence[Mapping[str, Any]] | None = None,
-        text: str | None = None,
+        request: StudentRequest | None = None,
     ) -> Judgement:
         """``body``'s ``response_format`` and ``tools`` (chat's shape) and the answer's
-        ``tool_calls``, if it makes any, feed the validity checks. ``text`` is what the
-        student read (:func:`~understudy.student.classical.prompt_text` of its request;
-        by default of ``body``'s chat messages or prompt): a policy with label rates per fold
-        scores the answer with the rates of its fold, the one the distiller gives the same
-        text."""
+        ``tool_calls``, if it makes any, feed the validity checks. ``request`` is what the
+        student was asked (by default ``body``'s chat messages or prompt): a policy with label
+        rates per fold scores the answer with the rates of the fold of its text
+        (:func:`~understudy.student.classical.prompt_text`), the one the distiller gives the
+        same text."""
         first_alternatives = (
             [alt.logprob for alt in answer.top_logprobs[0]]
             if (answer.top_logprobs and answer.top_logprobs[0])
             else []
         )
         folds = len(getattr(self.router.policy, "fold_rates", ()))
-        if text is None:
-            text = prompt_text(body.get("messages"), body.get("prompt"))
-        fold = fold_of(text, folds) if folds else None
+        fold = None
+        if folds:  # the text is read only for a policy that needs it
+            asked = (
+                (request.messages, request.prompt)
+                if request is not None
+                else (body.get("messages"), body.get("prompt"))
+            )
+            fold = fold_of(prompt_text(*asked), folds)
         features = extract_features(
             fold=fold,
             token_logprobs=answer.logprobs,

@@ -31,7 +31,6 @@ from understudy.gateway.serving.student_wire import (
 from understudy.gateway.serving.teacher_keys import TeacherKeys
 from understudy.gateway.serving.verdict import Attempt, Defer, NoStudent, Serve, Verdict
 from understudy.student.base import StudentAnswer, StudentBackend, StudentError, StudentRequest
-from understudy.student.classical import prompt_text
 
 log = logging.getLogger("understudy.gateway")
 
@@ -107,12 +106,11 @@ class StudentPath:
 
 
 def _judge(slot: Slot, answer: StudentAnswer, call: Call, request: StudentRequest) -> Judgement:
-    text = prompt_text(request.messages, request.prompt)  # what the student read
     if isinstance(call.req, ResponsesRequest):
         fields = responses_wire.router_fields(call.req)
         calls = responses_wire.function_calls(answer.text, call.req)
-        return slot.router.judge(answer, fields, tool_calls=calls, text=text)
-    return slot.router.judge(answer, call.body, text=text)
+        return slot.router.judge(answer, fields, tool_calls=calls, request=request)
+    return slot.router.judge(answer, call.body, request=request)
 
 
 def student_reply(call: Call, attempt: Attempt, *, degraded: bool = False) -> Reply:
