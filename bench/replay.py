@@ -218,7 +218,12 @@ def bench_data(
         train = [
             Query(r["text"], names[r["label"]], names[r["label"]]) for r in read_csv("train.csv")
         ]
-    return Banking77(train=train, test=test, intents=sorted(set(names.values())))
+    return Banking77(
+        train=train,
+        test=test,
+        intents=sorted(set(names.values())),
+        train_gold=history_from != "test",
+    )
 
 
 def scores(summary: Summary) -> dict[str, Any]:

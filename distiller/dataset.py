@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +61,9 @@ class Example:
     sample_weight: float = 1.0
     """Inverse of the chance it was drawn, relative to an audit (:mod:`distiller.sampling`):
     below 1 for audits and shadow checks of requests the student served."""
+    teacher: str | None = None
+    """The model that gave the answer (the teacher's ``model``), None when no teacher did (a
+    correction of a student answer) or the log does not say."""
 
     def prompt_text(self) -> str:
         if self.messages is None:
@@ -125,6 +128,7 @@ def build_dataset(
         stats["dropped_invalid_json"] = len(examples) - len(kept)
         examples = kept
     examples = _dedupe(examples, config.near_duplicate_threshold, stats)
+    teacher = live_teacher(examples)
     train, held_out = split_by_time(examples, config)
     # A client's correction may train, but never judges: the held-out slice is what the gates
     # certify with, and a client could otherwise relabel it.
@@ -145,6 +149,8 @@ def build_dataset(
         "eval": len(held_out),
         "failures_in_train": sum(ex.failure for ex in train),
         "uniform": sum(ex.uniform for ex in examples),
+        "teacher": teacher,
+        "uniform_other_teachers": sum(ex.uniform and not judges(ex, teacher) for ex in examples),
         "corrections": sum(ex.source in ("correction", "reviewed") for ex in examples),
         "corrections_reviewed": sum(ex.source == "reviewed" for ex in examples),
         "sources": dict(Counter(ex.source for ex in examples)),
@@ -156,30 +162,47 @@ def build_dataset(
 def split_by_time(
     examples: list[Example], config: DatasetConfig
 ) -> tuple[list[Example], list[Example]]:
-    """The newest slice of uniform examples (:attr:`Example.uniform`) is held out; the rest
-    trains. Input must be in time order."""
+    """The newest slice of uniform examples (:attr:`Example.uniform`) of the live teacher
+    (:func:`live_teacher`) is held out; the rest trains. Input must be in time order."""
     n = len(examples)
     n_eval = max(config.eval_min, round(n * config.eval_fraction))
     n_eval = min(n_eval, config.eval_max, n // 2)
-    uniform = [i for i, ex in enumerate(examples) if ex.uniform]
+    teacher = live_teacher(examples)
+    uniform = [i for i, ex in enumerate(examples) if judges(ex, teacher)]
     held = set(uniform[len(uniform) - n_eval :]) if n_eval else set()
     train = [ex for i, ex in enumerate(examples) if i not in held]
     return train, [ex for i, ex in enumerate(examples) if i in held]
 
 
+def live_teacher(examples: Sequence[Example]) -> str | None:
+    """The model of the newest teacher answer that names one: the teacher the traffic gets
+    now. None when no answer names its model."""
+    named = [ex for ex in examples if ex.teacher]
+    return max(named, key=lambda ex: ex.created_at).teacher if named else None
+
+
+def judges(ex: Example, teacher: str | None) -> bool:
+    """Whether ``ex`` may be held out to calibrate and judge a student: drawn regardless of the
+    router, and answered by ``teacher`` (the live one) when the log names it. A student is
+    certified against the teacher that answers the traffic now, never an earlier one (a
+    teacher model changed, or a log imported from elsewhere): its answers only train."""
+    return ex.uniform and (teacher is None or ex.teacher == teacher)
+
+
 def widened(dataset: Dataset, n: int) -> tuple[list[Example], list[Example]]:
     """The training and held-out examples with ``n`` held out where the log allows (at most
     half of them): the run's held-out slice and, before it, the newest uniform training
-    examples (teacher answers, audits, shadow checks; never a correction or a synthetic one),
-    each list in time order."""
+    examples of the live teacher (teacher answers, audits, shadow checks; never a correction
+    or a synthetic one), each list in time order."""
     total = len(dataset.train) + len(dataset.eval)
     need = min(n, total // 2) - len(dataset.eval)
     if need <= 0:
         return dataset.train, dataset.eval
+    teacher = live_teacher([*dataset.train, *dataset.eval])
     movable = [
         i
         for i, ex in enumerate(dataset.train)
-        if ex.uniform and ex.source not in ("correction", "synthetic")
+        if judges(ex, teacher) and ex.source not in ("correction", "synthetic")
     ]
     moved = set(movable[-need:])
     train = [ex for i, ex in enumerate(dataset.train) if i not in moved]
@@ -262,6 +285,7 @@ def _examples(
             failure=row["id"] in failures or (origin in failures if origin else False),
             response_format=_response_format(row["endpoint"], request),
             uniform=is_uniform(row),
+            teacher=row.get("teacher_model") if row["served_by"] != "student" else None,
             **prompt,
         )
         if scrubber:

@@ -25,7 +25,8 @@ def iter_log_rows(db: Database, task: str, *, limit: int | None = None) -> Itera
     served_by)`` index alone, then rows are read in index order one at a time, so memory does
     not grow with the log (no sort, no rows held)."""
     sql = (
-        f"select id, created_at, endpoint, served_by, status, route_reason, {BODY_SELECT}"
+        f"select id, created_at, endpoint, served_by, status, route_reason, teacher_model,"
+        f" {BODY_SELECT}"
         f" from requests where task = ? and served_by in {_LEARNED_FROM}"
     )
     params: list[Any] = [task]

@@ -42,6 +42,7 @@ def log_exchange(
     request_id: str | None = None,
     route_reason: str | None = None,
     response_json: str | None = None,
+    teacher_model: str | None = None,
     **request: Any,
 ) -> str:
     """Write one request row as the gateway logs it; return its id."""
@@ -64,6 +65,7 @@ def log_exchange(
         request_json=json.dumps(body),
         response_json=response_json,
         route_reason=route_reason,
+        teacher_model=teacher_model,
     )
     with db.conn:
         db["requests"].insert(record.as_row())

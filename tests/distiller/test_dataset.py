@@ -10,7 +10,14 @@ from tests.distiller.conftest import (
     log_feedback,
 )
 from understudy.distiller.config import DatasetConfig
-from understudy.distiller.dataset import Example, build_dataset, infer_kind, split_by_time
+from understudy.distiller.dataset import (
+    Dataset,
+    Example,
+    build_dataset,
+    infer_kind,
+    split_by_time,
+    widened,
+)
 from understudy.distiller.scrub import PII_PATTERNS, Scrubber
 
 CONFIG = DatasetConfig(eval_fraction=0.2, eval_min=1, min_examples=1)
@@ -155,6 +162,48 @@ def test_only_examples_drawn_regardless_of_the_router_are_held_out_and_weighted(
     served = round(a / (a + (1 - a) * s), 6)
     assert weights == {"before": {1.0}, "easy": {served}, "audit": {served, 1.0}}
     assert served < 0.4
+
+
+def test_a_student_is_judged_against_the_live_teacher_not_an_earlier_one(db):
+    # A teacher model that changed, or a log imported from elsewhere: the newest 10% of the
+    # answers drawn regardless of the router reached back into the earlier teacher's, and
+    # certified the student against a teacher the traffic no longer gets (9,002 gold-labelled
+    # answers, then 250 live ones: served answers agreed 0.71-0.74 with the live teacher at a
+    # 0.8 target). They train; only the live teacher's answers judge.
+    for i in range(180):
+        log_exchange(db, "t", distinct(i), "old", at=i, teacher_model="gpt-4-0613")
+    live = [
+        log_exchange(db, "t", distinct(i), "new", at=i, teacher_model="gpt-4o-2024-08-06")
+        for i in range(180, 200)
+    ]
+    log_exchange(db, "t", distinct(200), "x", at=200, served_by="student")  # names no teacher
+
+    dataset = build_dataset(db, "t", DatasetConfig(eval_fraction=0.2, eval_min=20))
+
+    assert {ex.id for ex in dataset.eval} == set(live)
+    assert {ex.answer for ex in dataset.train} == {"old"} and len(dataset.train) == 180
+    assert dataset.stats["teacher"] == "gpt-4o-2024-08-06"
+    assert dataset.stats["uniform_other_teachers"] == 180
+
+
+def test_a_log_that_names_no_teacher_model_is_held_out_as_before(db):
+    for i in range(50):
+        log_exchange(db, "t", distinct(i), f"label_{i % 3}", at=i)
+
+    dataset = build_dataset(db, "t", DatasetConfig(eval_fraction=0.2, eval_min=1))
+
+    assert len(dataset.eval) == 10 and dataset.stats["teacher"] is None
+
+
+def test_a_wider_held_out_set_takes_only_the_live_teachers_answers():
+    old = [Example(f"o{i}", float(i), "a", teacher="gpt-4-0613") for i in range(100)]
+    new = [Example(f"n{i}", 100.0 + i, "b", teacher="gpt-4o") for i in range(30)]
+    dataset = Dataset("t", "label", old + new[:20], new[20:])
+
+    train, held_out = widened(dataset, 60)
+
+    assert [ex.id for ex in held_out] == [ex.id for ex in new]
+    assert train == old
 
 
 def test_failure_cases_are_up_weighted_in_training(db):

@@ -35,6 +35,8 @@ class Banking77:
     train: list[Query]
     test: list[Query]
     intents: list[str]
+    train_gold: bool = True
+    """The train split's answers are its gold labels (not a teacher's)."""
 
     def most_frequent(self, k: int) -> list[str]:
         """The ``k`` intents with the most training queries (ties broken by name)."""
@@ -49,6 +51,7 @@ class Banking77:
             train=[q for q in self.train if q.gold in keep],
             test=[q for q in self.test if q.gold in keep],
             intents=[name for name in self.intents if name in keep],
+            train_gold=self.train_gold,
         )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from understudy.demo.banking77 import Banking77
+from understudy.demo.teacher import GOLD_LABELS
 
 TASK = "banking77"
 """The task every demo request belongs to (sent as ``X-Understudy-Task``)."""
@@ -81,7 +82,12 @@ def gateway_config(options: DemoOptions, *, teacher_url: str, port: int, model: 
             "shadow_rate": options.shadow_rate,
             "sampling_seed": options.seed,
         },
-        "costs": {"prices": {model: f"{options.price_in:g}/{options.price_out:g}"}},
+        # the gold labels standing in for the teacher in the history are priced as its answers
+        "costs": {
+            "prices": {
+                name: f"{options.price_in:g}/{options.price_out:g}" for name in (model, GOLD_LABELS)
+            }
+        },
         "distiller.dataset": _held_out(options),
         # The classical candidate is judged on the same slice: a wider one would reach back
         # into the history, whose gold labels stand in for a teacher it is not.

@@ -39,7 +39,7 @@ from understudy.demo.report import (
     teacher_only_cost,
     traffic_line,
 )
-from understudy.demo.teacher import ReplayTeacher
+from understudy.demo.teacher import GOLD_LABELS, ReplayTeacher
 from understudy.demo.traffic import Answered, Client
 from understudy.gateway.accounting.prices import Price
 from understudy.gateway.accounting.summary import Summary as Figures
@@ -86,7 +86,14 @@ def run_demo(options: DemoOptions, out: IO[str] | None = None) -> Summary:
         f"{len(data.intents)} intents · {len(history)} history queries (gold labels standing in"
         f" for the teacher) · {len(live)} live queries (GPT-4's real answers)"
     )
-    teacher = ReplayTeacher({q.text: q.teacher for q in data.train + data.test})
+    # gold labels are logged as the labeller's answers, not the teacher's (a student is judged
+    # against the live teacher only)
+    tested = {q.text.strip() for q in data.test}
+    gold = {q.text.strip(): GOLD_LABELS for q in data.train if data.train_gold}
+    teacher = ReplayTeacher(
+        {q.text: q.teacher for q in data.train + data.test},
+        labelled_by={text: name for text, name in gold.items() if text not in tested},
+    )
     teacher.start()
     gateway: Gateway | None = None
     client: Client | None = None
