@@ -439,22 +439,32 @@ def plot(runs: list[dict[str, Any]], means: list[dict[str, Any]], path: Path) ->
             color=color,
             alpha=0.35,
         )
-    ax.plot([0], [TEACHER_ALONE], "s", color="black", label=f"teacher alone {TEACHER_ALONE}")
-    ax.plot(
-        [0, 100],
-        [TEACHER_ALONE, TEACHER_ALONE - LAMBDA],
-        color="grey",
-        ls="--",
-        lw=0.8,
-        label=f"same discounted accuracy as teacher alone (λ={LAMBDA})",
-    )
+    alone: dict[str, list[float]] = {}
+    for r in runs:
+        alone.setdefault(r.get("teacher", "gpt-label"), []).append(r["teacher_alone"])
+    references = {t: sum(v) / len(v) for t, v in sorted(alone.items())} or {"": TEACHER_ALONE}
+    # each teacher's own accuracy, and the line of equal discounted accuracy through it: a
+    # stream is judged against the teacher that answered it
+    for n, (teacher, accuracy) in enumerate(references.items()):
+        name = teacher.split("-")[0] if len(references) > 1 else "teacher"
+        ax.plot([0], [accuracy], "s^Dv"[n % 4], color="black", label=f"{name} alone {accuracy:.4f}")
+        ax.plot(
+            [0, 100],
+            [accuracy, accuracy - LAMBDA],
+            color="grey",
+            ls="--",
+            lw=0.8,
+            label=f"same discounted accuracy as the teacher alone (λ={LAMBDA})" if n == 0 else None,
+        )
     ocats = f"OCaTS k-NN student: accuracy {OCATS_KNN}"
     ax.axhline(OCATS_KNN, color="tab:orange", ls=":", label=ocats)
-    accuracies = [r["accuracy"] for r in runs] + [TEACHER_ALONE]
+    accuracies = [r["accuracy"] for r in runs] + list(references.values())
     top = max(0.9, max(accuracies) + 0.01)
     ax.set_ylim(min(0.77, min(accuracies) - 0.01), top)
-    ax.fill_between([60, 100], TEACHER_ALONE - 0.01, top, color="tab:green", alpha=0.08)
-    ax.annotate("history target", (62, TEACHER_ALONE - 0.005), fontsize=8, color="tab:green")
+    if len(references) == 1:  # the history target is the one teacher's accuracy
+        accuracy = next(iter(references.values()))
+        ax.fill_between([60, 100], accuracy - 0.01, top, color="tab:green", alpha=0.08)
+        ax.annotate("history target", (62, accuracy - 0.005), fontsize=8, color="tab:green")
     ax.set_xlabel("teacher calls saved (%)")
     ax.set_ylabel("accuracy of what users received vs gold")
     ax.set_xlim(-2, 100)
