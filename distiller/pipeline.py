@@ -180,6 +180,15 @@ def _run(
         outcome.status = "skipped"
         outcome.reason = f"{usable} usable examples < min_examples {config.dataset.min_examples}"
         return
+    if not dataset.eval:
+        teacher = dataset.stats.get("teacher")
+        outcome.status = "skipped"
+        outcome.reason = "no held-out answer to certify a student on: " + (
+            f"no answer of the live teacher ({teacher}) drawn regardless of the router yet"
+            if teacher
+            else "no answer drawn regardless of the router"
+        )
+        return
     update_run(db, outcome.run_id, dataset_json=dataset.stats)
     job_path = _write_job(db, run_dir, dataset, config)
     job = Job.read(job_path)

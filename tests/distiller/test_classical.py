@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.distiller.conftest import INTENTS, SYSTEM, intent_messages, log_intents
+from tests.distiller.conftest import INTENTS, SYSTEM, intent_messages, log_exchange, log_intents
 from understudy.distiller.classical import LABEL_AGREEMENT
 from understudy.distiller.config import DatasetConfig, DistillConfig, GateConfig, TrainConfig
 from understudy.distiller.pipeline import run_distillation
@@ -49,6 +49,29 @@ def test_a_label_task_gets_a_classical_student_that_passes_the_gates(tmp_path):
     assert saved["engine"] == "classical" and saved["folds"] == 5  # cross-fitted: few answers
     fold = json.loads((Path(model.model_path) / "fold-0" / "classical.json").read_text())
     assert len(fold["labels"]) >= 2
+    db.conn.close()
+
+
+def test_after_the_teacher_model_changed_the_earlier_ones_answers_certify_nothing(tmp_path):
+    # The teacher model changed while a student served: the new one's first answers are
+    # deferrals, never drawn regardless of the router. The earlier teacher's answers were held
+    # out instead, and certified a student against a teacher the traffic no longer gets.
+    db = open_database(tmp_path / "understudy.db")
+    for i, (text, label) in enumerate(intent_messages(400)):
+        log_exchange(db, TASK, text, label, at=1000 + i, teacher_model="gpt-4-0613")
+    for i, (text, label) in enumerate(intent_messages(5, seed=1)):
+        reason = "deferred: below_threshold"
+        log_exchange(db, TASK, text, label, at=2000 + i, route_reason=reason, teacher_model="b")
+
+    outcome = run_distillation(tmp_path, TASK, config())
+
+    assert not outcome.promoted and champion(db, TASK) is None
+    assert outcome.status == "skipped"
+    assert outcome.reason == (
+        "no held-out answer to certify a student on: no answer of the live teacher (b) drawn"
+        " regardless of the router yet"
+    )
+    assert outcome.dataset["uniform_other_teachers"] == 400
     db.conn.close()
 
 
