@@ -9,6 +9,7 @@ SDK.
 from __future__ import annotations
 
 import io
+import json
 import re
 import sqlite3
 from pathlib import Path
@@ -22,7 +23,7 @@ from understudy.demo.config import TASK, DemoOptions
 from understudy.demo.processes import DemoError
 from understudy.demo.report import Summary, why_missed
 from understudy.demo.run import prepare_data_dir, run_demo
-from understudy.demo.teacher import ReplayTeacher
+from understudy.demo.teacher import MODEL, ReplayTeacher
 from understudy.gateway.accounting import fmt
 
 pytestmark = pytest.mark.sqlite_only(
@@ -83,6 +84,26 @@ def test_a_student_is_promoted_through_the_gates(demo):
     finally:
         db.close()
     assert champion == (f"{TASK}@v1",)
+
+
+def test_the_historys_gold_labels_train_but_only_the_teachers_answers_judge(demo):
+    # The history's gold labels are logged under their own name, as a teacher model change or
+    # an imported log shows them: the run trains on them, and holds out the live teacher's.
+    _, _, data_dir = demo
+    db = sqlite3.connect(data_dir / "understudy.db")
+    try:
+        (stats,) = db.execute(
+            "select dataset_json from distill_runs where task = ? order by started_at limit 1",
+            [TASK],
+        ).fetchone()
+    finally:
+        db.close()
+    dataset = json.loads(stats)
+    assert dataset["teacher"] == MODEL
+    # the 480 history answers, less duplicates and the queries also in the test split (those
+    # the replay teacher answers with its recorded answer)
+    assert 400 <= dataset["uniform_other_teachers"] <= SMALL.history
+    assert dataset["eval"] == SMALL.warmup
 
 
 @pytest.mark.slow
