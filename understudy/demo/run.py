@@ -89,10 +89,10 @@ def run_demo(options: DemoOptions, out: IO[str] | None = None) -> Summary:
     # gold labels are logged as the labeller's answers, not the teacher's (a student is judged
     # against the live teacher only)
     tested = {q.text.strip() for q in data.test}
-    gold = {q.text.strip(): GOLD_LABELS for q in data.train if data.train_gold}
+    gold = [q.text.strip() for q in data.train if data.train_gold]
     teacher = ReplayTeacher(
         {q.text: q.teacher for q in data.train + data.test},
-        labelled_by={text: name for text, name in gold.items() if text not in tested},
+        labelled_by={text: GOLD_LABELS for text in gold if text not in tested},
     )
     teacher.start()
     gateway: Gateway | None = None
