@@ -15,6 +15,7 @@ deferrals, which are the hard requests). Failure cases carry
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -128,7 +129,7 @@ def build_dataset(
         stats["dropped_invalid_json"] = len(examples) - len(kept)
         examples = kept
     examples = _dedupe(examples, config.near_duplicate_threshold, stats)
-    teacher = live_teacher(examples)
+    teachers = live_teachers(examples)
     train, held_out = split_by_time(examples, config)
     # A client's correction may train, but never judges: the held-out slice is what the gates
     # certify with, and a client could otherwise relabel it.
@@ -149,8 +150,9 @@ def build_dataset(
         "eval": len(held_out),
         "failures_in_train": sum(ex.failure for ex in train),
         "uniform": sum(ex.uniform for ex in examples),
-        "teacher": teacher,
-        "uniform_other_teachers": sum(ex.uniform and not judges(ex, teacher) for ex in examples),
+        "teacher": live_teacher(examples),
+        "live_teachers": sorted(teachers),
+        "uniform_other_teachers": sum(ex.uniform and not judges(ex, teachers) for ex in examples),
         "corrections": sum(ex.source in ("correction", "reviewed") for ex in examples),
         "corrections_reviewed": sum(ex.source == "reviewed" for ex in examples),
         "sources": dict(Counter(ex.source for ex in examples)),
@@ -162,47 +164,72 @@ def build_dataset(
 def split_by_time(
     examples: list[Example], config: DatasetConfig
 ) -> tuple[list[Example], list[Example]]:
-    """The newest slice of uniform examples (:attr:`Example.uniform`) of the live teacher
-    (:func:`live_teacher`) is held out; the rest trains. Input must be in time order."""
+    """The newest slice of uniform examples (:attr:`Example.uniform`) of the live teachers
+    (:func:`live_teachers`) is held out; the rest trains. Input must be in time order."""
     n = len(examples)
     n_eval = max(config.eval_min, round(n * config.eval_fraction))
     n_eval = min(n_eval, config.eval_max, n // 2)
-    teacher = live_teacher(examples)
-    uniform = [i for i, ex in enumerate(examples) if judges(ex, teacher)]
+    teachers = live_teachers(examples)
+    uniform = [i for i, ex in enumerate(examples) if judges(ex, teachers)]
     held = set(uniform[len(uniform) - n_eval :]) if n_eval else set()
     train = [ex for i, ex in enumerate(examples) if i not in held]
     return train, [ex for i, ex in enumerate(examples) if i in held]
 
 
+GONE_CHANCE = 0.001
+"""How unlikely a model's silence since its last answer must be, at the share of the answers it
+gave until then, before :func:`live_teachers` counts it as replaced."""
+
+
+def live_teachers(examples: Sequence[Example]) -> frozenset[str]:
+    """The teacher models the traffic gets now: the model of the newest teacher answer that
+    names one, and each other model whose silence since its last answer is still likely at the
+    share of the named answers it gave until then (``(1 - share) ** answers_since`` at least
+    :data:`GONE_CHANCE`). Models that answer side by side (clients asking for several under
+    one task, a canary) are all live; a model replaced by another stops being live a few
+    answers after it (one that gave all the answers before: at the next). Empty when no answer
+    names its model."""
+    models = [ex.teacher for ex in sorted(examples, key=lambda ex: ex.created_at) if ex.teacher]
+    last = {model: i for i, model in enumerate(models)}
+    given = Counter(models)
+    live = set()
+    for model, i in last.items():
+        since = len(models) - 1 - i
+        share = given[model] / (i + 1)
+        if since == 0 or (share < 1 and since * math.log1p(-share) >= math.log(GONE_CHANCE)):
+            live.add(model)
+    return frozenset(live)
+
+
 def live_teacher(examples: Sequence[Example]) -> str | None:
-    """The model of the newest teacher answer that names one: the teacher the traffic gets
-    now. None when no answer names its model."""
+    """The model of the newest teacher answer that names one (None when none does)."""
     named = [ex for ex in examples if ex.teacher]
     return max(named, key=lambda ex: ex.created_at).teacher if named else None
 
 
-def judges(ex: Example, teacher: str | None) -> bool:
+def judges(ex: Example, teachers: frozenset[str]) -> bool:
     """Whether ``ex`` may be held out to calibrate and judge a student: drawn regardless of the
-    router, and answered by ``teacher`` (the live one) when the log names it. A student is
-    certified against the teacher that answers the traffic now, never an earlier one (a
-    teacher model changed, or a log imported from elsewhere): its answers only train."""
-    return ex.uniform and (teacher is None or ex.teacher == teacher)
+    router, and answered by one of ``teachers`` (the live ones, :func:`live_teachers`) when
+    the log names any. A student is certified against the teachers that answer the traffic
+    now, never an earlier one (a teacher model changed, or a log imported from elsewhere): its
+    answers only train."""
+    return ex.uniform and (not teachers or ex.teacher in teachers)
 
 
 def widened(dataset: Dataset, n: int) -> tuple[list[Example], list[Example]]:
     """The training and held-out examples with ``n`` held out where the log allows (at most
     half of them): the run's held-out slice and, before it, the newest uniform training
-    examples of the live teacher (teacher answers, audits, shadow checks; never a correction
+    examples of the live teachers (teacher answers, audits, shadow checks; never a correction
     or a synthetic one), each list in time order."""
     total = len(dataset.train) + len(dataset.eval)
     need = min(n, total // 2) - len(dataset.eval)
     if need <= 0:
         return dataset.train, dataset.eval
-    teacher = live_teacher([*dataset.train, *dataset.eval])
+    teachers = live_teachers([*dataset.train, *dataset.eval])
     movable = [
         i
         for i, ex in enumerate(dataset.train)
-        if judges(ex, teacher) and ex.source not in ("correction", "synthetic")
+        if judges(ex, teachers) and ex.source not in ("correction", "synthetic")
     ]
     moved = set(movable[-need:])
     train = [ex for i, ex in enumerate(dataset.train) if i not in moved]

@@ -181,11 +181,11 @@ def _run(
         outcome.reason = f"{usable} usable examples < min_examples {config.dataset.min_examples}"
         return
     if not dataset.eval:
-        teacher = dataset.stats.get("teacher")
+        teachers = ", ".join(dataset.stats.get("live_teachers") or ())
         outcome.status = "skipped"
         outcome.reason = "no held-out answer to certify a student on: " + (
-            f"no answer of the live teacher ({teacher}) drawn regardless of the router yet"
-            if teacher
+            f"no answer of the live teacher ({teachers}) drawn regardless of the router yet"
+            if teachers
             else "no answer drawn regardless of the router"
         )
         return

@@ -15,6 +15,7 @@ from understudy.distiller.dataset import (
     Example,
     build_dataset,
     infer_kind,
+    live_teachers,
     split_by_time,
     widened,
 )
@@ -184,6 +185,50 @@ def test_a_student_is_judged_against_the_live_teacher_not_an_earlier_one(db):
     assert {ex.answer for ex in dataset.train} == {"old"} and len(dataset.train) == 180
     assert dataset.stats["teacher"] == "gpt-4o-2024-08-06"
     assert dataset.stats["uniform_other_teachers"] == 180
+
+
+def test_teacher_models_that_answer_side_by_side_all_judge(db):
+    # Clients asking for two models under one task: both are the traffic's teachers. Judging
+    # with the newest answer's model alone certified the student against half of the traffic,
+    # a different half from one run to the next.
+    answers = {}
+    for i in range(200):
+        model = "gpt-4o" if i % 3 else "gpt-4o-mini"
+        answers[log_exchange(db, "t", distinct(i), "x", at=i, teacher_model=model)] = model
+
+    dataset = build_dataset(db, "t", DatasetConfig(eval_fraction=0.2, eval_min=20))
+
+    held = [answers[ex.id] for ex in dataset.eval]
+    assert len(held) == 40 and held.count("gpt-4o-mini") == 13
+    assert dataset.stats["live_teachers"] == ["gpt-4o", "gpt-4o-mini"]
+    assert dataset.stats["uniform_other_teachers"] == 0
+
+
+def test_a_canary_model_then_all_traffic_leaves_the_replaced_model_out():
+    def era(model: str, start: int, n: int) -> list[Example]:
+        return [
+            Example(f"{model}{start + i}", float(start + i), "x", teacher=model) for i in range(n)
+        ]
+
+    # a canary: one answer in ten from the new model, then all of them
+    old = era("old", 0, 300)
+    canary = [
+        Example(f"c{i}", 300.0 + i, "x", teacher="new" if i % 10 == 0 else "old")
+        for i in range(200)
+    ]
+    assert live_teachers(old + canary) == {"old", "new"}
+    rollout = era("new", 500, 5)
+    assert live_teachers(old + canary + rollout) == {"new"}
+    # a model that answered everything is replaced at the next answer of another
+    assert live_teachers(era("old", 0, 400) + era("new", 400, 1)) == {"new"}
+    # a rare model is live until its silence would be unlikely at its share (1 in 20: ~135)
+    rare = [
+        Example(f"r{i}", float(i), "x", teacher="rare" if i % 20 == 0 else "main")
+        for i in range(981)
+    ]
+    assert live_teachers(rare + era("main", 981, 100)) == {"main", "rare"}
+    assert live_teachers(rare + era("main", 981, 140)) == {"main"}
+    assert live_teachers([Example("a", 0.0, "x")]) == frozenset()
 
 
 def test_a_log_that_names_no_teacher_model_is_held_out_as_before(db):

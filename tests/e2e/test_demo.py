@@ -99,7 +99,7 @@ def test_the_historys_gold_labels_train_but_only_the_teachers_answers_judge(demo
     finally:
         db.close()
     dataset = json.loads(stats)
-    assert dataset["teacher"] == MODEL
+    assert dataset["teacher"] == MODEL and dataset["live_teachers"] == [MODEL]
     # the 480 history answers, less duplicates and the queries also in the test split (those
     # the replay teacher answers with its recorded answer)
     assert 400 <= dataset["uniform_other_teachers"] <= SMALL.history
