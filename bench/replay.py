@@ -10,10 +10,15 @@ for a teacher (``--history-from train``, the default), or from the test queries 
 not hold, answered by the same teacher column (``--history-from test``), as a deployment's log
 holds its own teacher's answers. The gold history is a teacher whose past answers differ from
 its live ones: with ``gpt35-label_rep`` and ``gpt4-label_nonrep`` (0.75 and 0.74 against gold)
-a student trained on it learns gold's mapping, and its confidence does not show where the
-live teacher disagrees.
+a student trained on it learns gold's mapping; the replay teacher answers the history under its
+own model name (``banking77-gold-labels``), so a run certifies a student on the live teacher's
+answers only, as it would after a real change of teacher.
 
-Each run is ``understudy demo``'s loop (``gateway.demo.run.run_demo``) at the benchmark's size;
+Each run holds out what the product holds out (``--held-out product``, the default: the
+distiller's ``eval_*`` defaults, the classical candidate widened to its ``held_out_min``);
+``--held-out demo`` holds out the K newest teacher answers instead, the demo's slice.
+
+Each run is ``understudy demo``'s loop (``understudy.demo.run.run_demo``) at the benchmark's size;
 its progress goes to stderr, the tables to stdout, the figures to ``bench/results/replay.json``
 and the plot to ``bench/results/replay.png``.
 
@@ -122,9 +127,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--held-out",
         choices=["demo", "product"],
-        default="demo",
-        help="held-out slice of each run: the demo's (the K newest teacher answers) or the "
-        "product's defaults (distiller.dataset eval_fraction/eval_min/eval_max)",
+        default="product",
+        help="held-out slice of each run: the product's defaults (distiller.dataset "
+        "eval_fraction/eval_min/eval_max, the classical candidate's held_out_min; what a "
+        "deployment gets) or the demo's (the K newest teacher answers)",
     )
     p.add_argument(
         "--combine",

@@ -12,6 +12,7 @@ from understudy.demo.config import gateway_config
 from understudy.demo.report import Summary
 from understudy.demo.traffic import Answered
 from understudy.distiller.config import DatasetConfig
+from understudy.student.classical import ClassicalSettings
 
 
 def _answered(answer: str, served_by: str, gold: str = "a", teacher: str = "a") -> Answered:
@@ -79,19 +80,30 @@ def test_first_k_runs_sooner_until_a_promotion_and_sets_the_first_run(tmp_path):
     assert options_for(warmed, 0, 0.8, tmp_path).warmup == 150
 
 
-def test_the_held_out_slice_is_the_demos_unless_the_products_defaults_are_asked_for(tmp_path):
-    def dataset(*flags: str) -> str:
+def test_the_held_out_slice_is_the_products_unless_the_demos_is_asked_for(tmp_path):
+    def section(name: str, *flags: str) -> str:
         options = options_for(parse_args(["--history", "9002", *flags]), 0, 0.8, tmp_path)
         config = gateway_config(options, teacher_url="http://t", port=1, model="m")
-        return config.split("[distiller.dataset]\n", 1)[1].split("\n\n", 1)[0]
+        return config.split(f"[{name}]\n", 1)[1].split("\n\n", 1)[0]
 
-    # the demo's: the K newest teacher answers, the live ones
-    assert dataset("--k", "250") == "eval_fraction = 0.01\neval_min = 250\neval_max = 250"
-    assert dataset("--warmup", "500") == "eval_fraction = 0.01\neval_min = 500\neval_max = 500"
+    # what a deployment gets: the distiller's defaults, the classical candidate widened to its own
     defaults = DatasetConfig()
-    assert dataset("--held-out", "product") == (
+    products = (
         f"eval_fraction = {defaults.eval_fraction!r}\neval_min = {defaults.eval_min}"
         f"\neval_max = {defaults.eval_max}"
+    )
+    widened = f"held_out_min = {ClassicalSettings().held_out_min}"
+    assert section("distiller.dataset", "--k", "250") == products
+    assert section("distiller.classical", "--k", "250") == widened
+    assert section("distiller.dataset", "--held-out", "product") == products
+    # the demo's: the K newest teacher answers, the live ones
+    demo = ("--held-out", "demo")
+    assert section("distiller.dataset", *demo, "--k", "250") == (
+        "eval_fraction = 0.01\neval_min = 250\neval_max = 250"
+    )
+    assert section("distiller.classical", *demo, "--k", "250") == "held_out_min = 250"
+    assert section("distiller.dataset", *demo, "--warmup", "500") == (
+        "eval_fraction = 0.01\neval_min = 500\neval_max = 500"
     )
 
 
