@@ -15,7 +15,6 @@ deferrals, which are the hard requests). Failure cases carry
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -130,7 +129,7 @@ def build_dataset(
         examples = kept
     examples = _dedupe(examples, config.near_duplicate_threshold, stats)
     teachers = live_teachers(examples)
-    train, held_out = split_by_time(examples, config)
+    train, held_out = split_by_time(examples, config, teachers)
     # A client's correction may train, but never judges: the held-out slice is what the gates
     # certify with, and a client could otherwise relabel it.
     unreviewed = [ex for ex in held_out if ex.source == "correction"]
@@ -150,7 +149,7 @@ def build_dataset(
         "eval": len(held_out),
         "failures_in_train": sum(ex.failure for ex in train),
         "uniform": sum(ex.uniform for ex in examples),
-        "teacher": live_teacher(examples),
+        "teacher": newest_teacher(examples),
         "live_teachers": sorted(teachers),
         "uniform_other_teachers": sum(ex.uniform and not judges(ex, teachers) for ex in examples),
         "corrections": sum(ex.source in ("correction", "reviewed") for ex in examples),
@@ -162,14 +161,16 @@ def build_dataset(
 
 
 def split_by_time(
-    examples: list[Example], config: DatasetConfig
+    examples: list[Example], config: DatasetConfig, teachers: frozenset[str] | None = None
 ) -> tuple[list[Example], list[Example]]:
     """The newest slice of uniform examples (:attr:`Example.uniform`) of the live teachers
-    (:func:`live_teachers`) is held out; the rest trains. Input must be in time order."""
+    (``teachers``, default :func:`live_teachers` of ``examples``) is held out; the rest
+    trains. Input must be in time order."""
     n = len(examples)
     n_eval = max(config.eval_min, round(n * config.eval_fraction))
     n_eval = min(n_eval, config.eval_max, n // 2)
-    teachers = live_teachers(examples)
+    if teachers is None:
+        teachers = live_teachers(examples)
     uniform = [i for i, ex in enumerate(examples) if judges(ex, teachers)]
     held = set(uniform[len(uniform) - n_eval :]) if n_eval else set()
     train = [ex for i, ex in enumerate(examples) if i not in held]
@@ -196,12 +197,12 @@ def live_teachers(examples: Sequence[Example]) -> frozenset[str]:
     for model, i in last.items():
         since = len(models) - 1 - i
         share = given[model] / (i + 1)
-        if since == 0 or (share < 1 and since * math.log1p(-share) >= math.log(GONE_CHANCE)):
+        if (1 - share) ** since >= GONE_CHANCE:
             live.add(model)
     return frozenset(live)
 
 
-def live_teacher(examples: Sequence[Example]) -> str | None:
+def newest_teacher(examples: Sequence[Example]) -> str | None:
     """The model of the newest teacher answer that names one (None when none does)."""
     named = [ex for ex in examples if ex.teacher]
     return max(named, key=lambda ex: ex.created_at).teacher if named else None
